@@ -1,0 +1,42 @@
+# make demo | make test | make bench -- each sets up .venv itself.
+# A torch that is already importable by $(PYTHON) (e.g. your CUDA build) is kept;
+# otherwise the CPU wheel torch==2.13.0 is installed.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+PYTEST_WORKERS ?= 2
+
+.PHONY: demo test lint bench data clean
+
+$(STAMP): pyproject.toml
+	@if [ ! -x $(PY) ]; then \
+	  if $(PYTHON) -c "import torch" 2>/dev/null; then \
+	    echo "keeping the torch importable by $(PYTHON)"; \
+	    $(PYTHON) -m venv --system-site-packages $(VENV); \
+	  else $(PYTHON) -m venv $(VENV); fi; fi
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[test]"
+	rm -f $(VENV)/.installed-*; touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/mlip-data info data/default.h5
+	$(PY) examples/label_sample.py
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) -m "not slow"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+bench: $(STAMP)
+	$(PY) -m pip install -q -e ".[bench]"
+	$(PY) benchmarks/run_all.py
+
+data: $(STAMP)
+	$(VENV)/bin/mlip-data generate --recipe default --out data/default.h5
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

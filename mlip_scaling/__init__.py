@@ -1,0 +1,23 @@
+"""mlip-scaling: machine-learned interatomic potentials and their scaling laws."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["ScalingCalculator", "Potential", "load_potential", "__version__"]
+
+
+def __getattr__(name: str):  # lazy: importing the package stays cheap
+    if name == "ScalingCalculator":
+        from mlip_scaling.calculators.ase import ScalingCalculator
+
+        return ScalingCalculator
+    if name == "Potential":
+        from mlip_scaling.models.potential import Potential
+
+        return Potential
+    if name == "load_potential":
+        from mlip_scaling.checkpoint import load_potential
+
+        return load_potential
+    raise AttributeError(f"module 'mlip_scaling' has no attribute {name!r}")

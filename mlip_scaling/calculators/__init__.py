@@ -1,0 +1,1 @@
+"""Calculators: ASE ScalingCalculator, batched inference, torch-sim interface."""

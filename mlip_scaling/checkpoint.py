@@ -1,0 +1,120 @@
+"""Self-describing model files (``.pt``): plain dicts, loaded with ``weights_only=True``.
+
+Format ``mlip-scaling/1`` (see ARCHITECTURE.md)::
+
+    {"format": "mlip-scaling/1",
+     "model": {"family": str, "config": dict},
+     "state_dict": {...}, "species": [Z...], "cutoff": float,
+     "reference_energies": {Z: eV}, "scale": float, "shift": float,
+     "train": {...}, "metrics": {...}}
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mlip_scaling.io_utils import atomic_torch_save
+from mlip_scaling.models.potential import Potential
+from mlip_scaling.models.registry import build_model
+
+__all__ = ["FORMAT", "CheckpointError", "potential_to_dict", "save_potential", "load_checkpoint",
+           "load_potential"]
+
+FORMAT = "mlip-scaling/1"
+
+
+class CheckpointError(ValueError):
+    """A model file that cannot be used (missing, corrupt, unknown format, unsafe)."""
+
+
+def potential_to_dict(
+    potential: Potential, train: dict | None = None, metrics: dict | None = None
+) -> dict[str, Any]:
+    """The checkpoint dict of a potential (weights on CPU)."""
+    return {
+        "format": FORMAT,
+        "model": {"family": potential.family, "config": dict(potential.config)},
+        "state_dict": {k: v.detach().cpu() for k, v in potential.model.state_dict().items()},
+        "species": list(potential.species),
+        "cutoff": potential.cutoff,
+        "reference_energies": {int(z): e for z, e in potential.reference_dict().items()},
+        "scale": float(potential.scale),
+        "shift": float(potential.shift),
+        "train": dict(train or {}),
+        "metrics": dict(metrics or {}),
+    }
+
+
+def save_potential(
+    path: str | os.PathLike,
+    potential: Potential,
+    train: dict | None = None,
+    metrics: dict | None = None,
+) -> Path:
+    """Write ``potential`` as a self-describing ``.pt`` file, atomically."""
+    atomic_torch_save(potential_to_dict(potential, train, metrics), path)
+    return Path(path)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and validate a checkpoint dict; never executes code from the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such model file")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
+        raise CheckpointError(
+            f"{path}: refused to load: the file holds objects other than tensors and plain "
+            f"data ({first[:120]})"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
+        raise CheckpointError(f"{path}: not a readable model file (truncated or corrupt: "
+                              f"{str(exc).splitlines()[0][:120]})") from None
+    if not isinstance(ckpt, dict) or "format" not in ckpt:
+        raise CheckpointError(f"{path}: not an mlip-scaling model file (no 'format' key)")
+    if ckpt["format"] != FORMAT:
+        raise CheckpointError(
+            f"{path}: unknown format version {ckpt['format']!r}; this version reads {FORMAT!r}"
+        )
+    missing = [k for k in ("model", "state_dict", "species") if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path}: model file lacks {', '.join(missing)}")
+    return ckpt
+
+
+def potential_from_dict(ckpt: dict[str, Any]) -> Potential:
+    """Rebuild a :class:`Potential` from a checkpoint dict."""
+    family, config = ckpt["model"]["family"], ckpt["model"]["config"]
+    potential = Potential(
+        build_model(family, config),
+        family=family,
+        config=config,
+        species=ckpt["species"],
+        reference_energies={int(z): float(e) for z, e in ckpt["reference_energies"].items()},
+        scale=float(ckpt.get("scale", 1.0)),
+        shift=float(ckpt.get("shift", 0.0)),
+    )
+    potential.model.load_state_dict(ckpt["state_dict"])
+    return potential
+
+
+def load_potential(
+    path: str | os.PathLike,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> Potential:
+    """Load a model file into an eval-mode :class:`Potential` on ``device`` in ``dtype``."""
+    ckpt = load_checkpoint(path)
+    try:
+        potential = potential_from_dict(ckpt)
+    except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: model file is inconsistent: {str(exc)[:200]}") from None
+    return potential.to(device=device, dtype=dtype).eval()

@@ -1,0 +1,1 @@
+"""Atomic data: neighbour lists, data dicts, datasets, oracles and generators."""

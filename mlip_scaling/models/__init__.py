@@ -1,0 +1,1 @@
+"""Energy models (transformer, EquiformerV2), blocks, the Potential wrapper, presets."""

@@ -1,0 +1,1 @@
+"""Scaling studies: sweeps, evaluation, downstream tasks, fits, report."""

@@ -1,0 +1,1 @@
+"""Downstream tasks: relaxations and molecular dynamics against an oracle."""

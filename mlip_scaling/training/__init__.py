@@ -1,0 +1,1 @@
+"""Training: config, loss, schedules, EMA, trainer loop, FLOP accounting, CLI."""
