@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from mlip_scaling.errors import MlipError
 from mlip_scaling.io_utils import atomic_torch_save
 from mlip_scaling.models.potential import Potential
 from mlip_scaling.models.registry import build_model
@@ -29,7 +30,7 @@ __all__ = ["FORMAT", "CheckpointError", "potential_to_dict", "save_potential", "
 FORMAT = "mlip-scaling/1"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(MlipError, ValueError):
     """A model file that cannot be used (missing, corrupt, unknown format, unsafe)."""
 
 
