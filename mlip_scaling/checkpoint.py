@@ -68,17 +68,20 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such model file")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path}: not a readable model file (not a torch zip archive: "
+                              "empty, truncated or corrupt)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
         raise CheckpointError(
             f"{path}: refused to load: the file holds objects other than tensors and plain "
-            f"data ({first[:120]})"
+            f"data ({_refusal_reason(str(exc))})"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
+    except Exception as exc:  # torch/zip/pickle raise many types on corrupt archives
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise CheckpointError(f"{path}: not a readable model file (truncated or corrupt: "
-                              f"{str(exc).splitlines()[0][:120]})") from None
+                              f"{first[:120]})") from None
     if not isinstance(ckpt, dict) or "format" not in ckpt:
         raise CheckpointError(f"{path}: not an mlip-scaling model file (no 'format' key)")
     if ckpt["format"] != FORMAT:
@@ -89,6 +92,15 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if missing:
         raise CheckpointError(f"{path}: model file lacks {', '.join(missing)}")
     return ckpt
+
+
+def _refusal_reason(message: str) -> str:
+    """The line of a weights-only unpickling error that names the refused object."""
+    for line in message.splitlines():
+        if "GLOBAL" in line or "global" in line:
+            return line.strip()[:160]
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    return lines[0][:120] if lines else "unsafe content"
 
 
 def potential_from_dict(ckpt: dict[str, Any]) -> Potential:
@@ -117,5 +129,6 @@ def load_potential(
     try:
         potential = potential_from_dict(ckpt)
     except (KeyError, RuntimeError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: model file is inconsistent: {str(exc)[:200]}") from None
+        detail = " ".join(str(exc).split())[:200]
+        raise CheckpointError(f"{path}: model file is inconsistent: {detail}") from None
     return potential.to(device=device, dtype=dtype).eval()
