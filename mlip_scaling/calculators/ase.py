@@ -1,0 +1,352 @@
+"""ScalingCalculator: an ASE calculator around a :class:`Potential`, with batched inference.
+
+Usage::
+
+    from mlip_scaling import ScalingCalculator
+    atoms.calc = ScalingCalculator("model.pt", dtype="float64")
+    atoms.get_potential_energy(); atoms.get_forces(); atoms.get_stress()
+
+Units: energy eV, forces eV/Å, stress eV/Å^3 in ASE's Voigt order
+[xx, yy, zz, yz, xz, xy] and sign (``(1/V) dE/dstrain``).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from ase import Atoms
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+from ase.data import chemical_symbols
+
+from mlip_scaling import keys
+from mlip_scaling.checkpoint import load_potential
+from mlip_scaling.data.neighbors import neighbor_list
+from mlip_scaling.errors import ConfigError, DataError
+from mlip_scaling.models.potential import MAX_Z, Potential
+
+__all__ = ["ScalingCalculator", "resolve_device", "resolve_dtype", "prepare_potential",
+           "sorted_neighbors", "StructureChecker"]
+
+_VOIGT = ([0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1])
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; anything else as ``torch.device``."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """``"float32"``/``"float64"`` (or the torch dtypes) -> torch dtype."""
+    if isinstance(dtype, torch.dtype) and dtype in _DTYPES.values():
+        return dtype
+    if dtype not in _DTYPES:
+        raise ConfigError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    return _DTYPES[dtype]
+
+
+def prepare_potential(
+    model: str | os.PathLike | Potential, device: torch.device, dtype: torch.dtype
+) -> Potential:
+    """Load a model file (safe loading) or adopt a loaded potential, in eval mode.
+
+    A given :class:`Potential` is used as is (and put in eval mode) when its device and
+    dtype already match; otherwise a converted copy is made and the caller's is untouched.
+    """
+    if isinstance(model, (str, os.PathLike)):
+        return load_potential(model, device=device, dtype=dtype)
+    if not isinstance(model, Potential):
+        raise ConfigError(
+            f"model must be a model file path or a Potential, got {type(model).__name__}"
+        )
+    buffer = model.scale
+    if buffer.dtype != dtype or buffer.device != device:
+        model = copy.deepcopy(model).to(device=device, dtype=dtype)
+    return model.eval()
+
+
+def _compiled(potential: Potential) -> Potential:
+    """A potential sharing ``potential``'s weights whose energy model is torch-compiled."""
+    compiled = Potential(
+        torch.compile(potential.model, dynamic=True), potential.family, potential.config,
+        potential.species, potential.reference_dict(), float(potential.scale),
+        float(potential.shift),
+    )
+    return compiled.to(device=potential.scale.device, dtype=potential.dtype).eval()
+
+
+def sorted_neighbors(
+    positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Neighbour pairs (``edge_index`` [2,E], integer ``shifts`` [E,3]) within ``cutoff`` Å,
+    in a canonical order (centre, neighbour, image) so that any two lists holding the same
+    pairs hold them in the same order.
+    """
+    edge_index, shifts = neighbor_list(positions, cell, pbc, cutoff)
+    order = np.lexsort((shifts[:, 2], shifts[:, 1], shifts[:, 0], edge_index[1], edge_index[0]))
+    return np.ascontiguousarray(edge_index[:, order]), np.ascontiguousarray(shifts[order])
+
+
+class StructureChecker:
+    """Validates structures against a potential: known elements, finite coordinates."""
+
+    def __init__(self, species: Sequence[int]) -> None:
+        self.species = list(species)
+        self._known = np.zeros(MAX_Z + 1, dtype=bool)
+        self._known[self.species] = True
+
+    def __call__(
+        self,
+        numbers: np.ndarray,
+        positions: np.ndarray,
+        cell: np.ndarray,
+        pbc: np.ndarray,
+        where: str,
+    ) -> None:
+        """Raise :class:`DataError` naming ``where`` and the problem; return if fine."""
+        bad = (numbers < 0) | (numbers > MAX_Z)
+        bad[~bad] = ~self._known[numbers[~bad]]
+        if bad.any():
+            z = int(numbers[bad][0])
+            name = chemical_symbols[z] if 0 <= z < len(chemical_symbols) else "?"
+            trained = ", ".join(chemical_symbols[s] for s in self.species)
+            raise DataError(
+                f"{where}: element {name} (Z={z}) is not known to this model "
+                f"(trained on {trained})"
+            )
+        if not np.isfinite(positions).all():
+            atom = int(np.flatnonzero(~np.isfinite(positions).all(axis=1))[0])
+            raise DataError(f"{where}: position of atom {atom} is not finite (NaN or inf)")
+        if not np.isfinite(cell).all():
+            raise DataError(f"{where}: the cell contains NaN or inf")
+        flat = pbc & (np.linalg.norm(cell, axis=1) == 0)
+        if flat.any():
+            raise DataError(f"{where}: periodic along cell vector {int(np.argmax(flat))} "
+                            "but that vector is zero")
+
+
+class _NeighborCache:
+    """A neighbour list built at ``cutoff + skin`` and reused while it stays valid.
+
+    Valid while no atom moved more than ``skin / 2`` since the build and the cell,
+    periodicity and atomic numbers are unchanged; each call filters the stored pairs to
+    the current distance < ``cutoff``, so the pairs equal those of a fresh list.
+    """
+
+    def __init__(self, cutoff: float, skin: float) -> None:
+        self.cutoff, self.skin = float(cutoff), float(skin)
+        self.ref: tuple[np.ndarray, ...] | None = None
+        self.builds = 0
+
+    def _valid(self, positions, cell, pbc, numbers) -> bool:
+        if self.ref is None:
+            return False
+        ref_pos, ref_cell, ref_pbc, ref_numbers = self.ref
+        if len(numbers) != len(ref_numbers) or not (
+            np.array_equal(numbers, ref_numbers)
+            and np.array_equal(pbc, ref_pbc)
+            and np.array_equal(cell, ref_cell)
+        ):
+            return False
+        moved = np.einsum("ij,ij->i", positions - ref_pos, positions - ref_pos)
+        return bool(moved.max(initial=0.0) <= (0.5 * self.skin) ** 2)
+
+    def __call__(
+        self, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, numbers: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``edge_index`` [2,E] and ``shifts`` [E,3] of the pairs closer than ``cutoff``."""
+        if not self._valid(positions, cell, pbc, numbers):
+            self.edge_index, self.shifts = sorted_neighbors(
+                positions, cell, pbc, self.cutoff + self.skin
+            )
+            self.offsets = self.shifts @ cell
+            self.ref = (positions.copy(), cell.copy(), pbc.copy(), numbers.copy())
+            self.builds += 1
+        i, j = self.edge_index
+        vec = positions[j] - positions[i] + self.offsets
+        keep = np.einsum("ij,ij->i", vec, vec) < self.cutoff**2
+        if keep.all():
+            return self.edge_index, self.shifts
+        return self.edge_index[:, keep], self.shifts[keep]
+
+
+class ScalingCalculator(Calculator):
+    """ASE calculator for mlip-scaling models (energy, forces, stress, per-atom energies).
+
+    Args:
+        model: path of a model file (``.pt``, loaded safely) or a loaded ``Potential``.
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ...
+        dtype: ``"float32"`` or ``"float64"``; only this calculator's model and inputs
+            use it (torch's global default dtype is never changed).
+        compile: run the energy model through ``torch.compile``.
+        skin: neighbour-list skin (Å) for reuse between steps; 0 rebuilds on every move.
+
+    Stress is computed when asked for and, once asked for, on every later call (cell
+    relaxations and NPT then need one model evaluation per step). Structures that are not
+    periodic in all three directions have no stress (``PropertyNotImplementedError``).
+    """
+
+    implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
+
+    def __init__(
+        self,
+        model: str | os.PathLike | Potential,
+        device: str | torch.device = "auto",
+        dtype: str | torch.dtype = "float32",
+        compile: bool = False,
+        skin: float = 0.5,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype)
+        self.potential = prepare_potential(model, self.device, self.dtype)
+        self._runner = _compiled(self.potential) if compile else self.potential
+        self.cutoff = self.potential.cutoff
+        if skin < 0:
+            raise ConfigError(f"skin must be >= 0 Å, got {skin}")
+        self.skin = float(skin)
+        self.check = StructureChecker(self.potential.species)
+        self._neighbors = _NeighborCache(self.cutoff, self.skin)
+        self._cached: dict[str, object] = {}
+        self._stress_wanted = False
+
+    def calculate(
+        self,
+        atoms: Atoms | None = None,
+        properties: Sequence[str] = ("energy",),
+        system_changes: Sequence[str] = tuple(all_changes),
+    ) -> None:
+        """Evaluate the model on ``atoms`` and fill ``self.results``."""
+        super().calculate(atoms, properties, system_changes)
+        atoms = self.atoms
+        periodic = bool(atoms.pbc.all())
+        if "stress" in properties:
+            if not periodic:
+                raise PropertyNotImplementedError(
+                    "stress needs a structure periodic in all three directions"
+                )
+            self._stress_wanted = True
+        data = self._data(atoms)
+        out = self._runner(data, compute_forces=True,
+                           compute_stress=periodic and self._stress_wanted)
+        energy = float(out[keys.ENERGY].detach()[0])
+        self.results = {
+            "energy": energy,
+            "free_energy": energy,
+            "forces": _numpy(out[keys.FORCES]),
+            "energies": _numpy(out[keys.ATOMIC_ENERGIES]),
+        }
+        if keys.STRESS in out:
+            self.results["stress"] = _numpy(out[keys.STRESS][0])[_VOIGT]
+
+    def _data(self, atoms: Atoms) -> dict[str, torch.Tensor]:
+        positions = atoms.positions
+        cell, pbc, numbers = atoms.cell.array, atoms.pbc, atoms.numbers
+        self.check(numbers, positions, cell, pbc, "structure")
+        edge_index, shifts = self._neighbors(positions, cell, pbc, numbers)
+        return {
+            keys.POSITIONS: self._tensor(positions),
+            keys.CELL: self._tensor(cell).reshape(1, 3, 3),
+            keys.EDGE_INDEX: torch.from_numpy(edge_index).to(self.device),
+            keys.EDGE_CELL_SHIFT: self._tensor(shifts),
+            **self._static(numbers, pbc),
+        }
+
+    def _tensor(self, array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(array).to(device=self.device, dtype=self.dtype)
+
+    def _static(self, numbers: np.ndarray, pbc: np.ndarray) -> dict[str, torch.Tensor]:
+        """Tensors that only change with the atoms' identity (reused between calls)."""
+        ref = self._cached.get("key")
+        if ref is None or not (np.array_equal(ref[0], numbers) and np.array_equal(ref[1], pbc)):
+            n = len(numbers)
+            self._cached = {
+                "key": (numbers.copy(), pbc.copy()),
+                keys.ATOMIC_NUMBERS: torch.from_numpy(numbers.astype(np.int64)).to(self.device),
+                keys.PBC: torch.from_numpy(pbc.copy()).reshape(1, 3).to(self.device),
+                keys.NUM_ATOMS: torch.tensor([n], device=self.device),
+                keys.BATCH: torch.zeros(n, dtype=torch.long, device=self.device),
+            }
+        return {k: v for k, v in self._cached.items() if k != "key"}
+
+    def predict(
+        self, structures: Sequence[Atoms], batch_size: int = 32
+    ) -> list[dict[str, np.ndarray]]:
+        """Evaluate many structures in batches of ``batch_size``.
+
+        Returns one dict per structure: ``energy`` (eV, 0-d), ``forces`` [N,3] (eV/Å),
+        ``energies`` [N] (eV) and, for fully periodic structures, ``stress`` [6]
+        (eV/Å^3, Voigt). Results equal one-at-a-time evaluation.
+        """
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        results: list[dict[str, np.ndarray]] = []
+        for start in range(0, len(structures), batch_size):
+            chunk = structures[start : start + batch_size]
+            results.extend(self._predict_batch(chunk, start))
+        return results
+
+    def _predict_batch(self, chunk: Sequence[Atoms], start: int) -> list[dict[str, np.ndarray]]:
+        items = [self._single(atoms, start + k) for k, atoms in enumerate(chunk)]
+        batch = _collate(items)
+        periodic = batch[keys.PBC].all(dim=1).cpu().numpy()
+        out = self._runner(batch, compute_forces=True, compute_stress=bool(periodic.any()))
+        energy = _numpy(out[keys.ENERGY])
+        forces, energies = _numpy(out[keys.FORCES]), _numpy(out[keys.ATOMIC_ENERGIES])
+        stress = _numpy(out[keys.STRESS]) if keys.STRESS in out else None
+        bounds = np.cumsum([0] + [len(a) for a in chunk])
+        results = []
+        for k in range(len(chunk)):
+            atoms_slice = slice(bounds[k], bounds[k + 1])
+            res = {
+                "energy": np.asarray(energy[k]),
+                "forces": forces[atoms_slice],
+                "energies": energies[atoms_slice],
+            }
+            if periodic[k] and stress is not None:
+                res["stress"] = stress[k][_VOIGT]
+            results.append(res)
+        return results
+
+    def _single(self, atoms: Atoms, index: int) -> dict[str, torch.Tensor]:
+        positions, cell, pbc = atoms.positions, atoms.cell.array, atoms.pbc
+        numbers = atoms.numbers
+        self.check(numbers, positions, cell, pbc, f"structure {index}")
+        edge_index, shifts = sorted_neighbors(positions, cell, pbc, self.cutoff)
+        return {
+            keys.POSITIONS: self._tensor(positions),
+            keys.CELL: self._tensor(cell).reshape(1, 3, 3),
+            keys.PBC: torch.from_numpy(pbc.copy()).reshape(1, 3).to(self.device),
+            keys.ATOMIC_NUMBERS: torch.from_numpy(numbers.astype(np.int64)).to(self.device),
+            keys.EDGE_INDEX: torch.from_numpy(edge_index).to(self.device),
+            keys.EDGE_CELL_SHIFT: self._tensor(shifts),
+        }
+
+
+def _collate(items: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Concatenate single-structure dicts into a batch (edge indices offset)."""
+    device = items[0][keys.POSITIONS].device
+    counts = torch.tensor([len(d[keys.ATOMIC_NUMBERS]) for d in items], device=device)
+    offsets = torch.cumsum(counts, 0) - counts
+    batch = {
+        name: torch.cat([d[name] for d in items])
+        for name in (keys.POSITIONS, keys.CELL, keys.PBC, keys.ATOMIC_NUMBERS,
+                     keys.EDGE_CELL_SHIFT)
+    }
+    batch[keys.EDGE_INDEX] = torch.cat(
+        [d[keys.EDGE_INDEX] + off for d, off in zip(items, offsets)], dim=1
+    )
+    batch[keys.NUM_ATOMS] = counts
+    batch[keys.BATCH] = torch.repeat_interleave(torch.arange(len(items), device=device), counts)
+    return batch
+
+
+def _numpy(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().to("cpu", torch.float64).numpy()
