@@ -25,15 +25,16 @@ CUTOFF = 5.0
 class SmoothPair(nn.Module):
     """LJ pair energy times a cosine cutoff: smooth at the cutoff (for MD and relaxations)."""
 
-    def __init__(self, sigma: float = 2.3, epsilon: float = 0.1) -> None:
+    def __init__(self, sigma: float = 2.3, epsilon: float = 0.1, cutoff: float = CUTOFF) -> None:
         super().__init__()
+        self.cutoff = cutoff
         self.sigma = nn.Parameter(torch.tensor(sigma))
         self.epsilon = epsilon
 
     def forward(self, data: dict) -> dict:
         r = data[keys.EDGE_LENGTHS]
         sr6 = (self.sigma / r) ** 6
-        envelope = 0.5 * (torch.cos(torch.pi * r / CUTOFF) + 1.0)
+        envelope = 0.5 * (torch.cos(torch.pi * r / self.cutoff) + 1.0)
         pair = 2.0 * self.epsilon * (sr6 * sr6 - sr6) * envelope
         atomic = torch.zeros(len(data[keys.POSITIONS]), dtype=r.dtype, device=r.device)
         return {keys.ATOMIC_ENERGIES: atomic.index_add(0, data[keys.EDGE_INDEX][0], pair)}
