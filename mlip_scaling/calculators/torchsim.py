@@ -1,0 +1,132 @@
+"""torch-sim model interface: batched MD and relaxation of many structures on one device.
+
+Needs the optional extra ``torch-sim-atomistic`` (``pip install mlip-scaling[torchsim]``)::
+
+    import torch_sim as ts
+    from mlip_scaling.calculators.torchsim import ScalingTorchSimModel
+    model = ScalingTorchSimModel("model.pt", dtype="float64")
+    final = ts.integrate(system=[atoms1, atoms2], model=model, integrator=ts.nvt_langevin,
+                         n_steps=1000, temperature=300, timestep=0.002)
+
+Units follow torch-sim's metal units: eV, Å; stress in eV/Å^3 with ASE's sign.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+from mlip_scaling import keys
+from mlip_scaling.calculators.ase import (
+    StructureChecker,
+    prepare_potential,
+    resolve_device,
+    resolve_dtype,
+    sorted_neighbors,
+)
+from mlip_scaling.models.potential import Potential
+
+try:
+    import torch_sim as ts
+    from torch_sim.models.interface import ModelInterface
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "the torch-sim interface needs torch-sim: pip install 'mlip-scaling[torchsim]' "
+        f"(torch-sim-atomistic); import failed with: {exc}"
+    ) from exc
+
+__all__ = ["ScalingTorchSimModel"]
+
+
+class ScalingTorchSimModel(ModelInterface):
+    """An mlip-scaling potential as a torch-sim ``ModelInterface``.
+
+    Args:
+        model: model file path (loaded safely) or a loaded ``Potential``.
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ...
+        dtype: ``"float32"`` or ``"float64"`` (torch's global default is untouched).
+        compute_forces: return forces [N,3] (eV/Å).
+        compute_stress: return stress [B,3,3] (eV/Å^3, ASE sign; zero for systems that
+            are not periodic in all three directions).
+
+    ``forward(state)`` returns ``{"energy": [B], "forces": [N,3], "stress": [B,3,3]}``.
+    Neighbour lists are built per system on the CPU (vesin) at every call.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike | Potential,
+        device: str | torch.device = "auto",
+        dtype: str | torch.dtype = "float64",
+        compute_forces: bool = True,
+        compute_stress: bool = True,
+    ) -> None:
+        super().__init__()
+        self._device = resolve_device(device)
+        self._dtype = resolve_dtype(dtype)
+        self._compute_forces = bool(compute_forces)
+        self._compute_stress = bool(compute_stress)
+        self._memory_scales_with = "n_atoms_x_density"
+        self.potential = prepare_potential(model, self._device, self._dtype)
+        self.cutoff = self.potential.cutoff
+        self.check = StructureChecker(self.potential.species)
+
+    def forward(self, state, **kwargs) -> dict[str, torch.Tensor]:
+        """Energy [B] (eV), forces [N,3] (eV/Å) and stress [B,3,3] (eV/Å^3) of ``state``.
+
+        ``state`` is a ``torch_sim.SimState`` or a dict with ``positions``, ``cell``
+        (torch-sim's column-vector convention), ``pbc``, ``atomic_numbers`` and
+        ``system_idx``.
+        """
+        if isinstance(state, dict):
+            state = ts.SimState(**state, masses=torch.ones_like(state["positions"][:, 0]))
+        data = self._batch(state)
+        out = self.potential(data, compute_forces=self._compute_forces,
+                             compute_stress=self._compute_stress)
+        results = {"energy": out[keys.ENERGY].detach()}
+        if self._compute_forces:
+            results["forces"] = out[keys.FORCES].detach()
+        if self._compute_stress:
+            results["stress"] = out[keys.STRESS].detach()
+        return results
+
+    def _batch(self, state) -> dict[str, torch.Tensor]:
+        """The model's batch dict (neighbour lists included) of a torch-sim state."""
+        positions = state.positions.detach().to(device=self._device, dtype=self._dtype)
+        cells = state.row_vector_cell.detach().to(device=self._device, dtype=self._dtype)
+        numbers = state.atomic_numbers.to(self._device, torch.long)
+        system_idx = state.system_idx.to(self._device, torch.long)
+        n_systems = cells.shape[0]
+        counts = torch.bincount(system_idx, minlength=n_systems)
+        pbc = _pbc(state.pbc, n_systems)
+        pos_np = positions.cpu().numpy().astype(np.float64)
+        cell_np = cells.cpu().numpy().astype(np.float64)
+        numbers_np = numbers.cpu().numpy()
+        bounds = np.concatenate([[0], np.cumsum(counts.cpu().numpy())])
+        edges, shifts = [], []
+        for b in range(n_systems):
+            part = slice(int(bounds[b]), int(bounds[b + 1]))
+            self.check(numbers_np[part], pos_np[part], cell_np[b], pbc[b], f"system {b}")
+            edge_index, shift = sorted_neighbors(pos_np[part], cell_np[b], pbc[b], self.cutoff)
+            edges.append(torch.from_numpy(edge_index + bounds[b]))
+            shifts.append(torch.from_numpy(shift))
+        return {
+            keys.POSITIONS: positions,
+            keys.CELL: cells,
+            keys.PBC: torch.from_numpy(pbc.copy()).to(self._device),
+            keys.ATOMIC_NUMBERS: numbers,
+            keys.BATCH: system_idx,
+            keys.NUM_ATOMS: counts,
+            keys.EDGE_INDEX: torch.cat(edges, dim=1).to(self._device),
+            keys.EDGE_CELL_SHIFT: torch.cat(shifts).to(device=self._device, dtype=self._dtype),
+        }
+
+
+def _pbc(pbc, n_systems: int) -> np.ndarray:
+    """torch-sim's ``pbc`` (one bool, [3] or [B,3]) as a [B,3] bool array."""
+    flags = np.asarray(pbc.cpu() if isinstance(pbc, torch.Tensor) else pbc, dtype=bool)
+    if flags.ndim == 0:
+        flags = np.repeat(flags, 3)
+    return np.ascontiguousarray(np.broadcast_to(flags, (n_systems, 3)))
