@@ -7,7 +7,7 @@ import pytest
 import torch
 from ase import Atoms, units
 from ase.build import bulk, fcc111, molecule
-from ase.calculators.calculator import PropertyNotImplementedError
+from ase.calculators.calculator import PropertyNotImplementedError, compare_atoms
 from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_stress
 from ase.calculators.lj import LennardJones as AseLJ
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
@@ -173,6 +173,25 @@ def test_pair_beyond_cutoff_is_not_seen():
     assert np.all(dimer.get_forces() == 0.0)
     dimer.positions[1, 2] = CUTOFF - 0.5  # within the cutoff: the pair counts
     assert dimer.get_potential_energy() != pytest.approx(-1.0)
+
+
+def test_check_state_agrees_with_ase():
+    calc = ScalingCalculator(smooth_potential(), dtype="float64")
+    atoms = rattled_cu()
+    atoms.calc = calc
+    atoms.get_potential_energy()
+    edits = {
+        "none": lambda a: None,
+        "positions": lambda a: a.positions.__setitem__((0, 0), a.positions[0, 0] + 1e-9),
+        "numbers": lambda a: a.numbers.__setitem__(0, 1),
+        "cell": lambda a: a.set_cell(a.cell * 1.001),
+        "pbc": lambda a: a.set_pbc([True, True, False]),
+        "charges": lambda a: a.set_initial_charges(np.ones(len(a))),
+    }
+    for edit in edits.values():
+        other = atoms.copy()
+        edit(other)
+        assert sorted(calc.check_state(other)) == sorted(compare_atoms(calc.atoms, other))
 
 
 def test_unknown_element_is_named():

@@ -65,8 +65,8 @@ def prepare_potential(
         raise ConfigError(
             f"model must be a model file path or a Potential, got {type(model).__name__}"
         )
-    buffer = model.scale
-    if buffer.dtype != dtype or buffer.device != device:
+    tensors = [t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()]
+    if any(t.dtype != dtype or t.device != device for t in tensors):
         model = copy.deepcopy(model).to(device=device, dtype=dtype)
     return model.eval()
 
@@ -217,6 +217,22 @@ class ScalingCalculator(Calculator):
         self._cached: dict[str, object] = {}
         self._stress_wanted = False
 
+    def check_state(self, atoms: Atoms, tol: float = 1e-15) -> list[str]:
+        """Changes since the last calculation (as ASE's, with an exact-equality fast path)."""
+        old = self.atoms
+        if old is None or len(old) != len(atoms):
+            return list(all_changes)
+        changes = [name for name, a, b in (("cell", old.cell.array, atoms.cell.array),
+                                           ("pbc", old.pbc, atoms.pbc))
+                   if not _same(a, b, tol)]
+        for name in all_changes:
+            if name in ("cell", "pbc"):
+                continue
+            a, b = old.arrays.get(name), atoms.arrays.get(name)
+            if (a is None) != (b is None) or (a is not None and not _same(a, b, tol)):
+                changes.append(name)
+        return [name for name in changes if name not in self.ignored_changes]
+
     def calculate(
         self,
         atoms: Atoms | None = None,
@@ -346,6 +362,17 @@ def _collate(items: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor
     batch[keys.NUM_ATOMS] = counts
     batch[keys.BATCH] = torch.repeat_interleave(torch.arange(len(items), device=device), counts)
     return batch
+
+
+def _same(a: np.ndarray, b: np.ndarray, tol: float) -> bool:
+    """Equal shapes and values within ``tol`` (exact comparison first: the common case)."""
+    if a.shape != b.shape:
+        return False
+    if np.array_equal(a, b):
+        return True
+    if a.dtype == bool or b.dtype == bool:
+        return False
+    return bool(np.abs(a - b).max(initial=0.0) <= tol)
 
 
 def _numpy(tensor: torch.Tensor) -> np.ndarray:
