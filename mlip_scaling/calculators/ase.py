@@ -89,7 +89,10 @@ def sorted_neighbors(
     pairs hold them in the same order.
     """
     edge_index, shifts = neighbor_list(positions, cell, pbc, cutoff)
-    order = np.lexsort((shifts[:, 2], shifts[:, 1], shifts[:, 0], edge_index[1], edge_index[0]))
+    span = int(np.abs(shifts).max(initial=0)) * 2 + 1
+    code = ((shifts[:, 0] * span + shifts[:, 1]) * span + shifts[:, 2]) + (span**3) // 2
+    key = (edge_index[0] * len(positions) + edge_index[1]) * span**3 + code
+    order = np.argsort(key, kind="stable")
     return np.ascontiguousarray(edge_index[:, order]), np.ascontiguousarray(shifts[order])
 
 
@@ -162,18 +165,24 @@ class _NeighborCache:
     ) -> tuple[np.ndarray, np.ndarray]:
         """``edge_index`` [2,E] and ``shifts`` [E,3] of the pairs closer than ``cutoff``."""
         if not self._valid(positions, cell, pbc, numbers):
-            self.edge_index, self.shifts = sorted_neighbors(
-                positions, cell, pbc, self.cutoff + self.skin
-            )
-            self.offsets = self.shifts @ cell
-            self.ref = (positions.copy(), cell.copy(), pbc.copy(), numbers.copy())
-            self.builds += 1
-        i, j = self.edge_index
-        vec = positions[j] - positions[i] + self.offsets
+            self._build(positions, cell, pbc, numbers)
+        vec = self._vec
+        np.subtract(positions.take(self._j, axis=0), positions.take(self._i, axis=0), out=vec)
+        vec += self._offsets
         keep = np.einsum("ij,ij->i", vec, vec) < self.cutoff**2
-        if keep.all():
-            return self.edge_index, self.shifts
-        return self.edge_index[:, keep], self.shifts[keep]
+        pairs = self._pairs if keep.all() else self._pairs[keep]
+        return pairs[:, :2].T, pairs[:, 2:]
+
+    def _build(
+        self, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, numbers: np.ndarray
+    ) -> None:
+        edge_index, shifts = sorted_neighbors(positions, cell, pbc, self.cutoff + self.skin)
+        self._pairs = np.concatenate([edge_index.T, shifts], axis=1)  # [E, 5]: i, j, shift
+        self._i, self._j = edge_index[0].copy(), edge_index[1].copy()
+        self._offsets = shifts @ cell
+        self._vec = np.empty_like(self._offsets)
+        self.ref = (positions.copy(), cell.copy(), pbc.copy(), numbers.copy())
+        self.builds += 1
 
 
 class ScalingCalculator(Calculator):
