@@ -229,3 +229,18 @@ def test_bad_options():
     assert calc.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
     with pytest.raises(ConfigError, match="batch_size"):
         calc.predict([methane()], batch_size=0)
+
+
+@pytest.mark.slow
+def test_compiled_model_gives_the_same_results():
+    atoms = rattled_cu()
+    atoms.calc = ScalingCalculator(smooth_potential(), dtype="float64")
+    expected = atoms.get_forces(), atoms.get_stress()
+    atoms.calc = ScalingCalculator(smooth_potential(), dtype="float64", compile=True)
+    for _ in range(2):  # second call: new edge count, no stale graph
+        np.testing.assert_allclose(atoms.get_forces(), expected[0], atol=1e-12)
+        np.testing.assert_allclose(atoms.get_stress(), expected[1], atol=1e-12)
+        atoms.rattle(0.02, seed=7)
+        reference = atoms.copy()
+        reference.calc = ScalingCalculator(smooth_potential(), dtype="float64")
+        expected = reference.get_forces(), reference.get_stress()
