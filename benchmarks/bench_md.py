@@ -36,6 +36,10 @@ from mlip_scaling.errors import ConfigError, cli_entry
 from mlip_scaling.models.potential import Potential
 
 MACE_PARAMS = 72_848
+#: glibc settings that keep freed memory for reuse instead of unmapping every large tensor
+#: (page faults otherwise make the time per atom grow with size above ~2000 atoms)
+MALLOC_TUNING = {"MALLOC_MMAP_THRESHOLD_": str(2**32), "MALLOC_TRIM_THRESHOLD_": str(2**36),
+                 "MALLOC_TOP_PAD_": str(2**30)}
 #: atoms -> repeat of the 4-atom cubic fcc cell
 CELLS = {64: (2, 2, 4), 256: (4, 4, 4), 1024: (4, 8, 8), 2048: (8, 8, 8), 4000: (10, 10, 10),
          16000: (10, 10, 40)}
@@ -211,7 +215,13 @@ def scaling_table(potential, device: str, args) -> list[dict]:
     calc = ScalingCalculator(potential, device=device, dtype="float32")
     for n in args.sizes:
         steps = max(2, int(args.steps * 256 / n))
-        rows.append(row("mlip-scaling", "float32", n, md_step_time(copper(n), calc, steps)))
+        atoms = copper(n)
+        md_step_time(atoms, calc, 1)
+        timer = Timer(calc._runner, "forward")
+        rows.append(row("mlip-scaling", "float32", n, md_step_time(atoms, calc, steps, 0)))
+        timer.remove()
+        rows[-1]["outside_model_s"] = rows[-1]["step_s"] - timer.total / steps
+        print(f"{'':<34} outside the model: {1e6 * rows[-1]['outside_model_s'] / n:.2f} µs/atom")
     return rows
 
 
@@ -229,12 +239,17 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--mace-python", default=os.environ.get(
         "MACE_PYTHON", "/work/venvs/mace/bin/python"), help="python of a mace-torch venv")
     parser.add_argument("--json", help="write all measurements to this JSON file")
+    parser.add_argument("--malloc-tuning", action="store_true",
+                        help="re-run under glibc settings that keep freed memory (Linux)")
     return parser.parse_args(argv)
 
 
 @cli_entry
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
+    if args.malloc_tuning and any(os.environ.get(k) != v for k, v in MALLOC_TUNING.items()):
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **MALLOC_TUNING})
+    print(f"glibc malloc tuning: {'on' if 'MALLOC_MMAP_THRESHOLD_' in os.environ else 'off'}")
     torch.set_num_threads(args.threads)
     potential = build_potential(args.model)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
