@@ -96,7 +96,6 @@ def drift_mev_per_atom_ps(times_fs: np.ndarray, e_per_atom: np.ndarray) -> float
 
 
 def test_trained_model_conserves_energy_in_nve():
-    torch.set_num_threads(min(2, torch.get_num_threads()))
     potential = train(emt_structures(12))
     check = emt_structures(4, seed=1)
     calc = ScalingCalculator(potential, device="cpu", dtype="float64")
