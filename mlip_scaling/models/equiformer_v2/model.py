@@ -1,0 +1,172 @@
+"""EquiformerV2 energy model (Liao et al. 2023) with optional OMat24-style direct heads.
+
+Input: a batch dict with ``atomic_numbers`` [N], ``edge_index`` [2, E] (row 0 centre,
+row 1 neighbour, periodic images included), ``edge_vectors`` [E, 3] (Å, from positions
+that carry the strain, so autograd gives forces and stress) and ``edge_lengths`` [E].
+Output: ``{"energies": [N]}`` (eV, per atom); with ``direct_forces=True`` also
+``"forces"`` [N, 3] (eV/Å) and ``"stress"`` [B, 3, 3] (eV/Å^3) from heads.
+
+Edge contributions are multiplied by a smooth envelope so the energy is continuous (C²)
+as atoms cross the cutoff; there is no neighbour cap unless ``max_neighbors`` is set.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mlip_scaling import keys
+from mlip_scaling.models.equiformer_v2.attention import EdgeContext, TransformerBlock
+from mlip_scaling.models.equiformer_v2.edge_frame import edge_rotation
+from mlip_scaling.models.equiformer_v2.heads import DirectForceHead, EnergyHead, Rank2StressHead
+from mlip_scaling.models.equiformer_v2.layer_norm import EquivariantRMSNorm
+from mlip_scaling.models.equiformer_v2.radial import (
+    EdgeDegreeEmbedding,
+    GaussianSmearing,
+    smooth_cutoff,
+)
+from mlip_scaling.models.equiformer_v2.so3 import EdgeRotation, num_coefficients
+
+__all__ = ["EquiformerV2"]
+
+_AVG_NUM_NODES = 77.81317
+_AVG_DEGREE = 23.395238876342773
+
+
+class EquiformerV2(nn.Module):
+    """EquiformerV2: SO(2) eSCN attention, separable S² activations, RMS norms.
+
+    Args:
+        cutoff: interaction radius (Å).
+        num_layers: transformer blocks.
+        sphere_channels: channels per spherical-harmonic coefficient of node embeddings.
+        attn_hidden_channels: channels of the first SO(2) convolution in attention.
+        num_heads, attn_alpha_channels, attn_value_channels: attention heads and their
+            per-head widths for attention logits and values.
+        ffn_hidden_channels: hidden channels of feed-forward networks.
+        lmax, mmax: maximum degree and (edge-frame) order.
+        grid_resolution: S² grid points per axis (None: the minimal grid for lmax/mmax).
+        num_distance_basis: Gaussians on ``[0, cutoff]``.
+        edge_channels: hidden width of the radial MLPs.
+        max_num_elements: size of the atomic-number embeddings.
+        max_neighbors: keep only this many nearest neighbours per atom (None: all).
+        direct_forces: add a direct force head and a rank-2 stress head (non-conservative).
+        use_grid_mlp: feed-forward networks as MLPs on the S² grid (OMat24 setting).
+        avg_num_nodes, avg_degree: normalisers of the energy sum and degree embedding.
+    """
+
+    def __init__(
+        self,
+        cutoff: float,
+        num_layers: int,
+        sphere_channels: int,
+        attn_hidden_channels: int,
+        num_heads: int,
+        attn_alpha_channels: int,
+        attn_value_channels: int,
+        ffn_hidden_channels: int,
+        lmax: int,
+        mmax: int,
+        grid_resolution: int | None,
+        num_distance_basis: int,
+        edge_channels: int,
+        max_num_elements: int = 96,
+        max_neighbors: int | None = None,
+        direct_forces: bool = False,
+        use_grid_mlp: bool = True,
+        avg_num_nodes: float = _AVG_NUM_NODES,
+        avg_degree: float = _AVG_DEGREE,
+    ) -> None:
+        super().__init__()
+        if not 0 <= mmax <= lmax:
+            raise ValueError(f"EquiformerV2 needs 0 <= mmax <= lmax, got lmax={lmax} mmax={mmax}")
+        cfg = dict(locals())
+        cfg.pop("self")
+        cfg.pop("__class__", None)
+        self.cutoff, self.lmax, self.mmax = float(cutoff), lmax, mmax
+        self.max_num_elements, self.max_neighbors = max_num_elements, max_neighbors
+        self.direct_forces = bool(direct_forces)
+        self.sphere_channels = sphere_channels
+        edge_list = [num_distance_basis, edge_channels, edge_channels]
+        self.sphere_embedding = nn.Embedding(max_num_elements, sphere_channels)
+        self.distance_expansion = GaussianSmearing(0.0, cutoff, num_distance_basis, 2.0)
+        self.edge_degree_embedding = EdgeDegreeEmbedding(
+            sphere_channels, lmax, max_num_elements, edge_list, avg_degree
+        )
+        self.blocks = nn.ModuleList(TransformerBlock(cfg, edge_list) for _ in range(num_layers))
+        self.norm = EquivariantRMSNorm(lmax, sphere_channels)
+        self.energy_head = EnergyHead(cfg)
+        if self.direct_forces:
+            self.force_head = DirectForceHead(cfg, edge_list)
+            self.stress_head = Rank2StressHead(cfg)
+        self._init_linear_weights()
+
+    def _init_linear_weights(self) -> None:
+        """Linear layers outside radial MLPs: N(0, 1/fan_in), zero bias."""
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Linear) and "rad_func" not in name:
+                nn.init.normal_(module.weight, 0.0, module.in_features**-0.5)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+    def backbone(self, data: dict) -> tuple[torch.Tensor, EdgeContext]:
+        """Node embeddings [N, (lmax+1)^2, sphere_channels] after the final norm."""
+        numbers = data[keys.ATOMIC_NUMBERS]
+        if numbers.numel() and int(numbers.max()) >= self.max_num_elements:
+            raise ValueError(
+                f"atomic number {int(numbers.max())} >= max_num_elements={self.max_num_elements}"
+            )
+        edges = self.edge_context(data)
+        x = self.sphere_embedding(numbers)
+        x = torch.cat(
+            [x[:, None], x.new_zeros(len(x), num_coefficients(self.lmax) - 1, x.shape[1])], 1
+        )
+        x = x + self.edge_degree_embedding(
+            numbers, edges.features, edges.index, edges.envelope, edges.rotation, len(numbers)
+        )
+        for block in self.blocks:
+            x = block(x, edges)
+        return self.norm(x), edges
+
+    def edge_context(self, data: dict) -> EdgeContext:
+        """Edges within the cutoff (optionally capped), their features, frames, envelope."""
+        index, vectors = data[keys.EDGE_INDEX], data[keys.EDGE_VECTORS]
+        lengths = torch.linalg.vector_norm(vectors, dim=-1)
+        keep = lengths < self.cutoff
+        if self.max_neighbors is not None:
+            keep &= _nearest_mask(
+                index[0], lengths, self.max_neighbors, len(data[keys.ATOMIC_NUMBERS])
+            )
+        index, vectors, lengths = index[:, keep], vectors[keep], lengths[keep]
+        rotation = EdgeRotation(edge_rotation(vectors), self.lmax, self.mmax)
+        features = self.distance_expansion(lengths)
+        envelope = smooth_cutoff(lengths, self.cutoff)
+        ctx = EdgeContext(index, features, envelope, rotation, data[keys.ATOMIC_NUMBERS])
+        ctx.vectors = vectors
+        return ctx
+
+    def forward(self, data: dict) -> dict:
+        """Per-atom energies (and direct forces/stress when configured)."""
+        x, edges = self.backbone(data)
+        out = {keys.ATOMIC_ENERGIES: self.energy_head(x)}
+        if self.direct_forces:
+            batch = data.get(keys.BATCH)
+            if batch is None:
+                batch = torch.zeros(len(x), dtype=torch.long, device=x.device)
+            num_structures = data[keys.CELL].shape[0] if keys.CELL in data else int(batch.max()) + 1
+            out[keys.FORCES] = self.force_head(x, edges)
+            out[keys.STRESS] = self.stress_head(x, edges, edges.vectors, batch, num_structures)
+        return out
+
+
+def _nearest_mask(
+    centre: torch.Tensor, lengths: torch.Tensor, k: int, num_nodes: int
+) -> torch.Tensor:
+    """[E] bool: the ``k`` shortest edges of every centre atom (ties broken by order)."""
+    order = torch.argsort(lengths, stable=True)
+    order = order[torch.argsort(centre[order], stable=True)]
+    counts = torch.bincount(centre, minlength=num_nodes)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(len(order), device=order.device) - starts[centre[order]]
+    return rank < k

@@ -1,0 +1,219 @@
+"""SO(3) helpers: coefficient layouts, Wigner-D matrices, edge-frame rotations, S² grids.
+
+Embeddings are ``[N, (lmax+1)^2, C]`` tensors of real spherical-harmonic coefficients in
+e3nn's basis and order (degree ``l`` major, order ``m = -l..l`` minor; ``l = 1`` is
+``(x, y, z)``; the polar axis of the ``m = 0`` harmonics is ``y``). Inside an edge frame
+(edge along ``+y``) only orders ``|m| <= mmax`` are kept, stored "m-primary":
+all ``m = 0`` coefficients (``l = 0..lmax``), then for ``m = 1..mmax`` the ``+m``
+coefficients (``l = m..lmax``) followed by the ``-m`` ones.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import cache
+
+import torch
+from e3nn import o3
+from torch import nn
+
+__all__ = [
+    "EdgeRotation",
+    "S2Grid",
+    "SO3Linear",
+    "degree_index",
+    "m_primary_index",
+    "m_sizes",
+    "num_coefficients",
+    "wigner_d_blocks",
+]
+
+
+def num_coefficients(lmax: int) -> int:
+    """Number of coefficients of degrees ``0..lmax``."""
+    return (lmax + 1) ** 2
+
+
+def degree_index(lmax: int) -> torch.Tensor:
+    """[(lmax+1)^2] long: the degree ``l`` of every coefficient."""
+    return torch.cat(
+        [torch.full((2 * l + 1,), l, dtype=torch.long, device="cpu") for l in range(lmax + 1)]
+    )
+
+
+def m_sizes(lmax: int, mmax: int) -> list[int]:
+    """Coefficients per order: ``lmax+1`` for ``m = 0``, ``lmax-m+1`` for each sign of m>0."""
+    return [lmax + 1 - m for m in range(mmax + 1)]
+
+
+def m_primary_index(lmax: int, mmax: int) -> torch.Tensor:
+    """[K] long: positions (in the full l-major layout) of the m-primary reduced layout."""
+    idx = [l * l + l for l in range(lmax + 1)]
+    for m in range(1, mmax + 1):
+        idx += [l * l + l + m for l in range(m, lmax + 1)]
+        idx += [l * l + l - m for l in range(m, lmax + 1)]
+    return torch.tensor(idx, dtype=torch.long, device="cpu")
+
+
+def _default_device() -> torch.device:
+    return torch.get_default_device()
+
+
+@cache
+def _coupling(l: int) -> torch.Tensor:
+    """[3(2l-1), 2l+1] float64 isometry coupling ``(l-1) ⊗ 1 -> l`` (e3nn's 3j symbols)."""
+    with torch.device("cpu"):
+        w3j = o3.wigner_3j(l - 1, 1, l, dtype=torch.float64)
+    return (w3j * math.sqrt(2 * l + 1)).reshape(3 * (2 * l - 1), 2 * l + 1)
+
+
+def wigner_d_blocks(rot: torch.Tensor, lmax: int) -> list[torch.Tensor]:
+    """Wigner-D blocks ``D^l(R)`` [E, 2l+1, 2l+1] for ``l = 0..lmax`` of rotations ``rot``.
+
+    Built recursively as polynomials of the rotation matrix (``D^1 = R`` in e3nn's basis,
+    ``D^l = C^T (D^{l-1} ⊗ D^1) C``), so they are exact, smooth and differentiable for
+    every rotation (no Euler-angle singularities).
+    """
+    n = rot.shape[0]
+    blocks = [torch.ones(n, 1, 1, dtype=rot.dtype, device=rot.device)]
+    if lmax >= 1:
+        blocks.append(rot)
+    for l in range(2, lmax + 1):
+        c = _coupling(l).to(dtype=rot.dtype, device=rot.device)
+        prev = blocks[-1]
+        d = 2 * l - 1
+        kron = (prev[:, :, None, :, None] * rot[:, None, :, None, :]).reshape(n, 3 * d, 3 * d)
+        blocks.append(c.T @ kron @ c)
+    return blocks
+
+
+class EdgeRotation:
+    """Rotate embeddings into edge frames (keeping ``|m| <= mmax``) and back.
+
+    Args:
+        rot: [E, 3, 3] rotations taking each edge direction to ``+y``.
+        lmax, mmax: degrees and orders kept.
+    """
+
+    def __init__(self, rot: torch.Tensor, lmax: int, mmax: int) -> None:
+        self.lmax, self.mmax = lmax, mmax
+        self.blocks = wigner_d_blocks(rot, lmax)
+        dev = rot.device
+        # rows of D^l that survive the |m| <= mmax truncation, and the l>mmax rescale
+        self.rows = [
+            torch.arange(l - min(l, mmax), l + min(l, mmax) + 1, device=dev)
+            for l in range(lmax + 1)
+        ]
+        self.rescale = [
+            1.0 if l <= mmax else math.sqrt((2 * l + 1) / (2 * mmax + 1)) for l in range(lmax + 1)
+        ]
+        full_to_reduced = _reduced_l_major_positions(lmax, mmax)
+        self.perm = full_to_reduced.to(dev)  # m-primary -> position in reduced l-major
+        self.inv_perm = torch.argsort(self.perm)
+
+    def to_edge(self, x: torch.Tensor) -> torch.Tensor:
+        """[E, (lmax+1)^2, C] (global frame) -> [E, K, C] (edge frame, m-primary)."""
+        parts = []
+        for l, d in enumerate(self.blocks):
+            xl = x.narrow(1, l * l, 2 * l + 1)
+            parts.append(torch.bmm(d.index_select(1, self.rows[l]), xl))
+        return torch.cat(parts, dim=1).index_select(1, self.perm)
+
+    def from_edge(self, y: torch.Tensor) -> torch.Tensor:
+        """[E, K, C] (edge frame, m-primary) -> [E, (lmax+1)^2, C] (global frame)."""
+        y = y.index_select(1, self.inv_perm)
+        parts, offset = [], 0
+        for l, d in enumerate(self.blocks):
+            k = len(self.rows[l])
+            yl = y.narrow(1, offset, k)
+            out = torch.bmm(d.index_select(1, self.rows[l]).transpose(1, 2), yl)
+            parts.append(out * self.rescale[l] if self.rescale[l] != 1.0 else out)
+            offset += k
+        return torch.cat(parts, dim=1)
+
+
+def _reduced_l_major_positions(lmax: int, mmax: int) -> torch.Tensor:
+    """For each m-primary coefficient, its position in the reduced l-major layout."""
+    reduced = [
+        l * l + l + m for l in range(lmax + 1) for m in range(-min(l, mmax), min(l, mmax) + 1)
+    ]
+    where = {full: i for i, full in enumerate(reduced)}
+    return torch.tensor(
+        [where[int(i)] for i in m_primary_index(lmax, mmax)], dtype=torch.long, device="cpu"
+    )
+
+
+class SO3Linear(nn.Module):
+    """Degree-wise linear map ``[N, (lmax+1)^2, C_in] -> [N, (lmax+1)^2, C_out]``.
+
+    One weight matrix per degree shared by its orders; a bias on ``l = 0`` only.
+    """
+
+    def __init__(self, in_features: int, out_features: int, lmax: int) -> None:
+        super().__init__()
+        self.in_features, self.out_features, self.lmax = in_features, out_features, lmax
+        bound = 1.0 / math.sqrt(in_features)
+        self.weight = nn.Parameter(torch.empty(lmax + 1, out_features, in_features))
+        nn.init.uniform_(self.weight, -bound, bound)
+        self.bias = nn.Parameter(torch.zeros(out_features))
+        self.register_buffer("expand_index", degree_index(lmax).to(_default_device()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight.index_select(0, self.expand_index)
+        out = torch.einsum("nmi,moi->nmo", x, weight)
+        return torch.cat([out[:, :1] + self.bias, out[:, 1:]], dim=1)
+
+
+@cache
+def _grid_matrices(lmax: int, mmax: int, resolution: int | None, m_primary: bool):
+    """(to_grid [G, K], from_grid [G, K]) float64 CPU for coefficients with ``|m| <= mmax``."""
+    with torch.device("cpu"):
+        return _grid_matrices_cpu(lmax, mmax, resolution, m_primary)
+
+
+def _grid_matrices_cpu(lmax: int, mmax: int, resolution: int | None, m_primary: bool):
+    lat = 2 * (lmax + 1) if resolution is None else resolution
+    lon = 2 * (mmax + 1) + 1 if lmax == mmax else 2 * mmax + 1
+    lon = lon if resolution is None else resolution
+    to_grid = o3.ToS2Grid(lmax, (lat, lon), normalization="component", dtype=torch.float64)
+    from_grid = o3.FromS2Grid((lat, lon), lmax, normalization="component", dtype=torch.float64)
+    to_mat = torch.einsum("mbi,am->bai", to_grid.shb, to_grid.sha).reshape(lat * lon, -1)
+    from_mat = torch.einsum("am,mbi->bai", from_grid.sha, from_grid.shb).reshape(lat * lon, -1)
+    scale = torch.tensor(
+        [1.0 if l <= mmax else math.sqrt((2 * l + 1) / (2 * mmax + 1)) for l in range(lmax + 1)],
+        dtype=torch.float64,
+    )[degree_index(lmax)]
+    if m_primary:
+        keep = m_primary_index(lmax, mmax)
+    else:
+        keep = torch.tensor(
+            [l * l + l + m for l in range(lmax + 1) for m in range(-min(l, mmax), min(l, mmax) + 1)]
+        )
+    return (to_mat * scale)[:, keep], (from_mat * scale)[:, keep]
+
+
+class S2Grid(nn.Module):
+    """Projection of coefficients to a ``resolution x resolution`` S² grid and back.
+
+    ``m_primary=True`` uses the edge-frame layout (``|m| <= mmax``), otherwise the l-major
+    layout. Shapes: coefficients [N, K, C] <-> grid values [N, G, C].
+    """
+
+    def __init__(self, lmax: int, mmax: int, resolution: int | None, m_primary: bool) -> None:
+        super().__init__()
+        to_mat, from_mat = _grid_matrices(lmax, mmax, resolution, m_primary)
+        dev = _default_device()
+        self.register_buffer("to_grid_mat", to_mat.to(torch.get_default_dtype()).to(dev))
+        self.register_buffer("from_grid_mat", from_mat.to(torch.get_default_dtype()).to(dev))
+
+    def to_grid(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("gk,nkc->ngc", self.to_grid_mat, x)
+
+    def from_grid(self, g: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("gk,ngc->nkc", self.from_grid_mat, g)
+
+    def separable_act(self, scalars: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Separable S² activation: SiLU on ``scalars`` [N, C] for ``l = 0``, SiLU on the
+        grid for the other coefficients of ``x`` [N, K, C]."""
+        tensors = self.from_grid(torch.nn.functional.silu(self.to_grid(x)))
+        return torch.cat([torch.nn.functional.silu(scalars)[:, None], tensors[:, 1:]], dim=1)
