@@ -72,7 +72,9 @@ class Rank2StressHead(nn.Module):
 
     Edge features contract the concatenated node embeddings of both atoms with the
     (normed) spherical harmonics of the edge vector; per atom an envelope-weighted mean
-    over edges, then MLPs give a scalar and an ``l = 2`` vector; averaged per structure.
+    over edges, then an MLP gives a scalar and an equivariant MLP an ``l = 2`` vector;
+    averaged per structure. (fairchem applies a plain MLP with biases to the ``l = 2``
+    components, which is not equivariant; the parameters here are the same.)
     """
 
     def __init__(self, cfg: dict) -> None:
@@ -85,6 +87,19 @@ class Rank2StressHead(nn.Module):
         self.irrep2_mlp = nn.Sequential(nn.Linear(emb, emb), nn.SiLU(), nn.Linear(emb, 1))
         basis = _rank2_basis().to(torch.get_default_dtype()).to(torch.get_default_device())
         self.register_buffer("basis", basis)
+
+    def _irrep2(self, irr: torch.Tensor) -> torch.Tensor:
+        """Equivariant MLP of l = 2 features [N, 5, C] -> [N, 5].
+
+        Same parameters as a 2-layer MLP, used so that rotations commute with it: the
+        first linear without bias, a gate ``sigmoid(|h| + b1)`` per channel, the second
+        linear without bias plus ``b2`` times the channel mean (a learned skip).
+        """
+        first, last = self.irrep2_mlp[0], self.irrep2_mlp[2]
+        h = torch.nn.functional.linear(irr, first.weight)
+        norm = torch.sqrt(h.pow(2).sum(dim=1, keepdim=True) + 1e-12)
+        h = h * torch.sigmoid(norm + first.bias)
+        return torch.nn.functional.linear(h, last.weight)[:, :, 0] + last.bias * irr.mean(dim=2)
 
     def forward(
         self,
@@ -106,7 +121,7 @@ class Rank2StressHead(nn.Module):
         irr = sh2[:, :, None] * x_edge[:, None, :] * w[:, None, None]
         irr = x.new_zeros(len(x), 5, x_edge.shape[1]).index_add(0, centre, irr)
         scal = self.scalar_mlp(scal / node_w[:, None])[:, 0]
-        irr = self.irrep2_mlp(irr / node_w[:, None, None])[:, :, 0]
+        irr = self._irrep2(irr / node_w[:, None, None])
         count = x.new_zeros(num_structures).index_add(0, batch, torch.ones_like(scal))
         count = count.clamp_min(1.0)
         iso = x.new_zeros(num_structures).index_add(0, batch, scal) / count

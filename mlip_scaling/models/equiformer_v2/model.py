@@ -53,6 +53,10 @@ class EquiformerV2(nn.Module):
         direct_forces: add a direct force head and a rank-2 stress head (non-conservative).
         use_grid_mlp: feed-forward networks as MLPs on the S² grid (OMat24 setting).
         avg_num_nodes, avg_degree: normalisers of the energy sum and degree embedding.
+        parity_average: average the outputs over the structure and its point inversion.
+            SO(2) convolutions (their ``W_i`` terms) are chiral, so EquiformerV2 alone is
+            only SO(3)-invariant; the average makes it O(3)-invariant (mirror images get
+            equal energies) at twice the cost and with no extra parameters.
     """
 
     def __init__(
@@ -76,6 +80,7 @@ class EquiformerV2(nn.Module):
         use_grid_mlp: bool = True,
         avg_num_nodes: float = _AVG_NUM_NODES,
         avg_degree: float = _AVG_DEGREE,
+        parity_average: bool = True,
     ) -> None:
         super().__init__()
         if not 0 <= mmax <= lmax:
@@ -86,6 +91,7 @@ class EquiformerV2(nn.Module):
         self.cutoff, self.lmax, self.mmax = float(cutoff), lmax, mmax
         self.max_num_elements, self.max_neighbors = max_num_elements, max_neighbors
         self.direct_forces = bool(direct_forces)
+        self.parity_average = bool(parity_average)
         self.sphere_channels = sphere_channels
         edge_list = [num_distance_basis, edge_channels, edge_channels]
         self.sphere_embedding = nn.Embedding(max_num_elements, sphere_channels)
@@ -147,16 +153,47 @@ class EquiformerV2(nn.Module):
 
     def forward(self, data: dict) -> dict:
         """Per-atom energies (and direct forces/stress when configured)."""
+        batch = data.get(keys.BATCH)
+        if batch is None:
+            batch = torch.zeros(
+                len(data[keys.ATOMIC_NUMBERS]),
+                dtype=torch.long,
+                device=data[keys.EDGE_INDEX].device,
+            )
+        num_structures = data[keys.CELL].shape[0] if keys.CELL in data else int(batch.max()) + 1
+        n = len(batch)
+        if self.parity_average:
+            data = _with_inverted_copy(data, batch, num_structures)
+            batch = data[keys.BATCH]
         x, edges = self.backbone(data)
-        out = {keys.ATOMIC_ENERGIES: self.energy_head(x)}
+        energies = self.energy_head(x)
+        out = {}
         if self.direct_forces:
-            batch = data.get(keys.BATCH)
-            if batch is None:
-                batch = torch.zeros(len(x), dtype=torch.long, device=x.device)
-            num_structures = data[keys.CELL].shape[0] if keys.CELL in data else int(batch.max()) + 1
-            out[keys.FORCES] = self.force_head(x, edges)
-            out[keys.STRESS] = self.stress_head(x, edges, edges.vectors, batch, num_structures)
+            forces = self.force_head(x, edges)
+            stress = self.stress_head(
+                x, edges, edges.vectors, batch, num_structures * (1 + self.parity_average)
+            )
+        if self.parity_average:
+            energies = 0.5 * (energies[:n] + energies[n:])
+            if self.direct_forces:  # forces are odd and stress even under inversion
+                forces = 0.5 * (forces[:n] - forces[n:])
+                stress = 0.5 * (stress[:num_structures] + stress[num_structures:])
+        out[keys.ATOMIC_ENERGIES] = energies
+        if self.direct_forces:
+            out[keys.FORCES], out[keys.STRESS] = forces, stress
         return out
+
+
+def _with_inverted_copy(data: dict, batch: torch.Tensor, num_structures: int) -> dict:
+    """The batch followed by its point inversion (atoms ``N..2N-1``, edge vectors negated)."""
+    n = len(batch)
+    index = data[keys.EDGE_INDEX]
+    return {
+        keys.ATOMIC_NUMBERS: data[keys.ATOMIC_NUMBERS].repeat(2),
+        keys.EDGE_INDEX: torch.cat([index, index + n], dim=1),
+        keys.EDGE_VECTORS: torch.cat([data[keys.EDGE_VECTORS], -data[keys.EDGE_VECTORS]]),
+        keys.BATCH: torch.cat([batch, batch + num_structures]),
+    }
 
 
 def _nearest_mask(

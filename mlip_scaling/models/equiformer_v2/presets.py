@@ -4,11 +4,12 @@
   8 heads, grid MLP feed-forward, 600 Gaussians — the number fairchem's code uses whatever
   its config says) with the direct force and rank-2 stress heads, as published
   (31,207,434 / 86,589,068 / 153,769,868 parameters, identical per component to
-  fairchem-core 1.10.0). No neighbour cap (OMat24 used 20, which makes energies depend on
-  the supercell).
+  fairchem-core 1.10.0), without parity averaging (chiral, as published). No neighbour
+  cap (OMat24 used 20, which makes energies depend on the supercell).
 * ``eqv2-<size>``: a conservative ladder (energy head only; forces and stress by autograd),
-  cutoff 6 Å, from 1.5k to 147M parameters in roughly geometric steps (×2-4). Width, depth
-  and lmax/mmax grow together; the three largest are the S/M/L backbones.
+  parity-averaged (O(3)-invariant), cutoff 6 Å, from 1.5k to 147M parameters in roughly
+  geometric steps (×2-4). Width, depth and lmax/mmax grow together; the three largest
+  are the S/M/L backbones.
 
 ``EQV2_PRESET_PARAMS`` holds exact counts (checked by the tests).
 """
@@ -43,6 +44,7 @@ def _omat24_config(size: str) -> dict:
         "max_neighbors": None,
         "direct_forces": True,
         "use_grid_mlp": True,
+        "parity_average": False,
     }
 
 
@@ -78,6 +80,7 @@ def _ladder_config(
         "max_neighbors": None,
         "direct_forces": False,
         "use_grid_mlp": True,
+        "parity_average": True,
     }
 
 

@@ -82,13 +82,14 @@ class SO2Convolution(nn.Module):
             x0 = x0 * rad.narrow(1, 0, n0 * cin)
         y0 = self.fc_m0(x0)
         extra = y0.narrow(1, 0, self.extra) if self.extra else None
-        out = [y0.narrow(1, self.extra, y0.shape[1] - self.extra).reshape(num_edges, n0, -1)]
+        y0 = y0.narrow(1, self.extra, y0.shape[1] - self.extra)
+        out = [y0.reshape(num_edges, n0, self.out_channels)]
         offset, offset_rad = n0, n0 * cin
         for n, conv in zip(self.sizes[1:], self.so2_m_conv):
             xm = x.narrow(1, offset, 2 * n).reshape(num_edges, 2, n * cin)
             if rad is not None:
                 xm = xm * rad.narrow(1, offset_rad, n * cin)[:, None]
-            out.append(conv(xm).reshape(num_edges, 2 * n, -1))
+            out.append(conv(xm).reshape(num_edges, 2 * n, self.out_channels))
             offset += 2 * n
             offset_rad += n * cin
         return torch.cat(out, dim=1), extra
