@@ -1,0 +1,155 @@
+"""``mlip-train``: train one potential -> run directory (last.pt, metrics.jsonl) + model file.
+
+Examples::
+
+    mlip-train --epochs 30 --amp                          # default preset, embedded dataset
+    mlip-train --model transformer --params 1e6 --train-size 2000 --out runs/t1M-2k
+    mlip-train --config run.yaml --lr 1e-3                # flags override the file
+    torchrun --nproc-per-node 4 -m mlip_scaling.training.cli --model eqv2-1.8M --amp
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+import torch
+
+from mlip_scaling.errors import ConfigError, cli_entry
+from mlip_scaling.training.config import AMP_CHOICES, TrainConfig, load_config_file, merge_config
+
+__all__ = ["build_parser", "parse_config", "main"]
+
+D = TrainConfig()
+
+
+def _json_mapping(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc.msg}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object")
+    return value
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model and data")
+    g.add_argument("--model", default=D.model,
+                   help="model family (its default preset) or preset name, e.g. transformer-1.2M")
+    g.add_argument("--params", type=float, default=D.params,
+                   help="pick the preset of the --model family with about this many parameters")
+    g.add_argument("--model-config", type=_json_mapping, default=D.model_config,
+                   help="JSON object overriding hyperparameters of the preset")
+    g.add_argument("--data", default=D.data,
+                   help="dataset file (.h5 store, extxyz, ASE db, aselmdb); default: the "
+                        "embedded data/default.h5")
+    g.add_argument("--train-size", type=int, default=D.train_size,
+                   help="train on a nested subset of this many structures (default: all)")
+    g.add_argument("--val-size", type=float, default=D.val_size,
+                   help="validation split: fraction (<1) or number of structures")
+    g.add_argument("--test-size", type=float, default=D.test_size,
+                   help="test split held out from training: fraction or number")
+    g.add_argument("--split-seed", type=int, default=D.split_seed, help="seed of the split")
+    g.add_argument("--max-val-structures", type=int, default=D.max_val_structures,
+                   help="validate on at most this many structures of the validation split")
+
+
+def _optim_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int, default=D.epochs, help="passes over the training set")
+    g.add_argument("--max-steps", type=int, default=D.max_steps, help="stop after this many steps")
+    g.add_argument("--max-flops", type=float, default=D.max_flops,
+                   help="compute budget in FLOP (training stops when it is spent)")
+    g.add_argument("--lr", type=float, default=D.lr, help="maximum learning rate (AdamW)")
+    g.add_argument("--warmup", type=float, default=D.warmup,
+                   help="linear warm-up: fraction of the steps (<1) or number of steps")
+    g.add_argument("--min-lr-factor", type=float, default=D.min_lr_factor,
+                   help="final learning rate of the cosine decay, as a fraction of --lr")
+    g.add_argument("--weight-decay", type=float, default=D.weight_decay, help="AdamW decay")
+    g.add_argument("--batch-size", type=int, default=D.batch_size,
+                   help="structures per step (global: split over DDP processes)")
+    g.add_argument("--amp", nargs="?", const="auto", default=D.amp, choices=AMP_CHOICES,
+                   help="mixed precision; --amp alone: bf16 on CUDA with bf16 (and CPUs with "
+                        "native bf16), fp16 + GradScaler on older GPUs, float32 on other CPUs")
+    g.add_argument("--energy-weight", type=float, default=D.energy_weight,
+                   help="weight of the energy/atom MAE")
+    g.add_argument("--force-weight", type=float, default=D.force_weight,
+                   help="weight of the force L2MAE")
+    g.add_argument("--stress-weight", type=float, default=D.stress_weight,
+                   help="weight of each of the isotropic and anisotropic stress MAEs")
+    g.add_argument("--ema-decay", type=float, default=D.ema_decay, help="EMA decay (0: off)")
+    g.add_argument("--clip-grad", type=float, default=D.clip_grad,
+                   help="gradient-norm clipping (0: off)")
+    g.add_argument("--seed", type=int, default=D.seed, help="seed of weights and data order")
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("run")
+    g.add_argument("--device", default=D.device, help="auto, cpu, cuda, cuda:N")
+    g.add_argument("--out", default=D.out,
+                   help="run directory (default: runs/<family>-<size>)")
+    g.add_argument("--resume", action="store_true", default=D.resume,
+                   help="continue the run in --out from its last.pt (fresh start if none)")
+    g.add_argument("--export", default=D.export,
+                   help="model file name (default: <family>-<size>.pt in the run directory)")
+    g.add_argument("--compile", action="store_true", default=D.compile,
+                   help="torch.compile the model (direct-force models only)")
+    g.add_argument("--workers", type=int, default=D.workers, help="data-loading workers")
+    g.add_argument("--val-every", type=int, default=D.val_every,
+                   help="validate every K steps (0: at the end of every epoch)")
+    g.add_argument("--save-every", type=int, default=D.save_every,
+                   help="write the resumable last.pt every K steps (and every epoch)")
+    g.add_argument("--config", default=None,
+                   help="YAML file with any of these options (flags given here override it)")
+
+
+def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
+    """The argument parser (with ``suppress_defaults`` only explicit flags are set)."""
+    p = argparse.ArgumentParser(
+        prog="mlip-train", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for add in (_model_args, _optim_args, _run_args):
+        add(p)
+    if suppress_defaults:
+        p.set_defaults(**{a.dest: argparse.SUPPRESS for a in p._actions if a.dest != "help"})
+    return p
+
+
+def parse_config(argv: Sequence[str] | None = None) -> TrainConfig:
+    """Defaults < ``--config`` file < explicit command-line flags."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    build_parser().parse_args(argv)  # full validation and --help with defaults
+    explicit = vars(build_parser(suppress_defaults=True).parse_args(argv))
+    config_file = explicit.pop("config", None)
+    file_options = load_config_file(config_file) if config_file else {}
+    return merge_config(file_options, explicit)
+
+
+def _is_oom(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in text or (
+        "can't allocate memory" in text)
+
+
+@cli_entry
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``mlip-train``."""
+    from mlip_scaling.training.runner import run_training
+
+    cfg = parse_config(argv)
+    try:
+        run_training(cfg)
+    except RuntimeError as exc:
+        if not _is_oom(exc):
+            raise
+        smaller = max(1, cfg.batch_size // 2)
+        raise ConfigError(f"out of memory at --batch-size {cfg.batch_size}: retry with "
+                          f"--batch-size {smaller} (or a smaller model)") from None
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,158 @@
+"""Training options: one dataclass, a YAML file, command-line overrides, validation."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlip_scaling.errors import ConfigError
+
+__all__ = ["TrainConfig", "AMP_CHOICES", "load_config_file", "merge_config"]
+
+#: ``auto`` = bf16 where the hardware has it, fp16 + GradScaler on CUDA without bf16.
+AMP_CHOICES = ("auto", "bf16", "fp16", "off")
+
+
+@dataclass
+class TrainConfig:
+    """Every option of a training run (units: lr in 1/step, sizes in structures)."""
+
+    model: str = "transformer"  # family (its default preset) or preset name
+    params: float | None = None  # nearest preset of the family by parameter count
+    model_config: dict = field(default_factory=dict)  # overrides of the preset's hyperparameters
+    data: str | None = None  # dataset file; None = the embedded data/default.h5
+    train_size: int | None = None  # nested subset of the training split; None = all of it
+    val_size: float = 0.05  # fraction (<1) or number of structures held out for validation
+    test_size: float = 0.1  # fraction (<1) or number held out for testing (never trained on)
+    split_seed: int = 0
+    epochs: int = 30
+    max_steps: int | None = None
+    max_flops: float | None = None  # compute budget (FLOP); stops when reached
+    lr: float = 2e-3  # maximum learning rate
+    warmup: float = 0.01  # fraction of the steps (< 1) or number of steps (>= 1)
+    min_lr_factor: float = 0.01
+    weight_decay: float = 1e-3
+    batch_size: int = 16  # global batch (split over DDP processes)
+    amp: str = "off"
+    energy_weight: float = 2.5
+    force_weight: float = 20.0
+    stress_weight: float = 5.0
+    ema_decay: float = 0.999  # 0 disables EMA
+    clip_grad: float = 1.0  # 0 disables clipping
+    seed: int = 0
+    device: str = "auto"
+    out: str | None = None  # run directory; None = runs/<export name without .pt>
+    resume: bool = False
+    export: str | None = None  # None = {family}-{size}.pt in the run directory
+    compile: bool = False
+    workers: int = 0
+    val_every: int = 0  # steps between validations; 0 = at the end of every epoch
+    save_every: int = 50  # steps between resumable checkpoints (and at every epoch end)
+    max_val_structures: int | None = None  # cap of the validation set (None = all)
+
+    def validate(self) -> TrainConfig:
+        """Check ranges and combinations; raise :class:`ConfigError` with one line."""
+        _positive(self, "epochs", "batch_size", "lr")
+        _positive_or_none(self, "train_size", "max_steps", "max_flops", "max_val_structures")
+        _non_negative(self, "energy_weight", "force_weight", "stress_weight", "clip_grad",
+                      "warmup", "workers", "val_every", "weight_decay")
+        if self.save_every < 1:
+            raise ConfigError(f"--save-every must be >= 1, got {self.save_every}")
+        if not 0.0 <= self.min_lr_factor <= 1.0:
+            raise ConfigError(f"--min-lr-factor must be in [0, 1], got {self.min_lr_factor}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
+        if self.amp not in AMP_CHOICES:
+            raise ConfigError(f"--amp must be one of {', '.join(AMP_CHOICES)}, got {self.amp!r}")
+        if self.energy_weight + self.force_weight + self.stress_weight <= 0:
+            raise ConfigError("at least one of the energy/force/stress weights must be > 0")
+        for name in ("val_size", "test_size"):
+            value = getattr(self, name)
+            if value < 0 or (value >= 1 and value != int(value)):
+                raise ConfigError(f"--{name.replace('_', '-')} must be a fraction in [0, 1) or "
+                                  f"a whole number of structures, got {value}")
+        if not isinstance(self.model_config, dict):
+            raise ConfigError("model_config must be a mapping of hyperparameters")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict of every option."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+def _positive(cfg: TrainConfig, *names: str) -> None:
+    for name in names:
+        if getattr(cfg, name) <= 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {getattr(cfg, name)}")
+
+
+def _positive_or_none(cfg: TrainConfig, *names: str) -> None:
+    for name in names:
+        value = getattr(cfg, name)
+        if value is not None and value <= 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {value}")
+
+
+def _non_negative(cfg: TrainConfig, *names: str) -> None:
+    for name in names:
+        if getattr(cfg, name) < 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(cfg, name)}")
+
+
+def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Options from a YAML (or JSON) file; keys may use ``-`` or ``_``."""
+    import yaml
+
+    path = Path(path)
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        first = " ".join(str(exc).split())[:160]
+        raise ConfigError(f"{path}: not valid YAML ({first})") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: config must be a mapping of option: value")
+    options = {str(k).replace("-", "_"): v for k, v in loaded.items()}
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ConfigError(f"{path}: unknown option(s) {', '.join(unknown)}")
+    return options
+
+
+def merge_config(file_options: dict[str, Any], cli_options: dict[str, Any]) -> TrainConfig:
+    """Defaults < config file < command line (options given explicitly on the CLI)."""
+    merged = {**file_options, **cli_options}
+    try:
+        cfg = TrainConfig(**merged)
+    except TypeError as exc:
+        raise ConfigError(f"invalid options: {exc}") from None
+    return _coerce(cfg).validate()
+
+
+def _coerce(cfg: TrainConfig) -> TrainConfig:
+    """Cast numbers that a YAML file may give as strings or ints ('1e18', 3)."""
+    floats = ("lr", "warmup", "min_lr_factor", "weight_decay", "energy_weight", "force_weight",
+              "stress_weight", "ema_decay", "clip_grad", "val_size", "test_size")
+    ints = ("epochs", "batch_size", "seed", "workers", "val_every", "save_every", "split_seed")
+    try:
+        for name in floats:
+            setattr(cfg, name, float(getattr(cfg, name)))
+        for name in ints:
+            setattr(cfg, name, int(getattr(cfg, name)))
+        for name in ("max_flops", "params"):
+            if getattr(cfg, name) is not None:
+                setattr(cfg, name, float(getattr(cfg, name)))
+        for name in ("train_size", "max_steps", "max_val_structures"):
+            if getattr(cfg, name) is not None:
+                setattr(cfg, name, int(getattr(cfg, name)))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid option value: {exc}") from None
+    return cfg

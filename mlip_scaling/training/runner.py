@@ -1,0 +1,175 @@
+"""One training run from a :class:`TrainConfig`: model, data, normalisation, loop, export."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from mlip_scaling import keys
+from mlip_scaling.checkpoint import save_potential
+from mlip_scaling.data.atomic_data import AtomicData
+from mlip_scaling.errors import ConfigError
+from mlip_scaling.models import registry
+from mlip_scaling.models.potential import Potential
+from mlip_scaling.training import data as tdata
+from mlip_scaling.training.config import TrainConfig
+from mlip_scaling.training.distributed import DistInfo, init_distributed, shutdown
+from mlip_scaling.training.flops import pf_days
+from mlip_scaling.training.normalization import energy_scale, fit_reference_energies
+from mlip_scaling.training.trainer import Trainer
+
+__all__ = ["resolve_model", "run_training", "run_paths"]
+
+
+def resolve_model(cfg: TrainConfig) -> tuple[str, dict]:
+    """``(family, config)`` from --model (family or preset), --params and model_config."""
+    spec = cfg.model
+    try:
+        if cfg.params is not None:
+            family = spec if spec in registry.FAMILIES else registry.get_preset(spec)[0]
+            spec = registry.nearest_preset(cfg.params, family)
+        family, config = registry.resolve_model(spec)
+    except (ValueError, KeyError) as exc:
+        raise ConfigError(f"--model {cfg.model!r}: {str(exc).strip(chr(39))}") from None
+    return family, {**config, **cfg.model_config}
+
+
+def run_paths(cfg: TrainConfig, family: str, n_params: int) -> tuple[Path, Path]:
+    """(run directory, export path): defaults ``runs/<name>`` and ``<name>.pt`` inside it."""
+    name = f"{family}-{registry.format_size(n_params)}"
+    run_dir = Path(cfg.out) if cfg.out else Path("runs") / name
+    export = Path(cfg.export) if cfg.export else Path(f"{name}.pt")
+    if export.parent == Path("."):
+        export = run_dir / export
+    return run_dir, export
+
+
+def _check_fresh(cfg: TrainConfig, run_dir: Path, export: Path) -> None:
+    if cfg.resume:
+        return
+    for path in (run_dir / "last.pt", export):
+        if path.exists():
+            raise ConfigError(f"{path} exists: pass --resume to continue that run, or choose "
+                              f"another --out/--export (nothing was overwritten)")
+
+
+def _load_data(cfg: TrainConfig, cutoff: float, source: Any, source_path: Path | None
+               ) -> tuple[list[AtomicData], list[AtomicData], dict]:
+    if source is None:
+        source, source_path = tdata.open_source(cfg.data)
+    where = str(source_path) if source_path is not None else "in-memory dataset"
+    split = tdata.make_split(len(source), cfg.val_size, cfg.test_size, cfg.split_seed,
+                             cfg.train_size, where)
+    need = {keys.FORCES: cfg.force_weight, keys.STRESS: cfg.stress_weight}
+    val_idx = split["val"][: cfg.max_val_structures] if cfg.max_val_structures else split["val"]
+    train = tdata.prepare(source, split["train"], cutoff, need, where)
+    val = tdata.prepare(source, val_idx, cutoff, {}, where)
+    info = tdata.source_info(source, source_path)
+    info["split"] = {"val_size": cfg.val_size, "test_size": cfg.test_size,
+                     "seed": cfg.split_seed}
+    return train, val, info
+
+
+def _build_potential(cfg: TrainConfig, family: str, config: dict,
+                     train: list[AtomicData], val: list[AtomicData]) -> Potential:
+    species = sorted({int(z) for d in train + val for z in d[keys.ATOMIC_NUMBERS].tolist()})
+    refs = fit_reference_energies(train, species)
+    torch.manual_seed(cfg.seed)
+    try:
+        model = registry.build_model(family, config)
+    except TypeError as exc:
+        raise ConfigError(f"model {family!r}: bad hyperparameters ({exc})") from None
+    return Potential(model, family, config, species, refs, scale=energy_scale(train, refs))
+
+
+def _summary(trainer: Trainer, n_params: int, family: str, run_dir: Path) -> str:
+    per_step = trainer.mean_step_flops()
+    steps = trainer.scheduler.total_steps
+    return (f"mlip-train: {family} with {n_params:,} parameters | N train "
+            f"{len(trainer.train_items)}, N val {len(trainer.val_items)} | ~{per_step:.3g} "
+            f"FLOP/step, {steps} steps (~{per_step * steps:.3g}"
+            f" FLOP) | device {trainer.device} x{trainer.dist.world} | precision "
+            f"{trainer.precision} | run dir {run_dir}")
+
+
+def _progress(trainer: Trainer, enabled: bool) -> tuple[Any, Any]:
+    bar = tqdm(total=trainer.scheduler.total_steps, initial=trainer.step, disable=not enabled,
+               unit="step", dynamic_ncols=True, file=sys.stderr)
+
+    def update(record: dict) -> None:
+        bar.update(1)
+        if record["step"] % 5 == 0 or record["step"] == 1:
+            shown = {"loss": f"{record['loss']:.3g}", "lr": f"{record['lr']:.2e}",
+                     "E": f"{record.get('energy_mae') or 0:.3g}",
+                     "F": f"{record.get('force_mae') or 0:.3g}"}
+            if trainer.last_val.get("force_mae") is not None:
+                shown["valF"] = f"{trainer.last_val['force_mae']:.3g}"
+            bar.set_postfix(shown, refresh=False)
+
+    return bar, update
+
+
+def _train_record(cfg: TrainConfig, trainer: Trainer, n_params: int, info: dict) -> dict:
+    return {
+        "n_train_structures": len(trainer.train_items), "n_params": n_params,
+        "flops": trainer.flops, "pf_days": pf_days(trainer.flops),
+        "epochs": trainer.step / trainer.steps_per_epoch, "steps": trainer.step,
+        "skipped_steps": trainer.skipped, "lr": cfg.lr, "amp": trainer.precision,
+        "batch_size": cfg.batch_size, "seed": cfg.seed, **info,
+        "wall_time_s": trainer.wall_time + trainer._elapsed(), "device": str(trainer.device),
+        "world_size": trainer.dist.world, "model": cfg.model,
+    }
+
+
+def run_training(cfg: TrainConfig, source: Sequence | None = None,
+                 source_path: Path | None = None, verbose: bool = True) -> dict[str, Any]:
+    """Train as configured; returns ``{"export", "train", "metrics", "run_dir"}``.
+
+    ``source``: an indexable dataset (``ase.Atoms`` or data dicts with labels); by default
+    the file ``cfg.data`` (or the embedded dataset) is opened.
+    """
+    family, config = resolve_model(cfg)
+    n_params = registry.count_parameters(family, config)
+    run_dir, export = run_paths(cfg, family, n_params)
+    _check_fresh(cfg, run_dir, export)
+    dist, device = init_distributed(cfg.device)
+    try:
+        train, val, info = _load_data(cfg, float(config["cutoff"]), source, source_path)
+        potential = _build_potential(cfg, family, config, train, val)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        trainer = Trainer(cfg, potential, train, val, run_dir, dist, device)
+        return _run(cfg, trainer, n_params, family, run_dir, export, info, dist, verbose)
+    finally:
+        shutdown(dist)
+
+
+def _run(cfg: TrainConfig, trainer: Trainer, n_params: int, family: str, run_dir: Path,
+         export: Path, info: dict, dist: DistInfo, verbose: bool) -> dict[str, Any]:
+    finished = trainer.prepare(cfg.resume)
+    show = verbose and dist.is_main
+    if show:
+        print(_summary(trainer, n_params, family, run_dir), file=sys.stderr, flush=True)
+    if not finished:
+        bar, update = _progress(trainer, show)
+        with bar:
+            trainer.fit(update)
+    train = _train_record(cfg, trainer, n_params, info)
+    metrics = dict(trainer.last_val)
+    if dist.is_main:
+        save_potential(export, trainer.eval_potential().cpu(), train=train, metrics=metrics)
+        if show:
+            print(f"exported {export} | val energy MAE {_fmt(metrics.get('energy_mae'))} eV/atom"
+                  f", force MAE {_fmt(metrics.get('force_mae'))} eV/Å, stress MAE "
+                  f"{_fmt(metrics.get('stress_mae'))} eV/Å^3 | {train['flops']:.3g} FLOP "
+                  f"({train['pf_days']:.3g} PF-days), {train['wall_time_s']:.0f} s",
+                  file=sys.stderr, flush=True)
+    return {"export": export, "train": train, "metrics": metrics, "run_dir": run_dir}
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4g}"

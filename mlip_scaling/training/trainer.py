@@ -1,0 +1,291 @@
+"""The training loop: AdamW, cosine schedule, clipping, EMA, AMP, validation, resumable state."""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from mlip_scaling import keys
+from mlip_scaling.data.atomic_data import AtomicData, collate, to_device
+from mlip_scaling.errors import ConfigError, MlipError
+from mlip_scaling.models.potential import Potential
+from mlip_scaling.training import data as tdata
+from mlip_scaling.training.config import TrainConfig
+from mlip_scaling.training.distributed import DistInfo, all_reduce_sum
+from mlip_scaling.training.ema import EMA
+from mlip_scaling.training.flops import FlopModel, batch_features
+from mlip_scaling.training.logger import MetricsLogger
+from mlip_scaling.training.loss import (
+    LossWeights,
+    add_sums,
+    error_sums,
+    finish_metrics,
+    loss_from_sums,
+    loss_terms,
+    total_loss,
+)
+from mlip_scaling.training.precision import autocast, resolve_amp
+from mlip_scaling.training.schedule import CosineWarmup, warmup_steps
+from mlip_scaling.training.state import capture_rng, load_state, restore_rng, save_state
+
+__all__ = ["Trainer", "TrainingDiverged", "RESUME_KEYS"]
+
+#: Options that must not change when a run is resumed.
+RESUME_KEYS = ("model", "params", "model_config", "train_size", "val_size", "test_size",
+               "split_seed", "batch_size", "seed", "energy_weight", "force_weight",
+               "stress_weight", "ema_decay")
+
+
+class TrainingDiverged(MlipError):
+    """The weights became non-finite (no checkpoint is written)."""
+
+
+class Trainer:
+    """Trains ``potential`` on prepared structures; state lives in ``run_dir/last.pt``."""
+
+    def __init__(self, cfg: TrainConfig, potential: Potential, train: list[AtomicData],
+                 val: list[AtomicData], run_dir: Path, dist: DistInfo,
+                 device: torch.device) -> None:
+        self.cfg, self.dist, self.device, self.run_dir = cfg, dist, device, Path(run_dir)
+        self.train_items, self.val_items = train, val
+        self.potential = potential.to(device=device, dtype=torch.float32)
+        self.precision = resolve_amp(cfg.amp, device)
+        self.weights = LossWeights(cfg.energy_weight, cfg.force_weight, cfg.stress_weight)
+        self.need_forces = cfg.force_weight > 0 or cfg.stress_weight > 0
+        self.need_stress = cfg.stress_weight > 0
+        if cfg.batch_size % dist.world:
+            raise ConfigError(f"--batch-size {cfg.batch_size} is not divisible by the "
+                              f"{dist.world} processes")
+        self.local_batch = cfg.batch_size // dist.world
+        self.steps_per_epoch = tdata.batches_per_epoch(len(train), self.local_batch, dist.world)
+        self._build_model()
+        self.optimizer = torch.optim.AdamW(self.potential.model.parameters(), lr=cfg.lr,
+                                           weight_decay=cfg.weight_decay)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision == "fp16")
+        self.ema = EMA(self.potential, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        self.step = self.epoch = self.batch_in_epoch = self.skipped = 0
+        self.flops, self.wall_time, self.last_val = 0.0, 0.0, {}
+        self.flop_model: FlopModel | None = None
+        self.scheduler: CosineWarmup | None = None
+        self.logger = MetricsLogger(self.run_dir, enabled=dist.is_main)
+
+    # ---------------------------------------------------------------- setup
+    def _build_model(self) -> None:
+        if self.cfg.compile:
+            if self.need_forces and not self.potential.direct_forces:
+                raise ConfigError("--compile: torch.compile cannot differentiate twice, which "
+                                  "training on conservative forces/stress needs")
+            self.potential.model.compile()
+        self.forward_model: Callable = self.potential
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.forward_model = DistributedDataParallel(self.potential, device_ids=ids)
+
+    def mean_step_flops(self) -> float:
+        """Predicted FLOPs of one global step on a batch of average composition."""
+        feats = np.mean([[len(d[keys.ATOMIC_NUMBERS]), d[keys.EDGE_INDEX].shape[1],
+                          len(d[keys.ATOMIC_NUMBERS]) ** 2] for d in self.train_items], axis=0)
+        per_rank = self.flop_model.predict(feats * self.local_batch)
+        return per_rank * self.dist.world
+
+    def total_steps(self) -> int:
+        """Steps of the run: epochs, capped by --max-steps and the --max-flops estimate."""
+        steps = self.cfg.epochs * self.steps_per_epoch
+        if self.cfg.max_steps is not None:
+            steps = min(steps, self.cfg.max_steps)
+        if self.cfg.max_flops is not None:
+            steps = min(steps, max(1, math.ceil(self.cfg.max_flops / self.mean_step_flops())))
+        return steps
+
+    def _measure_flops(self) -> None:
+        picks = tdata.sample_batches(len(self.train_items), self.local_batch, self.cfg.seed)
+        batches = [self._batch(p) for p in picks]
+        self.flop_model, _ = FlopModel.measure(self._flop_probe, batches)
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def _flop_probe(self, batch: AtomicData) -> None:
+        loss, _, _ = self._loss(batch, self.potential)
+        loss.backward()
+
+    def _make_scheduler(self) -> None:
+        total = self.total_steps()
+        self.scheduler = CosineWarmup(self.optimizer, self.cfg.lr, total,
+                                      warmup_steps(self.cfg.warmup, total),
+                                      self.cfg.min_lr_factor)
+
+    # ---------------------------------------------------------------- one step
+    def _batch(self, positions: list[int], items: list[AtomicData] | None = None) -> AtomicData:
+        items = self.train_items if items is None else items
+        return to_device(collate([items[i] for i in positions]), self.device)
+
+    def _loss(self, batch: AtomicData, model: Callable) -> tuple[torch.Tensor, dict, dict]:
+        with autocast(self.precision, self.device):
+            pred = model(batch, compute_forces=self.need_forces,
+                         compute_stress=self.need_stress, create_graph=self.need_forces)
+        terms = loss_terms(pred, batch)
+        return total_loss(terms, self.weights), terms, pred
+
+    def train_step(self, batch: AtomicData) -> dict[str, float]:
+        """One optimizer step (or a logged skip when the loss/gradient is not finite)."""
+        self.potential.train()
+        loss, terms, pred = self._loss(batch, self.forward_model)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        clip = self.cfg.clip_grad if self.cfg.clip_grad > 0 else float("inf")
+        norm = torch.nn.utils.clip_grad_norm_(self.potential.model.parameters(), clip)
+        local = [self.flop_model.predict(batch_features(batch)),
+                 float(not (torch.isfinite(loss) and torch.isfinite(norm)))]
+        flops, bad = all_reduce_sum(torch.tensor(local, dtype=torch.float64), self.dist).tolist()
+        self.flops += flops
+        if bad:
+            self._skip(float(loss), float(norm))
+        else:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            if self.ema is not None:
+                self.ema.update(self.potential)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        sums = error_sums(pred, batch)
+        return {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in terms.items()},
+                **{k: v for k, v in finish_metrics(sums).items() if k.endswith("mae")}}
+
+    def _skip(self, loss: float, norm: float) -> None:
+        self.skipped += 1
+        if self.scaler.is_enabled():
+            self.scaler.update(self.scaler.get_scale() * 0.5)
+        self.logger.event("skipped_step", step=self.step, loss=loss, grad_norm=norm,
+                          scale=self.scaler.get_scale() if self.scaler.is_enabled() else None)
+
+    # ---------------------------------------------------------------- validation
+    def eval_potential(self) -> Potential:
+        """A copy of the potential with the EMA weights (or the current ones)."""
+        model = copy.deepcopy(self.potential)
+        if self.ema is not None:
+            self.ema.copy_to(model)
+        return model.eval()
+
+    def validate(self, potential: Potential | None = None) -> dict[str, float | None]:
+        """Loss and MAE/RMSE on the validation set (shared over ranks), float32, no AMP."""
+        potential = self.eval_potential() if potential is None else potential
+        mine = list(range(self.dist.rank, len(self.val_items), self.dist.world))
+        sums: dict[str, float] = {}
+        for k in range(0, len(mine), self.local_batch):
+            batch = self._batch(mine[k:k + self.local_batch], self.val_items)
+            pred = potential(batch, compute_forces=self.need_forces,
+                             compute_stress=self.need_stress)
+            add_sums(sums, error_sums(pred, batch))
+        names = ("n_e", "e_abs", "e_sq", "n_f", "f_abs", "f_sq", "n_atoms", "f_l2", "n_s",
+                 "s_abs", "s_sq", "n_sb", "s_iso", "s_aniso")
+        pooled = all_reduce_sum(torch.tensor([sums.get(n, 0.0) for n in names],
+                                             dtype=torch.float64), self.dist).tolist()
+        sums = dict(zip(names, pooled))
+        return {"loss": loss_from_sums(sums, self.weights), **finish_metrics(sums)}
+
+    # ---------------------------------------------------------------- state
+    def state_dict(self, finished: bool = False) -> dict[str, Any]:
+        for name, value in self.potential.state_dict().items():
+            if value.is_floating_point() and not torch.isfinite(value).all():
+                raise TrainingDiverged(f"weights {name} are not finite; last.pt was not written")
+        return {
+            "config": self.cfg.to_dict(), "potential": self.potential.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(), "rng": capture_rng(),
+            "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
+            "skipped": self.skipped, "flops": self.flops,
+            "flop_model": self.flop_model.state_dict(),
+            "wall_time": self.wall_time + self._elapsed(), "last_val": self.last_val,
+            "metrics_bytes": self.logger.size(), "finished": finished,
+        }
+
+    def save(self, finished: bool = False) -> None:
+        state = self.state_dict(finished)
+        if self.dist.is_main:
+            save_state(state, self.run_dir / "last.pt")
+
+    def load(self, path: Path) -> bool:
+        """Restore everything from ``path``; returns whether that run had finished."""
+        state = load_state(path)
+        changed = [k for k in RESUME_KEYS if state["config"].get(k) != self.cfg.to_dict()[k]]
+        if changed:
+            raise ConfigError(f"{path}: cannot resume with changed option(s) "
+                              f"{', '.join(changed)} (use another --out)")
+        self.potential.load_state_dict(state["potential"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.flop_model = FlopModel.from_state(state["flop_model"])
+        self._make_scheduler()
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        restore_rng(state["rng"])
+        self.step, self.epoch = int(state["step"]), int(state["epoch"])
+        self.batch_in_epoch, self.skipped = int(state["batch_in_epoch"]), int(state["skipped"])
+        self.flops, self.wall_time = float(state["flops"]), float(state["wall_time"])
+        self.last_val = dict(state["last_val"])
+        self.logger.truncate(int(state["metrics_bytes"]))
+        return bool(state["finished"])
+
+    def _elapsed(self) -> float:
+        return time.perf_counter() - self._t0 if hasattr(self, "_t0") else 0.0
+
+    # ---------------------------------------------------------------- loop
+    def prepare(self, resume: bool) -> bool:
+        """Fresh start (FLOP model measured) or resume; returns whether already finished."""
+        last = self.run_dir / "last.pt"
+        if resume and last.exists():
+            return self.load(last)
+        self._measure_flops()
+        self._make_scheduler()
+        return False
+
+    def fit(self, progress: Callable[[dict], None] | None = None) -> None:
+        """Train until the step/epoch/FLOP budget is spent, saving ``last.pt`` on the way."""
+        self._t0 = time.perf_counter()
+        total = self.scheduler.total_steps
+        while self.step < total and not self._flops_spent():
+            batches = tdata.epoch_batches(len(self.train_items), self.local_batch, self.epoch,
+                                          self.cfg.seed, self.dist.rank, self.dist.world)
+            for k in range(self.batch_in_epoch, len(batches)):
+                if self.step >= total or self._flops_spent():
+                    break
+                record = self.train_step(self._batch(batches[k]))
+                self.step, self.batch_in_epoch = self.step + 1, k + 1
+                self._after_step(record, progress)
+            else:
+                self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+                if self.cfg.val_every == 0:
+                    self._validate_and_log()
+                self.save()
+        if self.cfg.val_every != 0 or not self.last_val:
+            self._validate_and_log()
+        self.save(finished=True)
+
+    def _flops_spent(self) -> bool:
+        return self.cfg.max_flops is not None and self.flops >= self.cfg.max_flops
+
+    def _after_step(self, record: dict, progress: Callable[[dict], None] | None) -> None:
+        record.update(step=self.step, epoch=self.step / self.steps_per_epoch,
+                      lr=self.scheduler.lr(), flops=self.flops)
+        if progress is not None:
+            progress(record)
+        if self.step % 10 == 0 or self.step == 1:
+            self.logger.log("train", record)
+        if self.cfg.val_every and self.step % self.cfg.val_every == 0:
+            self._validate_and_log()
+        if self.step % self.cfg.save_every == 0:
+            self.save()
+
+    def _validate_and_log(self) -> None:
+        self.last_val = self.validate()
+        self.logger.log("val", {"step": self.step, "epoch": self.step / self.steps_per_epoch,
+                                "flops": self.flops, **self.last_val})
