@@ -1,0 +1,60 @@
+"""FLOP accounting: the per-step model predicts counted FLOPs; totals integrate real steps."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_training_helpers import make_trainer, prepared
+
+from mlip_scaling.data.atomic_data import collate
+from mlip_scaling.training.flops import PF_DAY, FlopModel, batch_features, count_flops, pf_days
+
+
+@pytest.fixture(scope="module")
+def items():
+    return prepared(24, seed=3)
+
+
+def test_flop_model_predicts_held_out_batch(tmp_path, items):
+    trainer = make_trainer(tmp_path, items[:16], items[16:18], batch_size=8)
+    trainer.prepare(resume=False)  # fits the model on sample batches of sizes 1..8
+    held_out = collate(items[18:24])  # 6 structures: a size not among the samples
+    counted = count_flops(trainer._flop_probe, held_out)
+    trainer.optimizer.zero_grad(set_to_none=True)
+    predicted = trainer.flop_model.predict(batch_features(held_out))
+    assert counted > 0
+    assert predicted == pytest.approx(counted, rel=0.05)
+
+
+def test_training_step_counts_all_three_passes(tmp_path, items):
+    trainer = make_trainer(tmp_path, items[:8], items[8:10])
+    batch = collate(items[:4])
+    with torch.no_grad():
+        forward = count_flops(lambda b: trainer.potential(b, compute_forces=False,
+                                                          compute_stress=False), batch)
+    step = count_flops(trainer._flop_probe, batch)
+    # forward + force/stress backward (create_graph) + parameter backward through both
+    assert step > 3 * forward > 0
+
+
+def test_total_flops_scale_with_steps(tmp_path, items):
+    totals = {}
+    for steps in (3, 6):
+        trainer = make_trainer(tmp_path / str(steps), items[:8], items[8:10], max_steps=steps,
+                               epochs=100, batch_size=4, save_every=100)
+        trainer.prepare(resume=False)
+        trainer.fit()
+        totals[steps] = trainer.flops
+        # all batches here have 4 structures of 4 atoms; edges vary slightly
+        assert trainer.flops == pytest.approx(steps * trainer.mean_step_flops(), rel=0.05)
+    assert totals[6] == pytest.approx(2 * totals[3], rel=0.05)
+
+
+def test_fit_recovers_a_linear_law_and_pf_days():
+    feats = [torch.tensor(f, dtype=torch.float64).numpy() for f in
+             ([10, 100, 50], [20, 230, 100], [40, 410, 400], [80, 900, 800], [7, 60, 49])]
+    flops = [1000 + 30 * a + 5 * e + 2 * p for a, e, p in feats]
+    model = FlopModel.fit(feats, flops)
+    assert model.predict(feats[2]) == pytest.approx(flops[2], rel=1e-6)
+    assert FlopModel.from_state(model.state_dict()).predict(feats[0]) == pytest.approx(flops[0])
+    assert pf_days(PF_DAY * 3) == pytest.approx(3.0)
