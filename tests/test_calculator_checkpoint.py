@@ -14,6 +14,7 @@ from test_calculator import rattled_cu, smooth_potential
 from mlip_scaling.calculators.ase import ScalingCalculator
 from mlip_scaling.checkpoint import FORMAT, CheckpointError, potential_to_dict, save_potential
 from mlip_scaling.models import registry
+from mlip_scaling.models.potential import Potential
 
 
 class MarkerOnUnpickle:
@@ -111,3 +112,22 @@ def test_pickled_object_is_refused_and_never_runs(tmp_path, pair_family):
     message = _one_line_error(path, "refused to load")  # ... loading a model file never does
     assert "open" in message
     assert not marker.exists()
+
+
+def test_equiformer_model_file_round_trip(tmp_path):
+    presets = pytest.importorskip("mlip_scaling.models.equiformer_v2.presets")
+    config = dict(presets.EQV2_PRESETS["eqv2-1.5k"])
+    torch.manual_seed(0)
+    # random weights give tiny outputs: scale them to a physical magnitude
+    potential = Potential(registry.build_model("eqv2", config), "eqv2", config, species=[29],
+                          reference_energies={29: -3.0}, scale=1e7).double()
+    path = save_potential(tmp_path / "eqv2.pt", potential)
+    atoms = rattled_cu(repeat=(1, 1, 1))
+    expected = ScalingCalculator(potential, dtype="float64").predict([atoms])[0]
+    assert np.abs(expected["forces"]).max() > 1e-3
+    loaded = ScalingCalculator(path, dtype="float64")
+    assert loaded.potential.family == "eqv2"
+    got = loaded.predict([atoms])[0]
+    assert got["energy"] == pytest.approx(expected["energy"], rel=1e-12)
+    np.testing.assert_allclose(got["forces"], expected["forces"], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(got["stress"], expected["stress"], rtol=1e-9, atol=1e-14)
