@@ -103,6 +103,9 @@ def prepare(
             if label not in data and (label == keys.ENERGY or need.get(label, 0) > 0):
                 raise DataError(f"{where}: structure {int(idx)} has no {label} label (needed by "
                                 f"the loss; weight {need.get(label, 'required')})")
+        bad = [k for k in keys.LABEL_FIELDS if k in data and not torch.isfinite(data[k]).all()]
+        if bad:
+            raise DataError(f"{where}: structure {int(idx)} has a non-finite {bad[0]} label")
         data[HAS_STRESS] = torch.tensor([keys.STRESS in data])
         if keys.STRESS not in data:
             data[keys.STRESS] = torch.zeros(1, 3, 3, dtype=data[keys.POSITIONS].dtype)

@@ -146,7 +146,7 @@ class Trainer:
         flops, bad = all_reduce_sum(torch.tensor(local, dtype=torch.float64), self.dist).tolist()
         self.flops += flops
         if bad:
-            self._skip(float(loss), float(norm))
+            self._skip(float(loss.detach()), float(norm))
         else:
             self.scaler.step(self.optimizer)
             self.scaler.update()
