@@ -111,7 +111,13 @@ def build_potential(spec: str | None) -> Potential | str:
     try:
         name = spec or registry.nearest_preset(MACE_PARAMS, "transformer")
         family, config = registry.resolve_model(name)
-    except (ImportError, ValueError) as exc:
+    except ImportError:  # the full preset table is absent: EquiformerV2 presets still work
+        from mlip_scaling.models.equiformer_v2.presets import EQV2_PRESETS
+
+        if spec not in EQV2_PRESETS:
+            raise ConfigError(f"no preset {spec!r} available; pass --model PATH") from None
+        name, family, config = spec, "eqv2", dict(EQV2_PRESETS[spec])
+    except ValueError as exc:
         raise ConfigError(f"no model: {exc}; pass --model PATH") from None
     torch.manual_seed(0)
     model = registry.build_model(family, config)
