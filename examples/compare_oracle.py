@@ -25,6 +25,8 @@ def load(dataset: str, oracle_name: str | None, n: int, seed: int):
     """``n`` structures sampled from ``dataset`` and the name of the oracle to label them."""
     from mlip_scaling.data.readers import open_dataset
 
+    if not Path(dataset).exists():
+        raise DataError(f"{dataset}: no such dataset file")
     store = open_dataset(dataset)
     metadata = getattr(store, "metadata", {}) or {}
     name = oracle_name or metadata.get("oracle")
