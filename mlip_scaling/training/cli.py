@@ -114,7 +114,9 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     for add in (_model_args, _optim_args, _run_args):
         add(p)
     if suppress_defaults:
-        p.set_defaults(**{a.dest: argparse.SUPPRESS for a in p._actions if a.dest != "help"})
+        for action in p._actions:
+            if action.dest != "help":
+                action.default = argparse.SUPPRESS
     return p
 
 
