@@ -58,3 +58,15 @@ def test_fit_recovers_a_linear_law_and_pf_days():
     assert model.predict(feats[2]) == pytest.approx(flops[2], rel=1e-6)
     assert FlopModel.from_state(model.state_dict()).predict(feats[0]) == pytest.approx(flops[0])
     assert pf_days(PF_DAY * 3) == pytest.approx(3.0)
+
+
+def test_max_flops_budget_stops_training(tmp_path, items):
+    probe = make_trainer(tmp_path / "probe", items[:8], items[8:10], batch_size=4)
+    probe.prepare(resume=False)
+    budget = 2.5 * probe.mean_step_flops()
+    trainer = make_trainer(tmp_path / "run", items[:8], items[8:10], batch_size=4, epochs=100,
+                           max_flops=budget, save_every=100)
+    trainer.prepare(resume=False)
+    assert trainer.scheduler.total_steps == 3  # the schedule is planned for the budget
+    trainer.fit()
+    assert trainer.step == 3 and trainer.flops >= budget
