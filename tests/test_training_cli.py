@@ -74,7 +74,7 @@ def test_train_export_and_resume(tmp_path, extxyz, capsys):
     train, metrics = ckpt["train"], ckpt["metrics"]
     assert train["n_train_structures"] == 8 and train["steps"] == 4 and train["epochs"] == 2
     assert train["flops"] > 0 and train["pf_days"] == pytest.approx(train["flops"] / 8.64e19)
-    assert train["split"] == {"val_size": 4.0, "test_size": 4.0, "seed": 0}
+    assert train["split"] == {"val_size": 4, "test_size": 4, "seed": 0}
     for key in ("n_params", "lr", "amp", "batch_size", "seed", "dataset", "dataset_name",
                 "dataset_hash", "oracle", "wall_time_s", "device"):
         assert key in train, key
@@ -122,3 +122,14 @@ def test_invalid_yaml_and_console_exit_code(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error: ") and "not valid YAML" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_out_of_memory_suggests_a_smaller_batch(monkeypatch, capsys):
+    from mlip_scaling.training import runner
+
+    def oom(cfg):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(runner, "run_training", oom)
+    err = _error(capsys, ["--batch-size", "16"])
+    assert "out of memory" in err and "--batch-size 8" in err

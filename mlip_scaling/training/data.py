@@ -16,9 +16,10 @@ from mlip_scaling import keys
 from mlip_scaling.data.atomic_data import AtomicData, from_atoms
 from mlip_scaling.data.neighbors import NeighborListTransform
 from mlip_scaling.errors import ConfigError, DataError
+from mlip_scaling.io_utils import file_hash
 from mlip_scaling.training.loss import HAS_STRESS
 
-__all__ = ["default_data_path", "open_source", "source_info", "make_split", "prepare",
+__all__ = ["default_data_path", "open_source", "source_info", "make_split", "split_size", "prepare",
            "epoch_batches", "batches_per_epoch", "sample_batches"]
 
 
@@ -45,9 +46,15 @@ def source_info(source: Any, path: Path | None) -> dict[str, Any]:
     return {
         "dataset": str(path) if path is not None else None,
         "dataset_name": meta.get("name", path.stem if path is not None else "in-memory"),
-        "dataset_hash": meta.get("content_hash"),
+        "dataset_hash": meta.get("content_hash") or (
+            file_hash(path) if path is not None and path.is_file() else None),
         "oracle": meta.get("oracle"),
     }
+
+
+def split_size(size: float) -> int | float:
+    """A split size as ``split_indices`` reads it: a count when >= 1, else a fraction."""
+    return int(size) if size >= 1 else float(size)
 
 
 def make_split(
@@ -56,9 +63,8 @@ def make_split(
     """Train (nested subset), val and test indices; errors name the dataset ``where``."""
     from mlip_scaling.data.splits import nested_subset, split_indices
 
-    as_count = (lambda v: int(v) if v >= 1 else float(v))  # noqa: E731
     try:
-        split = split_indices(n, val_size=as_count(val_size), test_size=as_count(test_size),
+        split = split_indices(n, val_size=split_size(val_size), test_size=split_size(test_size),
                               seed=seed)
     except ValueError as exc:
         raise ConfigError(f"{where}: cannot split {n} structures: {exc}") from None

@@ -70,8 +70,8 @@ def _load_data(cfg: TrainConfig, cutoff: float, source: Any, source_path: Path |
     train = tdata.prepare(source, split["train"], cutoff, need, where)
     val = tdata.prepare(source, val_idx, cutoff, {}, where)
     info = tdata.source_info(source, source_path)
-    info["split"] = {"val_size": cfg.val_size, "test_size": cfg.test_size,
-                     "seed": cfg.split_seed}
+    info["split"] = {"val_size": tdata.split_size(cfg.val_size),
+                     "test_size": tdata.split_size(cfg.test_size), "seed": cfg.split_seed}
     return train, val, info
 
 

@@ -213,7 +213,7 @@ class Trainer:
             save_state(state, self.run_dir / "last.pt")
 
     def load(self, path: Path) -> bool:
-        """Restore everything from ``path``; returns whether that run had finished."""
+        """Restore everything from ``path``; returns whether there is nothing left to train."""
         state = load_state(path)
         changed = [k for k in RESUME_KEYS if state["config"].get(k) != self.cfg.to_dict()[k]]
         if changed:
@@ -233,7 +233,8 @@ class Trainer:
         self.flops, self.wall_time = float(state["flops"]), float(state["wall_time"])
         self.last_val = dict(state["last_val"])
         self.logger.truncate(int(state["metrics_bytes"]))
-        return bool(state["finished"])
+        more = self.step < self.scheduler.total_steps and not self._flops_spent()
+        return bool(state["finished"]) and not more  # a larger budget continues the run
 
     def _elapsed(self) -> float:
         return time.perf_counter() - self._t0 if hasattr(self, "_t0") else 0.0
