@@ -100,6 +100,8 @@ def test_train_export_and_resume(tmp_path, extxyz, capsys):
     (["--config", "/nonexistent/run.yaml"], "cannot read config"),
     (["--data", "/nonexistent/x.extxyz"], "no such dataset"),
     (["--lr", "-1"], "--lr must be > 0"),
+    (["--compile"], "torch.compile"),
+    (["--batch-size", "3", "--amp", "fp16"], "fp16 needs a CUDA"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, extxyz, capsys, extra, message):
     out = tmp_path / "run"

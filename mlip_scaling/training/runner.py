@@ -26,17 +26,25 @@ from mlip_scaling.training.trainer import Trainer
 __all__ = ["resolve_model", "run_training", "run_paths"]
 
 
-def resolve_model(cfg: TrainConfig) -> tuple[str, dict]:
-    """``(family, config)`` from --model (family or preset), --params and model_config."""
+def resolve_model(cfg: TrainConfig) -> tuple[str, str, dict]:
+    """``(preset name, family, config)`` from --model (family or preset), --params and
+    model_config (with overrides the name is ``<family>-<size>`` of the built model)."""
     spec = cfg.model
     try:
         if cfg.params is not None:
             family = spec if spec in registry.FAMILIES else registry.get_preset(spec)[0]
             spec = registry.nearest_preset(cfg.params, family)
-        family, config = registry.resolve_model(spec)
+        elif spec in registry.FAMILIES:
+            from mlip_scaling.models.presets import DEFAULT_PRESET
+
+            spec = DEFAULT_PRESET[spec]
+        family, config = registry.get_preset(spec)
     except (ValueError, KeyError) as exc:
         raise ConfigError(f"--model {cfg.model!r}: {str(exc).strip(chr(39))}") from None
-    return family, {**config, **cfg.model_config}
+    if cfg.model_config:
+        config = {**config, **cfg.model_config}
+        spec = f"{family}-{registry.format_size(registry.count_parameters(family, config))}"
+    return spec, family, config
 
 
 def run_paths(cfg: TrainConfig, family: str, n_params: int) -> tuple[Path, Path]:
@@ -122,7 +130,7 @@ def _train_record(cfg: TrainConfig, trainer: Trainer, n_params: int, info: dict)
         "skipped_steps": trainer.skipped, "lr": cfg.lr, "amp": trainer.precision,
         "batch_size": cfg.batch_size, "seed": cfg.seed, **info,
         "wall_time_s": trainer.wall_time + trainer._elapsed(), "device": str(trainer.device),
-        "world_size": trainer.dist.world, "model": cfg.model,
+        "world_size": trainer.dist.world,
     }
 
 
@@ -133,7 +141,7 @@ def run_training(cfg: TrainConfig, source: Sequence | None = None,
     ``source``: an indexable dataset (``ase.Atoms`` or data dicts with labels); by default
     the file ``cfg.data`` (or the embedded dataset) is opened.
     """
-    family, config = resolve_model(cfg)
+    preset, family, config = resolve_model(cfg)
     n_params = registry.count_parameters(family, config)
     run_dir, export = run_paths(cfg, family, n_params)
     _check_fresh(cfg, run_dir, export)
@@ -141,8 +149,9 @@ def run_training(cfg: TrainConfig, source: Sequence | None = None,
     try:
         train, val, info = _load_data(cfg, float(config["cutoff"]), source, source_path)
         potential = _build_potential(cfg, family, config, train, val)
-        run_dir.mkdir(parents=True, exist_ok=True)
         trainer = Trainer(cfg, potential, train, val, run_dir, dist, device)
+        run_dir.mkdir(parents=True, exist_ok=True)  # every check passed: now write
+        info["model"] = preset
         return _run(cfg, trainer, n_params, family, run_dir, export, info, dist, verbose)
     finally:
         shutdown(dist)
