@@ -14,6 +14,7 @@ heads instead; that is always an explicit choice of the model config.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 
 import torch
 from torch import nn
@@ -94,7 +95,9 @@ class Potential(nn.Module):
             data[keys.BATCH] = torch.zeros(len(pos), dtype=torch.long, device=pos.device)
         batch = data[keys.BATCH]
         gradient = not self.direct_forces and (compute_forces or compute_stress)
-        with torch.enable_grad() if gradient else torch.no_grad():
+        # direct heads trained with create_graph=True keep the caller's grad mode
+        grad_mode = nullcontext() if create_graph else torch.no_grad()
+        with torch.enable_grad() if gradient else grad_mode:
             pos, cell, strain = self._strained(data, gradient and compute_stress)
             if gradient and compute_forces and not pos.requires_grad:
                 pos = pos.requires_grad_(True)
