@@ -99,3 +99,16 @@ def test_non_finite_loss_skips_the_step_and_never_reaches_a_checkpoint(tmp_path)
         assert torch.equal(value, before[name]), name
     events = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert sum(e["kind"] == "skipped_step" for e in events) == 4
+
+
+def test_worker_processes_give_the_same_training(tmp_path):
+    items = prepared(10, seed=10)
+    runs = []
+    for workers in (0, 1):
+        trainer = make_trainer(tmp_path / str(workers), items[:8], items[8:], max_steps=3,
+                               epochs=5, workers=workers, save_every=100)
+        trainer.prepare(resume=False)
+        trainer.fit()
+        runs.append(trainer.potential.state_dict())
+    for name, value in runs[0].items():
+        assert torch.equal(value, runs[1][name]), name

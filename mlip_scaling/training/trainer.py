@@ -5,13 +5,14 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
 
 from mlip_scaling import keys
 from mlip_scaling.data.atomic_data import AtomicData, collate, to_device
@@ -256,10 +257,11 @@ class Trainer:
         while self.step < total and not self._flops_spent():
             batches = tdata.epoch_batches(len(self.train_items), self.local_batch, self.epoch,
                                           self.cfg.seed, self.dist.rank, self.dist.world)
-            for k in range(self.batch_in_epoch, len(batches)):
+            start = self.batch_in_epoch
+            for k, batch in enumerate(self._loader(batches[start:]), start=start):
                 if self.step >= total or self._flops_spent():
                     break
-                record = self.train_step(self._batch(batches[k]))
+                record = self.train_step(to_device(batch, self.device))
                 self.step, self.batch_in_epoch = self.step + 1, k + 1
                 self._after_step(record, progress)
             else:
@@ -270,6 +272,13 @@ class Trainer:
         if self.cfg.val_every != 0 or not self.last_val:
             self._validate_and_log()
         self.save(finished=True)
+
+    def _loader(self, batches: list[list[int]]) -> Iterable[AtomicData]:
+        """Collated batches in this order (collated by ``--workers`` processes when > 0)."""
+        if self.cfg.workers == 0:
+            return (collate([self.train_items[i] for i in b]) for b in batches)
+        return DataLoader(self.train_items, batch_sampler=batches, collate_fn=collate,
+                          num_workers=self.cfg.workers)
 
     def _flops_spent(self) -> bool:
         return self.cfg.max_flops is not None and self.flops >= self.cfg.max_flops
