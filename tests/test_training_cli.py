@@ -89,6 +89,7 @@ def test_train_export_and_resume(tmp_path, extxyz, capsys):
                  "--resume"]) == 0  # finished run: nothing to train, export again
     assert torch.load(out / "last.pt", weights_only=True)["step"] == 4
     assert (out / "last.pt").read_bytes() == before
+    capsys.readouterr()
     # a fresh start in the same directory would overwrite it: refused
     err = _error(capsys, [*TINY, "--data", str(extxyz), "--out", str(out), "--export", "m.pt"])
     assert "--resume" in err and (out / "last.pt").read_bytes() == before

@@ -27,7 +27,7 @@ class TrainConfig:
     data: str | None = None  # dataset file; None = the embedded data/default.h5
     train_size: int | None = None  # nested subset of the training split; None = all of it
     val_size: float = 0.05  # fraction (<1) or number of structures held out for validation
-    test_size: float = 0.1  # fraction (<1) or number held out for testing (never trained on)
+    test_size: float = 0.05  # fraction (<1) or number held out for testing (never trained on)
     split_seed: int = 0
     epochs: int = 30
     max_steps: int | None = None
