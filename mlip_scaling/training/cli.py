@@ -98,6 +98,9 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--compile", action="store_true", default=D.compile,
                    help="torch.compile the model (direct-force models only)")
     g.add_argument("--workers", type=int, default=D.workers, help="data-loading workers")
+    g.add_argument("--threads", type=int, default=D.threads,
+                   help="CPU threads of torch (0: torch's default); 1 is often fastest on a "
+                        "CPU shared with other jobs")
     g.add_argument("--val-every", type=int, default=D.val_every,
                    help="validate every K steps (0: at the end of every epoch)")
     g.add_argument("--save-every", type=int, default=D.save_every,

@@ -50,6 +50,7 @@ class TrainConfig:
     export: str | None = None  # None = {family}-{size}.pt in the run directory
     compile: bool = False
     workers: int = 0
+    threads: int = 0  # CPU threads of torch (0 = torch's default)
     val_every: int = 0  # steps between validations; 0 = at the end of every epoch
     save_every: int = 50  # steps between resumable checkpoints (and at every epoch end)
     max_val_structures: int | None = None  # cap of the validation set (None = all)
@@ -59,7 +60,7 @@ class TrainConfig:
         _positive(self, "epochs", "batch_size", "lr")
         _positive_or_none(self, "train_size", "max_steps", "max_flops", "max_val_structures")
         _non_negative(self, "energy_weight", "force_weight", "stress_weight", "clip_grad",
-                      "warmup", "workers", "val_every", "weight_decay")
+                      "warmup", "workers", "val_every", "weight_decay", "threads")
         if self.save_every < 1:
             raise ConfigError(f"--save-every must be >= 1, got {self.save_every}")
         if not 0.0 <= self.min_lr_factor <= 1.0:
@@ -141,7 +142,8 @@ def _coerce(cfg: TrainConfig) -> TrainConfig:
     """Cast numbers that a YAML file may give as strings or ints ('1e18', 3)."""
     floats = ("lr", "warmup", "min_lr_factor", "weight_decay", "energy_weight", "force_weight",
               "stress_weight", "ema_decay", "clip_grad", "val_size", "test_size")
-    ints = ("epochs", "batch_size", "seed", "workers", "val_every", "save_every", "split_seed")
+    ints = ("epochs", "batch_size", "seed", "workers", "val_every", "save_every", "split_seed",
+            "threads")
     try:
         for name in floats:
             setattr(cfg, name, float(getattr(cfg, name)))

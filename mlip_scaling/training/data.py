@@ -146,5 +146,5 @@ def sample_batches(n_items: int, batch_size: int, seed: int) -> list[list[int]]:
     """A few batches of different sizes (for the FLOP model), drawn without global RNG."""
     rng = np.random.default_rng(seed)
     sizes = sorted({1, max(1, batch_size // 4), max(1, batch_size // 2), batch_size})
-    sizes = [min(s, n_items) for s in sizes] + [min(batch_size, n_items)]
+    sizes = [min(s, n_items) for s in sizes]
     return [rng.choice(n_items, size=s, replace=False).tolist() for s in sizes]

@@ -145,6 +145,8 @@ def run_training(cfg: TrainConfig, source: Sequence | None = None,
     n_params = registry.count_parameters(family, config)
     run_dir, export = run_paths(cfg, family, n_params)
     _check_fresh(cfg, run_dir, export)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     dist, device = init_distributed(cfg.device)
     try:
         train, val, info = _load_data(cfg, float(config["cutoff"]), source, source_path)
