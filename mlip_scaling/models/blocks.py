@@ -204,7 +204,7 @@ def segment_softmax(
         if extra_logits is not None:
             shift = torch.maximum(shift, extra_logits.detach().to(work))
         shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
-    num = torch.exp(logits - shift[index])
+    num = torch.exp(logits - shift.index_select(0, index))
     if weights is not None:
         num = num * weights.to(work).view(-1, *([1] * (logits.dim() - 1)))
     denom = scatter_sum(num, index, num_segments)
@@ -213,5 +213,5 @@ def segment_softmax(
         extra = torch.exp(extra_logits.to(work) - shift)
         denom = denom + extra
     denom = denom.clamp_min(torch.finfo(work).tiny)
-    p = (num / denom[index]).to(dtype)
+    p = (num / denom.index_select(0, index)).to(dtype)
     return p, None if extra is None else (extra / denom).to(dtype)

@@ -81,10 +81,11 @@ class NeighbourAttention(nn.Module):
         edge_terms = self.radial(radial)
         bias, filt = edge_terms[:, :heads], edge_terms[:, heads:].view(-1, heads, dim)
         scale = 1.0 / math.sqrt(dim)
-        logits = self._cap((q[centre] * k[neigh]).sum(-1) * scale + bias)  # [E, H]
+        logits = (q.index_select(0, centre) * k.index_select(0, neigh)).sum(-1)
+        logits = self._cap(logits * scale + bias)  # [E, H]
         self_logits = self._cap((q * k).sum(-1) * scale)  # [N, H]
         alpha, alpha_self = segment_softmax(logits, centre, n, envelope, self_logits)
-        messages = alpha.unsqueeze(-1) * v[neigh] * filt  # [E, H, D]
+        messages = alpha.unsqueeze(-1) * v.index_select(0, neigh) * filt  # [E, H, D]
         out = scatter_sum(messages, centre, n) + alpha_self.unsqueeze(-1) * v
         return self.out(out.reshape(n, heads * dim))
 

@@ -1,0 +1,186 @@
+"""Speed of one energy + forces + stress call of the small presets of every family, next to
+MACE built from scratch, on a 256-atom rattled fcc Cu cell (float32 and float64).
+
+    python benchmarks/bench_models.py                      # presets up to 200k parameters
+    python benchmarks/bench_models.py --max-params 1e6 --repeats 9 --threads 4
+
+Times are medians of ``--repeats`` calls of the model with a precomputed neighbour list
+(vesin takes ~1.4 ms for this cell), after one warm-up call. MACE (72,848 parameters:
+2 layers, 32x0e+32x1o, max_ell 3, correlation 3, r_max 5 Å, random weights) runs in a
+subprocess of the interpreter in ``MACE_PYTHON`` (a venv with mace-torch, which pins
+e3nn 0.4.4), default ``/work/venvs/mace/bin/python``; it is skipped with a note if absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+
+import torch
+from ase import Atoms
+from ase.build import bulk
+
+from mlip_scaling.data.atomic_data import from_atoms
+from mlip_scaling.data.neighbors import NeighborListTransform
+from mlip_scaling.models import registry
+from mlip_scaling.models.potential import Potential
+from mlip_scaling.models.presets import PRESET_PARAMS
+
+MACE_PARAMS = 72_848
+DTYPES = ("float32", "float64")
+
+MACE_SCRIPT = r"""
+import json, statistics, sys, time
+import numpy as np
+import torch
+torch.serialization.add_safe_globals([slice])  # e3nn 0.4's shipped constants, torch >= 2.6
+from ase.build import bulk
+from e3nn import o3
+from mace import data, modules, tools
+from mace.tools import torch_geometric
+
+threads, repeats = int(sys.argv[1]), int(sys.argv[2])
+torch.set_num_threads(threads)
+atoms = bulk("Cu", "fcc", a=3.61, cubic=True) * (4, 4, 4)
+atoms.rattle(0.05, seed=0)
+out = []
+for dtype in ("float32", "float64"):
+    torch.set_default_dtype(getattr(torch, dtype))  # MACE's own convention, own process
+    torch.manual_seed(0)
+    block = modules.interaction_classes["RealAgnosticResidualInteractionBlock"]
+    model = modules.MACE(
+        r_max=5.0, num_bessel=8, num_polynomial_cutoff=5, max_ell=3, interaction_cls=block,
+        interaction_cls_first=block, num_interactions=2, num_elements=1,
+        hidden_irreps=o3.Irreps("32x0e+32x1o"), MLP_irreps=o3.Irreps("16x0e"),
+        atomic_energies=np.array([-3.0]), avg_num_neighbors=40.0, atomic_numbers=[29],
+        correlation=3, gate=torch.nn.functional.silu)
+    config = data.config_from_atoms(atoms)
+    item = data.AtomicData.from_config(config, z_table=tools.AtomicNumberTable([29]),
+                                       cutoff=5.0)
+    loader = torch_geometric.dataloader.DataLoader([item], batch_size=1)
+    batch = next(iter(loader)).to_dict()
+    call = lambda: model(dict(batch), compute_force=True, compute_stress=True, training=False)
+    call()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = call()
+        times.append(time.perf_counter() - start)
+    assert result["forces"].shape == (len(atoms), 3) and result["stress"] is not None
+    out.append({"dtype": dtype, "params": sum(p.numel() for p in model.parameters()),
+                "ms": 1e3 * statistics.median(times)})
+print("RESULT " + json.dumps(out))
+"""
+
+
+def rattled_copper() -> Atoms:
+    """256-atom fcc Cu (a = 3.61 Å), rattled by 0.05 Å."""
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True) * (4, 4, 4)
+    atoms.rattle(0.05, seed=0)
+    return atoms
+
+
+def median_ms(call: Callable[[], object], repeats: int) -> float:
+    """Median wall time (ms) of ``call`` over ``repeats`` runs after one warm-up run."""
+    call()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def time_preset(name: str, atoms: Atoms, dtype: str, repeats: int) -> float:
+    """ms per energy + forces + stress call of preset ``name`` in ``dtype``."""
+    family, config = registry.get_preset(name)
+    torch.manual_seed(0)
+    model = registry.build_model(family, config)
+    potential = Potential(model, family, config, species=[29]).to(getattr(torch, dtype)).eval()
+    data = from_atoms(atoms, labels=False, dtype=getattr(torch, dtype))
+    data = NeighborListTransform(potential.cutoff)(data)
+    return median_ms(lambda: potential(data), repeats)
+
+
+def run_mace(python: str, threads: int, repeats: int) -> dict[str, float]:
+    """``{dtype: ms}`` of MACE in a subprocess of ``python``; empty (with a note) if absent."""
+    if not os.path.exists(python):
+        print(f"MACE skipped: no interpreter at {python} (set MACE_PYTHON to a mace-torch venv)")
+        return {}
+    cmd = [python, "-c", MACE_SCRIPT, str(threads), str(repeats)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        print(f"MACE skipped: subprocess failed ({tail})")
+        return {}
+    rows = json.loads(lines[-1][len("RESULT "):])
+    if rows[0]["params"] != MACE_PARAMS:
+        print(f"note: MACE has {rows[0]['params']:,} parameters, expected {MACE_PARAMS:,}")
+    return {r["dtype"]: r["ms"] for r in rows}
+
+
+def small_presets(max_params: float) -> list[str]:
+    """Presets of every registered family with at most ``max_params`` parameters."""
+    names = []
+    for family in registry.FAMILIES:
+        names += [n for n in registry.list_presets(family) if PRESET_PARAMS[n] <= max_params]
+    return names
+
+
+def print_table(rows: list[tuple[str, int, dict[str, float]]], mace: dict[str, float]) -> None:
+    head = f"{'model':<24}{'params':>12}" + "".join(
+        f"{d + ' ms':>14}{'x MACE':>8}" for d in DTYPES
+    )
+    print(head)
+    print("-" * len(head))
+    for name, params, ms in rows:
+        cells = ""
+        for d in DTYPES:
+            ratio = f"{ms[d] / mace[d]:.2f}" if d in mace else "-"
+            cells += f"{ms[d]:>14.1f}{ratio:>8}"
+        print(f"{name:<24}{params:>12,}{cells}")
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--max-params", type=float, default=2e5,
+                        help="largest preset to time (parameters)")
+    parser.add_argument("--presets", nargs="*", help="preset names (default: all small ones)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls per model")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--mace-python", default=os.environ.get(
+        "MACE_PYTHON", "/work/venvs/mace/bin/python"), help="python of a mace-torch venv")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse(argv)
+    torch.set_num_threads(args.threads)
+    atoms = rattled_copper()
+    names = args.presets or small_presets(args.max_params)
+    print(f"{len(atoms)}-atom rattled fcc Cu, energy+forces+stress, median of {args.repeats}, "
+          f"{args.threads} threads, torch {torch.__version__}")
+    mace = run_mace(args.mace_python, args.threads, args.repeats)
+    rows: list[tuple[str, int, dict[str, float]]] = []
+    if mace:
+        rows.append(("MACE (from scratch)", MACE_PARAMS, mace))
+    for name in names:
+        ms = {d: time_preset(name, atoms, d, args.repeats) for d in DTYPES}
+        rows.append((name, PRESET_PARAMS[name], ms))
+        print(f"  {name}: " + ", ".join(f"{d} {v:.1f} ms" for d, v in ms.items()), flush=True)
+    print()
+    print_table(rows, mace)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
