@@ -36,7 +36,7 @@ class TrainConfig:
     warmup: float = 0.01  # fraction of the steps (< 1) or number of steps (>= 1)
     min_lr_factor: float = 0.01
     weight_decay: float = 1e-3
-    batch_size: int = 16  # global batch (split over DDP processes)
+    batch_size: int = 64  # global batch (split over DDP processes)
     amp: str = "off"
     energy_weight: float = 2.5
     force_weight: float = 20.0
