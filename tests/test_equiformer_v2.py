@@ -216,31 +216,50 @@ def test_direct_heads_shapes_and_equivariance():
     assert stress[0].abs().max() > 0 and out[keys.FORCES].abs().max() > 0
 
 
-def test_omat24_preset_counts_match_published():
+@pytest.fixture(scope="module")
+def preset_counts() -> dict[str, dict[str, int]]:
+    """Parameter counts (total and per head) of every preset, built on the meta device."""
+    counts = {}
+    for name, cfg in EQV2_PRESETS.items():
+        model = build_model("eqv2", cfg, device="meta")
+        parts = {"total": sum(p.numel() for p in model.parameters())}
+        for head in ("energy_head", "force_head", "stress_head"):
+            if hasattr(model, head):
+                parts[head] = sum(p.numel() for p in getattr(model, head).parameters())
+        counts[name] = parts
+    return counts
+
+
+def test_omat24_preset_counts_match_published(preset_counts):
     published = {
         "eqv2-S": (27_795_584, 148_353, 3_130_881, 132_616, 31_207_434),
         "eqv2-M": (78_831_232, 181_377, 7_443_841, 132_618, 86_589_068),
         "eqv2-L": (146_553_472, 181_377, 6_902_401, 132_618, 153_769_868),
     }
     for name, (backbone, energy, force, stress, total) in published.items():
-        model = build_model("eqv2", EQV2_PRESETS[name], device="meta")
-        heads = [
-            sum(p.numel() for p in getattr(model, h).parameters())
-            for h in ("energy_head", "force_head", "stress_head")
-        ]
-        n = sum(p.numel() for p in model.parameters())
-        assert abs(n - total) <= 0.02 * total
-        assert (n - sum(heads), *heads, n) == (backbone, energy, force, stress, total)
+        c = preset_counts[name]
+        heads = (c["energy_head"], c["force_head"], c["stress_head"])
+        assert abs(c["total"] - total) <= 0.02 * total
+        assert (c["total"] - sum(heads), *heads, c["total"]) == (
+            backbone,
+            energy,
+            force,
+            stress,
+            total,
+        )
 
 
-def test_all_preset_counts_exact_and_ladder_geometric():
-    for name, cfg in EQV2_PRESETS.items():
-        assert count_parameters("eqv2", cfg) == EQV2_PRESET_PARAMS[name], name
+def test_all_preset_counts_exact_and_ladder_geometric(preset_counts):
+    for name in EQV2_PRESETS:
+        assert preset_counts[name]["total"] == EQV2_PRESET_PARAMS[name], name
+    assert count_parameters("eqv2", EQV2_PRESETS["eqv2-1.5k"]) == EQV2_PRESET_PARAMS["eqv2-1.5k"]
     omat24 = ("eqv2-S", "eqv2-M", "eqv2-L")
     ladder = sorted(n for name, n in EQV2_PRESET_PARAMS.items() if name not in omat24)
     assert len(ladder) >= 8 and ladder[0] < 3e3 and ladder[-1] > 1e8
     ratios = np.array(ladder[1:]) / np.array(ladder[:-1])
     assert ratios.min() > 1.5 and ratios.max() < 5
+    for name in EQV2_PRESETS:
+        assert EQV2_PRESETS[name]["direct_forces"] == (name in omat24)
 
 
 SMALL = [n for n, c in EQV2_PRESET_PARAMS.items() if c <= 2_000_000]
@@ -263,3 +282,17 @@ def test_small_preset_forward_backward_batch_of_8(name):
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert len(grads) > 0 and all(torch.isfinite(g).all() for g in grads)
     assert out[keys.FORCES].shape == (16, 3) and out[keys.STRESS].shape == (8, 3, 3)
+
+
+def test_dropout_only_while_training():
+    atoms = _alloy(seed=10)
+    plain = _potential()
+    dropped = _potential(alpha_drop=0.5, drop_path_rate=0.5)
+    dropped.load_state_dict(plain.state_dict())
+    ref = plain(_data(atoms))[keys.ENERGY]
+    dropped.eval()
+    torch.testing.assert_close(dropped(_data(atoms))[keys.ENERGY], ref)
+    dropped.train()
+    torch.manual_seed(11)
+    energies = torch.stack([dropped(_data(atoms))[keys.ENERGY] for _ in range(4)])
+    assert not torch.allclose(energies, ref.expand_as(energies))

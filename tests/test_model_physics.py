@@ -27,6 +27,13 @@ FAMILIES_UNDER_TEST: list[tuple[str, dict]] = [
         {"cutoff": 4.0, "num_layers": 2, "hidden_channels": 16, "num_heads": 2,
          "ffn_hidden": 32, "num_radial": 6},
     ),
+    (
+        "eqv2",
+        {"cutoff": 4.0, "num_layers": 2, "sphere_channels": 8, "attn_hidden_channels": 8,
+         "num_heads": 2, "attn_alpha_channels": 4, "attn_value_channels": 4,
+         "ffn_hidden_channels": 8, "lmax": 2, "mmax": 1, "grid_resolution": 24,
+         "num_distance_basis": 8, "edge_channels": 8},
+    ),
 ]
 _IDS = [family for family, _ in FAMILIES_UNDER_TEST]
 

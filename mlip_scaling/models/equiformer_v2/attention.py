@@ -20,12 +20,16 @@ class EdgeContext:
 
     Attributes: ``index`` [2, E] (row 0 centre, row 1 neighbour), ``features`` [E, F]
     (Gaussian-smeared distances), ``envelope`` [E], ``rotation`` (EdgeRotation),
-    ``numbers`` [N] atomic numbers.
+    ``numbers`` [N] atomic numbers, ``batch`` [N] structure of each atom, ``vectors``
+    [E, 3] edge vectors (Å).
     """
 
-    def __init__(self, index, features, envelope, rotation: EdgeRotation, numbers) -> None:
+    def __init__(
+        self, index, features, envelope, rotation: EdgeRotation, numbers, batch, vectors
+    ) -> None:
         self.index, self.features, self.envelope = index, features, envelope
         self.rotation, self.numbers = rotation, numbers
+        self.batch, self.vectors = batch, vectors
 
 
 def smooth_leaky_relu(x: torch.Tensor, slope: float = 0.2) -> torch.Tensor:
@@ -67,8 +71,10 @@ class GraphAttention(nn.Module):
         grid_resolution: int | None,
         max_num_elements: int,
         edge_channels: list[int],
+        alpha_drop: float = 0.0,
     ) -> None:
         super().__init__()
+        self.alpha_dropout = nn.Dropout(alpha_drop) if alpha_drop > 0 else None
         self.num_heads, self.alpha_channels = num_heads, alpha_channels
         self.value_channels = value_channels
         self.source_embedding = nn.Embedding(max_num_elements, edge_channels[-1])
@@ -117,6 +123,8 @@ class GraphAttention(nn.Module):
         alpha_feat = smooth_leaky_relu(self.alpha_norm(alpha_feat))
         logits = torch.einsum("ehk,hk->eh", alpha_feat, self.alpha_dot)
         alpha = envelope_softmax(logits, edges.envelope, centre, len(x)) * edges.envelope[:, None]
+        if self.alpha_dropout is not None:
+            alpha = self.alpha_dropout(alpha)
         msg = msg.reshape(msg.shape[0], msg.shape[1], self.num_heads, self.value_channels)
         msg = (msg * alpha[:, None, :, None]).flatten(2)
         msg = edges.rotation.from_edge(msg)
@@ -187,12 +195,23 @@ class TransformerBlock(nn.Module):
             cfg["grid_resolution"],
             cfg["max_num_elements"],
             edge_channels,
+            cfg["alpha_drop"],
         )
+        self.drop_path = cfg["drop_path_rate"]
         self.norm_2 = EquivariantRMSNorm(lmax, c)
         self.ffn = FeedForwardNetwork(
             c, cfg["ffn_hidden_channels"], c, lmax, cfg["grid_resolution"], cfg["use_grid_mlp"]
         )
 
     def forward(self, x: torch.Tensor, edges: EdgeContext) -> torch.Tensor:
-        x = x + self.ga(self.norm_1(x), edges)
-        return x + self.ffn(self.norm_2(x))
+        x = x + self._dropped(self.ga(self.norm_1(x), edges), edges.batch)
+        return x + self._dropped(self.ffn(self.norm_2(x)), edges.batch)
+
+    def _dropped(self, update: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+        """Stochastic depth per structure while training (rate ``drop_path_rate``)."""
+        if not self.training or self.drop_path <= 0:
+            return update
+        keep = 1.0 - self.drop_path
+        num_structures = int(batch.max()) + 1 if batch.numel() else 0
+        mask = torch.rand(num_structures, dtype=update.dtype, device=update.device) < keep
+        return update * (mask.to(update.dtype) / keep)[batch][:, None, None]

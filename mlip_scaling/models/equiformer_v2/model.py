@@ -53,6 +53,8 @@ class EquiformerV2(nn.Module):
         direct_forces: add a direct force head and a rank-2 stress head (non-conservative).
         use_grid_mlp: feed-forward networks as MLPs on the S² grid (OMat24 setting).
         avg_num_nodes, avg_degree: normalisers of the energy sum and degree embedding.
+        alpha_drop, drop_path_rate: attention-weight dropout and per-structure stochastic
+            depth of block updates while training (fairchem: 0.1 / 0.05).
         parity_average: average the outputs over the structure and its point inversion.
             SO(2) convolutions (their ``W_i`` terms) are chiral, so EquiformerV2 alone is
             only SO(3)-invariant; the average makes it O(3)-invariant (mirror images get
@@ -81,6 +83,8 @@ class EquiformerV2(nn.Module):
         avg_num_nodes: float = _AVG_NUM_NODES,
         avg_degree: float = _AVG_DEGREE,
         parity_average: bool = True,
+        alpha_drop: float = 0.0,
+        drop_path_rate: float = 0.0,
     ) -> None:
         super().__init__()
         if not 0 <= mmax <= lmax:
@@ -147,9 +151,11 @@ class EquiformerV2(nn.Module):
         rotation = EdgeRotation(edge_rotation(vectors), self.lmax, self.mmax)
         features = self.distance_expansion(lengths)
         envelope = smooth_cutoff(lengths, self.cutoff)
-        ctx = EdgeContext(index, features, envelope, rotation, data[keys.ATOMIC_NUMBERS])
-        ctx.vectors = vectors
-        return ctx
+        numbers = data[keys.ATOMIC_NUMBERS]
+        batch = data.get(keys.BATCH)
+        if batch is None:
+            batch = torch.zeros(len(numbers), dtype=torch.long, device=numbers.device)
+        return EdgeContext(index, features, envelope, rotation, numbers, batch, vectors)
 
     def forward(self, data: dict) -> dict:
         """Per-atom energies (and direct forces/stress when configured)."""

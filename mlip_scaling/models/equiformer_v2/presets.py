@@ -9,7 +9,9 @@
 * ``eqv2-<size>``: a conservative ladder (energy head only; forces and stress by autograd),
   parity-averaged (O(3)-invariant), cutoff 6 Å, from 1.5k to 147M parameters in roughly
   geometric steps (×2-4). Width, depth and lmax/mmax grow together; the three largest
-  are the S/M/L backbones.
+  are the S/M/L backbones (18x18 S² grids); the others use the minimal grids of their
+  lmax/mmax (fairchem's default when no resolution is given), which cost far less on
+  edges.
 
 ``EQV2_PRESET_PARAMS`` holds exact counts (checked by the tests).
 """
@@ -92,10 +94,10 @@ _LADDER: tuple[tuple[str, int, tuple], ...] = (
     ("eqv2-22k", 22113, (2, 10, 2, 1, 10, 2, 4, 4, 10, 16, 6, None)),
     ("eqv2-57k", 57449, (2, 16, 2, 1, 16, 2, 8, 8, 16, 32, 12, None)),
     ("eqv2-186k", 185793, (3, 24, 2, 1, 24, 4, 8, 8, 24, 32, 16, None)),
-    ("eqv2-603k", 602721, (3, 32, 3, 2, 32, 4, 16, 8, 32, 64, 24, 12)),
-    ("eqv2-1.8M", 1831457, (4, 48, 4, 2, 32, 4, 16, 8, 48, 128, 32, 18)),
-    ("eqv2-5.0M", 5036289, (4, 64, 4, 2, 48, 8, 32, 12, 64, 256, 64, 18)),
-    ("eqv2-11M", 11019265, (6, 96, 4, 2, 48, 8, 32, 12, 96, 256, 96, 18)),
+    ("eqv2-603k", 602721, (3, 32, 3, 2, 32, 4, 16, 8, 32, 64, 24, None)),
+    ("eqv2-1.8M", 1831457, (4, 48, 4, 2, 32, 4, 16, 8, 48, 128, 32, None)),
+    ("eqv2-5.0M", 5036289, (4, 64, 4, 2, 48, 8, 32, 12, 64, 256, 64, None)),
+    ("eqv2-11M", 11019265, (6, 96, 4, 2, 48, 8, 32, 12, 96, 256, 96, None)),
     ("eqv2-28M", 27943937, (8, 128, 4, 2, 64, 8, 64, 16, 128, 600, 128, 18)),
     ("eqv2-79M", 79012609, (10, 128, 6, 4, 64, 8, 64, 16, 128, 600, 128, 18)),
     ("eqv2-147M", 146734849, (20, 128, 6, 3, 64, 8, 64, 16, 128, 600, 128, 18)),

@@ -90,8 +90,8 @@ class EdgeDegreeEmbedding(nn.Module):
             dim=1,
         )
         m0 = self.rad_func(x_edge).reshape(-1, self.lmax + 1, self.sphere_channels)
-        k = rotation.perm.numel()
-        pad = m0.new_zeros(m0.shape[0], k - (self.lmax + 1), self.sphere_channels)
-        msg = rotation.from_edge(torch.cat([m0, pad], dim=1)) * envelope[:, None, None]
+        # only the m = 0 columns of the edge -> global rotation are needed
+        msg = torch.bmm(rotation.from_mat.narrow(2, 0, self.lmax + 1), m0)
+        msg = msg * envelope[:, None, None]
         out = msg.new_zeros(num_nodes, msg.shape[1], msg.shape[2])
         return out.index_add(0, centre, msg) / self.rescale

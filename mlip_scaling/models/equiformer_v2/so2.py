@@ -26,13 +26,11 @@ class SO2MConvolution(nn.Module):
         self.fc = nn.Linear(in_features, 2 * out_features, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.fc(x)
-        real, imag = (
-            y.narrow(2, 0, self.out_features),
-            y.narrow(2, self.out_features, self.out_features),
-        )
-        plus = real[:, 0] - imag[:, 1]
-        minus = real[:, 1] + imag[:, 0]
+        real, imag = torch.split(self.fc(x), self.out_features, dim=2)
+        real_plus, real_minus = real.unbind(1)
+        imag_plus, imag_minus = imag.unbind(1)
+        plus = real_plus - imag_minus
+        minus = real_minus + imag_plus
         return torch.stack([plus, minus], dim=1)
 
 
@@ -75,21 +73,25 @@ class SO2Convolution(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """-> (out [E, K, C_out], extra m=0 features [E, extra] or None)."""
         num_edges, cin = x.shape[0], self.in_channels
-        rad = self.rad_func(edge_features) if self.rad_func is not None else None
+        # split (not narrow): one gradient concatenation instead of a zero-filled
+        # full-size gradient per slice
+        xs = torch.split(x, [self.sizes[0]] + [2 * n for n in self.sizes[1:]], dim=1)
+        rads = [None] * len(self.sizes)
+        if self.rad_func is not None:
+            rad = self.rad_func(edge_features)
+            rads = torch.split(rad, [n * cin for n in self.sizes], dim=1)
         n0 = self.sizes[0]
-        x0 = x.narrow(1, 0, n0).reshape(num_edges, n0 * cin)
-        if rad is not None:
-            x0 = x0 * rad.narrow(1, 0, n0 * cin)
+        x0 = xs[0].reshape(num_edges, n0 * cin)
+        if rads[0] is not None:
+            x0 = x0 * rads[0]
         y0 = self.fc_m0(x0)
-        extra = y0.narrow(1, 0, self.extra) if self.extra else None
-        y0 = y0.narrow(1, self.extra, y0.shape[1] - self.extra)
+        extra = None
+        if self.extra:
+            extra, y0 = torch.split(y0, [self.extra, y0.shape[1] - self.extra], dim=1)
         out = [y0.reshape(num_edges, n0, self.out_channels)]
-        offset, offset_rad = n0, n0 * cin
-        for n, conv in zip(self.sizes[1:], self.so2_m_conv):
-            xm = x.narrow(1, offset, 2 * n).reshape(num_edges, 2, n * cin)
-            if rad is not None:
-                xm = xm * rad.narrow(1, offset_rad, n * cin)[:, None]
+        for n, conv, xm, rm in zip(self.sizes[1:], self.so2_m_conv, xs[1:], rads[1:]):
+            xm = xm.reshape(num_edges, 2, n * cin)
+            if rm is not None:
+                xm = xm * rm[:, None]
             out.append(conv(xm).reshape(num_edges, 2 * n, self.out_channels))
-            offset += 2 * n
-            offset_rad += n * cin
         return torch.cat(out, dim=1), extra

@@ -97,39 +97,37 @@ class EdgeRotation:
 
     def __init__(self, rot: torch.Tensor, lmax: int, mmax: int) -> None:
         self.lmax, self.mmax = lmax, mmax
-        self.blocks = wigner_d_blocks(rot, lmax)
+        blocks = wigner_d_blocks(rot, lmax)
         dev = rot.device
-        # rows of D^l that survive the |m| <= mmax truncation, and the l>mmax rescale
-        self.rows = [
-            torch.arange(l - min(l, mmax), l + min(l, mmax) + 1, device=dev)
-            for l in range(lmax + 1)
-        ]
-        self.rescale = [
-            1.0 if l <= mmax else math.sqrt((2 * l + 1) / (2 * mmax + 1)) for l in range(lmax + 1)
-        ]
-        full_to_reduced = _reduced_l_major_positions(lmax, mmax)
-        self.perm = full_to_reduced.to(dev)  # m-primary -> position in reduced l-major
-        self.inv_perm = torch.argsort(self.perm)
+        # rows of D^l kept by the |m| <= mmax truncation, placed block-diagonally
+        parts = []
+        for l, d in enumerate(blocks):
+            k = min(l, mmax)
+            rows = d.narrow(1, l - k, 2 * k + 1)
+            parts.append(
+                torch.nn.functional.pad(rows, (l * l, num_coefficients(lmax) - (l + 1) ** 2))
+            )
+        self.perm = _reduced_l_major_positions(lmax, mmax).to(dev)
+        #: [E, K, (lmax+1)^2] global -> edge frame (m-primary rows)
+        self.to_mat = torch.cat(parts, dim=1).index_select(1, self.perm)
+        rescale = torch.tensor(
+            [
+                1.0 if l <= mmax else math.sqrt((2 * l + 1) / (2 * mmax + 1))
+                for l in range(lmax + 1)
+            ],
+            dtype=rot.dtype,
+            device="cpu",
+        )[degree_index(lmax)].to(dev)
+        #: [E, (lmax+1)^2, K] edge -> global frame, degrees l > mmax rescaled
+        self.from_mat = (self.to_mat.transpose(1, 2) * rescale[:, None]).contiguous()
 
     def to_edge(self, x: torch.Tensor) -> torch.Tensor:
         """[E, (lmax+1)^2, C] (global frame) -> [E, K, C] (edge frame, m-primary)."""
-        parts = []
-        for l, d in enumerate(self.blocks):
-            xl = x.narrow(1, l * l, 2 * l + 1)
-            parts.append(torch.bmm(d.index_select(1, self.rows[l]), xl))
-        return torch.cat(parts, dim=1).index_select(1, self.perm)
+        return torch.bmm(self.to_mat, x)
 
     def from_edge(self, y: torch.Tensor) -> torch.Tensor:
         """[E, K, C] (edge frame, m-primary) -> [E, (lmax+1)^2, C] (global frame)."""
-        y = y.index_select(1, self.inv_perm)
-        parts, offset = [], 0
-        for l, d in enumerate(self.blocks):
-            k = len(self.rows[l])
-            yl = y.narrow(1, offset, k)
-            out = torch.bmm(d.index_select(1, self.rows[l]).transpose(1, 2), yl)
-            parts.append(out * self.rescale[l] if self.rescale[l] != 1.0 else out)
-            offset += k
-        return torch.cat(parts, dim=1)
+        return torch.bmm(self.from_mat, y)
 
 
 def _reduced_l_major_positions(lmax: int, mmax: int) -> torch.Tensor:
@@ -215,5 +213,9 @@ class S2Grid(nn.Module):
     def separable_act(self, scalars: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Separable S² activation: SiLU on ``scalars`` [N, C] for ``l = 0``, SiLU on the
         grid for the other coefficients of ``x`` [N, K, C]."""
-        tensors = self.from_grid(torch.nn.functional.silu(self.to_grid(x)))
-        return torch.cat([torch.nn.functional.silu(scalars)[:, None], tensors[:, 1:]], dim=1)
+        tensors = self.from_grid_higher(torch.nn.functional.silu(self.to_grid(x)))
+        return torch.cat([torch.nn.functional.silu(scalars)[:, None], tensors], dim=1)
+
+    def from_grid_higher(self, g: torch.Tensor) -> torch.Tensor:
+        """Like ``from_grid`` but without the ``l = 0`` coefficient: [N, G, C] -> [N, K-1, C]."""
+        return torch.einsum("gk,ngc->nkc", self.from_grid_mat[:, 1:], g)
