@@ -296,3 +296,17 @@ def test_dropout_only_while_training():
     torch.manual_seed(11)
     energies = torch.stack([dropped(_data(atoms))[keys.ENERGY] for _ in range(4)])
     assert not torch.allclose(energies, ref.expand_as(energies))
+
+
+def test_neighbour_cap_keeps_the_nearest():
+    from mlip_scaling.models.equiformer_v2.model import _nearest_mask
+
+    data = compute_edge_vectors(_data(_alloy(seed=12)))
+    centre, lengths = data[keys.EDGE_INDEX][0], data[keys.EDGE_LENGTHS]
+    keep = _nearest_mask(centre, lengths, 5, 4)
+    for atom in range(4):
+        mine = lengths[centre == atom]
+        kept = lengths[(centre == atom) & keep]
+        assert len(kept) == 5 and kept.max() <= torch.sort(mine).values[5]
+    capped = _potential(max_neighbors=5)
+    assert torch.isfinite(capped(_data(_alloy(seed=12)))[keys.FORCES]).all()
