@@ -26,7 +26,7 @@ def test_every_preset_has_a_count_and_every_family_a_default():
     assert set(DEFAULT_PRESET) == set(registry.FAMILIES)
     for family, name in DEFAULT_PRESET.items():
         assert PRESETS[name][0] == family
-    assert 50_000 <= PRESET_PARAMS[DEFAULT_PRESET["transformer"]] <= 150_000
+    assert 1_000 <= PRESET_PARAMS[DEFAULT_PRESET["transformer"]] <= 150_000
     assert registry.resolve_model("transformer") == registry.get_preset(
         DEFAULT_PRESET["transformer"]
     )

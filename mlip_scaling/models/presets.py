@@ -95,7 +95,7 @@ PRESET_PARAMS.update(EQV2_PRESET_PARAMS)
 
 #: Preset used when only a family is named (small enough to train on a laptop CPU).
 DEFAULT_PRESET: dict[str, str] = {
-    "transformer": "transformer-57k",
+    "transformer": "transformer-2.3k",
     "transformer-seed": "transformer-seed-69k",
-    "eqv2": "eqv2-57k",
+    "eqv2": "eqv2-5.6k",
 }
