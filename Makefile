@@ -31,9 +31,13 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
+MACE_VENV ?= .venv-mace
 bench: $(STAMP)
 	$(PY) -m pip install -q -e ".[bench]"
-	$(PY) benchmarks/run_all.py
+	@# the MACE peer pins e3nn 0.4.4, so it lives in its own venv
+	@if [ ! -x $(MACE_VENV)/bin/python ]; then $(PYTHON) -m venv $(MACE_VENV) && \
+	  $(MACE_VENV)/bin/pip install -q torch==2.13.0 mace-torch; fi
+	MACE_PYTHON=$(MACE_VENV)/bin/python $(PY) benchmarks/run_all.py
 
 data: $(STAMP)
 	$(VENV)/bin/mlip-data generate --recipe default --out data/default.h5
