@@ -1,14 +1,21 @@
 """NVE molecular dynamics: energy drift, stability and RDF error against the oracle's MD.
 
-* ``md_drift``: |OLS slope| of E_total/N vs time after dropping the first 20 %, in
-  meV/atom/ps (time is kept in fs internally: t_ps = step · dt_fs / 1000).
-* ``md_stability``: fraction of the requested steps completed before a blow-up: the
-  temperature exceeds 5× the start, two atoms come closer than 0.5 Å, or non-finite values.
-* ``rdf_error``: ∫|g_model − g_oracle| dr / ∫|g_oracle − 1| dr, both from NVE runs from the
-  same start and velocities.
+Both runs start from the same structure with the same Maxwell–Boltzmann velocities (seeded,
+zero total momentum) and use velocity Verlet with ``dt_fs`` (ASE time = ``dt_fs * units.fs``).
+
+* ``md_drift``: |OLS slope| of E_total/N (eV) against time after dropping the first 20 % of
+  the completed steps, in meV/atom/ps (time kept in fs: slope_eV/fs × 1e3 meV/eV × 1e3 fs/ps).
+* ``md_stability``: fraction of the requested steps completed before a blow-up: non-finite
+  energy/positions, temperature above ``5 × T`` (runaway), two atoms closer than 0.5 Å, or a
+  nearest-neighbour bond of the start (pairs within 1.2 × the shortest distance, followed
+  with their periodic image) stretched or compressed by more than 0.5 Å.
+* ``rdf_error``: ∫|g_model − g_oracle| dr / ∫|g_oracle − 1| dr, g(r) averaged over frames of
+  each trajectory on one fixed r grid up to a cutoff below half the smallest cell height.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import numpy as np
 from ase import Atoms, units
@@ -17,22 +24,45 @@ from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 from ase.md.verlet import VelocityVerlet
 from ase.neighborlist import neighbor_list
 
-__all__ = ["run_nve", "energy_drift", "rdf", "md_errors"]
+__all__ = ["MDRun", "run_nve", "energy_drift", "rdf", "rdf_cutoff", "rdf_error", "md_errors"]
+
+T_RUNAWAY = 5.0  # blow-up when T > T_RUNAWAY × target
+MIN_DISTANCE = 0.5  # Å
+BOND_TOLERANCE = 0.5  # Å
+BOND_FACTOR = 1.2  # start bonds: pairs within this × the shortest distance
+
+
+@dataclass
+class MDRun:
+    """One NVE trajectory: E_total/N per completed step (eV), position frames, stability."""
+
+    energy_per_atom: np.ndarray
+    frames: list[np.ndarray] = field(default_factory=list)
+    stability: float = 0.0
+    reason: str | None = None
 
 
 def energy_drift(energy_per_atom: np.ndarray, dt_fs: float, burn_in: float = 0.2) -> float:
-    """|slope| of energy per atom (eV) vs time in meV/atom/ps, after the burn-in fraction."""
+    """|OLS slope| of E_total/N (eV, one value per step) vs time, in meV/atom/ps."""
     e = np.asarray(energy_per_atom, dtype=float)
-    t_ps = np.arange(len(e)) * dt_fs / 1000.0
+    t_fs = np.arange(len(e)) * dt_fs
     start = int(len(e) * burn_in)
     if len(e) - start < 3:
         return float("nan")
-    slope = np.polyfit(t_ps[start:], e[start:], 1)[0]
-    return float(abs(slope) * 1000.0)
+    slope_ev_per_fs = np.polyfit(t_fs[start:], e[start:], 1)[0]
+    return float(abs(slope_ev_per_fs) * 1e6)
+
+
+def rdf_cutoff(atoms: Atoms, r_max: float = 6.0) -> float:
+    """An RDF cutoff (Å) below half the smallest cell height, at most ``r_max``."""
+    cell = atoms.cell.array
+    volume = abs(np.linalg.det(cell))
+    heights = [volume / np.linalg.norm(np.cross(cell[i - 2], cell[i - 1])) for i in range(3)]
+    return float(min(0.49 * min(heights), r_max))
 
 
 def rdf(frames: list[np.ndarray], atoms: Atoms, r_max: float, n_bins: int = 60) -> np.ndarray:
-    """Radial distribution function g(r) averaged over position frames (periodic cell)."""
+    """g(r) [n_bins] on the grid linspace(0, r_max, n_bins + 1), averaged over frames."""
     edges = np.linspace(0.0, r_max, n_bins + 1)
     hist = np.zeros(n_bins)
     work = atoms.copy()
@@ -41,45 +71,80 @@ def rdf(frames: list[np.ndarray], atoms: Atoms, r_max: float, n_bins: int = 60) 
         hist += np.histogram(neighbor_list("d", work, r_max), bins=edges)[0]
     shell = 4.0 / 3.0 * np.pi * (edges[1:] ** 3 - edges[:-1] ** 3)
     density = len(atoms) / atoms.get_volume()
-    return hist / (len(frames) * len(atoms) * density * shell)
+    return hist / (max(len(frames), 1) * len(atoms) * density * shell)
+
+
+def rdf_error(g: np.ndarray, g_ref: np.ndarray) -> float:
+    """∫|g − g_ref| dr / ∫|g_ref − 1| dr on a shared uniform grid."""
+    denom = np.abs(g_ref - 1.0).sum()
+    return float(np.abs(g - g_ref).sum() / denom) if denom > 0 else float("nan")
+
+
+def _start_bonds(atoms: Atoms) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    i, j, d, shift = neighbor_list("ijdS", atoms, 6.0)
+    if d.size == 0:
+        return i, j, shift, d
+    keep = d < BOND_FACTOR * d.min()
+    return i[keep], j[keep], shift[keep], d[keep]
+
+
+def _blow_up(atoms: Atoms, bonds: tuple, temperature_K: float) -> str | None:
+    e = atoms.get_potential_energy()
+    if not (np.isfinite(e) and np.isfinite(atoms.positions).all()):
+        return "non-finite energy or positions"
+    if atoms.get_temperature() > T_RUNAWAY * temperature_K:
+        return f"temperature above {T_RUNAWAY:g} x {temperature_K:g} K"
+    if neighbor_list("i", atoms, MIN_DISTANCE).size:
+        return f"atoms closer than {MIN_DISTANCE} Å"
+    i, j, shift, d0 = bonds
+    if d0.size:
+        vec = atoms.positions[j] - atoms.positions[i] + shift @ atoms.cell.array
+        if np.abs(np.linalg.norm(vec, axis=1) - d0).max() > BOND_TOLERANCE:
+            return f"a start bond changed by more than {BOND_TOLERANCE} Å"
+    return None
 
 
 def run_nve(atoms: Atoms, calc: Calculator, temperature_K: float, steps: int,
-            dt_fs: float = 1.0, seed: int = 0, every: int = 5) -> dict:
-    """NVE velocity Verlet from Maxwell–Boltzmann velocities; stops at a blow-up."""
+            dt_fs: float = 1.0, seed: int = 0, every: int = 5) -> MDRun:
+    """NVE velocity Verlet from seeded Maxwell–Boltzmann velocities; stops at a blow-up."""
     work = atoms.copy()
     work.calc = calc
     MaxwellBoltzmannDistribution(work, temperature_K=temperature_K,
                                  rng=np.random.default_rng(seed))
     Stationary(work)
+    bonds = _start_bonds(work)
     dyn = VelocityVerlet(work, timestep=dt_fs * units.fs)
-    energies, frames, done = [], [], 0
+    run = MDRun(np.empty(0))
+    energies, done = [], 0
     for step in range(steps):
-        dyn.run(1)
-        e = work.get_potential_energy() + work.get_kinetic_energy()
-        temp = work.get_temperature()
-        close = neighbor_list("i", work, 0.5).size > 0
-        if not np.isfinite(e) or temp > 5.0 * temperature_K or close:
+        try:
+            dyn.run(1)
+            run.reason = _blow_up(work, bonds, temperature_K)
+        except (ValueError, RuntimeError, FloatingPointError) as exc:
+            run.reason = f"calculator error: {exc}"
+        if run.reason:
             break
-        energies.append(e / len(work))
-        if step % every == 0:
-            frames.append(work.positions.copy())
+        energies.append((work.get_potential_energy() + work.get_kinetic_energy()) / len(work))
+        if step % every == every - 1:
+            run.frames.append(work.positions.copy())
         done = step + 1
-    return {"energy_per_atom": np.array(energies), "frames": frames,
-            "stability": done / steps, "atoms": work}
+    run.energy_per_atom = np.array(energies)
+    run.stability = done / steps
+    return run
 
 
-def md_errors(atoms: Atoms, model: Calculator, oracle: Calculator, temperature_K: float = 600.0,
-              steps: int = 500, dt_fs: float = 1.0, seed: int = 0) -> dict[str, float]:
-    """Drift, stability and RDF error of the model's NVE run vs the oracle's."""
-    mine = run_nve(atoms, model, temperature_K, steps, dt_fs, seed)
-    ref = run_nve(atoms, oracle, temperature_K, steps, dt_fs, seed)
-    r_max = 0.49 * min(np.linalg.norm(atoms.cell.array, axis=1).min(), 8.0)
-    g_ref = rdf(ref["frames"], atoms, r_max)
-    error = float("nan")
-    if mine["frames"]:
-        g = rdf(mine["frames"], atoms, r_max)
-        denom = np.abs(g_ref - 1.0).sum()
-        error = float(np.abs(g - g_ref).sum() / denom) if denom > 0 else float("nan")
-    return {"md_drift": energy_drift(mine["energy_per_atom"], dt_fs),
-            "md_stability": float(mine["stability"]), "rdf_error": error}
+def md_errors(atoms: Atoms, model: Calculator, oracle: Calculator, temperature_K: float = 300.0,
+              steps: int = 500, dt_fs: float = 1.0, seed: int = 0, every: int = 5,
+              n_bins: int = 60) -> dict[str, float | None]:
+    """md_drift (meV/atom/ps), md_stability and rdf_error of the model's run vs the oracle's."""
+    mine = run_nve(atoms, model, temperature_K, steps, dt_fs, seed, every)
+    ref = run_nve(atoms, oracle, temperature_K, steps, dt_fs, seed, every)
+    r_max = rdf_cutoff(atoms)
+    error = None
+    if mine.frames and ref.frames:
+        error = rdf_error(rdf(mine.frames, atoms, r_max, n_bins),
+                          rdf(ref.frames, atoms, r_max, n_bins))
+    drift = energy_drift(mine.energy_per_atom, dt_fs)
+    return {"md_drift": drift if np.isfinite(drift) else None,
+            "md_stability": float(mine.stability), "rdf_error": error,
+            "md_oracle_stability": float(ref.stability)}
