@@ -1,177 +1,252 @@
 """``mlip-scaling evaluate DIR``: test-split and downstream metrics of every model file.
 
-Results are cached per checkpoint content hash (sha256) in ``DIR/scaling_results.json``,
-rewritten atomically after each checkpoint, so a rerun evaluates only new files.
+Every exported model ``.pt`` under DIR (recursively) is evaluated; resumable run states
+(``last.pt``, recognised by their format key) are skipped. Results are cached per checkpoint
+content hash (sha256) and evaluation settings in ``DIR/scaling_results.json``, rewritten
+atomically after each checkpoint, so a rerun evaluates only new files. A file that cannot
+be evaluated gets a record with status ``"failed"`` and the error; a missing oracle keeps
+the test metrics, and the record's ``error`` says what the downstream metrics need.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
+import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
 
 from mlip_scaling.checkpoint import CheckpointError, load_checkpoint, potential_from_dict
 from mlip_scaling.errors import ConfigError, DataError
 from mlip_scaling.io_utils import atomic_write_text, file_hash
+from mlip_scaling.scaling.metrics import test_metrics
 
-__all__ = ["evaluate_directory", "find_models", "configure", "run", "RESULTS_NAME"]
+__all__ = ["evaluate_directory", "find_models", "configure", "run", "RESULTS_NAME", "FORMAT"]
 
 RESULTS_NAME = "scaling_results.json"
 FORMAT = "mlip-scaling-results/1"
+STATE_FORMAT = "mlip-scaling-train-state/1"
+MD_MIN_LENGTH = 8.0  # Å: the MD cell is repeated until every cell height reaches this
 
 
-def find_models(directory: Path) -> list[Path]:
-    """Exported model files under ``directory`` (resume states ``last.pt`` excluded)."""
-    return sorted(p for p in directory.rglob("*.pt") if p.name != "last.pt")
+def find_models(directory: str | os.PathLike) -> list[Path]:
+    """Candidate model files under ``directory`` (``*.pt``, recursively, sorted)."""
+    return sorted(p for p in Path(directory).rglob("*.pt") if p.is_file())
 
 
-def _test_metrics(potential, ckpt: dict, data_path: Path, max_test: int | None) -> tuple:
-    from mlip_scaling.data.atomic_data import collate
-    from mlip_scaling.training import data as tdata
-    from mlip_scaling.training.loss import (
-        LossWeights,
-        add_sums,
-        error_sums,
-        finish_metrics,
-        loss_from_sums,
-    )
+def _clean(value: Any) -> Any:
+    """JSON-safe numbers: NaN/inf -> None."""
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
 
-    source, _ = tdata.open_source(data_path)
-    train = ckpt.get("train", {})
-    expected = train.get("dataset_hash")
-    actual = getattr(source, "metadata", {}).get("content_hash")
+
+def _open_data(path: Path, ckpt: dict, model_file: Path) -> Any:
+    from mlip_scaling.training.data import open_source
+
+    source, _ = open_source(path)
+    expected = ckpt.get("train", {}).get("dataset_hash")
+    actual = (getattr(source, "metadata", None) or {}).get("content_hash")
+    if actual is None and path.is_file() and path.suffix != ".h5":
+        actual = file_hash(path)
     if expected and actual and expected != actual:
-        raise DataError(f"{data_path}: content differs from the dataset the model was trained "
-                        "on (hash mismatch); pass the right --data")
-    split = train.get("split", {"val_size": 0.05, "test_size": 0.05, "seed": 0})
-    from mlip_scaling.data.splits import split_indices
-
-    test = split_indices(len(source), split["val_size"], split["test_size"], split["seed"])["test"]
-    test = test[:max_test] if max_test else test
-    items = tdata.prepare(source, test, potential.cutoff, {}, str(data_path), torch.float64)
-    sums: dict[str, float] = {}
-    for k in range(0, len(items), 16):
-        batch = collate(items[k:k + 16])
-        sums = add_sums(sums, error_sums(potential(batch), batch))
-    metrics = finish_metrics(sums)
-    metrics["test_loss"] = loss_from_sums(sums, LossWeights())
-    return metrics, source, test
+        raise DataError(f"{model_file}: dataset {path} differs from the one the model was "
+                        "trained on (content hash mismatch); pass the right --data")
+    return source
 
 
-def _downstream(path: Path, source, test, oracle_name: str | None, k_relax: int,
-                md_steps: int) -> dict:
+def _test_indices(n: int, ckpt: dict, max_test: int | None) -> np.ndarray:
+    from mlip_scaling.training.data import make_split
+
+    split = ckpt.get("train", {}).get("split") or {}
+    indices = make_split(n, split.get("val_size", 0.05), split.get("test_size", 0.05),
+                         split.get("seed", 0), None, "test split")["test"]
+    if len(indices) == 0:
+        raise DataError("the test split is empty (train with --test-size > 0)")
+    return indices[:max_test] if max_test else indices
+
+
+def _atoms(source: Any, index: int):
+    if hasattr(source, "get_atoms"):
+        return source.get_atoms(int(index))
+    return source[int(index)].copy()
+
+
+def _md_start(atoms, oracle):
+    """The MD start: the structure relaxed by the oracle (fixed cell), repeated to >= 8 Å."""
+    from mlip_scaling.scaling.downstream.relax import relax
+
+    cell = atoms.cell.array
+    volume = abs(np.linalg.det(cell))
+    heights = [volume / np.linalg.norm(np.cross(cell[i - 2], cell[i - 1])) for i in range(3)]
+    reps = [max(1, math.ceil(MD_MIN_LENGTH / h)) for h in heights]
+    return relax(atoms, oracle, max_steps=200, fixed_cell=True).atoms.repeat(reps)
+
+
+def downstream_metrics(model_file: Path, structures: list, oracle_name: str, k_relax: int,
+                       md_steps: int, md_temperature: float = 300.0, jobs: int = 1,
+                       progress: bool = False) -> dict:
+    """Relaxation and MD metrics of a model file against oracle ``oracle_name``."""
     from mlip_scaling.calculators.ase import ScalingCalculator
     from mlip_scaling.data.oracles import get_oracle
     from mlip_scaling.scaling.downstream.md import md_errors
     from mlip_scaling.scaling.downstream.relax import relaxation_errors
 
-    name = oracle_name or getattr(source, "metadata", {}).get("oracle")
-    if not name:
-        raise ConfigError(f"{path}: the dataset records no oracle; pass --oracle NAME for the "
-                          "downstream relaxation/MD reference (or --no-downstream)")
-    oracle = get_oracle(name)
-    model = ScalingCalculator(str(path), device="cpu", dtype="float64")
-    atoms = [source.get_atoms(int(i)) if hasattr(source, "get_atoms") else source[int(i)]
-             for i in test]
-    periodic = [a for a in atoms if a.pbc.all() and len(a) >= 4]
-    out = relaxation_errors(periodic[:k_relax], model, oracle) if k_relax else {}
+    get_oracle(oracle_name)  # fail early on an unknown name
+    oracle = functools.partial(get_oracle, oracle_name)
+    model = functools.partial(ScalingCalculator, str(model_file), device="cpu", dtype="float64")
+    periodic = [a for a in structures if a.pbc.all()]
+    out: dict = {}
+    if k_relax and periodic:
+        out.update(relaxation_errors(periodic[:k_relax], model, oracle, jobs=jobs,
+                                     progress=progress))
     if md_steps and periodic:
-        start = max(periodic[:20], key=len)
-        reps = [max(1, math.ceil(8.0 / np.linalg.norm(v))) for v in start.cell.array]
-        out.update(md_errors(start.repeat(reps), model, oracle, steps=md_steps))
+        start = _md_start(periodic[0], oracle())
+        out.update(md_errors(start, model(), oracle(), temperature_K=md_temperature,
+                             steps=md_steps))
     return out
 
 
-def _record(path: Path, root: Path, digest: str, ckpt: dict) -> dict:
-    train = ckpt.get("train", {})
-    return {"checkpoint": str(path.relative_to(root)), "hash": digest,
-            "family": ckpt["model"]["family"], "model": train.get("model"),
+def _record(path: Path, root: Path, digest: str, ckpt: dict | None, settings: dict) -> dict:
+    train = (ckpt or {}).get("train", {})
+    family = (ckpt or {}).get("model", {}).get("family")
+    return {"checkpoint": str(path.relative_to(root)), "hash": digest, "family": family,
+            "model": train.get("model") or train.get("preset") or path.stem,
             "n_params": train.get("n_params"), "n_train": train.get("n_train_structures"),
             "flops": train.get("flops"), "dataset_name": train.get("dataset_name"),
             "dataset_hash": train.get("dataset_hash"), "status": "ok", "error": None,
-            "metrics": {}}
+            "metrics": {}, "settings": settings}
 
 
-def _evaluate_one(path: Path, root: Path, digest: str, args: dict) -> dict:
+def evaluate_file(path: Path, root: Path, ckpt: dict, digest: str, settings: dict,
+                  jobs: int = 1, progress: bool = False) -> dict:
+    """One record (see the results format) for a loaded model file."""
+    rec = _record(path, root, digest, ckpt, settings)
     try:
-        ckpt = load_checkpoint(path)
-    except CheckpointError as exc:
-        return {"checkpoint": str(path.relative_to(root)), "hash": digest, "status": "failed",
-                "error": str(exc), "metrics": {}}
-    rec = _record(path, root, digest, ckpt)
-    try:
-        potential = potential_from_dict(ckpt).double().eval()
-        data = args["data"] or ckpt.get("train", {}).get("dataset")
+        data = settings["data"] or ckpt.get("train", {}).get("dataset")
         if not data:
             raise ConfigError(f"{path}: the model file names no dataset; pass --data")
-        rec["metrics"], source, test = _test_metrics(potential, ckpt, Path(data),
-                                                     args["max_test"])
-        if args["downstream"]:
-            rec["metrics"].update(_downstream(path, source, test, args["oracle"],
-                                              args["k_relax"], args["md_steps"]))
-    except (CheckpointError, ConfigError, DataError, RuntimeError, ValueError) as exc:
-        rec["status"], rec["error"] = "failed", str(exc).splitlines()[0][:300]
-    return rec
+        source = _open_data(Path(data), ckpt, path)
+        test = _test_indices(len(source), ckpt, settings["max_test"])
+        potential = potential_from_dict(ckpt).double().eval()
+        rec["metrics"] = test_metrics(potential, source, test)
+        if settings["downstream"]:
+            name = settings["oracle"] or (getattr(source, "metadata", None) or {}).get("oracle")
+            if not name:
+                rec["error"] = (f"downstream metrics skipped: dataset {data} records no oracle; "
+                                "pass --oracle NAME (e.g. emt, sw, mixed:emt+sw)")
+                return _clean(rec)
+            structures = [_atoms(source, i) for i in test]
+            rec["metrics"].update(downstream_metrics(
+                path, structures, name, settings["k_relax"], settings["md_steps"],
+                settings["md_temperature"], jobs, progress))
+    except (CheckpointError, ConfigError, DataError, RuntimeError, ValueError, KeyError,
+            OSError) as exc:
+        rec["status"] = "failed"
+        rec["error"] = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    return _clean(rec)
 
 
-def evaluate_directory(directory, oracle: str | None = None, data: str | None = None,
-                       k_relax: int = 8, md_steps: int = 500, downstream: bool = True,
-                       max_test: int | None = None, progress: bool = True) -> list[dict]:
-    """Evaluate every new model file under ``directory``; returns all records."""
+def _load_cache(results_path: Path) -> list[dict]:
+    if not results_path.is_file():
+        return []
+    try:
+        payload = json.loads(results_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"{results_path}: unreadable results file ({exc})") from None
+    if payload.get("format") != FORMAT:
+        raise DataError(f"{results_path}: unknown results format {payload.get('format')!r}")
+    return list(payload.get("records", []))
+
+
+def _write(results_path: Path, records: list[dict]) -> None:
+    atomic_write_text(json.dumps({"format": FORMAT, "records": records}, indent=1) + "\n",
+                      results_path)
+
+
+def evaluate_directory(directory: str | os.PathLike, oracle: str | None = None,
+                       k_relax: int = 8, md_steps: int = 500, jobs: int = 1,
+                       results_path: str | os.PathLike | None = None, data: str | None = None,
+                       downstream: bool = True, max_test: int | None = None,
+                       md_temperature: float = 300.0, progress: bool = True) -> list[dict]:
+    """Evaluate every new model file under ``directory`` -> the records of all model files.
+
+    ``jobs`` processes relax structures in parallel (0: all cores). Records already in the
+    results file with the same content hash and settings are reused.
+    """
     from tqdm import tqdm
 
     root = Path(directory)
     if not root.is_dir():
         raise DataError(f"{root}: no such directory")
-    models = find_models(root)
-    if not models:
+    candidates = find_models(root)
+    if not candidates:
         raise DataError(f"{root}: no model files (*.pt) found")
-    results_path = root / RESULTS_NAME
-    cached = {}
-    if results_path.is_file():
-        cached = {r["hash"]: r for r in json.loads(results_path.read_text())["records"]}
-    args = dict(oracle=oracle, data=data, k_relax=k_relax, md_steps=md_steps,
-                downstream=downstream, max_test=max_test)
-    records = []
-    for path in tqdm(models, desc="evaluate", disable=not progress):
+    results_path = Path(results_path) if results_path else root / RESULTS_NAME
+    jobs = jobs if jobs > 0 else (os.cpu_count() or 1)
+    settings = {"oracle": oracle, "data": str(data) if data else None, "k_relax": k_relax,
+                "md_steps": md_steps if downstream else 0, "downstream": downstream,
+                "max_test": max_test, "md_temperature": md_temperature}
+    cached = {(r.get("hash"), json.dumps(r.get("settings"), sort_keys=True)): r
+              for r in _load_cache(results_path)}
+    key_settings = json.dumps(settings, sort_keys=True)
+    records: list[dict] = []
+    for path in tqdm(candidates, desc="evaluate", disable=not progress):
         digest = file_hash(path)
-        rec = cached.get(digest) or _evaluate_one(path, root, digest, args)
+        rec = cached.get((digest, key_settings))
+        if rec is None:
+            try:
+                ckpt = load_checkpoint(path)
+            except CheckpointError as exc:
+                if STATE_FORMAT in str(exc):
+                    continue  # a resumable run state, not an exported model
+                rec = _record(path, root, digest, None, settings)
+                rec.update(status="failed", error=str(exc).splitlines()[0][:300])
+            else:
+                rec = evaluate_file(path, root, ckpt, digest, settings, jobs, progress)
         rec["checkpoint"] = str(path.relative_to(root))
         records.append(rec)
-        payload = {"format": FORMAT, "records": records + [
-            r for h, r in cached.items() if h not in {x["hash"] for x in records}]}
-        atomic_write_text(json.dumps(payload, indent=1), results_path)
-    atomic_write_text(json.dumps({"format": FORMAT, "records": records}, indent=1),
-                      results_path)
+        _write(results_path, records)
     return records
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Options of ``mlip-scaling evaluate``."""
     parser.add_argument("directory", help="folder of exported model files (searched recursively)")
-    parser.add_argument("--oracle", default=None, help="downstream reference (default: the "
-                        "dataset's recorded oracle)")
+    parser.add_argument("--oracle", default=None, help="downstream reference calculator by "
+                        "name (default: the oracle recorded in the dataset)")
     parser.add_argument("--data", default=None, help="dataset file (default: the one each "
                         "model was trained on)")
-    parser.add_argument("--k-relax", type=int, default=8, help="test structures to relax")
+    parser.add_argument("--k-relax", type=int, default=8, help="test structures relaxed per model")
     parser.add_argument("--md-steps", type=int, default=500, help="NVE steps (1 fs) per model")
+    parser.add_argument("--md-temperature", type=float, default=300.0, help="MD temperature (K)")
     parser.add_argument("--max-test", type=int, default=None, help="cap on test structures")
     parser.add_argument("--no-downstream", action="store_true", help="test metrics only")
+    parser.add_argument("--jobs", type=int, default=1, help="parallel relaxations (0: all cores)")
+    parser.add_argument("--results", default=None, help="results file (default: "
+                        f"DIR/{RESULTS_NAME})")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``mlip-scaling evaluate``."""
-    records = evaluate_directory(args.directory, args.oracle, args.data, args.k_relax,
-                                 args.md_steps, not args.no_downstream, args.max_test,
-                                 not args.quiet)
+    """Run ``mlip-scaling evaluate``; exit status 1 when an evaluation failed."""
+    records = evaluate_directory(args.directory, oracle=args.oracle, k_relax=args.k_relax,
+                                 md_steps=args.md_steps, jobs=args.jobs,
+                                 results_path=args.results, data=args.data,
+                                 downstream=not args.no_downstream, max_test=args.max_test,
+                                 md_temperature=args.md_temperature, progress=not args.quiet)
     failed = [r for r in records if r["status"] != "ok"]
-    print(f"{len(records)} models evaluated ({len(failed)} failed) -> "
-          f"{Path(args.directory) / RESULTS_NAME}")
-    for r in failed:
-        print(f"failed {r['checkpoint']}: {r['error']}")
-    return 0
+    target = args.results or Path(args.directory) / RESULTS_NAME
+    print(f"{len(records)} model files, {len(failed)} failed -> {target}")
+    for r in records:
+        if r.get("error"):
+            print(f"{r['status']} {r['checkpoint']}: {r['error']}")
+    return 1 if failed else 0

@@ -1,0 +1,119 @@
+"""mlip-scaling evaluate on a hand-made folder of tiny model files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from ase.build import bulk
+from ase.calculators.emt import EMT
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from mlip_scaling.checkpoint import save_potential
+from mlip_scaling.data.store import StructureStore, write_store
+from mlip_scaling.models.potential import Potential
+from mlip_scaling.models.registry import build_model, count_parameters, get_preset
+from mlip_scaling.scaling import evaluate
+from mlip_scaling.scaling.cli import main
+
+SPLIT = {"val_size": 2, "test_size": 3, "seed": 0}
+
+
+def _structures(n: int, seed: int = 0) -> list:
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        atoms = bulk("Cu", "fcc", a=3.61 * rng.uniform(0.98, 1.02), cubic=True)
+        atoms.rattle(0.05, rng=rng)
+        atoms.calc = EMT()
+        e, f, s = atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
+        atoms.calc = SinglePointCalculator(atoms, energy=e, forces=f, stress=s)
+        out.append(atoms)
+    return out
+
+
+def _model_file(path, store, seed: int, oracle_free: bool = False) -> None:
+    family, config = get_preset("transformer-1.2k")
+    torch.manual_seed(seed)
+    potential = Potential(build_model(family, config), family, config, species=[29],
+                          reference_energies={29: 0.0})
+    meta = StructureStore(store).metadata
+    train = {"n_train_structures": 5 + seed, "n_params": count_parameters(family, config),
+             "flops": 1e9 * (seed + 1), "model": "transformer-1.2k", "dataset": str(store),
+             "dataset_name": meta["name"], "dataset_hash": meta["content_hash"],
+             "oracle": meta.get("oracle"), "split": SPLIT}
+    save_potential(path, potential, train=train)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    store = write_store(root / "cu.h5", _structures(12), {"name": "cu", "oracle": "emt"})
+    bare = write_store(root / "bare.h5", _structures(12, seed=1), {"name": "bare"})
+    (root / "run-a").mkdir()
+    _model_file(root / "run-a" / "a.pt", store, 0)
+    _model_file(root / "b.pt", store, 1)
+    torch.save({"format": evaluate.STATE_FORMAT, "step": 3}, root / "run-a" / "last.pt")
+    return root, store, bare
+
+
+def test_evaluate_records_and_cache(folder, monkeypatch) -> None:
+    root, _, _ = folder
+    records = evaluate.evaluate_directory(root, k_relax=1, md_steps=10, progress=False)
+    assert [r["checkpoint"] for r in records] == ["b.pt", "run-a/a.pt"]  # last.pt skipped
+    for rec in records:
+        assert rec["status"] == "ok", rec["error"]
+        m = rec["metrics"]
+        for key in ("energy_mae", "energy_rmse", "force_mae", "force_rmse", "stress_mae",
+                    "test_loss", "relax_rmsd", "relax_failure_rate", "md_stability"):
+            assert m[key] is not None and m[key] >= 0
+        assert m["energy_rmse"] >= m["energy_mae"]
+        assert m["test_loss"] >= 2.5 * m["energy_mae"]
+    saved = json.loads((root / evaluate.RESULTS_NAME).read_text())
+    assert saved["format"] == evaluate.FORMAT and len(saved["records"]) == 2
+
+    def boom(*args, **kwargs):
+        raise AssertionError("a cached checkpoint was evaluated again")
+
+    monkeypatch.setattr(evaluate, "evaluate_file", boom)
+    again = evaluate.evaluate_directory(root, k_relax=1, md_steps=10, progress=False)
+    assert again == records
+
+
+def test_corrupt_file_is_a_failed_record(folder, tmp_path) -> None:
+    root, store, _ = folder
+    _model_file(tmp_path / "good.pt", store, 2)
+    (tmp_path / "broken.pt").write_bytes(b"not a zip archive")
+    records = evaluate.evaluate_directory(tmp_path, downstream=False, progress=False)
+    status = {r["checkpoint"]: r["status"] for r in records}
+    assert status == {"broken.pt": "failed", "good.pt": "ok"}
+    broken = next(r for r in records if r["checkpoint"] == "broken.pt")
+    assert "broken.pt" in broken["error"]
+
+
+def test_missing_oracle_keeps_test_metrics(folder, tmp_path, capsys) -> None:
+    _, _, bare = folder
+    _model_file(tmp_path / "m.pt", bare, 0)
+    rc = main(["evaluate", str(tmp_path), "--k-relax", "1", "--md-steps", "5", "--quiet"])
+    assert rc == 0
+    rec = json.loads((tmp_path / evaluate.RESULTS_NAME).read_text())["records"][0]
+    assert rec["status"] == "ok" and rec["metrics"]["energy_mae"] is not None
+    assert "relax_rmsd" not in rec["metrics"]
+    assert "--oracle" in rec["error"] and "--oracle" in capsys.readouterr().out
+
+
+def test_dataset_hash_mismatch_fails(folder, tmp_path) -> None:
+    _, store, bare = folder
+    _model_file(tmp_path / "m.pt", store, 0)
+    records = evaluate.evaluate_directory(tmp_path, data=str(bare), downstream=False,
+                                          progress=False)
+    assert records[0]["status"] == "failed" and "hash" in records[0]["error"]
+
+
+def test_empty_directory_is_an_error(tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "no model files" in capsys.readouterr().err
