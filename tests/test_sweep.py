@@ -1,0 +1,95 @@
+"""mlip-scaling sweep: plan, idempotence, plan files, and a real two-run sweep."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+
+from mlip_scaling.checkpoint import save_potential
+from mlip_scaling.models.potential import Potential
+from mlip_scaling.models.registry import build_model, get_preset
+from mlip_scaling.scaling import sweep
+from mlip_scaling.scaling.cli import main
+
+
+def _finish(run: sweep.Run) -> None:
+    family, config = get_preset("transformer-1.2k")
+    run.out.mkdir(parents=True, exist_ok=True)
+    save_potential(run.export, Potential(build_model(family, config), family, config, [29]))
+
+
+def test_plan_grid_and_commands(tmp_path) -> None:
+    runs = sweep.plan_runs(tmp_path, ["transformer-1.2k", "eqv2-1.5k"], [10, 30], 3,
+                           max_flops=[1e9], data="d.h5", train_args=["--lr", "1e-3"])
+    assert [r.name for r in runs] == ["transformer-1.2k-n10-c1e09", "transformer-1.2k-n30-c1e09",
+                                      "eqv2-1.5k-n10-c1e09", "eqv2-1.5k-n30-c1e09"]
+    cmd = runs[0].command
+    assert cmd[:3] == [sys.executable, "-m", "mlip_scaling.training.cli"]
+    for flag, value in (("--model", "transformer-1.2k"), ("--train-size", "10"),
+                        ("--epochs", "3"), ("--max-flops", "1e+09"), ("--data", "d.h5"),
+                        ("--export", "transformer-1.2k-n10-c1e09.pt"), ("--lr", "1e-3")):
+        assert cmd[cmd.index(flag) + 1] == value
+    assert "--resume" in cmd and runs[0].export.parent == runs[0].out
+
+
+def test_dry_run_marks_finished_runs(tmp_path, capsys) -> None:
+    runs = sweep.plan_runs(tmp_path, ["transformer-1.2k"], [10, 20], 1)
+    _finish(runs[0])
+    (runs[1].out).mkdir(parents=True)
+    (runs[1].export).write_bytes(b"truncated")  # an unreadable export is not finished
+    assert sweep.is_finished(runs[0]) and not sweep.is_finished(runs[1])
+    rc = main(["sweep", "--models", "transformer-1.2k", "--train-sizes", "10,20", "--epochs",
+               "1", "--out", str(tmp_path), "--dry-run"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "done  transformer-1.2k-n10" in out and "todo  transformer-1.2k-n20" in out
+    assert "2 runs, 1 finished, 1 to run" in out
+
+
+def test_finished_sweep_runs_nothing(tmp_path, monkeypatch, capsys) -> None:
+    for r in sweep.plan_runs(tmp_path, ["transformer-1.2k"], [5], 1):
+        _finish(r)
+    monkeypatch.setattr(sweep.subprocess, "run", pytest.fail)
+    assert main(["sweep", "--models", "transformer-1.2k", "--train-sizes", "5",
+                 "--out", str(tmp_path)]) == 0
+    assert "0 to run" in capsys.readouterr().out
+
+
+def test_plan_file(tmp_path, capsys) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("models: [transformer-1.2k]\ntrain_sizes: [4, 8, 16]\nepochs: 2\n"
+                    "train_args: ['--batch-size', '4']\n")
+    assert main(["sweep", "--plan", str(plan), "--out", str(tmp_path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "3 runs" in out and "--batch-size 4" in out
+    plan.write_text("modles: [x]\n")
+    with pytest.raises(SystemExit):
+        main(["sweep", "--plan", str(plan), "--dry-run"])
+    assert "modles" in capsys.readouterr().err
+
+
+def test_bad_sizes_and_missing_submitit(tmp_path, monkeypatch, capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["sweep", "--train-sizes", "10,abc", "--dry-run"])
+    assert "--train-sizes" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "submitit", None)
+    with pytest.raises(SystemExit):
+        main(["sweep", "--train-sizes", "10", "--out", str(tmp_path), "--launcher", "slurm"])
+    assert "slurm" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_real_two_run_sweep_is_idempotent(tmp_path, capsys) -> None:
+    args = ["sweep", "--models", "transformer-1.2k", "--train-sizes", "8,16", "--epochs", "1",
+            "--out", str(tmp_path), "--train-args",
+            "--max-val-structures 4 --batch-size 8 --threads 1"]
+    assert main(args) == 0
+    exports = sorted(tmp_path.rglob("transformer-1.2k-n*.pt"))
+    assert [p.name for p in exports] == ["transformer-1.2k-n16.pt", "transformer-1.2k-n8.pt"]
+    train = torch.load(exports[1], weights_only=True)["train"]
+    assert train["n_train_structures"] == 8 and train["n_params"] == 1164 and train["flops"] > 0
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "2 finished, 0 to run" in capsys.readouterr().out
