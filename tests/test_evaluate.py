@@ -17,6 +17,7 @@ from mlip_scaling.models.potential import Potential
 from mlip_scaling.models.registry import build_model, count_parameters, get_preset
 from mlip_scaling.scaling import evaluate
 from mlip_scaling.scaling.cli import main
+from mlip_scaling.training.state import STATE_FORMAT
 
 SPLIT = {"val_size": 2, "test_size": 3, "seed": 0}
 
@@ -55,7 +56,7 @@ def folder(tmp_path_factory):
     (root / "run-a").mkdir()
     _model_file(root / "run-a" / "a.pt", store, 0)
     _model_file(root / "b.pt", store, 1)
-    torch.save({"format": evaluate.STATE_FORMAT, "step": 3}, root / "run-a" / "last.pt")
+    torch.save({"format": STATE_FORMAT, "step": 3}, root / "run-a" / "last.pt")
     return root, store, bare
 
 

@@ -25,17 +25,28 @@ from mlip_scaling.errors import ConfigError, DataError
 from mlip_scaling.io_utils import atomic_write_text, file_hash
 from mlip_scaling.scaling.metrics import test_metrics
 
-__all__ = ["evaluate_directory", "find_models", "configure", "run", "RESULTS_NAME", "FORMAT"]
+__all__ = ["evaluate_directory", "find_models", "configure", "run", "RESULTS_NAME", "FORMAT",
+           "is_run_state"]
 
 RESULTS_NAME = "scaling_results.json"
 FORMAT = "mlip-scaling-results/1"
-STATE_FORMAT = "mlip-scaling-train-state/1"
 MD_MIN_LENGTH = 8.0  # Å: the MD cell is repeated until every cell height reaches this
 
 
 def find_models(directory: str | os.PathLike) -> list[Path]:
     """Candidate model files under ``directory`` (``*.pt``, recursively, sorted)."""
     return sorted(p for p in Path(directory).rglob("*.pt") if p.is_file())
+
+
+def is_run_state(path: Path) -> bool:
+    """Whether ``path`` is a resumable training state (``last.pt``), judged by its content."""
+    from mlip_scaling.training.state import load_state
+
+    try:
+        load_state(path)
+    except ConfigError:
+        return False
+    return True
 
 
 def _clean(value: Any) -> Any:
@@ -206,7 +217,7 @@ def evaluate_directory(directory: str | os.PathLike, oracle: str | None = None,
             try:
                 ckpt = load_checkpoint(path)
             except CheckpointError as exc:
-                if STATE_FORMAT in str(exc):
+                if is_run_state(path):
                     continue  # a resumable run state, not an exported model
                 rec = _record(path, root, digest, None, settings)
                 rec.update(status="failed", error=str(exc).splitlines()[0][:300])
