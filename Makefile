@@ -20,9 +20,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	rm -f $(VENV)/.installed-*; touch $(STAMP)
 
+DEMO_DIR ?= runs/demo
 demo: $(STAMP)
 	$(VENV)/bin/mlip-data info data/default.h5
-	$(PY) examples/label_sample.py
+	$(VENV)/bin/mlip-scaling sweep --plan examples/demo_transformer.yaml --out $(DEMO_DIR)
+	$(VENV)/bin/mlip-scaling sweep --plan examples/demo_eqv2.yaml --out $(DEMO_DIR)
+	$(VENV)/bin/mlip-scaling report $(DEMO_DIR) --out $(DEMO_DIR)/report \
+	  --k-relax 1 --md-steps 50 --max-test 100
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
