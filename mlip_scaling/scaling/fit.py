@@ -203,8 +203,15 @@ def fit_law(form: str, x, y, d=None, n_boot: int = 100, seed: int = 0) -> FitRes
         result.status, result.reason = "no-trend", (
             f"95 % interval of {key} includes 0 ({ci[key][0]:.3g}, {ci[key][1]:.3g})")
         return result
+    r2 = _r2(form, params, x, y, d)
+    at_bound = [k for k in ("a", "b") if k in params and not 2e-3 < params[k] < 3.99]
+    if form != "power" and (at_bound or not r2 > 0):
+        result.status, result.reason = "no-trend", (
+            f"exponent {at_bound[0]} at its bound ({params[at_bound[0]]:.3g})" if at_bound
+            else f"the law explains no variance (R² {r2:.3g})")
+        return result
     result.params, result.ci = params, ci
-    result.r2 = _r2(form, params, x, y, d)
+    result.r2 = r2
     result.extrapolation_error = _extrapolation(form, x, y, d, params)
     return result
 

@@ -14,14 +14,13 @@ _LABELS = {"data": "training structures N_data", "params": "parameters N_params"
            "compute": "training compute (FLOP)"}
 
 
-def _band(row: dict, xs: np.ndarray, n_draws: int = 200) -> tuple[np.ndarray, np.ndarray]:
-    """Pointwise 95 % band from parameters drawn uniformly inside their intervals."""
-    rng = np.random.default_rng(0)
-    curves = []
-    for _ in range(n_draws):
-        p = {k: rng.uniform(*row["ci"][k]) for k in row["params"]}
-        curves.append(predict(row["form"], p, xs))
-    return np.percentile(curves, 2.5, axis=0), np.percentile(curves, 97.5, axis=0)
+def _band(row: dict, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """95 % band of a power law: the exponent's interval, pivoting at the data's centre
+    in log N (where the amplitude and exponent estimates decorrelate)."""
+    centre = float(np.exp(np.mean(np.log(row["x"]))))
+    y_centre = predict("power", row["params"], np.array([centre]))[0]
+    curves = [y_centre * (xs / centre) ** -beta for beta in row["ci"]["beta"]]
+    return np.minimum(*curves), np.maximum(*curves)
 
 
 def plot_metric(rows: list[dict], records: list[dict], metric: str, out: Path) -> Path:
