@@ -1,77 +1,137 @@
 """Bias and entropic expressivity of a training algorithm from replicate predictions.
 
-For R replicates (resampled training subsets / seeds) and P probe structures, each
-prediction's error ``pred − label`` is binned into a fixed grid Ω (``n_bins`` bins over
-``±span``); the target set is the bins within ±τ of zero error. Per probe:
+Outcome space Ω: the prediction error ``pred − label`` of one probe, binned into a fixed grid
+of ``n_bins`` bins over ``[−span, span]`` (label units, e.g. eV/atom). The target set T is
+the k bins whose centres lie within ±τ of zero error. An information resource F (a training
+subset + seed: one replicate) induces an outcome distribution P_F over Ω:
 
-* P̄ = histogram over replicates (the averaged outcome distribution),
-* Bias(τ) = tᵀP̄ − k/|Ω|,
-* H(P̄) in bits (Miller–Madow corrected), E[H(P_F)] (= 0 for point predictions),
-  capacity = H(P̄) − E[H(P_F)],
-* trade-off bound H(P̄) ≤ log₂|Ω| − 2·Bias² and its slack,
-* famine bound Pr[tᵀP_F ≥ q] ≤ (k/|Ω| + Bias)/q.
+* point predictions ``[R, P]``: P_F is a point mass (H(P_F) = 0);
+* stochastic predictions ``[R, S, P]`` (S draws per replicate, e.g. MC dropout or several
+  evaluation seeds): P_F is the histogram of the S draws.
+
+Per probe: P̄ = mean of the P_F over replicates; Bias(τ) = tᵀP̄ − k/|Ω|; entropic
+expressivity H(P̄) (bits); expected expressivity E[H(P_F)]; capacity = H(P̄) − E[H(P_F)];
+trade-off bound H(P̄) ≤ log₂|Ω| − 2·Bias² and its slack; famine bound
+Pr[tᵀP_F ≥ q] ≤ (k/|Ω| + Bias)/q. Entropies are given plug-in and Miller–Madow corrected
+(the bounds are checked with the plug-in values, for which they hold exactly); summaries are
+means over probes, with 95 % intervals from a bootstrap over replicates.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["entropy_bits", "bias_expressivity"]
+__all__ = ["entropy_bits", "bias_of", "tradeoff_bound", "famine_bound", "outcome_histograms",
+           "bias_expressivity"]
+
+_CI_KEYS = ("bias", "entropy_bits", "expected_entropy_bits", "capacity_bits",
+            "bound_slack_bits")
 
 
-def entropy_bits(p: np.ndarray, n_samples: int | None = None) -> float:
-    """Shannon entropy (bits) of a histogram; Miller–Madow corrected when ``n_samples``."""
+def entropy_bits(p: np.ndarray, n_samples: int | None = None) -> float | np.ndarray:
+    """Shannon entropy (bits) of histogram(s) ``p`` [..., |Ω|]; Miller–Madow corrected
+    ((m − 1)/(2 n ln 2), m = occupied bins) when ``n_samples`` n is given."""
     p = np.asarray(p, dtype=float)
-    p = p / p.sum()
-    nz = p[p > 0]
-    h = float(-(nz * np.log2(nz)).sum())
+    p = p / p.sum(axis=-1, keepdims=True)
+    logs = np.log2(np.where(p > 0, p, 1.0))
+    h = -(p * logs).sum(axis=-1)
     if n_samples:
-        h += (len(nz) - 1) / (2.0 * n_samples * np.log(2.0))
-    return h
+        h = h + ((p > 0).sum(axis=-1) - 1) / (2.0 * n_samples * np.log(2.0))
+    return float(h) if h.ndim == 0 else h
 
 
-def _summaries(errors: np.ndarray, tau: float, edges: np.ndarray) -> dict[str, float]:
+def bias_of(pbar: np.ndarray, target: np.ndarray) -> float | np.ndarray:
+    """Bias(D, t) = tᵀP̄ − k/|Ω| of histogram(s) ``pbar`` [..., |Ω|] for a boolean target."""
+    target = np.asarray(target, dtype=bool)
+    return np.asarray(pbar)[..., target].sum(axis=-1) - target.sum() / target.size
+
+
+def tradeoff_bound(n_outcomes: int, bias: float | np.ndarray) -> float | np.ndarray:
+    """Upper bound on H(P̄) in bits: log₂|Ω| − 2·Bias²."""
+    return np.log2(n_outcomes) - 2.0 * np.square(bias)
+
+
+def famine_bound(k: int, n_outcomes: int, bias: float | np.ndarray, q_min: float):
+    """Upper bound on Pr_F[tᵀP_F ≥ q_min]: (k/|Ω| + Bias)/q_min, capped at 1."""
+    return np.minimum(1.0, (k / n_outcomes + np.asarray(bias)) / q_min)
+
+
+def outcome_histograms(errors: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Per-replicate outcome distributions P_F [R, P, |Ω|] of errors [R, S, P]
+    (S draws per replicate) on the grid ``edges`` [|Ω|+1]; out-of-grid values are
+    clipped into the end bins."""
     n_bins = len(edges) - 1
-    centres = 0.5 * (edges[1:] + edges[:-1])
-    target = np.abs(centres) <= tau
+    idx = np.clip(np.digitize(errors, edges) - 1, 0, n_bins - 1)  # [R, S, P]
+    onehot = np.eye(n_bins)[idx]  # [R, S, P, |Ω|]
+    return onehot.mean(axis=1)
+
+
+def _summaries(p_f: np.ndarray, target: np.ndarray, n_draws: int, q_min: float) -> dict:
+    """Probe-averaged summaries of replicate distributions P_F [R, P, |Ω|]."""
+    n_rep, _, n_bins = p_f.shape
     k = int(target.sum())
-    r, p = errors.shape
-    bias, h_bar, success = [], [], []
-    for j in range(p):
-        idx = np.clip(np.digitize(errors[:, j], edges) - 1, 0, n_bins - 1)
-        hist = np.bincount(idx, minlength=n_bins) / r
-        bias.append(float(hist[target].sum()) - k / n_bins)
-        h_bar.append(entropy_bits(hist, n_samples=r))
-        success.append(target[idx])
-    bias_m, h_m = float(np.mean(bias)), float(np.mean(h_bar))
-    bound = float(np.log2(n_bins) - 2.0 * np.mean(np.square(bias)))
-    q = 0.5
-    return {"bias": bias_m, "entropy_bits": h_m, "expected_entropy_bits": 0.0,
-            "capacity_bits": h_m, "tradeoff_bound_bits": bound, "bound_slack_bits": bound - h_m,
-            "famine_bound_q0.5": min(1.0, (k / n_bins + bias_m) / q),
-            "success_rate_q0.5": float(np.mean(np.mean(success, axis=1) >= q)),
-            "target_bins": k, "n_bins": n_bins}
+    pbar = p_f.mean(axis=0)  # [P, |Ω|]
+    bias = bias_of(pbar, target)
+    h_plug = entropy_bits(pbar)
+    h_mm = entropy_bits(pbar, n_samples=n_rep * n_draws)
+    hf_plug = entropy_bits(p_f).mean(axis=0) if n_draws > 1 else np.zeros_like(h_plug)
+    hf_mm = entropy_bits(p_f, n_samples=n_draws).mean(axis=0) if n_draws > 1 else hf_plug
+    bound = tradeoff_bound(n_bins, bias)
+    success = (p_f[..., target].sum(axis=-1) >= q_min).mean(axis=0)  # [P]
+    return {
+        "bias": float(bias.mean()), "bias_abs": float(np.abs(bias).mean()),
+        "entropy_bits": float(h_mm.mean()), "entropy_plugin_bits": float(h_plug.mean()),
+        "expected_entropy_bits": float(hf_mm.mean()),
+        "expected_entropy_plugin_bits": float(hf_plug.mean()),
+        "capacity_bits": float((h_mm - hf_mm).mean()),
+        "capacity_plugin_bits": float((h_plug - hf_plug).mean()),
+        "tradeoff_bound_bits": float(bound.mean()),
+        "bound_slack_bits": float((bound - h_plug).mean()),
+        "famine_bound": float(famine_bound(k, n_bins, bias, q_min).mean()),
+        "success_rate": float(success.mean()),
+        "target_bins": k, "n_bins": int(n_bins), "q_min": q_min,
+    }
 
 
 def bias_expressivity(predictions: np.ndarray, labels: np.ndarray, tau: float,
                       span: float | None = None, n_bins: int = 64, n_boot: int = 200,
-                      seed: int = 0) -> dict:
-    """Bias/expressivity summaries of [R, P] predictions vs [P] labels, with 95 % intervals
-    from a bootstrap over replicates."""
+                      q_min: float = 0.5, seed: int = 0) -> dict:
+    """Bias/expressivity of predictions [R, P] or [R, S, P] against labels [P].
+
+    ``tau`` and ``span`` are in label units; ``span`` defaults to the largest |error|
+    (at least 2τ) so that no error falls outside the grid. Raises ValueError on shapes
+    that do not match, fewer than 2 replicates, non-finite values or an empty target.
+    """
     predictions, labels = np.asarray(predictions, float), np.asarray(labels, float)
-    if predictions.ndim != 2 or predictions.shape[1] != labels.shape[0]:
-        raise ValueError(f"predictions {predictions.shape} do not match labels {labels.shape}")
-    if predictions.shape[0] < 2:
-        raise ValueError("need at least 2 replicates")
-    errors = predictions - labels[None, :]
-    span = span or float(max(np.abs(errors).max(), 2 * tau) * 1.01)
+    if predictions.ndim == 2:
+        predictions = predictions[:, None, :]
+    if predictions.ndim != 3 or labels.ndim != 1 or predictions.shape[2] != labels.shape[0]:
+        raise ValueError(f"predictions {predictions.shape} do not match labels {labels.shape}"
+                         " (need [R, P] or [R, S, P] and [P])")
+    if predictions.shape[0] < 2 or labels.size == 0:
+        raise ValueError(f"need >= 2 replicates and >= 1 probe, got {predictions.shape}")
+    if not (np.isfinite(predictions).all() and np.isfinite(labels).all()):
+        raise ValueError("predictions or labels contain NaN/inf")
+    if not tau > 0 or n_bins < 2 or not 0 < q_min <= 1:
+        raise ValueError(f"need tau > 0, n_bins >= 2, 0 < q_min <= 1 (got {tau}, {n_bins}, "
+                         f"{q_min})")
+    errors = predictions - labels[None, None, :]
+    span = float(span or max(np.abs(errors).max(), 2.0 * tau) * 1.01)
     edges = np.linspace(-span, span, n_bins + 1)
-    result = _summaries(errors, tau, edges)
+    target = np.abs(0.5 * (edges[1:] + edges[:-1])) <= tau * (1 + 1e-9)
+    if not target.any():
+        raise ValueError(f"no bin centre within ±tau={tau:g} (bin width {2 * span / n_bins:.3g}"
+                         "); use more bins or a larger tau")
+    p_f = outcome_histograms(errors, edges)
+    n_draws = errors.shape[1]
+    result = _summaries(p_f, target, n_draws, q_min)
     rng = np.random.default_rng(seed)
-    draws = [_summaries(errors[rng.integers(len(errors), size=len(errors))], tau, edges)
+    draws = [_summaries(p_f[rng.integers(len(p_f), size=len(p_f))], target, n_draws, q_min)
              for _ in range(n_boot)]
-    result["ci"] = {k: [float(np.percentile([d[k] for d in draws], 2.5)),
-                        float(np.percentile([d[k] for d in draws], 97.5))]
-                    for k in ("bias", "entropy_bits", "bound_slack_bits")}
-    result.update(tau=tau, span=span, replicates=int(len(errors)), probes=int(labels.size))
+    if draws:
+        result["ci"] = {k: [float(np.percentile([d[k] for d in draws], 2.5)),
+                            float(np.percentile([d[k] for d in draws], 97.5))]
+                        for k in _CI_KEYS}
+    result.update(tau=float(tau), span=span, replicates=int(len(p_f)), draws=int(n_draws),
+                  probes=int(labels.size))
     return result

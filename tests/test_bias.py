@@ -1,0 +1,102 @@
+"""Bias/expressivity identities: conservation of bias, E[H(P_F)] <= H(P̄), trade-off and
+famine bounds, and the behaviour of biased vs unbiased replicate ensembles."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from mlip_scaling.scaling.bias import (
+    bias_expressivity,
+    bias_of,
+    entropy_bits,
+    famine_bound,
+    outcome_histograms,
+    tradeoff_bound,
+)
+
+
+def test_entropy_of_uniform_and_point_mass():
+    assert entropy_bits(np.ones(8)) == pytest.approx(3.0)
+    assert entropy_bits(np.array([0, 1.0, 0])) == 0.0
+    # Miller-Madow adds (m - 1) / (2 n ln 2) bits
+    assert entropy_bits(np.ones(4), n_samples=10) == pytest.approx(2 + 3 / (20 * np.log(2)))
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_bias_summed_over_all_k_hot_targets_is_zero(k):
+    rng = np.random.default_rng(k)
+    n_omega = 6
+    pbar = rng.dirichlet(np.ones(n_omega))
+    total = 0.0
+    for chosen in itertools.combinations(range(n_omega), k):
+        target = np.zeros(n_omega, dtype=bool)
+        target[list(chosen)] = True
+        total += bias_of(pbar, target)
+    assert total == pytest.approx(0.0, abs=1e-12)
+
+
+def test_tradeoff_bound_holds_for_random_distributions_and_targets():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n_omega = int(rng.integers(2, 12))
+        pbar = rng.dirichlet(rng.uniform(0.05, 3.0, n_omega))
+        target = rng.random(n_omega) < 0.4
+        if not target.any():
+            target[0] = True
+        assert entropy_bits(pbar) <= tradeoff_bound(n_omega, bias_of(pbar, target)) + 1e-12
+
+
+def test_expected_entropy_below_entropy_of_mean_and_bounds_hold():
+    rng = np.random.default_rng(1)
+    labels = rng.normal(size=20)
+    # 8 replicates x 30 stochastic draws: each replicate has its own offset (resource effect)
+    preds = (labels[None, None] + rng.normal(0, 0.05, (8, 1, 20))
+             + rng.normal(0, 0.02, (8, 30, 20)))
+    out = bias_expressivity(preds, labels, tau=0.03, n_bins=24, n_boot=30)
+    assert out["expected_entropy_plugin_bits"] <= out["entropy_plugin_bits"]
+    assert out["capacity_plugin_bits"] >= 0
+    assert out["bound_slack_bits"] >= 0
+    assert out["success_rate"] <= out["famine_bound"] + 1e-12
+    assert out["draws"] == 30 and out["replicates"] == 8 and out["probes"] == 20
+    lo, hi = out["ci"]["bias"]
+    assert lo <= out["bias"] <= hi
+
+
+def test_famine_bound_holds_per_probe_for_the_empirical_distribution():
+    rng = np.random.default_rng(2)
+    edges = np.linspace(-1, 1, 11)
+    target = np.abs(0.5 * (edges[1:] + edges[:-1])) <= 0.25
+    p_f = outcome_histograms(rng.normal(0, 0.4, (12, 5, 7)), edges)  # [R, P, Ω]
+    assert p_f.shape == (12, 7, 10)
+    np.testing.assert_allclose(p_f.sum(-1), 1.0)
+    bias = bias_of(p_f.mean(0), target)
+    for q in (0.2, 0.5, 0.9):
+        rate = (p_f[..., target].sum(-1) >= q).mean(0)
+        assert np.all(rate <= famine_bound(int(target.sum()), 10, bias, q) + 1e-12)
+
+
+def test_accurate_ensemble_is_favourably_biased_and_inaccurate_one_is_not():
+    rng = np.random.default_rng(3)
+    labels = rng.normal(size=50)
+    good = labels + rng.normal(0, 0.01, (10, 50))
+    bad = labels + rng.normal(0.5, 0.3, (10, 50))
+    g = bias_expressivity(good, labels, tau=0.05, span=2.0, n_bins=40, n_boot=20)
+    b = bias_expressivity(bad, labels, tau=0.05, span=2.0, n_bins=40, n_boot=20)
+    assert g["bias"] > 0.8 and b["bias"] < 0.1
+    assert g["entropy_plugin_bits"] < b["entropy_plugin_bits"]
+    assert g["expected_entropy_bits"] == 0.0  # point predictions: P_F is a point mass
+    assert g["capacity_bits"] == pytest.approx(g["entropy_bits"])
+
+
+@pytest.mark.parametrize("preds, labels, kw, match", [
+    (np.zeros((1, 4)), np.zeros(4), {}, "replicates"),
+    (np.zeros((3, 4)), np.zeros(5), {}, "do not match"),
+    (np.full((3, 4), np.nan), np.zeros(4), {}, "NaN"),
+    (np.zeros((3, 4)), np.zeros(4), {"tau": 1e-4, "span": 1.0, "n_bins": 4}, "no bin centre"),
+])
+def test_bad_input_is_refused(preds, labels, kw, match):
+    with pytest.raises(ValueError, match=match):
+        bias_expressivity(preds, labels, **{"tau": 0.1, **kw})
