@@ -4,8 +4,17 @@
 * ``floor``: minimise the SUM of Huber(δ=1e-3) losses of log residuals; variable
   projection over b (non-negative least squares for E, A at each b), then L-BFGS polish.
 * ``joint``: L(N, D) = E + A/N^a + B/D^b, same loss, multistart L-BFGS.
-* 95 % intervals: bootstrap over runs (>= 6 points) or a wild (Rademacher) bootstrap of
-  log residuals (fewer points); leave-largest-out extrapolation error.
+* ``fit_frontier``: running minimum of loss over FLOPs of pooled runs, then E + A·C^−γ, or
+  the pure power law when the floor is not identifiable.
+* 95 % intervals: bootstrap over runs (>= 5 points; resamples with < 3 distinct sizes are
+  redrawn) or, for 3-4 points, a wild (Rademacher) bootstrap of log residuals rescaled by
+  1/sqrt(1 − h) (HC2 leverage of the log-log design): resampling so few sizes leaves too
+  few distinct ones. Percentile intervals.
+* Leave-largest-out extrapolation error: refit without the largest N (the largest N·D for
+  the joint form), relative error of the prediction there.
+* A floor whose 95 % interval reaches the smallest observed loss, or that is negligible
+  (E < 1e-3 of it: the data show no floor), is reported as 'unidentifiable'; an exponent
+  at its bound or a law explaining no variance as 'no-trend'.
 """
 
 from __future__ import annotations
@@ -16,9 +25,10 @@ import numpy as np
 from scipy.optimize import minimize, nnls
 
 __all__ = ["FitResult", "fit_power", "fit_floor", "fit_joint", "fit_law", "frontier",
-           "predict", "HUBER_DELTA"]
+           "fit_frontier", "predict", "HUBER_DELTA"]
 
 HUBER_DELTA = 1e-3
+PAIRS_MIN_POINTS = 5  # bootstrap over runs from this many points, wild bootstrap below
 _B_GRID = np.linspace(0.02, 2.0, 50)
 
 
@@ -27,7 +37,7 @@ class FitResult:
     """One fitted law: parameters, 95 % intervals, quality and status."""
 
     form: str
-    status: str = "ok"  # ok | insufficient | no-trend | failed
+    status: str = "ok"  # ok | insufficient | no-trend | unidentifiable | failed
     reason: str = ""
     params: dict[str, float] = field(default_factory=dict)
     ci: dict[str, list[float]] = field(default_factory=dict)
@@ -131,13 +141,21 @@ def _params(form: str, x: np.ndarray, y: np.ndarray, d: np.ndarray | None,
     return _joint_params(x, d, y, start)
 
 
+def _leverage(x: np.ndarray, d: np.ndarray | None) -> np.ndarray:
+    """Hat-matrix diagonal of the log-log linear design (capped at 0.9)."""
+    cols = [np.ones_like(x), np.log(x)] + ([] if d is None else [np.log(d)])
+    design = np.stack(cols, axis=1)
+    hat = design @ np.linalg.pinv(design)
+    return np.minimum(np.diag(hat), 0.9)
+
+
 def _bootstrap(form: str, x, y, d, params, n_boot: int, seed: int) -> dict[str, list[float]]:
     rng = np.random.default_rng(seed)
     fitted = np.log(predict(form, params, x, d))
-    resid = np.log(y) - fitted
+    resid = (np.log(y) - fitted) / np.sqrt(1.0 - _leverage(x, d))  # HC2 rescaling
     draws = []
     for _ in range(n_boot):
-        if len(x) >= 6:  # resample runs
+        if len(x) >= PAIRS_MIN_POINTS:  # resample runs
             idx = rng.integers(len(x), size=len(x))
             if len(np.unique(x[idx])) < 3:
                 continue
@@ -210,6 +228,15 @@ def fit_law(form: str, x, y, d=None, n_boot: int = 100, seed: int = 0) -> FitRes
             f"exponent {at_bound[0]} at its bound ({params[at_bound[0]]:.3g})" if at_bound
             else f"the law explains no variance (R² {r2:.3g})")
         return result
+    if form == "floor" and params["E"] < 1e-3 * y.min():
+        result.status, result.reason = "unidentifiable", (
+            f"floor E ≈ 0 ({params['E']:.3g}): the data show no floor; use the pure power law")
+        return result
+    if form == "floor" and ci["E"][1] >= y.min():
+        result.status, result.reason = "unidentifiable", (
+            f"floor E not identifiable: its 95 % interval ({ci['E'][0]:.3g}, {ci['E'][1]:.3g})"
+            f" reaches the smallest loss {y.min():.3g}; use the pure power law")
+        return result
     result.params, result.ci = params, ci
     result.r2 = r2
     result.extrapolation_error = _extrapolation(form, x, y, d, params)
@@ -232,14 +259,28 @@ def fit_joint(n, d, y, **kw) -> FitResult:
 
 
 def frontier(compute, loss) -> tuple[np.ndarray, np.ndarray]:
-    """Compute-optimal frontier: points whose loss is below every cheaper run's."""
+    """Compute-optimal frontier: at each distinct compute the best loss, kept when it is
+    below every cheaper run's (running minimum). Returns sorted (compute [M], loss [M])."""
     c, l = np.asarray(compute, dtype=float), np.asarray(loss, dtype=float)
     good = np.isfinite(c) & np.isfinite(l) & (c > 0) & (l > 0)
-    order = np.argsort(c[good], kind="stable")
-    c, l = c[good][order], l[good][order]
-    keep, best = [], np.inf
-    for k, value in enumerate(l):
-        if value < best:
-            keep.append(k)
-            best = value
-    return c[keep], l[keep]
+    levels, inverse = np.unique(c[good], return_inverse=True)
+    best_at = np.full(len(levels), np.inf)
+    np.minimum.at(best_at, inverse, l[good])
+    keep = best_at < np.minimum.accumulate(np.concatenate([[np.inf], best_at[:-1]]))
+    return levels[keep], best_at[keep]
+
+
+def fit_frontier(compute, loss, **kw) -> tuple[np.ndarray, np.ndarray, FitResult]:
+    """Compute frontier of pooled runs and its law: L = E + A·C^−γ (form 'floor') when the
+    floor is identifiable, else the pure power law (its reason says why).
+
+    Returns (frontier FLOPs [M], frontier losses [M], FitResult).
+    """
+    c, l = frontier(compute, loss)
+    floor = fit_law("floor", c, l, **kw)
+    if floor.ok:
+        return c, l, floor
+    power = fit_law("power", c, l, **kw)
+    if power.ok:
+        power.reason = f"floor form: {floor.reason}"
+    return c, l, power
