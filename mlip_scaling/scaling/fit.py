@@ -153,8 +153,10 @@ def _bootstrap(form: str, x, y, d, params, n_boot: int, seed: int) -> dict[str, 
     rng = np.random.default_rng(seed)
     fitted = np.log(predict(form, params, x, d))
     resid = (np.log(y) - fitted) / np.sqrt(1.0 - _leverage(x, d))  # HC2 rescaling
-    draws = []
-    for _ in range(n_boot):
+    draws: list[dict[str, float]] = []
+    for _ in range(10 * n_boot):
+        if len(draws) == n_boot:
+            break
         if len(x) >= PAIRS_MIN_POINTS:  # resample runs
             idx = rng.integers(len(x), size=len(x))
             if len(np.unique(x[idx])) < 3:
@@ -164,6 +166,8 @@ def _bootstrap(form: str, x, y, d, params, n_boot: int, seed: int) -> dict[str, 
             xb, db = x, d
             yb = np.exp(fitted + resid * rng.choice([-1.0, 1.0], size=len(x)))
         draws.append(_params(form, xb, yb, db, warm=params))
+    if not draws:
+        raise ValueError("no bootstrap resample had 3 distinct sizes")
     return {k: [float(np.percentile([p[k] for p in draws], 2.5)),
                 float(np.percentile([p[k] for p in draws], 97.5))] for k in params}
 

@@ -1,4 +1,9 @@
-"""Log-log plots of scaling laws: points, fitted laws and bootstrap bands per axis."""
+"""Log-log plots of scaling laws (matplotlib Agg): points, fitted laws and 95 % bands.
+
+``plot_metric``: one figure per metric, one panel per axis (data, parameters, compute
+frontier), families overlaid. ``plot_frontier``: every run's (FLOPs, test loss) with the
+running-minimum frontier and its law. Both write PNG and SVG and return the two paths.
+"""
 
 from __future__ import annotations
 
@@ -8,56 +13,127 @@ import numpy as np
 
 from mlip_scaling.scaling.fit import predict
 
-__all__ = ["plot_metric"]
+__all__ = ["plot_metric", "plot_frontier", "law_band"]
 
 _LABELS = {"data": "training structures N_data", "params": "parameters N_params",
            "compute": "training compute (FLOP)"}
+_EXPONENT = {"power": "beta", "floor": "b"}
 
 
-def _band(row: dict, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """95 % band of a power law: the exponent's interval, pivoting at the data's centre
-    in log N (where the amplitude and exponent estimates decorrelate)."""
-    centre = float(np.exp(np.mean(np.log(row["x"]))))
-    y_centre = predict("power", row["params"], np.array([centre]))[0]
-    curves = [y_centre * (xs / centre) ** -beta for beta in row["ci"]["beta"]]
-    return np.minimum(*curves), np.maximum(*curves)
-
-
-def plot_metric(rows: list[dict], records: list[dict], metric: str, out: Path) -> Path:
-    """One figure per metric, one panel per axis, families overlaid; returns the PNG path."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def law_band(row: dict, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pointwise 95 % band of a fitted law at ``xs``: the curves at both ends of the decay
+    exponent's interval, pivoting at the data's centre in log N (where amplitude and
+    exponent estimates decorrelate); other parameters stay at their fitted values."""
+    key = _EXPONENT[row["form"]]
+    centre = float(np.exp(np.mean(np.log(row["x"]))))
+    params = dict(row["params"])
+    amp = "alpha" if row["form"] == "power" else "A"
+    curves = []
+    for value in row["ci"][key]:
+        # same decaying part at the centre: rescale the amplitude for this exponent
+        p = dict(params, **{key: value, amp: params[amp] * centre ** (value - params[key])})
+        curves.append(predict(row["form"], p, xs))
+    return np.minimum(*curves), np.maximum(*curves)
+
+
+def _draw_law(ax, row: dict, color, style: str = "-") -> None:
+    xs = np.logspace(np.log10(min(row["x"])), np.log10(max(row["x"])), 60)
+    key = _EXPONENT[row["form"]]
+    label = (f"{row['family']}: β={row['params'][key]:.3f}" if row["form"] == "power"
+             else f"{row['family']}: E+A·N^-b, b={row['params'][key]:.3f}")
+    ax.plot(xs, predict(row["form"], row["params"], xs), style, color=color, label=label)
+    low, high = law_band(row, xs)
+    ax.fill_between(xs, low, high, color=color, alpha=0.15 if style == "-" else 0.07)
+
+
+def _save(fig, out: Path, stem: str) -> tuple[Path, Path]:
+    png, svg = out / f"{stem}.png", out / f"{stem}.svg"
+    fig.savefig(png, dpi=110)
+    fig.savefig(svg)
+    return png, svg
+
+
+def _finish(ax, xlabel: str, ylabel: str, title: str) -> None:
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+
+
+def _colors(plt, families: list[str]) -> dict[str, str]:
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    return {f: cycle[i % len(cycle)] for i, f in enumerate(families)}
+
+
+def plot_metric(rows: list[dict], metric: str, out: Path) -> tuple[Path, Path]:
+    """Figure of ``metric``: panels data / params / compute; points of each family's fit
+    rows, the pure power law (solid, band) and the floor form when fitted (dashed)."""
+    plt = _pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     families = sorted({r["family"] for r in rows if r["metric"] == metric})
-    colors = dict(zip(families, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    colors = _colors(plt, families)
     for ax, axis in zip(axes, ("data", "params", "compute")):
         for family in families:
-            match = [r for r in rows if (r["family"], r["metric"], r["axis"], r["form"])
-                     == (family, metric, axis, "power")]
-            if not match or not match[0]["x"]:
+            sel = {r["form"]: r for r in rows
+                   if (r["family"], r["metric"], r["axis"]) == (family, metric, axis)}
+            power = sel.get("power")
+            if not power or not power["x"]:
                 continue
-            row, color = match[0], colors[family]
-            ax.scatter(row["x"], row["y"], color=color, s=18, label=family)
-            if row["status"] == "ok":
-                xs = np.logspace(np.log10(min(row["x"])), np.log10(max(row["x"])), 60)
-                beta = row["params"]["beta"]
-                ax.plot(xs, predict("power", row["params"], xs), color=color,
-                        label=f"{family}: β={beta:.3f}")
-                low, high = _band(row, xs)
-                ax.fill_between(xs, low, high, color=color, alpha=0.15)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel(_LABELS[axis])
-        ax.set_ylabel(metric)
-        ax.set_title(f"{metric} vs {axis}" + (" (frontier)" if axis == "compute" else ""))
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
+            color = colors[family]
+            ax.scatter(power["x"], power["y"], color=color, s=18,
+                       label=None if power["status"] == "ok" else f"{family} ({power['status']})")
+            if power["status"] == "ok":
+                _draw_law(ax, power, color)
+            if sel.get("floor", {}).get("status") == "ok":
+                _draw_law(ax, sel["floor"], color, "--")
+        _finish(ax, _LABELS[axis], metric,
+                f"{metric} vs {axis}" + (" (frontier)" if axis == "compute" else ""))
     fig.tight_layout()
-    png = out / f"{metric}.png"
-    fig.savefig(png, dpi=110)
-    fig.savefig(out / f"{metric}.svg")
+    paths = _save(fig, out, metric)
     plt.close(fig)
-    return png
+    return paths
+
+
+def plot_frontier(records: list[dict], rows: list[dict], out: Path,
+                  metric: str = "test_loss") -> tuple[Path, Path]:
+    """All runs' (FLOPs, ``metric``) per family, the frontier and its law (floor form when
+    identifiable, else the pure power law)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.8))
+    families = sorted({r["family"] for r in rows if r["metric"] == metric})
+    colors = _colors(plt, families)
+    for family in families:
+        pts = [(r.get("flops"), (r.get("metrics") or {}).get(metric)) for r in records
+               if r.get("family", "?") == family]
+        pts = [(c, v) for c, v in pts if isinstance(c, (int, float)) and
+               isinstance(v, (int, float)) and c > 0 and v > 0 and np.isfinite(c * v)]
+        color = colors[family]
+        if pts:
+            c, v = zip(*pts)
+            ax.scatter(c, v, color=color, s=12, alpha=0.35)
+        sel = {r["form"]: r for r in rows
+               if (r["family"], r["metric"], r["axis"]) == (family, metric, "compute")}
+        power = sel.get("power")
+        if not power or not power["x"]:
+            continue
+        ax.plot(power["x"], power["y"], "o", color=color, ms=5, label=f"{family} frontier")
+        law = sel["floor"] if sel.get("floor", {}).get("status") == "ok" else power
+        if law["status"] == "ok":
+            _draw_law(ax, law, color)
+    _finish(ax, _LABELS["compute"], metric, f"compute frontier of {metric}")
+    fig.tight_layout()
+    paths = _save(fig, out, f"frontier_{metric}")
+    plt.close(fig)
+    return paths

@@ -1,31 +1,40 @@
 """From evaluation records to fitted exponents, plots, HTML, JSON and CSV.
 
-Axes: ``data`` (n_train, at the largest model of each family), ``params`` (n_params, at
-the largest training set), ``compute`` (flops, the running-minimum frontier of all runs),
-plus the joint law over (n_params, n_train).
+Points per axis and family: ``data`` = n_train at the family's largest model; ``params`` =
+n_params at its largest training set; ``compute`` = the running-minimum frontier of
+(flops, metric) over all its runs; plus the joint law over (n_params, n_train). Failed
+records and records whose test loss is NaN/missing are excluded and listed; a NaN
+downstream metric drops that record from that metric's fits only, and is listed too.
 """
 
 from __future__ import annotations
 
-import base64
 import csv
 import html
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
 
 from mlip_scaling.errors import ConfigError, DataError
-from mlip_scaling.io_utils import atomic_write_text
+from mlip_scaling.io_utils import atomic_path, atomic_write_text
 from mlip_scaling.scaling.fit import FitResult, fit_joint, fit_law, frontier
 
-__all__ = ["load_records", "split_records", "fit_records", "build_report", "METRICS", "AXES"]
+__all__ = ["load_records", "split_records", "fit_records", "build_report", "print_table",
+           "METRICS", "AXES", "RESULTS_NAME"]
 
 RESULTS_NAME = "scaling_results.json"
-METRICS = ("test_loss", "energy_mae", "force_mae", "stress_mae", "relax_energy_error",
-           "relax_rmsd", "relax_failure_rate", "md_drift", "rdf_error")
+RESULTS_FORMAT = "mlip-scaling-results/1"
+FITS_FORMAT = "mlip-scaling-fits/1"
+METRICS = ("test_loss", "energy_mae", "energy_rmse", "force_mae", "force_rmse", "stress_mae",
+           "stress_rmse", "relax_energy_error", "relax_rmsd", "relax_failure_rate",
+           "relax_steps", "md_drift", "md_stability", "rdf_error")
+# metrics where larger is better are not errors: no decreasing power law is expected
+_NOT_ERRORS = {"md_stability", "relax_steps"}
 AXES = {"data": "n_train", "params": "n_params", "compute": "flops"}
+_EXPONENT = {"power": "beta", "floor": "b"}
 
 
 def load_records(source) -> list[dict]:
@@ -39,17 +48,30 @@ def load_records(source) -> list[dict]:
         raise DataError(f"{path}: no evaluation results (run `mlip-scaling evaluate DIR`)")
     try:
         payload = json.loads(path.read_text())
-        return list(payload["records"])
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise DataError(f"{path}: unreadable results file ({exc})") from None
+        fmt, records = payload.get("format"), payload["records"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError,
+            AttributeError) as exc:
+        raise DataError(f"{path}: unreadable results file ({type(exc).__name__}: {exc})"
+                        ) from None
+    if fmt != RESULTS_FORMAT:
+        raise DataError(f"{path}: unknown results format {fmt!r} (expected {RESULTS_FORMAT})")
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise DataError(f"{path}: 'records' must be a list of objects")
+    return records
 
 
 def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(
+        value)
 
 
-def split_records(records: list[dict], allow_mixed: bool = False) -> tuple[list, list]:
-    """(usable, excluded-with-reason); refuses mixed datasets unless ``allow_mixed``."""
+def split_records(records: list[dict], allow_mixed: bool = False
+                  ) -> tuple[list[dict], list[tuple[dict, str]]]:
+    """(usable records, [(excluded record, reason)]).
+
+    Raises ConfigError naming the datasets when usable records come from different
+    datasets (by ``dataset_hash``) unless ``allow_mixed``.
+    """
     usable, excluded = [], []
     for rec in records:
         metrics = rec.get("metrics") or {}
@@ -59,149 +81,224 @@ def split_records(records: list[dict], allow_mixed: bool = False) -> tuple[list,
             excluded.append((rec, "test_loss is NaN or missing"))
         else:
             usable.append(rec)
-    datasets = sorted({str(r.get("dataset_hash")) for r in usable})
+    datasets = {str(r.get("dataset_hash")) for r in usable}
     if len(datasets) > 1 and not allow_mixed:
         names = sorted({f"{r.get('dataset_name')} ({str(r.get('dataset_hash'))[:12]})"
                         for r in usable})
         raise ConfigError(f"checkpoints were trained on different datasets: {', '.join(names)}"
                           " (pass --allow-mixed to fit them together)")
+    for rec in usable:
+        bad = [k for k, v in (rec.get("metrics") or {}).items()
+               if k in METRICS and v is not None and not _finite(v)]
+        bad += [k for k, v in (rec.get("metrics") or {}).items()
+                if k in METRICS and v is None and _present_elsewhere(k, usable)]
+        if bad:
+            excluded.append((rec, f"{', '.join(sorted(bad))} NaN or missing: left out of "
+                                  "those fits only"))
     return usable, excluded
 
 
-def _axis_points(recs: list[dict], axis: str, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    key = AXES[axis]
+def _present_elsewhere(metric: str, records: list[dict]) -> bool:
+    return any(_finite((r.get("metrics") or {}).get(metric)) for r in records)
+
+
+def _points(recs: list[dict], key: str, metric: str, where=None) -> tuple[np.ndarray, ...]:
     pts = [(r[key], r["metrics"][metric]) for r in recs
-           if _finite(r.get(key)) and _finite((r.get("metrics") or {}).get(metric))]
-    if not pts:
-        return np.zeros(0), np.zeros(0)
-    x, y = map(np.asarray, zip(*pts))
+           if (where is None or where(r)) and _finite(r.get(key))
+           and _finite((r.get("metrics") or {}).get(metric))]
+    x, y = (np.asarray(v, float) for v in zip(*pts)) if pts else (np.zeros(0), np.zeros(0))
+    return x, y
+
+
+def axis_points(recs: list[dict], axis: str, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Points (x, metric) of one family on one axis (see the module docstring)."""
+    key = AXES[axis]
     if axis == "compute":
-        return frontier(x, y)
+        return frontier(*_points(recs, key, metric))
     other = AXES["params" if axis == "data" else "data"]
-    top = max(r[other] for r in recs if _finite(r.get(other)))
-    pts = [(r[key], r["metrics"][metric]) for r in recs if r.get(other) == top
-           and _finite(r.get(key)) and _finite(r["metrics"].get(metric))]
-    x, y = map(np.asarray, zip(*pts)) if pts else (np.zeros(0), np.zeros(0))
-    return np.asarray(x, float), np.asarray(y, float)
+    sizes = [r[other] for r in recs if _finite(r.get(other))
+             and _finite((r.get("metrics") or {}).get(metric))]
+    if not sizes:
+        return np.zeros(0), np.zeros(0)
+    top = max(sizes)
+    x, y = _points(recs, key, metric, where=lambda r: r.get(other) == top)
+    order = np.argsort(x, kind="stable")
+    return x[order], y[order]
 
 
-def fit_records(records: list[dict], metrics=METRICS, forms=("power", "floor"),
+def fit_records(records: list[dict], metrics=None, axes=None, forms=("power", "floor"),
                 n_boot: int = 100) -> list[dict]:
-    """Fits per family, metric, axis and form (plus the joint law) as JSON-able rows."""
+    """Fits per family, metric, axis and form as JSON-able rows (FitResult fields plus
+    family, metric, axis and the points x, y).
+
+    ``metrics`` defaults to every known metric present in the records, ``axes`` to
+    data, params, compute and joint (the joint law over n_params and n_train).
+    """
+    metrics = metrics or [m for m in METRICS if _present_elsewhere(m, records)]
+    axes = list(axes or [*AXES, "joint"])
     rows = []
-    for family in sorted({r.get("family", "?") for r in records}):
-        recs = [r for r in records if r.get("family", "?") == family]
+    for family in sorted({str(r.get("family") or "?") for r in records}):
+        recs = [r for r in records if str(r.get("family") or "?") == family]
         for metric in metrics:
-            if not any(_finite((r.get("metrics") or {}).get(metric)) for r in recs):
+            if not _present_elsewhere(metric, recs):
                 continue
-            for axis in AXES:
-                x, y = _axis_points(recs, axis, metric)
+            for axis in (a for a in axes if a in AXES):
+                x, y = axis_points(recs, axis, metric)
                 for form in forms:
                     fit = fit_law(form, x, y, n_boot=n_boot)
                     rows.append(_row(family, metric, axis, fit, x, y))
-            pts = [(r["n_params"], r["n_train"], r["metrics"][metric]) for r in recs
-                   if _finite(r["metrics"].get(metric))]
-            if pts:
-                n, d, y = map(np.asarray, zip(*pts))
-                rows.append(_row(family, metric, "joint", fit_joint(n, d, y, n_boot=20),
-                                 n, y))
+            if "joint" in axes:
+                rows.append(_joint_row(family, metric, recs, n_boot))
     return rows
 
 
-def _row(family, metric, axis, fit: FitResult, x, y) -> dict:
-    return {"family": family, "metric": metric, "axis": axis, **fit.to_dict(),
-            "x": [float(v) for v in x], "y": [float(v) for v in y]}
+def _joint_row(family: str, metric: str, recs: list[dict], n_boot: int) -> dict:
+    pts = [(r["n_params"], r["n_train"], r["metrics"][metric]) for r in recs
+           if _finite(r.get("n_params")) and _finite(r.get("n_train"))
+           and _finite(r["metrics"].get(metric))]
+    n, d, y = (np.asarray(v, float) for v in zip(*pts)) if pts else (np.zeros(0),) * 3
+    row = _row(family, metric, "joint", fit_joint(n, d, y, n_boot=max(10, n_boot // 5)), n, y)
+    row["d"] = [float(v) for v in d]
+    return row
 
 
-def _table(rows: list[dict]) -> None:
+def _row(family: str, metric: str, axis: str, fit: FitResult, x, y) -> dict:
+    row = {"family": family, "metric": metric, "axis": axis, **fit.to_dict(),
+           "x": [float(v) for v in x], "y": [float(v) for v in y]}
+    if metric in _NOT_ERRORS and not fit.ok:
+        row["reason"] += f" ({metric} is not an error: a decreasing law is not expected)"
+    return row
+
+
+def _fmt_exponent(r: dict) -> tuple[str, str]:
+    if not r["params"]:
+        return "—", ""
+    if r["form"] == "joint":
+        p, ci = r["params"], r["ci"]
+        return (f"a={p['a']:.3f} b={p['b']:.3f}",
+                f"a [{ci['a'][0]:.3f}, {ci['a'][1]:.3f}] b [{ci['b'][0]:.3f}, {ci['b'][1]:.3f}]")
+    key = _EXPONENT[r["form"]]
+    return f"{r['params'][key]:.3f}", f"[{r['ci'][key][0]:.3f}, {r['ci'][key][1]:.3f}]"
+
+
+def _table_rows(rows: list[dict]) -> list[list[str]]:
+    out = []
+    for r in rows:
+        exp_, ci = _fmt_exponent(r)
+        out.append([r["family"], r["metric"], r["axis"], r["form"], exp_, ci,
+                    f"{r['r2']:.3f}" if r["r2"] is not None else "",
+                    f"{100 * r['extrapolation_error']:.1f} %"
+                    if r["extrapolation_error"] is not None else "",
+                    r["status"] if r["status"] == "ok" else f"{r['status']}: {r['reason']}"])
+    return out
+
+
+_COLUMNS = ("family", "metric", "axis", "form", "exponent", "95 % CI", "R²",
+            "extrap. error", "status")
+
+
+def print_table(rows: list[dict], title: str = "Scaling exponents (95 % bootstrap intervals)"
+                ) -> None:
+    """Rich terminal table of the fitted exponents."""
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="Scaling exponents (95 % bootstrap intervals)")
-    for col in ("family", "metric", "axis", "form", "exponent", "95 % CI", "R²", "extrap.",
-                "status"):
-        table.add_column(col)
-    for r in rows:
-        key = {"power": "beta", "floor": "b"}.get(r["form"])
-        exp_ = f"{r['params'][key]:.3f}" if key and r["params"] else (
-            f"a={r['params']['a']:.2f} b={r['params']['b']:.2f}" if r["params"] else "—")
-        ci = f"[{r['ci'][key][0]:.3f}, {r['ci'][key][1]:.3f}]" if key and r["ci"] else ""
-        table.add_row(r["family"], r["metric"], r["axis"], r["form"], exp_, ci,
-                      f"{r['r2']:.3f}" if r["r2"] is not None else "",
-                      f"{100 * r['extrapolation_error']:.1f} %"
-                      if r["extrapolation_error"] is not None else "",
-                      r["status"] if r["status"] == "ok" else f"{r['status']}: {r['reason']}")
-    Console(width=160).print(table)
+    table = Table(title=title)
+    for col in _COLUMNS:
+        table.add_column(col, overflow="fold")
+    for cells in _table_rows(rows):
+        table.add_row(*cells)
+    Console(width=170).print(table)
 
 
-def _write_tables(rows: list[dict], records: list[dict], out: Path) -> None:
-    atomic_write_text(json.dumps(rows, indent=1), out / "fits.json")
-    with open(out / "fits.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["family", "metric", "axis", "form", "status", "reason", "params", "ci",
-                    "r2", "extrapolation_error", "n_points"])
-        for r in rows:
-            w.writerow([r["family"], r["metric"], r["axis"], r["form"], r["status"],
-                        r["reason"], json.dumps(r["params"]), json.dumps(r["ci"]), r["r2"],
-                        r["extrapolation_error"], r["n_points"]])
-    with open(out / "points.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["checkpoint", "family", "model", "n_params", "n_train", "flops", "status",
-                    *METRICS])
-        for r in records:
-            m = r.get("metrics") or {}
-            w.writerow([r.get("checkpoint"), r.get("family"), r.get("model"), r.get("n_params"),
-                        r.get("n_train"), r.get("flops"), r.get("status"),
-                        *[m.get(k) for k in METRICS]])
+def _write_csv(path: Path, header: list[str], lines: list[list]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(lines)
+
+
+def _write_tables(rows, records, excluded, out: Path) -> None:
+    payload = {"format": FITS_FORMAT, "fits": rows,
+               "excluded": [{"checkpoint": rec.get("checkpoint"), "reason": why}
+                            for rec, why in excluded],
+               "n_records": len(records)}
+    atomic_write_text(json.dumps(payload, indent=1) + "\n", out / "fits.json")
+    keys = sorted({k for r in rows for k in r["params"]})
+    _write_csv(out / "fits.csv",
+               ["family", "metric", "axis", "form", "status", "reason", "n_points", "r2",
+                "extrapolation_error", *keys, *[f"{k}_{e}" for k in keys for e in ("lo", "hi")]],
+               [[r["family"], r["metric"], r["axis"], r["form"], r["status"], r["reason"],
+                 r["n_points"], r["r2"], r["extrapolation_error"],
+                 *[r["params"].get(k) for k in keys],
+                 *[r["ci"].get(k, [None, None])[i] for k in keys for i in (0, 1)]]
+                for r in rows])
+    why = {id(rec): reason for rec, reason in excluded}
+    _write_csv(out / "points.csv",
+               ["checkpoint", "family", "model", "n_params", "n_train", "flops",
+                "dataset_name", "status", "excluded", *METRICS],
+               [[r.get("checkpoint"), r.get("family"), r.get("model"), r.get("n_params"),
+                 r.get("n_train"), r.get("flops"), r.get("dataset_name"), r.get("status"),
+                 why.get(id(r), ""), *[(r.get("metrics") or {}).get(k) for k in METRICS]]
+                for r in records])
 
 
 def build_report(source, out_dir, allow_mixed: bool = False, n_boot: int = 100,
                  quiet: bool = False) -> Path:
-    """Fit every metric and axis, write plots (PNG+SVG), HTML, JSON and CSV to ``out_dir``."""
-    from mlip_scaling.scaling.plots import plot_metric
+    """Fit every metric and axis; write PNG+SVG plots, report.html, fits.json, fits.csv
+    and points.csv to ``out_dir``. Returns the HTML path."""
+    from mlip_scaling.scaling.plots import plot_frontier, plot_metric
 
     records = load_records(source)
     if not records:
         raise DataError(f"{source}: no evaluation records")
     usable, excluded = split_records(records, allow_mixed)
     if not usable:
-        raise DataError(f"{source}: no usable records ({len(excluded)} excluded)")
+        raise DataError(f"{source}: no usable records ({len(excluded)} excluded: "
+                        f"{excluded[0][1] if excluded else ''})")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = fit_records(usable, n_boot=n_boot)
-    figures = []
-    for metric in METRICS:
-        if any(r["metric"] == metric for r in rows):
-            figures.append((metric, plot_metric(rows, usable, metric, out)))
-    _write_tables(rows, records, out)
-    _write_html(rows, figures, excluded, out)
+    metrics = [m for m in METRICS if any(r["metric"] == m for r in rows)]
+    figures = [(m, *plot_metric(rows, m, out)) for m in metrics]
+    figures.insert(1 if figures else 0, ("compute frontier (test_loss)",
+                                         *plot_frontier(usable, rows, out)))
+    _write_tables(rows, records, excluded, out)
+    html_path = out / "report.html"
+    atomic_write_text(_html(rows, figures, excluded, usable), html_path)
     if not quiet:
-        _table([r for r in rows if r["form"] == "power" or r["axis"] == "joint"])
+        print_table([r for r in rows if r["form"] == "power" or r["axis"] == "joint"])
         for rec, why in excluded:
             print(f"excluded {rec.get('checkpoint')}: {why}")
-        print(f"report written to {out / 'report.html'}")
-    return out / "report.html"
+        print(f"report written to {html_path}")
+    return html_path
 
 
-def _write_html(rows, figures, excluded, out: Path) -> None:
+def _inline_svg(path: Path) -> str:
+    text = path.read_text()
+    return re.sub(r"^.*?(?=<svg)", "", text, count=1, flags=re.S)
+
+
+def _html(rows, figures, excluded, usable) -> str:
+    esc = html.escape
+    families = sorted({str(r.get("family") or "?") for r in usable})
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>mlip-scaling report"
-             "</title><style>body{font-family:sans-serif;max-width:1200px;margin:auto}"
-             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 6px}"
-             "</style></head><body><h1>Scaling report</h1>"]
-    for metric, png in figures:
-        data = base64.b64encode(png.read_bytes()).decode()
-        parts.append(f"<h2>{html.escape(metric)}</h2><img src='data:image/png;base64,{data}'"
-                     " style='max-width:100%'>")
-    parts.append("<h2>Fits</h2><table><tr><th>family</th><th>metric</th><th>axis</th>"
-                 "<th>form</th><th>params</th><th>95 % CI</th><th>status</th></tr>")
-    for r in rows:
-        parts.append("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
-            r["family"], r["metric"], r["axis"], r["form"],
-            {k: round(v, 4) for k, v in r["params"].items()},
-            {k: [round(a, 4) for a in v] for k, v in r["ci"].items()},
-            r["status"] + (f": {r['reason']}" if r["reason"] else ""))) + "</tr>")
-    parts.append("</table><h2>Excluded runs</h2><ul>")
-    parts += [f"<li>{html.escape(str(rec.get('checkpoint')))}: {html.escape(why)}</li>"
+             "</title><style>body{font-family:sans-serif;max-width:1300px;margin:auto}"
+             "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;"
+             "padding:3px 6px}svg{max-width:100%;height:auto}</style></head><body>",
+             "<h1>Scaling report</h1>",
+             f"<p>{len(usable)} runs used ({esc(', '.join(families))}); {len(excluded)} "
+             "exclusions listed below. Laws: L = α·N^−β (log-log least squares; solid, 95 % "
+             "bootstrap band) and L = E + A·N^−b (Huber loss of log residuals; dashed).</p>",
+             "<h2>Exponents</h2><table><tr>"
+             + "".join(f"<th>{esc(c)}</th>" for c in _COLUMNS) + "</tr>"]
+    parts += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>"
+              for cells in _table_rows(rows)]
+    parts.append("</table>")
+    for title, _png, svg in figures:
+        parts.append(f"<h2>{esc(title)}</h2>{_inline_svg(svg)}")
+    parts.append("<h2>Excluded runs</h2><ul>")
+    parts += [f"<li>{esc(str(rec.get('checkpoint')))}: {esc(why)}</li>"
               for rec, why in excluded] or ["<li>none</li>"]
     parts.append("</ul></body></html>")
-    atomic_write_text("\n".join(parts), out / "report.html")
+    return "\n".join(parts)
