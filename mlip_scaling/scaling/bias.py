@@ -135,3 +135,58 @@ def bias_expressivity(predictions: np.ndarray, labels: np.ndarray, tau: float,
     result.update(tau=float(tau), span=span, replicates=int(len(p_f)), draws=int(n_draws),
                   probes=int(labels.size))
     return result
+
+
+def replicate_predictions(directory, data=None, n_probes: int = 64, quantity: str = "energy"
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """Predictions [R, P] and labels [P] of every model file under ``directory`` (the
+    replicates) on probes from the test split of the first model file (path order).
+
+    ``quantity``: ``energy`` (eV/atom, one value per probe structure) or ``forces`` (eV/Å,
+    every Cartesian component of the probe structures). ``data`` overrides the dataset the
+    models name. With the same split settings the probes are held out from every replicate.
+    """
+    from pathlib import Path
+
+    from mlip_scaling.calculators.ase import ScalingCalculator
+    from mlip_scaling.checkpoint import CheckpointError, load_checkpoint
+    from mlip_scaling.errors import ConfigError, DataError
+    from mlip_scaling.training.data import make_split, open_source
+
+    if quantity not in ("energy", "forces"):
+        raise ConfigError(f"unknown quantity {quantity!r} (energy or forces)")
+    models = []
+    for path in sorted(Path(directory).rglob("*.pt")):
+        try:
+            models.append((path, load_checkpoint(path).get("train", {})))
+        except CheckpointError:
+            continue  # resumable run states and other files are not replicates
+    if len(models) < 2:
+        raise DataError(f"{directory}: need >= 2 replicate model files, found {len(models)}")
+    hashes = {train.get("dataset_hash") for _, train in models}
+    if len(hashes) > 1:
+        raise ConfigError(f"{directory}: replicates were trained on different datasets")
+    first = models[0][1]
+    data = data or first.get("dataset")
+    if not data:
+        raise ConfigError(f"{models[0][0]}: the model file names no dataset; pass --data")
+    source, _ = open_source(data)
+    split = first.get("split") or {}
+    test = make_split(len(source), split.get("val_size", 0.05), split.get("test_size", 0.05),
+                      split.get("seed", 0), None, str(data))["test"][:n_probes]
+    atoms = [source.get_atoms(int(i)) if hasattr(source, "get_atoms") else source[int(i)]
+             for i in test]
+
+    def values(results: list[dict]) -> np.ndarray:
+        if quantity == "energy":
+            return np.array([float(r["energy"]) / len(r["forces"]) for r in results])
+        return np.concatenate([np.asarray(r["forces"]).ravel() for r in results])
+
+    try:
+        labels = values([{"energy": a.get_potential_energy(), "forces": a.get_forces()}
+                         for a in atoms])
+    except RuntimeError as exc:
+        raise DataError(f"{data}: probe structures carry no labels ({exc})") from None
+    preds = [values(ScalingCalculator(str(path), device="cpu", dtype="float64").predict(atoms))
+             for path, _ in models]
+    return np.stack(preds), labels

@@ -1,4 +1,7 @@
-"""``mlip-scaling``: sweeps, evaluation, fits, reports and bias/expressivity studies."""
+"""``mlip-scaling``: sweeps, evaluation, scaling-law fits, reports and bias/expressivity.
+
+Subcommands: sweep, evaluate, fit, report, bias (``mlip-scaling COMMAND --help``).
+"""
 
 from __future__ import annotations
 
@@ -9,66 +12,190 @@ from pathlib import Path
 
 import numpy as np
 
-from mlip_scaling.errors import DataError, cli_entry
+from mlip_scaling.errors import ConfigError, DataError, cli_entry
 
 __all__ = ["main"]
 
 _FMT = argparse.ArgumentDefaultsHelpFormatter
+_EVAL_KEYS = ("oracle", "data", "k_relax", "md_steps", "downstream", "max_test",
+              "md_temperature")
+
+
+def _split_list(values: list[str] | None) -> list[str] | None:
+    return [v for text in values for v in text.split(",") if v] if values else None
 
 
 def _fit(args: argparse.Namespace) -> int:
-    from mlip_scaling.scaling.report import fit_records, load_records, split_records
+    from mlip_scaling.io_utils import atomic_write_text
+    from mlip_scaling.scaling.report import (
+        METRICS,
+        fit_records,
+        load_records,
+        print_table,
+        split_records,
+    )
 
+    metrics = _split_list(args.metric)
+    unknown = sorted(set(metrics or []) - set(METRICS))
+    if unknown:
+        raise ConfigError(f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(METRICS)}")
     usable, excluded = split_records(load_records(args.results), args.allow_mixed)
-    metrics = [args.metric] if args.metric else None
-    rows = fit_records(usable, metrics=metrics or
-                       [m for m in ("test_loss",) if any(m in r["metrics"] for r in usable)])
-    for r in rows:
-        if args.axis and r["axis"] != args.axis:
-            continue
-        line = {k: r[k] for k in ("family", "metric", "axis", "form", "status", "reason",
-                                  "params", "ci", "extrapolation_error")}
-        print(json.dumps(line))
+    if not usable:
+        raise DataError(f"{args.results}: no usable records ({len(excluded)} excluded)")
+    rows = fit_records(usable, metrics=metrics, axes=_split_list(args.axis),
+                       n_boot=args.n_boot)
+    print_table(rows)
     for rec, why in excluded:
         print(f"excluded {rec.get('checkpoint')}: {why}")
-    return 0
+    if args.json:
+        atomic_write_text(json.dumps(rows, indent=1) + "\n", args.json)
+    return 0 if any(r["status"] == "ok" for r in rows) else 1
+
+
+def _existing_settings(results: Path) -> dict:
+    from mlip_scaling.scaling.report import load_records
+
+    if not results.is_file():
+        return {}
+    for rec in load_records(results):
+        if isinstance(rec.get("settings"), dict):
+            return {k: rec["settings"][k] for k in _EVAL_KEYS if k in rec["settings"]}
+    return {}
+
+
+def _evaluate_missing(directory: Path, args: argparse.Namespace) -> None:
+    """Run evaluate when ``directory`` holds model files without results, reusing the
+    settings of the existing results (command-line flags override them)."""
+    try:
+        from mlip_scaling.scaling import evaluate
+    except ImportError:
+        return
+    from mlip_scaling.io_utils import file_hash
+    from mlip_scaling.scaling.report import RESULTS_NAME, load_records
+
+    results = directory / RESULTS_NAME
+    known = {r.get("hash") for r in load_records(results)} if results.is_file() else set()
+    missing = [p for p in evaluate.find_models(directory)
+               if file_hash(p) not in known and not evaluate.is_run_state(p)]
+    if not missing:
+        if not results.is_file():
+            raise DataError(f"{directory}: no model files (*.pt) and no {RESULTS_NAME}")
+        return
+    settings = _existing_settings(results)
+    given = {"oracle": args.oracle, "data": args.data, "k_relax": args.k_relax,
+             "md_steps": args.md_steps, "max_test": args.max_test,
+             "downstream": False if args.no_downstream else None}
+    settings.update({k: v for k, v in given.items() if v is not None})
+    if not args.quiet:
+        print(f"evaluating {len(missing)} model file(s) without results")
+    evaluate.evaluate_directory(directory, jobs=args.jobs, progress=not args.quiet, **settings)
 
 
 def _report(args: argparse.Namespace) -> int:
-    from mlip_scaling.scaling.evaluate import RESULTS_NAME, evaluate_directory, find_models
     from mlip_scaling.scaling.report import build_report
 
-    directory = Path(args.directory)
-    if not directory.exists():
-        raise DataError(f"{directory}: no such directory or file")
-    if directory.is_dir() and (find_models(directory) or not (directory / RESULTS_NAME).exists()):
-        evaluate_directory(directory, downstream=not args.no_downstream,
-                           k_relax=args.k_relax, md_steps=args.md_steps,
-                           max_test=args.max_test, progress=not args.quiet)
-    out = Path(args.out) if args.out else (directory if directory.is_dir()
-                                           else directory.parent) / "report"
-    build_report(directory, out, allow_mixed=args.allow_mixed, quiet=args.quiet)
+    source = Path(args.directory)
+    if not source.exists():
+        raise DataError(f"{source}: no such directory or file")
+    if source.is_dir() and not args.no_evaluate:
+        _evaluate_missing(source, args)
+    out = Path(args.out) if args.out else (source if source.is_dir() else source.parent) / "report"
+    build_report(source, out, allow_mixed=args.allow_mixed, n_boot=args.n_boot,
+                 quiet=args.quiet)
     return 0
+
+
+def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as fh:
+            return np.asarray(fh["predictions"]), np.asarray(fh["labels"])
+    except (KeyError, ValueError, OSError, EOFError) as exc:
+        raise DataError(f"{path}: needs arrays 'predictions' [R,P] or [R,S,P] and 'labels' [P]"
+                        f" ({type(exc).__name__}: {exc})") from None
 
 
 def _bias(args: argparse.Namespace) -> int:
-    from mlip_scaling.scaling.bias import bias_expressivity
+    from mlip_scaling.io_utils import atomic_write_text
+    from mlip_scaling.scaling.bias import bias_expressivity, replicate_predictions
 
-    path = Path(args.predictions)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
+    path = Path(args.input)
+    if path.is_dir():
+        preds, labels = replicate_predictions(path, data=args.data, n_probes=args.probes,
+                                              quantity=args.quantity)
+    elif path.is_file():
+        preds, labels = _load_npz(path)
+    else:
+        raise DataError(f"{path}: no such file or directory")
     try:
-        with np.load(path) as fh:
-            preds, labels = fh["predictions"], fh["labels"]
-    except (KeyError, ValueError, OSError) as exc:
-        raise DataError(f"{path}: needs arrays 'predictions' [R,P] and 'labels' [P] ({exc})"
-                        ) from None
-    try:
-        result = bias_expressivity(preds, labels, tau=args.tau, n_bins=args.bins)
+        result = bias_expressivity(preds, labels, tau=args.tau, span=args.span,
+                                   n_bins=args.bins, n_boot=args.n_boot, q_min=args.q_min)
     except ValueError as exc:
         raise DataError(f"{path}: {exc}") from None
-    print(json.dumps(result, indent=1))
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.json:
+        atomic_write_text(text + "\n", args.json)
     return 0
+
+
+def _add_fit(sub) -> None:
+    p = sub.add_parser("fit", help="fit scaling laws to evaluation results", formatter_class=_FMT,
+                       description="Power law, floor form, joint law and compute frontier per "
+                       "family, metric and axis, with 95 % bootstrap intervals.")
+    p.add_argument("results", help="scaling_results.json or the folder holding it")
+    p.add_argument("--metric", action="append", default=None,
+                   help="metric(s) to fit, repeatable or comma-separated (default: all present)")
+    p.add_argument("--axis", action="append", default=None,
+                   help="axes: data, params, compute, joint (default: all)")
+    p.add_argument("--allow-mixed", action="store_true", help="fit runs of different datasets")
+    p.add_argument("--n-boot", type=int, default=100, help="bootstrap resamples")
+    p.add_argument("--json", default=None, help="also write the fits to this JSON file")
+    p.set_defaults(func=_fit)
+
+
+def _add_report(sub) -> None:
+    p = sub.add_parser("report", help="evaluate (as needed), fit, write plots + HTML + tables",
+                       formatter_class=_FMT,
+                       description="Model files without results are evaluated first, with "
+                       "the settings of the existing results unless flags override them.")
+    p.add_argument("directory", help="folder of model files and/or scaling_results.json, or "
+                   "a results file")
+    p.add_argument("--out", default=None, help="report folder (default: DIR/report)")
+    p.add_argument("--allow-mixed", action="store_true", help="fit runs of different datasets")
+    p.add_argument("--n-boot", type=int, default=100, help="bootstrap resamples")
+    p.add_argument("--no-evaluate", action="store_true", help="use existing results only")
+    p.add_argument("--oracle", default=None, help="evaluate: downstream reference calculator")
+    p.add_argument("--data", default=None, help="evaluate: dataset file")
+    p.add_argument("--no-downstream", action="store_true", help="evaluate: test metrics only")
+    p.add_argument("--k-relax", type=int, default=None, help="evaluate: structures relaxed "
+                   "per model (default: as in the existing results, else evaluate's)")
+    p.add_argument("--md-steps", type=int, default=None, help="evaluate: NVE steps per model")
+    p.add_argument("--max-test", type=int, default=None, help="evaluate: cap on test structures")
+    p.add_argument("--jobs", type=int, default=1, help="evaluate: parallel relaxations")
+    p.add_argument("--quiet", action="store_true", help="no progress or tables")
+    p.set_defaults(func=_report)
+
+
+def _add_bias(sub) -> None:
+    p = sub.add_parser("bias", help="bias/expressivity of replicate predictions",
+                       formatter_class=_FMT,
+                       description="INPUT: a .npz with arrays 'predictions' [R,P] (or [R,S,P],"
+                       " S draws per replicate) and 'labels' [P], or a folder of replicate "
+                       "model files (same dataset) evaluated on test-split probes.")
+    p.add_argument("input", help=".npz file or folder of replicate model files")
+    p.add_argument("--tau", type=float, default=0.01,
+                   help="target half-width in label units (eV/atom or eV/Å)")
+    p.add_argument("--span", type=float, default=None,
+                   help="outcome grid half-width (default: the largest |error|)")
+    p.add_argument("--bins", type=int, default=64, help="bins of the outcome grid |Ω|")
+    p.add_argument("--q-min", type=float, default=0.5, help="famine-bound threshold")
+    p.add_argument("--n-boot", type=int, default=200, help="bootstrap resamples of replicates")
+    p.add_argument("--quantity", choices=["energy", "forces"], default="energy",
+                   help="folder input: predicted quantity")
+    p.add_argument("--probes", type=int, default=64, help="folder input: probe structures")
+    p.add_argument("--data", default=None, help="folder input: dataset file override")
+    p.add_argument("--json", default=None, help="also write the result to this JSON file")
+    p.set_defaults(func=_bias)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -83,29 +210,9 @@ def _parser() -> argparse.ArgumentParser:
                        formatter_class=_FMT)
     evaluate.configure(p)
     p.set_defaults(func=evaluate.run)
-    p = sub.add_parser("fit", help="fit scaling laws to evaluation results", formatter_class=_FMT)
-    p.add_argument("results", help="scaling_results.json or the folder holding it")
-    p.add_argument("--metric", default=None, help="metric to fit (default: test_loss)")
-    p.add_argument("--axis", choices=["data", "params", "compute", "joint"], default=None)
-    p.add_argument("--allow-mixed", action="store_true", help="fit runs of different datasets")
-    p.set_defaults(func=_fit)
-    p = sub.add_parser("report", help="evaluate (as needed), fit and write plots + HTML",
-                       formatter_class=_FMT)
-    p.add_argument("directory", help="folder of model files or with scaling_results.json")
-    p.add_argument("--out", default=None, help="report folder (default: DIR/report)")
-    p.add_argument("--allow-mixed", action="store_true", help="fit runs of different datasets")
-    p.add_argument("--no-downstream", action="store_true", help="skip relaxation/MD metrics")
-    p.add_argument("--k-relax", type=int, default=8, help="structures relaxed per model")
-    p.add_argument("--md-steps", type=int, default=500, help="NVE steps per model")
-    p.add_argument("--max-test", type=int, default=None, help="cap on test structures")
-    p.add_argument("--quiet", action="store_true", help="no progress or tables")
-    p.set_defaults(func=_report)
-    p = sub.add_parser("bias", help="bias/expressivity of replicate predictions",
-                       formatter_class=_FMT)
-    p.add_argument("predictions", help=".npz with 'predictions' [R,P] and 'labels' [P]")
-    p.add_argument("--tau", type=float, default=0.01, help="target half-width (label units)")
-    p.add_argument("--bins", type=int, default=64, help="bins of the outcome grid")
-    p.set_defaults(func=_bias)
+    _add_fit(sub)
+    _add_report(sub)
+    _add_bias(sub)
     return parser
 
 

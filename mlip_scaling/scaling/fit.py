@@ -195,6 +195,8 @@ def fit_law(form: str, x, y, d=None, n_boot: int = 100, seed: int = 0) -> FitRes
     Returns a FitResult whose status is not 'ok' (and params empty) when there are
     fewer than 3 distinct sizes, non-positive/non-finite values, or no decreasing trend.
     """
+    if form not in ("power", "floor", "joint"):
+        raise ValueError(f"unknown law form {form!r} (power, floor, joint)")
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     d = None if d is None else np.asarray(d, dtype=float)
     result = FitResult(form=form, n_points=int(len(x)))
@@ -204,11 +206,11 @@ def fit_law(form: str, x, y, d=None, n_boot: int = 100, seed: int = 0) -> FitRes
     x, y, d = x[good], y[good], None if d is None else d[good]
     result.n_points = int(len(x))
     distinct = len(np.unique(x)) if d is None else min(len(np.unique(x)), len(np.unique(d)))
-    needed = 3 if form != "joint" else 3
-    if distinct < needed or (form == "joint" and len(x) < 6):
+    needed = {"power": 3, "floor": 5, "joint": 3}[form]  # floor: 3 parameters + 2 dof
+    if distinct < needed or (form == "joint" and len(x) < 7):
         result.status, result.reason = "insufficient", (
-            f"{distinct} distinct sizes ({len(x)} valid points); need >= {needed}"
-            + (" and >= 6 points" if form == "joint" else ""))
+            f"{distinct} distinct sizes ({len(x)} valid points); the {form} form needs >= "
+            f"{needed}" + (" and >= 7 points" if form == "joint" else ""))
         return result
     trend = _power_params(x, y)["beta"] if d is None else None
     if trend is not None and trend <= 0:
