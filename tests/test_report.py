@@ -62,9 +62,10 @@ def test_report_writes_every_output(report_dir):
     for metric in ("test_loss", "force_mae", "relax_rmsd", "md_drift"):
         assert (out / f"{metric}.png").read_bytes()[:4] == b"\x89PNG"
         assert "<svg" in (out / f"{metric}.svg").read_text()
-    assert (out / "frontier_test_loss.png").stat().st_size > 1000
+    for stem in ("frontier_test_loss", "quality_test_loss"):
+        assert (out / f"{stem}.png").stat().st_size > 1000
     page = html.read_text()
-    assert page.count("<svg") >= 5 and "src='http" not in page  # self-contained
+    assert page.count("<svg") >= 6 and "src='http" not in page  # self-contained
     for name in ("fits.json", "fits.csv", "points.csv"):
         assert (out / name).stat().st_size > 0
 

@@ -51,8 +51,11 @@ class FitResult:
 
     @property
     def exponent(self) -> float | None:
-        """β (power), b (floor) — the decay exponent, or None when not fitted."""
-        return self.params.get("beta", self.params.get("b")) if self.ok else None
+        """β (power), b (floor) — the decay exponent; None when not fitted and for the
+        joint form (two exponents: params a and b)."""
+        if not self.ok or self.form == "joint":
+            return None
+        return self.params["beta" if self.form == "power" else "b"]
 
     def to_dict(self) -> dict:
         return asdict(self)

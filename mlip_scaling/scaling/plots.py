@@ -2,7 +2,8 @@
 
 ``plot_metric``: one figure per metric, one panel per axis (data, parameters, compute
 frontier), families overlaid. ``plot_frontier``: every run's (FLOPs, test loss) with the
-running-minimum frontier and its law. Both write PNG and SVG and return the two paths.
+running-minimum frontier and its law. ``plot_quality``: relative residuals of the fitted
+laws. All write PNG and SVG and return the two paths.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 
 from mlip_scaling.scaling.fit import predict
 
-__all__ = ["plot_metric", "plot_frontier", "law_band"]
+__all__ = ["plot_metric", "plot_frontier", "plot_quality", "law_band"]
 
 _LABELS = {"data": "training structures N_data", "params": "parameters N_params",
            "compute": "training compute (FLOP)"}
@@ -135,5 +136,39 @@ def plot_frontier(records: list[dict], rows: list[dict], out: Path,
     _finish(ax, _LABELS["compute"], metric, f"compute frontier of {metric}")
     fig.tight_layout()
     paths = _save(fig, out, f"frontier_{metric}")
+    plt.close(fig)
+    return paths
+
+
+def plot_quality(rows: list[dict], metric: str, out: Path) -> tuple[Path, Path]:
+    """Fit quality of ``metric``: relative residuals y/ŷ − 1 of every fitted power law and
+    joint law against the axis variable, with R² and the leave-largest-out error."""
+    plt = _pyplot()
+    axes_names = ("data", "params", "compute", "joint")
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.6), sharey=True)
+    families = sorted({r["family"] for r in rows if r["metric"] == metric})
+    colors = _colors(plt, families)
+    for ax, axis in zip(axes, axes_names):
+        form = "joint" if axis == "joint" else "power"
+        for row in rows:
+            if (row["metric"], row["axis"], row["form"], row["status"]) != (
+                    metric, axis, form, "ok"):
+                continue
+            x = np.asarray(row["x"])
+            d = np.asarray(row["d"]) if "d" in row else None
+            resid = np.asarray(row["y"]) / predict(form, row["params"], x, d) - 1.0
+            extrap = row["extrapolation_error"]
+            ax.plot(x, resid, "o", color=colors[row["family"]], ms=4,
+                    label=f"{row['family']}: R²={row['r2']:.3f}" + (
+                        f", left-out {100 * extrap:.1f} %" if extrap is not None else ""))
+        ax.axhline(0.0, color="k", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_xlabel(_LABELS.get(axis, "parameters N_params (joint law)"))
+        ax.set_title("joint law L(N, D)" if axis == "joint" else f"power law vs {axis}")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    axes[0].set_ylabel(f"{metric}: observed / fitted − 1")
+    fig.tight_layout()
+    paths = _save(fig, out, f"quality_{metric}")
     plt.close(fig)
     return paths

@@ -247,7 +247,7 @@ def build_report(source, out_dir, allow_mixed: bool = False, n_boot: int = 100,
                  quiet: bool = False) -> Path:
     """Fit every metric and axis; write PNG+SVG plots, report.html, fits.json, fits.csv
     and points.csv to ``out_dir``. Returns the HTML path."""
-    from mlip_scaling.scaling.plots import plot_frontier, plot_metric
+    from mlip_scaling.scaling.plots import plot_frontier, plot_metric, plot_quality
 
     records = load_records(source)
     if not records:
@@ -263,6 +263,8 @@ def build_report(source, out_dir, allow_mixed: bool = False, n_boot: int = 100,
     figures = [(m, *plot_metric(rows, m, out)) for m in metrics]
     figures.insert(1 if figures else 0, ("compute frontier (test_loss)",
                                          *plot_frontier(usable, rows, out)))
+    figures.insert(2 if len(figures) > 1 else 1, ("fit quality (test_loss)",
+                                                  *plot_quality(rows, "test_loss", out)))
     _write_tables(rows, records, excluded, out)
     html_path = out / "report.html"
     atomic_write_text(_html(rows, figures, excluded, usable), html_path)
