@@ -80,16 +80,46 @@ def test_bad_sizes_and_missing_submitit(tmp_path, monkeypatch, capsys) -> None:
     assert "slurm" in capsys.readouterr().err
 
 
-@pytest.mark.slow
-def test_real_two_run_sweep_is_idempotent(tmp_path, capsys) -> None:
+def test_forwarded_args_seed_and_distinct_budget_names(tmp_path, capsys) -> None:
+    assert main(["sweep", "--models", "transformer-1.2k", "--train-sizes", "10,10",
+                 "--max-flops", "1.5e12,2e12", "--seed", "3", "--out", str(tmp_path),
+                 "--dry-run", "--", "--lr", "1e-3", "--batch-size", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "2 runs" in out  # the repeated size is planned once
+    assert "transformer-1.2k-n10-c1.5e12 " in out and "transformer-1.2k-n10-c2e12 " in out
+    assert out.count("--seed 3 --lr 1e-3 --batch-size 4") == 2
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sweep", "--train-sizes", "10", "--out", str(tmp_path), "--dry-run", "--",
+              "--no-such-flag"])
+    assert exit_info.value.code == 2
+    assert "mlip-train rejects" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    from mlip_scaling.data.generate import generate_dataset
+
+    path = tmp_path_factory.mktemp("data") / "emt.h5"
+    return generate_dataset("emt", 40, path, workers=1, recipe="emt", progress=False)
+
+
+def test_real_two_run_sweep_is_idempotent_and_resumes(tmp_path, tiny_data, capsys) -> None:
     args = ["sweep", "--models", "transformer-1.2k", "--train-sizes", "8,16", "--epochs", "1",
-            "--out", str(tmp_path), "--train-args",
-            "--max-val-structures 4 --batch-size 8 --threads 1"]
+            "--out", str(tmp_path), "--data", str(tiny_data), "--", "--max-val-structures",
+            "2", "--batch-size", "8", "--threads", "1", "--val-size", "4", "--test-size", "4"]
     assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "[1/2] transformer-1.2k-n8: done" in out and "[2/2] transformer-1.2k-n16: done" in out
     exports = sorted(tmp_path.rglob("transformer-1.2k-n*.pt"))
     assert [p.name for p in exports] == ["transformer-1.2k-n16.pt", "transformer-1.2k-n8.pt"]
     train = torch.load(exports[1], weights_only=True)["train"]
     assert train["n_train_structures"] == 8 and train["n_params"] == 1164 and train["flops"] > 0
-    capsys.readouterr()
+    assert train["dataset"] == str(tiny_data)
     assert main(args) == 0
     assert "2 finished, 0 to run" in capsys.readouterr().out
+    exports[1].unlink()  # interrupted after training, before export: last.pt is resumed
+    assert (exports[1].parent / "last.pt").is_file()
+    assert main(args) == 0
+    assert "1 finished, 1 to run" in capsys.readouterr().out
+    resumed = torch.load(exports[1], weights_only=True)["train"]
+    assert resumed["steps"] == train["steps"]  # nothing retrained

@@ -1,19 +1,15 @@
 """``mlip-scaling sweep``: a grid of trainings (models x data sizes x compute budgets).
 
-Each run is one ``mlip-train`` call in ``OUT/<model>-n<N>[-c<FLOPs>]`` exporting
-``<run>.pt`` there. Runs whose exported model exists are skipped; the others are started
-with ``--resume`` (a fresh start when the run has no ``last.pt`` yet), so a sweep can be
-re-run after an interruption. Locally the runs go one after another; ``--launcher slurm``
-submits them as one submitit array job.
+Each run is one ``mlip-train`` call in ``OUT/<model>-n<N>[-c<FLOPs>]`` exporting ``<run>.pt``
+there. Runs whose exported model exists are skipped; the others start with ``--resume``
+(fresh when there is no ``last.pt``), so an interrupted sweep is resumed by re-running it.
+Locally the runs go one after another; ``--launcher slurm`` submits one submitit array job.
+Arguments after ``--`` go to every mlip-train call::
 
-A plan file (YAML) holds the same keys as the flags::
+    mlip-scaling sweep --models transformer-1.2k,eqv2-5.6k --train-sizes 100,300 -- --lr 1e-3
 
-    models: [transformer-1.2k, eqv2-5.6k]
-    train_sizes: [100, 300, 1000]
-    epochs: 30
-    max_flops: [1e12]          # optional
-    data: path/to/data.h5      # optional
-    train_args: [--batch-size, "16"]
+A YAML plan file (``--plan``) holds the same keys: models, train_sizes, epochs, max_flops,
+data, seed, out, train_args (a list of mlip-train arguments).
 """
 
 from __future__ import annotations
@@ -23,12 +19,15 @@ import itertools
 import shlex
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlip_scaling.errors import ConfigError
 
 __all__ = ["Run", "plan_runs", "is_finished", "configure", "run"]
+
+PLAN_KEYS = {"models", "train_sizes", "epochs", "max_flops", "data", "seed", "train_args", "out"}
 
 
 @dataclass
@@ -44,38 +43,34 @@ class Run:
         return self.out / f"{self.name}.pt"
 
 
-def _floats(text: str | list | None, what: str) -> list[float]:
-    if text is None or text == "":
-        return []
-    items = text if isinstance(text, list) else str(text).split(",")
+def _items(value: str | list | None) -> list[str]:
+    items = value if isinstance(value, list) else str(value if value is not None else "").split(",")
+    return list(dict.fromkeys(str(x).strip() for x in items if str(x).strip()))
+
+
+def _floats(value: str | list | None, what: str) -> list[float]:
     try:
-        return [float(x) for x in items]
+        return [float(x) for x in _items(value)]
     except ValueError:
-        raise ConfigError(f"{what}: expected numbers separated by commas, got {text!r}") from None
-
-
-def _names(text: str | list | None) -> list[str]:
-    items = text if isinstance(text, list) else str(text or "").split(",")
-    return [str(x).strip() for x in items if str(x).strip()]
+        raise ConfigError(f"{what}: expected numbers separated by commas, got {value!r}") from None
 
 
 def plan_runs(out: str | Path, models: list[str], train_sizes: list[int], epochs: int,
               max_flops: list[float] | None = None, data: str | None = None,
-              train_args: list[str] | None = None) -> list[Run]:
+              train_args: list[str] | None = None, seed: int | None = None) -> list[Run]:
     """The grid models x train sizes x FLOP budgets as runs (commands of mlip-train)."""
     if not models or not train_sizes:
         raise ConfigError("a sweep needs at least one --models entry and one --train-sizes entry")
     runs = []
     for model, n, flops in itertools.product(models, train_sizes, max_flops or [None]):
-        name = f"{model}-n{int(n)}" + (f"-c{flops:.0e}".replace("+", "") if flops else "")
+        name = f"{model}-n{int(n)}" + (f"-c{flops:.3g}".replace("+", "") if flops else "")
         out_dir = Path(out) / name
         cmd = [sys.executable, "-m", "mlip_scaling.training.cli", "--model", model,
                "--train-size", str(int(n)), "--epochs", str(epochs), "--out", str(out_dir),
                "--resume", "--export", f"{name}.pt"]
-        if flops:
-            cmd += ["--max-flops", f"{flops:g}"]
-        if data:
-            cmd += ["--data", str(data)]
+        cmd += ["--max-flops", f"{flops:g}"] if flops else []
+        cmd += ["--data", str(data)] if data else []
+        cmd += ["--seed", str(int(seed))] if seed is not None else []
         runs.append(Run(name, out_dir, cmd + list(train_args or [])))
     return runs
 
@@ -84,13 +79,10 @@ def is_finished(run: Run) -> bool:
     """Whether the run's exported model exists and is a readable model file."""
     from mlip_scaling.checkpoint import CheckpointError, load_checkpoint
 
-    if not run.export.is_file():
-        return False
     try:
-        load_checkpoint(run.export)
+        return run.export.is_file() and bool(load_checkpoint(run.export))
     except CheckpointError:
         return False
-    return True
 
 
 def _load_plan(path: str) -> dict:
@@ -99,13 +91,11 @@ def _load_plan(path: str) -> dict:
     try:
         plan = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: unreadable plan file ({exc})") from None
+        raise ConfigError(f"{path}: unreadable plan file ({' '.join(str(exc).split())})") from None
     if not isinstance(plan, dict):
         raise ConfigError(f"{path}: a plan file is a YAML mapping (models, train_sizes, ...)")
-    unknown = set(plan) - {"models", "train_sizes", "epochs", "max_flops", "data", "train_args",
-                           "out"}
-    if unknown:
-        raise ConfigError(f"{path}: unknown plan keys {sorted(unknown)}")
+    if set(plan) - PLAN_KEYS:
+        raise ConfigError(f"{path}: unknown plan keys {sorted(set(plan) - PLAN_KEYS)}")
     return plan
 
 
@@ -114,19 +104,38 @@ def _runs_from_args(args: argparse.Namespace) -> list[Run]:
     sizes = _floats(plan.get("train_sizes", args.train_sizes), "--train-sizes")
     if any(s < 1 or s != int(s) for s in sizes):
         raise ConfigError(f"--train-sizes: positive integers expected, got {sizes}")
-    extra = plan.get("train_args", shlex.split(args.train_args or ""))
-    return plan_runs(plan.get("out", args.out), _names(plan.get("models", args.models)),
+    extra = [str(x) for x in plan.get("train_args", shlex.split(args.train_args or ""))]
+    seed = plan.get("seed", args.seed)
+    runs = plan_runs(plan.get("out", args.out), _items(plan.get("models", args.models)),
                      [int(s) for s in sizes], int(plan.get("epochs", args.epochs)),
                      _floats(plan.get("max_flops", args.max_flops), "--max-flops"),
-                     plan.get("data", args.data), [str(x) for x in extra])
+                     plan.get("data", args.data), extra + list(args.forward),
+                     None if seed is None else int(seed))
+    _check_command(runs[0])
+    return runs
+
+
+def _check_command(r: Run) -> None:
+    """Parse one command with mlip-train's own parser so bad forwarded flags fail now."""
+    from mlip_scaling.training.cli import parse_config
+
+    try:
+        parse_config(r.command[3:])
+    except SystemExit:
+        raise ConfigError(f"mlip-train rejects the arguments of run {r.name}: "
+                          f"{shlex.join(r.command[3:])}") from None
 
 
 def _run_local(runs: list[Run]) -> int:
     failed = []
     for k, r in enumerate(runs, 1):
         print(f"[{k}/{len(runs)}] {r.name}: {shlex.join(r.command)}", flush=True)
-        if subprocess.run(r.command, check=False).returncode != 0:
-            failed.append(r.name)
+        start = time.perf_counter()
+        code = subprocess.run(r.command, check=False).returncode
+        took = time.perf_counter() - start
+        failed += [r.name] if code else []
+        state = f"FAILED (exit {code})" if code else f"done -> {r.export}"
+        print(f"[{k}/{len(runs)}] {r.name}: {state} after {took:.0f} s", flush=True)
     if failed:
         print(f"{len(failed)} run(s) failed: {', '.join(failed)} (re-run the sweep to resume)")
     return 1 if failed else 0
@@ -144,11 +153,9 @@ def _submit_slurm(runs: list[Run], args: argparse.Namespace) -> int:
         raise ConfigError("--launcher slurm needs submitit: pip install "
                           "'mlip-scaling[slurm]'") from None
     executor = submitit.AutoExecutor(folder=Path(args.out) / "slurm" / "%j")
-    params = {"timeout_min": args.slurm_time, "slurm_array_parallelism": args.slurm_parallel,
-              "gpus_per_node": args.gpus, "cpus_per_task": args.cpus}
-    if args.slurm_partition:
-        params["slurm_partition"] = args.slurm_partition
-    executor.update_parameters(**params)
+    executor.update_parameters(timeout_min=args.slurm_time, gpus_per_node=args.gpus,
+                               slurm_array_parallelism=args.slurm_parallel,
+                               cpus_per_task=args.cpus, slurm_partition=args.slurm_partition)
     with executor.batch():
         jobs = [executor.submit(_run_command, r.command) for r in runs]
     print(f"submitted {len(jobs)} runs as a Slurm array job"
@@ -166,12 +173,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-flops", default=None, help="comma-separated FLOP budgets (one "
                         "run per budget)")
     parser.add_argument("--data", default=None, help="dataset (default: the embedded one)")
+    parser.add_argument("--seed", type=int, default=None, help="seed of every run "
+                        "(default: mlip-train's)")
     parser.add_argument("--out", default="sweep", help="sweep folder (one sub-folder per run)")
     parser.add_argument("--plan", default=None, help="YAML plan file (overrides the flags)")
     parser.add_argument("--train-args", default="", help="extra mlip-train arguments, quoted, "
-                        "e.g. \"--batch-size 16 --lr 1e-3\"")
+                        "e.g. \"--batch-size 16 --lr 1e-3\" (or give them after --)")
     parser.add_argument("--launcher", choices=["local", "slurm"], default="local")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+    parser.add_argument("forward", nargs="*", metavar="-- MLIP_TRAIN_ARGS",
+                        help="arguments after -- are passed to every mlip-train call")
     slurm = parser.add_argument_group("slurm (with --launcher slurm)")
     slurm.add_argument("--slurm-partition", default=None)
     slurm.add_argument("--slurm-time", type=int, default=240, help="minutes per run")
@@ -184,10 +195,9 @@ def run(args: argparse.Namespace) -> int:
     """Run ``mlip-scaling sweep``."""
     runs = _runs_from_args(args)
     todo = [r for r in runs if not is_finished(r)]
-    for r in runs:
-        state = "todo" if r in todo else "done"
-        if args.dry_run:
-            print(f"{state}  {r.name}  {shlex.join(r.command)}")
+    if args.dry_run:
+        for r in runs:
+            print(f"{'todo' if r in todo else 'done'}  {r.name}  {shlex.join(r.command)}")
     print(f"{len(runs)} runs, {len(runs) - len(todo)} finished, {len(todo)} to run")
     if args.dry_run or not todo:
         return 0
