@@ -118,3 +118,47 @@ def test_empty_directory_is_an_error(tmp_path, capsys) -> None:
         main(["evaluate", str(tmp_path)])
     assert exit_info.value.code == 2
     assert "no model files" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Two tiny models trained by mlip-train's runner on a generated EMT dataset."""
+    from mlip_scaling.data.generate import generate_dataset
+    from mlip_scaling.training.config import TrainConfig
+    from mlip_scaling.training.runner import run_training
+
+    root = tmp_path_factory.mktemp("trained")
+    data = generate_dataset("emt", 40, root / "emt.h5", workers=1, recipe="emt", progress=False)
+    for n in (8, 16):
+        cfg = TrainConfig(model="transformer-1.2k", data=str(data), train_size=n, epochs=2,
+                          batch_size=8, val_size=4, test_size=4, max_val_structures=2,
+                          device="cpu", out=str(root / "sweep" / f"n{n}"), threads=1)
+        run_training(cfg.validate(), verbose=False)
+    return root / "sweep"
+
+
+def test_trained_models_downstream_and_exit_codes(trained, monkeypatch, capsys) -> None:
+    rc = main(["evaluate", str(trained), "--k-relax", "1", "--md-steps", "20", "--quiet"])
+    assert rc == 0
+    records = json.loads((trained / evaluate.RESULTS_NAME).read_text())["records"]
+    assert sorted(r["n_train"] for r in records) == [8, 16]
+    for rec in records:
+        assert rec["status"] == "ok" and rec["error"] is None
+        assert rec["family"] == "transformer" and rec["model"] == "transformer-1.2k"
+        assert rec["flops"] > 0 and rec["dataset_name"] == "emt"
+        m = rec["metrics"]
+        for key in ("test_loss", "force_mae", "relax_energy_error", "relax_rmsd",
+                    "relax_failure_rate", "md_drift", "md_stability", "rdf_error"):
+            assert m[key] is not None and np.isfinite(m[key]) and m[key] >= 0, key
+        assert 0 <= m["relax_rmsd"] <= 1 and 0 <= m["md_stability"] <= 1
+    capsys.readouterr()
+
+    monkeypatch.setattr(evaluate, "evaluate_file", pytest.fail)  # all cached now
+    assert main(["evaluate", str(trained), "--k-relax", "1", "--md-steps", "20", "--quiet"]) == 0
+    # two runs are too few for any law: fit says so and exits 1, never a bogus exponent
+    assert main(["fit", str(trained), "--metric", "test_loss", "--n-boot", "5"]) == 1
+    assert "insufficient" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        main(["report", str(trained / "nothing-here")])
+    assert exit_info.value.code == 2
+    assert "nothing-here" in capsys.readouterr().err
