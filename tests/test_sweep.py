@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import types
 
 import pytest
 import torch
@@ -93,6 +95,52 @@ def test_forwarded_args_seed_and_distinct_budget_names(tmp_path, capsys) -> None
               "--no-such-flag"])
     assert exit_info.value.code == 2
     assert "mlip-train rejects" in capsys.readouterr().err
+
+
+def test_unknown_model_fails_before_training(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(sweep.subprocess, "run", pytest.fail)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sweep", "--models", "transformer-1.2k,transfomer-9k", "--train-sizes", "5",
+              "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "transfomer-9k" in capsys.readouterr().err
+
+
+class _FakeExecutor:
+    """Records what a submitit AutoExecutor would submit."""
+
+    instances: list = []
+
+    def __init__(self, folder) -> None:
+        self.folder, self.params, self.jobs = folder, {}, []
+        _FakeExecutor.instances.append(self)
+
+    def update_parameters(self, **params) -> None:
+        self.params.update(params)
+
+    @contextlib.contextmanager
+    def batch(self):
+        yield
+
+    def submit(self, fn, *args):
+        self.jobs.append((fn, args))
+        return types.SimpleNamespace(job_id=f"77_{len(self.jobs) - 1}")
+
+
+def test_slurm_array_submits_unfinished_runs_with_torchrun(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setitem(sys.modules, "submitit", types.SimpleNamespace(AutoExecutor=_FakeExecutor))
+    _finish(sweep.plan_runs(tmp_path, ["transformer-1.2k"], [5], 1)[0])
+    assert main(["sweep", "--models", "transformer-1.2k", "--train-sizes", "5,10,20", "--out",
+                 str(tmp_path), "--launcher", "slurm", "--gpus", "4", "--slurm-partition",
+                 "gpu"]) == 0
+    executor = _FakeExecutor.instances[-1]
+    assert executor.params["gpus_per_node"] == 4 and executor.params["slurm_partition"] == "gpu"
+    assert [fn for fn, _ in executor.jobs] == [sweep._run_command] * 2  # n5 is finished
+    command = executor.jobs[0][1][0]
+    assert command[:6] == [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc-per-node", "4"]
+    assert command[6:8] == ["-m", "mlip_scaling.training.cli"] and "10" in command
+    assert "submitted 2 runs as Slurm array job 77" in capsys.readouterr().out
 
 
 @pytest.fixture(scope="module")

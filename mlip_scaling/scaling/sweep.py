@@ -43,14 +43,11 @@ class Run:
         return self.out / f"{self.name}.pt"
 
 
-def _items(value: str | list | None) -> list[str]:
+def _items(value: str | list | None, cast: type = str, what: str = "") -> list:
+    """Unique entries of a comma-separated string or a list, cast to ``cast``."""
     items = value if isinstance(value, list) else str(value if value is not None else "").split(",")
-    return list(dict.fromkeys(str(x).strip() for x in items if str(x).strip()))
-
-
-def _floats(value: str | list | None, what: str) -> list[float]:
     try:
-        return [float(x) for x in _items(value)]
+        return list(dict.fromkeys(cast(str(x).strip()) for x in items if str(x).strip()))
     except ValueError:
         raise ConfigError(f"{what}: expected numbers separated by commas, got {value!r}") from None
 
@@ -101,29 +98,35 @@ def _load_plan(path: str) -> dict:
 
 def _runs_from_args(args: argparse.Namespace) -> list[Run]:
     plan = _load_plan(args.plan) if args.plan else {}
-    sizes = _floats(plan.get("train_sizes", args.train_sizes), "--train-sizes")
+    sizes = _items(plan.get("train_sizes", args.train_sizes), float, "--train-sizes")
     if any(s < 1 or s != int(s) for s in sizes):
         raise ConfigError(f"--train-sizes: positive integers expected, got {sizes}")
     extra = [str(x) for x in plan.get("train_args", shlex.split(args.train_args or ""))]
     seed = plan.get("seed", args.seed)
+    try:
+        epochs, seed = int(plan.get("epochs", args.epochs)), None if seed is None else int(seed)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{args.plan}: epochs and seed must be whole numbers") from None
     runs = plan_runs(plan.get("out", args.out), _items(plan.get("models", args.models)),
-                     [int(s) for s in sizes], int(plan.get("epochs", args.epochs)),
-                     _floats(plan.get("max_flops", args.max_flops), "--max-flops"),
-                     plan.get("data", args.data), extra + list(args.forward),
-                     None if seed is None else int(seed))
-    _check_command(runs[0])
+                     [int(s) for s in sizes], epochs,
+                     _items(plan.get("max_flops", args.max_flops), float, "--max-flops"),
+                     plan.get("data", args.data), extra + list(args.forward), seed)
+    _check_commands(runs)
     return runs
 
 
-def _check_command(r: Run) -> None:
-    """Parse one command with mlip-train's own parser so bad forwarded flags fail now."""
+def _check_commands(runs: list[Run]) -> None:
+    """Check every command with mlip-train's parser and model lookup before training."""
     from mlip_scaling.training.cli import parse_config
+    from mlip_scaling.training.runner import resolve_model
 
-    try:
-        parse_config(r.command[3:])
-    except SystemExit:
-        raise ConfigError(f"mlip-train rejects the arguments of run {r.name}: "
-                          f"{shlex.join(r.command[3:])}") from None
+    for r in runs:
+        try:
+            cfg = parse_config(r.command[3:])
+        except SystemExit:
+            raise ConfigError(f"mlip-train rejects the arguments of run {r.name}: "
+                              f"{shlex.join(r.command[3:])}") from None
+        resolve_model(cfg)
 
 
 def _run_local(runs: list[Run]) -> int:
@@ -136,14 +139,22 @@ def _run_local(runs: list[Run]) -> int:
         failed += [r.name] if code else []
         state = f"FAILED (exit {code})" if code else f"done -> {r.export}"
         print(f"[{k}/{len(runs)}] {r.name}: {state} after {took:.0f} s", flush=True)
-    if failed:
-        print(f"{len(failed)} run(s) failed: {', '.join(failed)} (re-run the sweep to resume)")
+    print(f"{len(failed)} run(s) failed: {', '.join(failed)} (re-run the sweep to resume)"
+          if failed else f"all {len(runs)} runs done")
     return 1 if failed else 0
 
 
 def _run_command(command: list[str]) -> int:
     """Body of one Slurm array task."""
     return subprocess.run(command, check=True).returncode
+
+
+def _with_torchrun(command: list[str], gpus: int) -> list[str]:
+    """The mlip-train command under ``torchrun`` with one process per GPU (DDP)."""
+    if gpus <= 1:
+        return command
+    return [command[0], "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+            str(gpus), *command[1:]]
 
 
 def _submit_slurm(runs: list[Run], args: argparse.Namespace) -> int:
@@ -153,13 +164,13 @@ def _submit_slurm(runs: list[Run], args: argparse.Namespace) -> int:
         raise ConfigError("--launcher slurm needs submitit: pip install "
                           "'mlip-scaling[slurm]'") from None
     executor = submitit.AutoExecutor(folder=Path(args.out) / "slurm" / "%j")
+    partition = {"slurm_partition": args.slurm_partition} if args.slurm_partition else {}
     executor.update_parameters(timeout_min=args.slurm_time, gpus_per_node=args.gpus,
                                slurm_array_parallelism=args.slurm_parallel,
-                               cpus_per_task=args.cpus, slurm_partition=args.slurm_partition)
+                               cpus_per_task=args.cpus, **partition)
     with executor.batch():
-        jobs = [executor.submit(_run_command, r.command) for r in runs]
-    print(f"submitted {len(jobs)} runs as a Slurm array job"
-          + (f" ({jobs[0].job_id.split('_')[0]})" if jobs else ""))
+        jobs = [executor.submit(_run_command, _with_torchrun(r.command, args.gpus)) for r in runs]
+    print(f"submitted {len(jobs)} runs as Slurm array job {jobs[0].job_id.split('_')[0]}")
     return 0
 
 
@@ -187,7 +198,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     slurm.add_argument("--slurm-partition", default=None)
     slurm.add_argument("--slurm-time", type=int, default=240, help="minutes per run")
     slurm.add_argument("--slurm-parallel", type=int, default=16, help="runs at the same time")
-    slurm.add_argument("--gpus", type=int, default=1, help="GPUs per run")
+    slurm.add_argument("--gpus", type=int, default=1, help="GPUs per run (> 1: torchrun DDP)")
     slurm.add_argument("--cpus", type=int, default=8, help="CPU cores per run")
 
 
