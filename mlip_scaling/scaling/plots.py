@@ -65,7 +65,8 @@ def _save(fig, out: Path, stem: str) -> tuple[Path, Path]:
 
 def _finish(ax, xlabel: str, ylabel: str, title: str) -> None:
     ax.set_xscale("log")
-    ax.set_yscale("log")
+    if ax.dataLim.y1 > 0:  # all-zero values (e.g. no failed relaxation) stay on a linear axis
+        ax.set_yscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
