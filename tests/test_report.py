@@ -20,8 +20,7 @@ def _record(family, i, j, n, d, loss, dataset="abc", **extra) -> dict:
             "model": f"{family}-{n}", "n_params": int(n), "n_train": int(d),
             "flops": 6.0 * n * d * 20, "dataset_name": "default", "dataset_hash": dataset,
             "status": "ok", "error": None, **extra,
-            "metrics": {"test_loss": loss, "force_mae": 0.4 * loss,
-                        "relax_rmsd": 0.2 * loss**0.5, "md_drift": 3.0 * loss}}
+            "metrics": {"test_loss": loss, "relax_rmsd": 0.2 * loss**0.5, "md_drift": 3.0 * loss}}
 
 
 def synthetic_records(mixed: bool = False, seed: int = 0) -> list[dict]:
@@ -59,13 +58,13 @@ def report_dir(tmp_path_factory):
 def test_report_writes_every_output(report_dir):
     root, html = report_dir
     out = root / "report"
-    for metric in ("test_loss", "force_mae", "relax_rmsd", "md_drift"):
+    for metric in ("test_loss", "relax_rmsd", "md_drift"):
         assert (out / f"{metric}.png").read_bytes()[:4] == b"\x89PNG"
         assert "<svg" in (out / f"{metric}.svg").read_text()
     for stem in ("frontier_test_loss", "quality_test_loss"):
         assert (out / f"{stem}.png").stat().st_size > 1000
     page = html.read_text()
-    assert page.count("<svg") >= 6 and "src='http" not in page  # self-contained
+    assert page.count("<svg") >= 5 and "src='http" not in page  # self-contained
     for name in ("fits.json", "fits.csv", "points.csv"):
         assert (out / name).stat().st_size > 0
 
