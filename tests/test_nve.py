@@ -1,10 +1,10 @@
 """NVE energy conservation of a trained model: 2 ps at 1 fs on 64 Cu atoms (float64).
 
-A small conservative many-body model (embedded-density + pair terms on smooth radial
-bases) is trained for a few seconds on ASE-EMT Cu energies and forces through
-``Potential``; velocity-Verlet MD with ``ScalingCalculator`` then must conserve the total
-energy: the drift (|OLS slope| of E_total/atom vs time, first 20 % dropped) is reported
-in meV/atom/ps and bounded.
+Two small conservative models are trained for a few seconds on ASE-EMT Cu energies and
+forces through ``Potential``: the package's ``transformer-1.2k`` preset and a hand-written
+embedded-density model (any energy model wrapped by ``Potential``). Velocity-Verlet MD
+with ``ScalingCalculator`` then must conserve the total energy: the drift (|OLS slope| of
+E_total/atom vs time, first 20 % dropped) is reported in meV/atom/ps and bounded.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 from ase import units
 from ase.build import bulk
@@ -25,9 +26,10 @@ from mlip_scaling.calculators.ase import ScalingCalculator
 from mlip_scaling.data.atomic_data import collate, from_atoms
 from mlip_scaling.data.neighbors import NeighborListTransform
 from mlip_scaling.models.potential import Potential
+from mlip_scaling.models.registry import build_model, get_preset
 
 CUTOFF = 4.5
-MAX_DRIFT = 0.05  # meV/atom/ps (measured: ~1e-4)
+MAX_DRIFT = 0.05  # meV/atom/ps (measured: 1e-4 density, 5e-6 transformer-1.2k)
 
 
 class DensityModel(nn.Module):
@@ -65,15 +67,24 @@ def emt_structures(n: int, seed: int = 0) -> list:
     return structures
 
 
-def train(structures, steps: int = 250) -> Potential:
+def make_model(name: str) -> tuple[nn.Module, str, dict]:
+    """``(energy model, family, config)``: a package preset or the hand-written model."""
+    if name == "density":
+        return DensityModel(), "density", {"cutoff": CUTOFF}
+    family, config = get_preset(name)
+    return build_model(family, config), family, config
+
+
+def train(structures, name: str, steps: int, lr: float) -> Potential:
     torch.manual_seed(0)
     energies = [a.get_potential_energy() / len(a) for a in structures]
-    potential = Potential(DensityModel(), "density", {"cutoff": CUTOFF}, species=[29],
+    model, family, config = make_model(name)
+    potential = Potential(model, family, config, species=[29],
                           reference_energies={29: float(np.mean(energies))}, scale=0.1)
     potential = potential.float()
-    nl = NeighborListTransform(CUTOFF)
+    nl = NeighborListTransform(config["cutoff"])
     batch = collate([nl(from_atoms(a, dtype=torch.float32)) for a in structures])
-    optimizer = torch.optim.Adam(potential.parameters(), lr=2e-2)
+    optimizer = torch.optim.Adam(potential.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     n_atoms = batch[keys.NUM_ATOMS].float()
     for _ in range(steps):
@@ -95,8 +106,10 @@ def drift_mev_per_atom_ps(times_fs: np.ndarray, e_per_atom: np.ndarray) -> float
     return abs(slope) * 1000.0
 
 
-def test_trained_model_conserves_energy_in_nve():
-    potential = train(emt_structures(12))
+@pytest.mark.parametrize(("name", "steps", "lr"),
+                         [("density", 250, 2e-2), ("transformer-1.2k", 400, 2e-2)])
+def test_trained_model_conserves_energy_in_nve(name, steps, lr):
+    potential = train(emt_structures(12), name, steps, lr)
     check = emt_structures(4, seed=1)
     calc = ScalingCalculator(potential, device="cpu", dtype="float64")
     errors = [np.abs(r["forces"] - a.get_forces()).mean()
@@ -121,7 +134,7 @@ def test_trained_model_conserves_energy_in_nve():
     times_fs, totals = np.array(times), np.array(totals)
     drift = drift_mev_per_atom_ps(times_fs, totals)
     fluctuation = 1000 * np.ptp(totals)
-    print(f"NVE drift {drift:.4f} meV/atom/ps; E_total/atom range {fluctuation:.3f} meV; "
+    print(f"{name}: NVE drift {drift:.1e} meV/atom/ps; E_total/atom range {fluctuation:.3f} meV; "
           f"<T> {np.mean(temps):.0f} K; neighbour lists built {calc._neighbors.builds}")
     assert times_fs[-1] == 2000.0
     assert 150 < np.mean(temps[20:]) < 600  # equipartition: ~300 K, and no blow-up
