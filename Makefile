@@ -23,8 +23,8 @@ $(STAMP): pyproject.toml
 DEMO_DIR ?= runs/demo
 demo: $(STAMP)
 	$(VENV)/bin/mlip-data info data/default.h5
-	$(VENV)/bin/mlip-scaling sweep --plan examples/demo_transformer.yaml --out $(DEMO_DIR)
-	$(VENV)/bin/mlip-scaling sweep --plan examples/demo_eqv2.yaml --out $(DEMO_DIR)
+	$(VENV)/bin/mlip-scaling sweep --plan examples/demo_transformer.yaml --out $(DEMO_DIR) --jobs 2
+	$(VENV)/bin/mlip-scaling sweep --plan examples/demo_eqv2.yaml --out $(DEMO_DIR) --jobs 2
 	$(VENV)/bin/mlip-scaling report $(DEMO_DIR) --out $(DEMO_DIR)/report \
 	  --k-relax 1 --md-steps 50 --max-test 100
 

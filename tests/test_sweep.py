@@ -53,7 +53,7 @@ def test_dry_run_marks_finished_runs(tmp_path, capsys) -> None:
 def test_finished_sweep_runs_nothing(tmp_path, monkeypatch, capsys) -> None:
     for r in sweep.plan_runs(tmp_path, ["transformer-1.2k"], [5], 1):
         _finish(r)
-    monkeypatch.setattr(sweep.subprocess, "run", pytest.fail)
+    monkeypatch.setattr(sweep.subprocess, "Popen", pytest.fail)
     assert main(["sweep", "--models", "transformer-1.2k", "--train-sizes", "5",
                  "--out", str(tmp_path)]) == 0
     assert "0 to run" in capsys.readouterr().out
@@ -98,7 +98,7 @@ def test_forwarded_args_seed_and_distinct_budget_names(tmp_path, capsys) -> None
 
 
 def test_unknown_model_fails_before_training(tmp_path, monkeypatch, capsys) -> None:
-    monkeypatch.setattr(sweep.subprocess, "run", pytest.fail)
+    monkeypatch.setattr(sweep.subprocess, "Popen", pytest.fail)
     with pytest.raises(SystemExit) as exit_info:
         main(["sweep", "--models", "transformer-1.2k,transfomer-9k", "--train-sizes", "5",
               "--out", str(tmp_path)])
@@ -155,9 +155,10 @@ def test_real_two_run_sweep_is_idempotent_and_resumes(tmp_path, tiny_data, capsy
     args = ["sweep", "--models", "transformer-1.2k", "--train-sizes", "8,16", "--epochs", "1",
             "--out", str(tmp_path), "--data", str(tiny_data), "--", "--max-val-structures",
             "2", "--batch-size", "8", "--threads", "1", "--val-size", "4", "--test-size", "4"]
-    assert main(args) == 0
+    assert main([*args[:1], "--jobs", "2", *args[1:]]) == 0  # both at once, largest first
     out = capsys.readouterr().out
-    assert "[1/2] transformer-1.2k-n8: done" in out and "[2/2] transformer-1.2k-n16: done" in out
+    assert "[1/2] transformer-1.2k-n16: done" in out and "[2/2] transformer-1.2k-n8: done" in out
+    assert "exported" in (tmp_path / "transformer-1.2k-n8" / "train.log").read_text()
     exports = sorted(tmp_path.rglob("transformer-1.2k-n*.pt"))
     assert [p.name for p in exports] == ["transformer-1.2k-n16.pt", "transformer-1.2k-n8.pt"]
     train = torch.load(exports[1], weights_only=True)["train"]
@@ -168,6 +169,7 @@ def test_real_two_run_sweep_is_idempotent_and_resumes(tmp_path, tiny_data, capsy
     exports[1].unlink()  # interrupted after training, before export: last.pt is resumed
     assert (exports[1].parent / "last.pt").is_file()
     assert main(args) == 0
-    assert "1 finished, 1 to run" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "1 finished, 1 to run" in out and "[1/1] transformer-1.2k-n8: done" in out
     resumed = torch.load(exports[1], weights_only=True)["train"]
     assert resumed["steps"] == train["steps"]  # nothing retrained

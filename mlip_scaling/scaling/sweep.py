@@ -3,7 +3,8 @@
 Each run is one ``mlip-train`` call in ``OUT/<model>-n<N>[-c<FLOPs>]`` exporting ``<run>.pt``
 there. Runs whose exported model exists are skipped; the others start with ``--resume``
 (fresh when there is no ``last.pt``), so an interrupted sweep is resumed by re-running it.
-Locally the runs go one after another; ``--launcher slurm`` submits one submitit array job.
+Locally the runs go one after another (``--jobs N``: N at a time); ``--launcher slurm``
+submits one submitit array job.
 Arguments after ``--`` go to every mlip-train call::
 
     mlip-scaling sweep --models transformer-1.2k,eqv2-5.6k --train-sizes 100,300 -- --lr 1e-3
@@ -129,19 +130,39 @@ def _check_commands(runs: list[Run]) -> None:
         resolve_model(cfg)
 
 
-def _run_local(runs: list[Run]) -> int:
-    failed = []
-    for k, r in enumerate(runs, 1):
-        print(f"[{k}/{len(runs)}] {r.name}: {shlex.join(r.command)}", flush=True)
-        start = time.perf_counter()
-        code = subprocess.run(r.command, check=False).returncode
-        took = time.perf_counter() - start
-        failed += [r.name] if code else []
-        state = f"FAILED (exit {code})" if code else f"done -> {r.export}"
-        print(f"[{k}/{len(runs)}] {r.name}: {state} after {took:.0f} s", flush=True)
+def _run_local(runs: list[Run], jobs: int = 1) -> int:
+    """Run the trainings here, ``jobs`` at a time (each run's output -> ``train.log`` then)."""
+    failed: list[str] = []
+    queue = list(reversed(runs)) if jobs > 1 else list(runs)  # largest (last in grid) first
+    active: list[tuple[Run, subprocess.Popen, float, int]] = []
+    started = 0
+    while queue or active:
+        while queue and len(active) < jobs:
+            r = queue.pop(0)
+            started += 1
+            print(f"[{started}/{len(runs)}] {r.name}: {shlex.join(r.command)}", flush=True)
+            active.append((r, _start(r, log=jobs > 1), time.perf_counter(), started))
+        time.sleep(0.2)
+        for item in [a for a in active if a[1].poll() is not None]:
+            active.remove(item)
+            r, proc, start, k = item
+            code = proc.returncode
+            failed += [r.name] if code else []
+            state = f"FAILED (exit {code})" if code else f"done -> {r.export}"
+            print(f"[{k}/{len(runs)}] {r.name}: {state} after "
+                  f"{time.perf_counter() - start:.0f} s", flush=True)
     print(f"{len(failed)} run(s) failed: {', '.join(failed)} (re-run the sweep to resume)"
           if failed else f"all {len(runs)} runs done")
     return 1 if failed else 0
+
+
+def _start(r: Run, log: bool) -> subprocess.Popen:
+    """Start one mlip-train process; with ``log`` its output is appended to ``train.log``."""
+    if not log:
+        return subprocess.Popen(r.command)
+    r.out.mkdir(parents=True, exist_ok=True)
+    with open(r.out / "train.log", "ab") as fh:
+        return subprocess.Popen(r.command, stdout=fh, stderr=subprocess.STDOUT)
 
 
 def _run_command(command: list[str]) -> int:
@@ -191,6 +212,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-args", default="", help="extra mlip-train arguments, quoted, "
                         "e.g. \"--batch-size 16 --lr 1e-3\" (or give them after --)")
     parser.add_argument("--launcher", choices=["local", "slurm"], default="local")
+    parser.add_argument("--jobs", type=int, default=1, help="local runs at the same time "
+                        "(each gets its own process; give each --threads cores/jobs)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     parser.add_argument("forward", nargs="*", metavar="-- MLIP_TRAIN_ARGS",
                         help="arguments after -- are passed to every mlip-train call")
@@ -212,4 +235,4 @@ def run(args: argparse.Namespace) -> int:
     print(f"{len(runs)} runs, {len(runs) - len(todo)} finished, {len(todo)} to run")
     if args.dry_run or not todo:
         return 0
-    return _submit_slurm(todo, args) if args.launcher == "slurm" else _run_local(todo)
+    return _submit_slurm(todo, args) if args.launcher == "slurm" else _run_local(todo, args.jobs)
