@@ -138,7 +138,8 @@ def trained(tmp_path_factory):
 
 
 def test_trained_models_downstream_and_exit_codes(trained, monkeypatch, capsys) -> None:
-    rc = main(["evaluate", str(trained), "--k-relax", "1", "--md-steps", "20", "--quiet"])
+    rc = main(["evaluate", str(trained), "--k-relax", "1", "--md-steps", "20", "--quiet",
+               "--jobs", "2"])  # the two new files side by side, in two processes
     assert rc == 0
     records = json.loads((trained / evaluate.RESULTS_NAME).read_text())["records"]
     assert sorted(r["n_train"] for r in records) == [8, 16]

@@ -15,6 +15,9 @@ import functools
 import json
 import math
 import os
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -190,7 +193,8 @@ def evaluate_directory(directory: str | os.PathLike, oracle: str | None = None,
                        md_temperature: float = 300.0, progress: bool = True) -> list[dict]:
     """Evaluate every new model file under ``directory`` -> the records of all model files.
 
-    ``jobs`` processes relax structures in parallel (0: all cores). Records already in the
+    ``jobs`` processes (0: all cores) evaluate files side by side, or relax one file's
+    structures in parallel when it is the only new one. Records already in the
     results file with the same content hash and settings are reused.
     """
     from tqdm import tqdm
@@ -209,24 +213,60 @@ def evaluate_directory(directory: str | os.PathLike, oracle: str | None = None,
     cached = {(r.get("hash"), json.dumps(r.get("settings"), sort_keys=True)): r
               for r in _load_cache(results_path)}
     key_settings = json.dumps(settings, sort_keys=True)
-    records: list[dict] = []
-    for path in tqdm(candidates, desc="evaluate", disable=not progress):
-        digest = file_hash(path)
-        rec = cached.get((digest, key_settings))
-        if rec is None:
-            try:
-                ckpt = load_checkpoint(path)
-            except CheckpointError as exc:
-                if is_run_state(path):
-                    continue  # a resumable run state, not an exported model
-                rec = _record(path, root, digest, None, settings)
-                rec.update(status="failed", error=str(exc).splitlines()[0][:300])
-            else:
-                rec = evaluate_file(path, root, ckpt, digest, settings, jobs, progress)
-        rec["checkpoint"] = str(path.relative_to(root))
-        records.append(rec)
-        _write(results_path, records)
+    digests = [file_hash(path) for path in candidates]
+    todo = [(p, d) for p, d in zip(candidates, digests) if (d, key_settings) not in cached]
+    done = {p: cached[(d, key_settings)] for p, d in zip(candidates, digests)
+            if (d, key_settings) in cached}
+    bar = tqdm(total=len(candidates), initial=len(done), desc="evaluate", disable=not progress)
+    for path, rec in _evaluate_all(todo, root, settings, jobs, progress):
+        done[path] = rec
+        bar.update()
+        _write(results_path, _in_order(candidates, done, root))
+    bar.close()
+    records = _in_order(candidates, done, root)
+    _write(results_path, records)
     return records
+
+
+def _in_order(candidates: list[Path], done: dict, root: Path) -> list[dict]:
+    """Records in file order, run states (``None``) left out."""
+    records = []
+    for path in candidates:
+        if done.get(path) is not None:
+            done[path]["checkpoint"] = str(path.relative_to(root))
+            records.append(done[path])
+    return records
+
+
+def _evaluate_path(path: Path, root: Path, digest: str, settings: dict, jobs: int = 1,
+                   progress: bool = False) -> dict | None:
+    """The record of one file; ``None`` for a resumable run state."""
+    try:
+        ckpt = load_checkpoint(path)
+    except CheckpointError as exc:
+        if is_run_state(path):
+            return None
+        rec = _record(path, root, digest, None, settings)
+        rec.update(status="failed", error=str(exc).splitlines()[0][:300])
+        return rec
+    return evaluate_file(path, root, ckpt, digest, settings, jobs, progress)
+
+
+def _evaluate_all(todo: list[tuple[Path, str]], root: Path, settings: dict, jobs: int,
+                  progress: bool) -> Iterator[tuple[Path, dict | None]]:
+    """Evaluate ``todo``: ``jobs`` files side by side (one process and thread each) when
+    there are several, else one after another with ``jobs`` parallel relaxations."""
+    if jobs > 1 and len(todo) > 1:
+        from mlip_scaling.scaling.downstream.relax import worker_env
+
+        with worker_env(), ProcessPoolExecutor(min(jobs, len(todo)),
+                                               mp_context=get_context("spawn")) as ex:
+            futures = {ex.submit(_evaluate_path, p, root, d, settings): p for p, d in todo}
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+        return
+    for path, digest in todo:
+        yield path, _evaluate_path(path, root, digest, settings, jobs, progress)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -241,7 +281,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--md-temperature", type=float, default=300.0, help="MD temperature (K)")
     parser.add_argument("--max-test", type=int, default=None, help="cap on test structures")
     parser.add_argument("--no-downstream", action="store_true", help="test metrics only")
-    parser.add_argument("--jobs", type=int, default=1, help="parallel relaxations (0: all cores)")
+    parser.add_argument("--jobs", type=int, default=1, help="parallel processes: model files "
+                        "side by side, or the relaxations of a single new file (0: all cores)")
     parser.add_argument("--results", default=None, help="results file (default: "
                         f"DIR/{RESULTS_NAME})")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -146,7 +146,7 @@ def _pair_job(args: tuple) -> dict:
 
 
 @contextlib.contextmanager
-def _worker_env() -> Iterator[None]:
+def worker_env() -> Iterator[None]:
     """Spawned workers start with one BLAS/OpenMP thread each (they inherit os.environ)."""
     names = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
     saved = {k: os.environ.get(k) for k in names}
@@ -194,7 +194,7 @@ def relaxation_errors(structures: Sequence[Atoms], model: CalcSpec, oracle: Calc
     tasks = [(a, model, oracle, fmax, max_steps, fixed_cell) for a in structures]
     bar = dict(total=len(tasks), desc="relax", disable=not progress, leave=False)
     if jobs > 1 and len(tasks) > 1:
-        with _worker_env(), ProcessPoolExecutor(min(jobs, len(tasks)),
+        with worker_env(), ProcessPoolExecutor(min(jobs, len(tasks)),
                                                 mp_context=get_context("spawn")) as ex:
             pairs = list(tqdm(ex.map(_pair_job, tasks), **bar))
     else:

@@ -1,0 +1,87 @@
+"""Markdown exponent table of a ``mlip-scaling report`` folder, optionally written into README.
+
+    python examples/demo_summary.py runs/demo/report                    # print the table
+    python examples/demo_summary.py runs/demo/report --readme README.md --figure docs/demo.png
+
+With ``--readme`` the text between ``<!-- demo:start -->`` and ``<!-- demo:end -->`` is
+replaced by the table (and the figure, copied from the report's ``test_loss.png``), so the
+README always shows the numbers of the last ``make demo``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+METRICS = {"test_loss": "test loss", "energy_mae": "energy MAE", "force_mae": "force MAE",
+           "stress_mae": "stress MAE", "relax_energy_error": "relaxed-energy error",
+           "relax_rmsd": "relaxation RMSD", "rdf_error": "MD RDF error"}
+AXES = {"data": "data β", "params": "parameters β", "compute": "compute-frontier β"}
+START, END = "<!-- demo:start -->", "<!-- demo:end -->"
+
+
+def cell(fit: dict | None) -> str:
+    """``β [lo, hi]`` of a power-law fit, or why there is none."""
+    if fit is None:
+        return "–"
+    if fit["status"] != "ok":
+        return f"no fit ({fit['status']})"
+    lo, hi = fit["ci"]["beta"]
+    return f"{fit['params']['beta']:.2f} [{lo:.2f}, {hi:.2f}]"
+
+
+def table(fits: list[dict]) -> str:
+    """One Markdown table per family: metric rows, axis columns (pure power law)."""
+    power = {(f["family"], f["metric"], f["axis"]): f for f in fits if f["form"] == "power"}
+    lines = []
+    for family in sorted({f["family"] for f in fits}):
+        lines += [f"**{family}**", "", "| metric | " + " | ".join(AXES.values()) + " |",
+                  "|---" * (len(AXES) + 1) + "|"]
+        for metric, label in METRICS.items():
+            cells = [cell(power.get((family, metric, axis))) for axis in AXES]
+            if any(c != "–" for c in cells):
+                lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_readme(readme: Path, text: str) -> None:
+    content = readme.read_text()
+    if START not in content or END not in content:
+        raise SystemExit(f"{readme}: no {START} ... {END} block to replace")
+    head, rest = content.split(START, 1)
+    tail = rest.split(END, 1)[1]
+    tmp = readme.with_suffix(".tmp")
+    tmp.write_text(f"{head}{START}\n{text}{END}{tail}")
+    tmp.replace(readme)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("report", type=Path, help="folder written by mlip-scaling report")
+    parser.add_argument("--readme", type=Path, help="README to update between the markers")
+    parser.add_argument("--figure", type=Path, help="copy test_loss.png here (with --readme)")
+    args = parser.parse_args(argv)
+    fits_file = args.report / "fits.json"
+    if not fits_file.is_file():
+        raise SystemExit(f"{fits_file}: missing; run mlip-scaling report first")
+    payload = json.loads(fits_file.read_text())
+    text = table(payload["fits"] if isinstance(payload, dict) else payload)
+    if args.readme is None:
+        print(text, end="")
+        return 0
+    if args.figure is not None:
+        args.figure.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(args.report / "test_loss.png", args.figure)
+        rel = args.figure.resolve().relative_to(args.readme.resolve().parent)
+        text += f"\n![test loss against data, parameters and compute]({rel.as_posix()})\n"
+    write_readme(args.readme, text)
+    print(f"{args.readme}: demo table updated from {fits_file}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
