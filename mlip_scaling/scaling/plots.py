@@ -64,7 +64,10 @@ def _save(fig, out: Path, stem: str) -> tuple[Path, Path]:
 
 
 def _finish(ax, xlabel: str, ylabel: str, title: str) -> None:
+    from matplotlib.ticker import NullFormatter
+
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())  # labelled decades only: no overlapping text
     if ax.dataLim.y1 > 0:  # all-zero values (e.g. no failed relaxation) stay on a linear axis
         ax.set_yscale("log")
     ax.set_xlabel(xlabel)
