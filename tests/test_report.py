@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 
 from mlip_scaling.errors import ConfigError, DataError
-from mlip_scaling.scaling.report import build_report, fit_records, load_records, split_records
+from mlip_scaling.scaling.report import (
+    axis_points,
+    build_report,
+    fit_records,
+    load_records,
+    split_records,
+)
 
 FAMILIES = {"transformer": (0.30, 0.35), "eqv2": (0.45, 0.40)}  # planted (a, b)
 
@@ -137,3 +143,14 @@ def test_unreadable_or_foreign_results_are_refused(tmp_path):
         build_report(tmp_path, tmp_path / "r", quiet=True)
     with pytest.raises(DataError, match="no evaluation results"):
         load_records(tmp_path / "missing")
+
+
+def test_axis_slice_with_most_sizes_wins_over_a_lone_larger_run():
+    """A hand-made folder: 3 model sizes at 800 structures plus one model at 9000."""
+    recs = [_record("transformer", i, 0, n, 800, 10 * n**-0.4) for i, n in
+            enumerate([1e3, 4e3, 1.6e4])] + [_record("transformer", 9, 1, 2e3, 9000, 1.0)]
+    x, y = axis_points(recs, "params", "test_loss")
+    assert list(x) == [1e3, 4e3, 1.6e4]
+    np.testing.assert_allclose(y, 10 * x**-0.4)
+    x, _ = axis_points(recs, "data", "test_loss")  # every model has one set: the largest model
+    assert list(x) == [800]

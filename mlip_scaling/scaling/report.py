@@ -1,7 +1,8 @@
 """From evaluation records to fitted exponents, plots, HTML, JSON and CSV.
 
-Points per axis and family: ``data`` = n_train at the family's largest model; ``params`` =
-n_params at its largest training set; ``compute`` = the running-minimum frontier of
+Points per axis and family: ``data`` = n_train at one model size, ``params`` = n_params at
+one training-set size: the slice with the most distinct sizes, the largest among equals (a
+full grid: the largest model / set); ``compute`` = the running-minimum frontier of
 (flops, metric) over all its runs; plus the joint law over (n_params, n_train). Failed
 records and records whose test loss is NaN/missing are excluded and listed; a NaN
 downstream metric drops that record from that metric's fits only, and is listed too.
@@ -116,11 +117,15 @@ def axis_points(recs: list[dict], axis: str, metric: str) -> tuple[np.ndarray, n
     if axis == "compute":
         return frontier(*_points(recs, key, metric))
     other = AXES["params" if axis == "data" else "data"]
-    sizes = [r[other] for r in recs if _finite(r.get(other))
-             and _finite((r.get("metrics") or {}).get(metric))]
-    if not sizes:
+    groups: dict[float, set] = {}
+    for r in recs:
+        if _finite(r.get(other)) and _finite(r.get(key)) and _finite(
+                (r.get("metrics") or {}).get(metric)):
+            groups.setdefault(r[other], set()).add(r[key])
+    if not groups:
         return np.zeros(0), np.zeros(0)
-    top = max(sizes)
+    # the slice with the most distinct sizes; among equals, the largest model / data set
+    top = max(groups, key=lambda v: (len(groups[v]), v))
     x, y = _points(recs, key, metric, where=lambda r: r.get(other) == top)
     order = np.argsort(x, kind="stable")
     return x[order], y[order]
