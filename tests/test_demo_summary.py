@@ -1,0 +1,55 @@
+"""examples/demo_summary.py: the README's demo table comes from a report's fits.json."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "demo_summary.py"
+
+
+@pytest.fixture(scope="module")
+def summary():
+    spec = importlib.util.spec_from_file_location("demo_summary", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _fit(metric, axis, beta=None, status="ok"):
+    return {"family": "transformer", "metric": metric, "axis": axis, "form": "power",
+            "status": status, "params": {"beta": beta} if beta else {},
+            "ci": {"beta": [beta - 0.1, beta + 0.1]} if beta else {}}
+
+
+def test_readme_block_is_replaced_with_the_measured_table(summary, tmp_path):
+    report = tmp_path / "report"
+    report.mkdir()
+    fits = [_fit("test_loss", "data", 0.5), _fit("test_loss", "params", 0.25),
+            _fit("test_loss", "compute", status="no-trend"),
+            {**_fit("test_loss", "data", 0.9), "form": "floor"}]
+    (report / "fits.json").write_text(json.dumps({"format": "x", "fits": fits}))
+    (report / "test_loss.png").write_bytes(b"png")
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- demo:start -->\nold table\n<!-- demo:end -->\nrest\n")
+    assert summary.main([str(report), "--readme", str(readme),
+                         "--figure", str(tmp_path / "docs" / "demo.png")]) == 0
+    text = readme.read_text()
+    assert "old table" not in text and text.startswith("intro\n") and text.endswith("rest\n")
+    assert "| test loss | 0.50 [0.40, 0.60] | 0.25 [0.15, 0.35] | no fit (no-trend) |" in text
+    assert "0.90" not in text  # only the pure power law is tabulated
+    assert "](docs/demo.png)" in text and (tmp_path / "docs" / "demo.png").read_bytes() == b"png"
+
+
+def test_missing_markers_or_fits_are_refused(summary, tmp_path):
+    with pytest.raises(SystemExit, match="fits.json"):
+        summary.main([str(tmp_path)])
+    (tmp_path / "fits.json").write_text("[]")
+    readme = tmp_path / "README.md"
+    readme.write_text("no markers\n")
+    with pytest.raises(SystemExit, match="demo:start"):
+        summary.main([str(tmp_path), "--readme", str(readme)])
+    assert readme.read_text() == "no markers\n"
