@@ -68,8 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     fits_file = args.report / "fits.json"
     if not fits_file.is_file():
         raise SystemExit(f"{fits_file}: missing; run mlip-scaling report first")
-    payload = json.loads(fits_file.read_text())
-    text = table(payload["fits"] if isinstance(payload, dict) else payload)
+    text = table(json.loads(fits_file.read_text())["fits"])
     if args.readme is None:
         print(text, end="")
         return 0

@@ -47,7 +47,7 @@ def test_readme_block_is_replaced_with_the_measured_table(summary, tmp_path):
 def test_missing_markers_or_fits_are_refused(summary, tmp_path):
     with pytest.raises(SystemExit, match="fits.json"):
         summary.main([str(tmp_path)])
-    (tmp_path / "fits.json").write_text("[]")
+    (tmp_path / "fits.json").write_text('{"fits": []}')
     readme = tmp_path / "README.md"
     readme.write_text("no markers\n")
     with pytest.raises(SystemExit, match="demo:start"):
