@@ -28,7 +28,7 @@ def _wrong() -> LennardJones:
 def test_relax_identical_calculators_agree() -> None:
     asap3 = pytest.importorskip("asap3")
     out = relax.relaxation_errors([_start(0), _start(1, -0.02)], EMT, asap3.EMT)
-    assert out["relax_failure_rate"] == 0.0
+    assert out["relax_failure_rate"] == pytest.approx(0.0, abs=1e-12)
     assert out["relax_energy_error"] < 0.02  # asap3 EMT differs from ASE EMT by meV
     assert out["relax_rmsd"] < 1e-2
     assert 0 < out["relax_steps"] <= 500
@@ -60,7 +60,7 @@ def test_failure_and_unmatched_count_as_one() -> None:
              {"oracle_ok": True, "ok": True, "steps": 10, "energy_error": 0.1, "rmsd": 0.2,
               "displacement": 0.05}]
     summary = relax.summarise(pairs, fixed_cell=True)
-    assert summary["relax_failure_rate"] == 0.5
+    assert summary["relax_failure_rate"] == pytest.approx(0.5, rel=1e-12)
     assert summary["relax_rmsd"] == pytest.approx(0.6)
     assert summary["relax_energy_error"] == pytest.approx(0.1)
     assert summary["relax_adwt"] == pytest.approx(0.5 * np.mean(relax.ADWT_THRESHOLDS > 0.05))
@@ -69,7 +69,7 @@ def test_failure_and_unmatched_count_as_one() -> None:
 def test_unmatched_structures_give_one() -> None:
     a = bulk("Cu", "fcc", a=3.61, cubic=True)
     b = bulk("Cu", "bcc", a=2.87, cubic=True).repeat((2, 1, 1))
-    assert relax.normalised_rmsd(a, b) == 1.0
+    assert relax.normalised_rmsd(a, b) == pytest.approx(1.0, rel=1e-12)
     assert relax.normalised_rmsd(a, a.copy()) == pytest.approx(0.0, abs=1e-8)
 
 
@@ -91,7 +91,7 @@ def test_drift_units() -> None:
 def test_md_identical_calculators() -> None:
     atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((3, 3, 3))
     out = md.md_errors(atoms, EMT(), EMT(), temperature_K=300.0, steps=60)
-    assert out["md_stability"] == 1.0
+    assert out["md_stability"] == pytest.approx(1.0, rel=1e-12)
     assert out["rdf_error"] == pytest.approx(0.0, abs=1e-12)
     assert out["md_drift"] < 5.0  # meV/atom/ps at dt = 1 fs
 

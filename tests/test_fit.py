@@ -74,8 +74,8 @@ def test_compute_frontier_keeps_running_minimum():
     compute = np.array([1e12, 2e12, 4e12, 3e12, 8e12, 1e13])
     loss = np.array([1.0, 1.2, 0.7, 0.8, 0.75, 0.5])
     c, l = frontier(compute, loss)
-    np.testing.assert_array_equal(c, [1e12, 3e12, 4e12, 1e13])
-    np.testing.assert_array_equal(l, [1.0, 0.8, 0.7, 0.5])
+    np.testing.assert_allclose(c, [1e12, 3e12, 4e12, 1e13], rtol=1e-12)
+    np.testing.assert_allclose(l, [1.0, 0.8, 0.7, 0.5], rtol=1e-12)
 
 
 def test_floor_form_over_seeds_within_ten_percent():

@@ -40,11 +40,11 @@ def test_round_trip(tmp_path):
     assert store.metadata["oracle"] == "emt" and len(store.metadata["content_hash"]) == 64
     for i, atoms in enumerate(structures):
         data = store[i]
-        np.testing.assert_array_equal(data[keys.POSITIONS].numpy(), atoms.positions)
-        np.testing.assert_array_equal(data[keys.FORCES].numpy(), atoms.get_forces())
-        assert float(data[keys.ENERGY]) == atoms.get_potential_energy()
+        np.testing.assert_allclose(data[keys.POSITIONS].numpy(), atoms.positions, rtol=1e-12)
+        np.testing.assert_allclose(data[keys.FORCES].numpy(), atoms.get_forces(), rtol=1e-12)
+        assert float(data[keys.ENERGY]) == pytest.approx(atoms.get_potential_energy(), rel=1e-12)
         back = store.get_atoms(i)
-        np.testing.assert_array_equal(back.get_forces(), atoms.get_forces())
+        np.testing.assert_allclose(back.get_forces(), atoms.get_forces(), rtol=1e-12)
     assert keys.STRESS in store[0] and keys.STRESS not in store[4]
     np.testing.assert_allclose(store.get_atoms(0).get_stress(), structures[0].get_stress())
     assert store.has_stress.tolist() == [True] * 4 + [False]

@@ -40,7 +40,7 @@ def test_perfect_prediction_has_zero_loss():
     batch = _batch()
     terms = loss_terms(_copy(batch), batch)
     assert set(terms) == {"energy", "force", "stress_iso", "stress_aniso"}
-    assert float(total_loss(terms, LossWeights())) == 0.0
+    assert float(total_loss(terms, LossWeights())) == pytest.approx(0.0, abs=1e-12)
 
 
 def test_energy_term_is_per_atom_mae():
