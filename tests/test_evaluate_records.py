@@ -95,3 +95,21 @@ def test_results_file_of_the_wrong_structure(tmp_path, store, payload):
     (tmp_path / evaluate.RESULTS_NAME).write_text(json.dumps(payload))
     with pytest.raises(DataError, match="results"):
         _evaluate(tmp_path)
+
+
+def test_report_evaluates_models_whose_record_failed(tmp_path, store, monkeypatch):
+    import argparse
+
+    from mlip_scaling.scaling import cli
+
+    _model_file(tmp_path / "m.pt", store, 0)
+    failed = {"checkpoint": "m.pt", "hash": file_hash(tmp_path / "m.pt"), "status": "failed",
+              "error": "was broken", "settings": {"downstream": False}}
+    (tmp_path / evaluate.RESULTS_NAME).write_text(
+        json.dumps({"format": evaluate.FORMAT, "records": [failed]}))
+    calls = []
+    monkeypatch.setattr(evaluate, "evaluate_directory", lambda d, **kw: calls.append(d))
+    args = argparse.Namespace(oracle=None, data=None, k_relax=None, md_steps=None,
+                              max_test=None, no_downstream=True, quiet=True, jobs=1)
+    cli._evaluate_missing(tmp_path, args)
+    assert calls == [tmp_path]

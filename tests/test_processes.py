@@ -1,4 +1,5 @@
-"""kill -9 of `mlip-scaling sweep` / `evaluate --jobs 2` takes their child processes along."""
+"""kill -9 of `mlip-scaling sweep` / `evaluate --jobs 2` takes their child processes along;
+a run folder being trained is locked against a second trainer."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ from pathlib import Path
 import ase.io
 import pytest
 from test_evaluate import _model_file, _structures
+from test_training_cli import TINY
 from test_training_helpers import emt_structures
 
 from mlip_scaling.data.store import write_store
-
-pytestmark = pytest.mark.slow  # each test starts torch in 3+ processes (~30 s on 2 cores)
+from mlip_scaling.training.runner import LOCK_NAME
 
 
 def _parents() -> dict[int, int]:
@@ -92,3 +93,26 @@ def test_killed_evaluate_takes_its_workers_along(tmp_path) -> None:
     proc = _cli("evaluate", str(models), "--jobs", "2", "--k-relax", "0", "--md-steps",
                 "10000000", "--quiet")
     _kill_and_check(proc, want=2)
+
+
+@pytest.mark.slow  # two trainers prepare their data before the lock decides (~30 s)
+def test_second_trainer_on_a_busy_run_folder_refuses(tmp_path) -> None:
+    data, out = tmp_path / "emt.extxyz", tmp_path / "run"
+    ase.io.write(data, emt_structures(16, seed=4))
+    command = [sys.executable, "-m", "mlip_scaling.training.cli", *TINY, "--data", str(data),
+               "--out", str(out), "--resume", "--epochs", "100000"]
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        lock = out / LOCK_NAME
+        while not (lock.is_file() and lock.read_text().strip() == str(first.pid)):
+            assert first.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        second = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    finally:
+        first.kill()
+        first.wait(timeout=30)
+    assert second.returncode == 2
+    err = second.stderr.strip()
+    assert "another mlip-train is writing" in err and str(first.pid) in err
+    assert len(err.splitlines()) == 1
