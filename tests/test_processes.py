@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import ase.io
@@ -17,6 +18,8 @@ from test_training_cli import TINY
 from test_training_helpers import emt_structures
 
 from mlip_scaling.data.store import write_store
+from mlip_scaling.procs import HAS_PDEATHSIG
+from mlip_scaling.scaling import sweep
 from mlip_scaling.training.runner import LOCK_NAME
 
 
@@ -116,3 +119,25 @@ def test_second_trainer_on_a_busy_run_folder_refuses(tmp_path) -> None:
     err = second.stderr.strip()
     assert "another mlip-train is writing" in err and str(first.pid) in err
     assert len(err.splitlines()) == 1
+
+
+def test_interrupted_sweep_stops_its_trainings(tmp_path, monkeypatch) -> None:
+    run = sweep.Run("sleeper", tmp_path / "sleeper",
+                    [sys.executable, "-c", "import time; time.sleep(120)"])
+    started = []
+    real_start = sweep._start
+    monkeypatch.setattr(sweep, "_start", lambda r, log: started.append(real_start(r, log))
+                        or started[-1])
+
+    def interrupt(seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep, "time", types.SimpleNamespace(sleep=interrupt,
+                                                             perf_counter=time.perf_counter))
+    with pytest.raises(KeyboardInterrupt):
+        sweep._run_local([run], jobs=1)
+    assert len(started) == 1 and started[0].poll() is not None  # terminated and reaped
+
+
+def test_linux_has_the_parent_death_signal() -> None:
+    assert HAS_PDEATHSIG or not sys.platform.startswith("linux")
