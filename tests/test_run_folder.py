@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import ase.io
 import pytest
 import torch
@@ -83,3 +85,26 @@ def test_dataset_path_is_stored_absolute(tmp_path, two_datasets, monkeypatch):
     assert main([*TINY, "--data", a.name, "--out", str(out), "--export", "m.pt"]) == 0
     train = torch.load(out / "m.pt", weights_only=True)["train"]
     assert train["dataset"] == str(a.resolve())
+
+
+def test_metrics_logger_writes_nothing_before_its_first_record(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    from mlip_scaling.training.logger import MetricsLogger
+
+    class Writer:
+        def __init__(self, folder: str) -> None:
+            Path(folder).mkdir(parents=True)
+            self.scalars = []
+
+        def add_scalar(self, *args) -> None:
+            self.scalars.append(args)
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard",
+                        types.SimpleNamespace(SummaryWriter=Writer))
+    logger = MetricsLogger(tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # a refused trainer leaves a busy folder alone
+    logger.log("train", {"step": 1, "loss": 0.5})
+    assert (tmp_path / "run" / "tensorboard").is_dir()
+    assert logger._tb.scalars == [("train/loss", 0.5, 1)]
