@@ -69,7 +69,12 @@ def test_resume_on_other_data_names_both_hashes(tmp_path, two_datasets, capsys):
     assert train["previous_dataset_hashes"] == [file_hash(a)]
 
 
-def test_locked_run_folder_is_refused(tmp_path, two_datasets, capsys):
+@pytest.mark.parametrize("early", [True, False])
+def test_locked_run_folder_is_refused(tmp_path, two_datasets, capsys, monkeypatch, early):
+    from mlip_scaling.training import runner
+
+    if not early:  # the lock taken while this trainer prepared its data
+        monkeypatch.setattr(runner, "_check_not_busy", lambda run_dir: None)
     out = tmp_path / "run"
     with exclusive_lock(out / LOCK_NAME, "held by the test"):
         err = _error(capsys, [*TINY, "--data", str(two_datasets[0]), "--out", str(out),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -72,6 +73,21 @@ def _check_fresh(cfg: TrainConfig, run_dir: Path, export: Path) -> None:
                               f"another --out/--export (nothing was overwritten)")
 
 
+def _busy_message(run_dir: Path) -> str:
+    return f"{run_dir}: another mlip-train is writing this run folder"
+
+
+def _check_not_busy(run_dir: Path) -> None:
+    """Refuse at once (before preparing data) when a trainer holds the folder's lock.
+
+    Only the first process probes: DDP ranks probing together would see each other.
+    """
+    lock = run_dir / LOCK_NAME
+    if lock.is_file() and os.environ.get("RANK", "0") == "0":
+        with exclusive_lock(lock, _busy_message(run_dir)):
+            pass
+
+
 @contextmanager
 def _claim(cfg: TrainConfig, run_dir: Path, export: Path, dist: DistInfo,
            verbose: bool) -> Iterator[None]:
@@ -80,8 +96,7 @@ def _claim(cfg: TrainConfig, run_dir: Path, export: Path, dist: DistInfo,
     if not dist.is_main:
         yield
         return
-    busy = f"{run_dir}: another mlip-train is writing this run folder"
-    with exclusive_lock(run_dir / LOCK_NAME, busy):
+    with exclusive_lock(run_dir / LOCK_NAME, _busy_message(run_dir)):
         _check_fresh(cfg, run_dir, export)  # a run may have started since the first check
         stale = remove_stale_temps(run_dir / "last.pt") + remove_stale_temps(export)
         if stale and verbose:
@@ -177,6 +192,7 @@ def run_training(cfg: TrainConfig, source: Sequence | None = None,
     n_params = registry.count_parameters(family, config)
     run_dir, export = run_paths(cfg, family, n_params)
     _check_fresh(cfg, run_dir, export)
+    _check_not_busy(run_dir)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     dist, device = init_distributed(cfg.device)
