@@ -1,7 +1,9 @@
-"""Atomic file writes and content hashes."""
+"""Atomic file writes, their stale temporary files, folder locks and content hashes."""
 
 from __future__ import annotations
 
+import fcntl
+import glob
 import hashlib
 import os
 import tempfile
@@ -11,7 +13,10 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["atomic_path", "atomic_torch_save", "atomic_write_text", "file_hash"]
+from mlip_scaling.errors import ConfigError
+
+__all__ = ["atomic_path", "atomic_torch_save", "atomic_write_text", "file_hash",
+           "remove_stale_temps", "exclusive_lock"]
 
 
 @contextmanager
@@ -57,3 +62,46 @@ def file_hash(path: str | os.PathLike, algorithm: Callable = hashlib.sha256) -> 
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that a killed :func:`atomic_path` left beside ``path``.
+
+    Call only while no other process may be writing ``path`` (e.g. under its folder lock).
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    stale = sorted(path.parent.glob(f".{glob.escape(path.name)}.*.tmp"))
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return stale
+
+
+@contextmanager
+def exclusive_lock(lock_path: str | os.PathLike, busy: str = "", wait: bool = False
+                   ) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_path`` (created; holds this process id).
+
+    When another process holds it: with ``wait`` block until it is free, else raise
+    :class:`ConfigError` with ``busy`` and the holder's pid. The kernel releases the lock
+    when the holder exits, however it dies.
+    """
+    lock_path = Path(lock_path)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fh = open(lock_path, "a+")
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        fh.seek(0)
+        holder = fh.read().strip() or "?"
+        fh.close()
+        raise ConfigError(f"{busy} (held by process {holder} via {lock_path})") from None
+    try:
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        yield
+    finally:
+        fh.close()

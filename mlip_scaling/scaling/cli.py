@@ -74,7 +74,8 @@ def _evaluate_missing(directory: Path, args: argparse.Namespace) -> None:
     from mlip_scaling.scaling.report import RESULTS_NAME, load_records
 
     results = directory / RESULTS_NAME
-    known = {r.get("hash") for r in load_records(results)} if results.is_file() else set()
+    known = {r.get("hash") for r in load_records(results) if r.get("status") == "ok"
+             } if results.is_file() else set()  # failed evaluations are retried
     missing = [p for p in evaluate.find_models(directory)
                if file_hash(p) not in known and not evaluate.is_run_state(p)]
     if not missing:

@@ -1,11 +1,14 @@
 """``mlip-scaling evaluate DIR``: test-split and downstream metrics of every model file.
 
 Every exported model ``.pt`` under DIR (recursively) is evaluated; resumable run states
-(``last.pt``, recognised by their format key) are skipped. Results are cached per checkpoint
-content hash (sha256) and evaluation settings in ``DIR/scaling_results.json``, rewritten
-atomically after each checkpoint, so a rerun evaluates only new files. A file that cannot
-be evaluated gets a record with status ``"failed"`` and the error; a missing oracle keeps
-the test metrics, and the record's ``error`` says what the downstream metrics need.
+(``last.pt``, recognised by their format key) are skipped. Records are keyed by the model
+file's content hash (sha256) in ``DIR/scaling_results.json`` (or ``--results``), merged
+into the file under a lock after each checkpoint: a rerun evaluates only new files and
+files whose evaluation failed, and records of model files elsewhere (a shared results
+file, a moved checkpoint) are kept, never deleted. A file that cannot be evaluated gets a
+record with status ``"failed"`` and the error; a missing oracle keeps the test metrics,
+and the record's ``error`` says what the downstream metrics need. Paths are stored so
+that they resolve from any working directory (absolute, or relative to the results file).
 """
 
 from __future__ import annotations
@@ -25,11 +28,17 @@ import numpy as np
 
 from mlip_scaling.checkpoint import CheckpointError, load_checkpoint, potential_from_dict
 from mlip_scaling.errors import ConfigError, DataError
-from mlip_scaling.io_utils import atomic_write_text, file_hash
+from mlip_scaling.io_utils import (
+    atomic_write_text,
+    exclusive_lock,
+    file_hash,
+    remove_stale_temps,
+)
+from mlip_scaling.procs import die_with_parent
 from mlip_scaling.scaling.metrics import test_metrics
 
 __all__ = ["evaluate_directory", "find_models", "configure", "run", "RESULTS_NAME", "FORMAT",
-           "is_run_state"]
+           "is_run_state", "other_records"]
 
 RESULTS_NAME = "scaling_results.json"
 FORMAT = "mlip-scaling-results/1"
@@ -170,20 +179,63 @@ def evaluate_file(path: Path, root: Path, ckpt: dict, digest: str, settings: dic
 
 
 def _load_cache(results_path: Path) -> list[dict]:
+    """Records of an existing results file ([] when there is none)."""
     if not results_path.is_file():
         return []
     try:
         payload = json.loads(results_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(f"{results_path}: unreadable results file ({exc})") from None
-    if payload.get("format") != FORMAT:
-        raise DataError(f"{results_path}: unknown results format {payload.get('format')!r}")
-    return list(payload.get("records", []))
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise DataError(f"{results_path}: unknown results format {found!r} (expected {FORMAT})")
+    records = payload.get("records", [])
+    if not isinstance(records, list) or not all(
+            isinstance(r, dict) and isinstance(r.get("hash"), str) for r in records):
+        raise DataError(f"{results_path}: 'records' must be a list of objects with a 'hash'")
+    return records
 
 
-def _write(results_path: Path, records: list[dict]) -> None:
-    atomic_write_text(json.dumps({"format": FORMAT, "records": records}, indent=1) + "\n",
-                      results_path)
+def _merge(existing: list[dict], fresh: dict[str, dict]) -> list[dict]:
+    """``existing`` with the records of the same content hash replaced by ``fresh`` ones
+    (in place), the new ones appended; no other record is dropped."""
+    out, placed = [], set()
+    for rec in existing:
+        digest = rec["hash"]
+        if digest not in fresh:
+            out.append(rec)
+        elif digest not in placed:
+            out.append(fresh[digest])
+            placed.add(digest)
+    return out + [r for d, r in fresh.items() if d not in placed]
+
+
+def _save(results_path: Path, fresh: dict[str, dict]) -> None:
+    """Merge ``fresh`` records into the results file (re-read under a lock, so that
+    evaluations of other folders sharing the file are never lost) and write it atomically."""
+    lock = results_path.with_name(f".{results_path.name}.lock")
+    with exclusive_lock(lock, wait=True):
+        remove_stale_temps(results_path)  # left by a killed writer: none is writing now
+        records = _merge(_load_cache(results_path), fresh)
+        atomic_write_text(json.dumps({"format": FORMAT, "records": records}, indent=1) + "\n",
+                          results_path)
+
+
+def _stored_name(path: Path, results_path: Path) -> str:
+    """A model file's path as recorded: relative to the results file's folder when inside
+    it, else absolute (both resolve from any working directory)."""
+    path = path.resolve()
+    try:
+        return str(path.relative_to(results_path.resolve().parent))
+    except ValueError:
+        return str(path)
+
+
+def _reusable(rec: dict | None, settings: dict) -> bool:
+    """A cached record is reused when it succeeded with the same settings (failures are
+    retried)."""
+    return rec is not None and rec.get("status") == "ok" and (
+        json.dumps(rec.get("settings"), sort_keys=True) == json.dumps(settings, sort_keys=True))
 
 
 def evaluate_directory(directory: str | os.PathLike, oracle: str | None = None,
@@ -191,11 +243,12 @@ def evaluate_directory(directory: str | os.PathLike, oracle: str | None = None,
                        results_path: str | os.PathLike | None = None, data: str | None = None,
                        downstream: bool = True, max_test: int | None = None,
                        md_temperature: float = 300.0, progress: bool = True) -> list[dict]:
-    """Evaluate every new model file under ``directory`` -> the records of all model files.
+    """Evaluate every new model file under ``directory`` -> the records of its model files.
 
     ``jobs`` processes (0: all cores) evaluate files side by side, or relax one file's
-    structures in parallel when it is the only new one. Records already in the
-    results file with the same content hash and settings are reused.
+    structures in parallel when it is the only new one. Records are keyed by content hash:
+    one that succeeded with the same settings is reused, failed ones are retried, and
+    records of model files elsewhere (a shared results file, a moved file) are kept.
     """
     from tqdm import tqdm
 
@@ -207,35 +260,46 @@ def evaluate_directory(directory: str | os.PathLike, oracle: str | None = None,
         raise DataError(f"{root}: no model files (*.pt) found")
     results_path = Path(results_path) if results_path else root / RESULTS_NAME
     jobs = jobs if jobs > 0 else (os.cpu_count() or 1)
-    settings = {"oracle": oracle, "data": str(data) if data else None, "k_relax": k_relax,
-                "md_steps": md_steps if downstream else 0, "downstream": downstream,
-                "max_test": max_test, "md_temperature": md_temperature}
-    cached = {(r.get("hash"), json.dumps(r.get("settings"), sort_keys=True)): r
-              for r in _load_cache(results_path)}
-    key_settings = json.dumps(settings, sort_keys=True)
-    digests = [file_hash(path) for path in candidates]
-    todo = [(p, d) for p, d in zip(candidates, digests) if (d, key_settings) not in cached]
-    done = {p: cached[(d, key_settings)] for p, d in zip(candidates, digests)
-            if (d, key_settings) in cached}
-    bar = tqdm(total=len(candidates), initial=len(done), desc="evaluate", disable=not progress)
-    for path, rec in _evaluate_all(todo, root, settings, jobs, progress):
-        done[path] = rec
-        bar.update()
-        _write(results_path, _in_order(candidates, done, root))
-    bar.close()
-    records = _in_order(candidates, done, root)
-    _write(results_path, records)
-    return records
-
-
-def _in_order(candidates: list[Path], done: dict, root: Path) -> list[dict]:
-    """Records in file order, run states (``None``) left out."""
-    records = []
+    settings = {"oracle": oracle, "data": str(Path(data).resolve()) if data else None,
+                "k_relax": k_relax, "md_steps": md_steps if downstream else 0,
+                "downstream": downstream, "max_test": max_test,
+                "md_temperature": md_temperature}
+    cached = {r["hash"]: r for r in _load_cache(results_path)}
+    files: dict[str, Path] = {}  # content hash -> first file with that content
     for path in candidates:
-        if done.get(path) is not None:
-            done[path]["checkpoint"] = str(path.relative_to(root))
-            records.append(done[path])
+        files.setdefault(file_hash(path), path)
+    done = {d: cached[d] for d in files if _reusable(cached.get(d), settings)}
+    todo = [(p, d) for d, p in files.items() if d not in done]
+    bar = tqdm(total=len(files), initial=len(done), desc="evaluate", disable=not progress)
+    for digest, rec in _evaluate_all(todo, root, settings, jobs, progress):
+        done[digest] = rec
+        bar.update()
+        _save(results_path, _named(files, done, results_path))
+    bar.close()
+    records = _named(files, done, results_path)
+    _save(results_path, records)
+    return list(records.values())
+
+
+def _named(files: dict[str, Path], done: dict, results_path: Path) -> dict[str, dict]:
+    """Records by content hash in file order, each naming its file; run states left out."""
+    records = {}
+    for digest, path in files.items():
+        if done.get(digest) is not None:
+            records[digest] = {**done[digest], "checkpoint": _stored_name(path, results_path)}
     return records
+
+
+def other_records(results_path: str | os.PathLike, records: list[dict]
+                  ) -> tuple[list[dict], list[dict]]:
+    """(kept, stale): records of the results file not in ``records``, and those of them
+    whose model file no longer exists (listed, never deleted)."""
+    results_path = Path(results_path)
+    mine = {r["hash"] for r in records}
+    kept = [r for r in _load_cache(results_path) if r["hash"] not in mine]
+    base = results_path.parent
+    stale = [r for r in kept if not (base / str(r.get("checkpoint"))).is_file()]
+    return kept, stale
 
 
 def _evaluate_path(path: Path, root: Path, digest: str, settings: dict, jobs: int = 1,
@@ -253,20 +317,23 @@ def _evaluate_path(path: Path, root: Path, digest: str, settings: dict, jobs: in
 
 
 def _evaluate_all(todo: list[tuple[Path, str]], root: Path, settings: dict, jobs: int,
-                  progress: bool) -> Iterator[tuple[Path, dict | None]]:
-    """Evaluate ``todo``: ``jobs`` files side by side (one process and thread each) when
-    there are several, else one after another with ``jobs`` parallel relaxations."""
+                  progress: bool) -> Iterator[tuple[str, dict | None]]:
+    """Evaluate ``todo`` -> (content hash, record): ``jobs`` files side by side (one process
+    and thread each, dying with this one) when there are several, else one after another
+    with ``jobs`` parallel relaxations."""
     if jobs > 1 and len(todo) > 1:
         from mlip_scaling.scaling.downstream.relax import worker_env
 
         with worker_env(), ProcessPoolExecutor(min(jobs, len(todo)),
-                                               mp_context=get_context("spawn")) as ex:
-            futures = {ex.submit(_evaluate_path, p, root, d, settings): p for p, d in todo}
+                                               mp_context=get_context("spawn"),
+                                               initializer=die_with_parent,
+                                               initargs=(os.getpid(),)) as ex:
+            futures = {ex.submit(_evaluate_path, p, root, d, settings): d for p, d in todo}
             for future in as_completed(futures):
                 yield futures[future], future.result()
         return
     for path, digest in todo:
-        yield path, _evaluate_path(path, root, digest, settings, jobs, progress)
+        yield digest, _evaluate_path(path, root, digest, settings, jobs, progress)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -301,4 +368,9 @@ def run(args: argparse.Namespace) -> int:
     for r in records:
         if r.get("error"):
             print(f"{r['status']} {r['checkpoint']}: {r['error']}")
+    kept, stale = other_records(target, records)
+    if kept:
+        print(f"kept {len(kept)} record(s) of model files not in {args.directory}"
+              + (f"; {len(stale)} name a missing file (not deleted): "
+                 + ", ".join(str(r.get("checkpoint")) for r in stale) if stale else ""))
     return 1 if failed else 0

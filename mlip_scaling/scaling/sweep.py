@@ -18,13 +18,17 @@ from __future__ import annotations
 import argparse
 import itertools
 import shlex
+import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlip_scaling.errors import ConfigError
+from mlip_scaling.procs import preexec_die_with_parent
 
 __all__ = ["Run", "plan_runs", "is_finished", "configure", "run"]
 
@@ -131,10 +135,40 @@ def _check_commands(runs: list[Run]) -> None:
 
 
 def _run_local(runs: list[Run], jobs: int = 1) -> int:
-    """Run the trainings here, ``jobs`` at a time (each run's output -> ``train.log`` then)."""
+    """Run the trainings here, ``jobs`` at a time (each run's output -> ``train.log`` then).
+
+    The trainings die with this process: by the parent-death signal when it is killed,
+    and by SIGTERM here when it is stopped or fails.
+    """
+    active: list[tuple[Run, subprocess.Popen, float, int]] = []
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_exit) if main else None
+    try:
+        return _schedule(runs, jobs, active)
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
+        _stop(proc for _, proc, _, _ in active)
+
+
+def _raise_exit(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _stop(procs: Iterable[subprocess.Popen]) -> None:
+    """Terminate still-running trainings (and wait for them)."""
+    for proc in [p for p in procs if p.poll() is None]:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _schedule(runs: list[Run], jobs: int, active: list) -> int:
+    """Start and reap the runs, ``jobs`` at a time (``active``: the running ones)."""
     failed: list[str] = []
     queue = list(reversed(runs)) if jobs > 1 else list(runs)  # largest (last in grid) first
-    active: list[tuple[Run, subprocess.Popen, float, int]] = []
     started = 0
     while queue or active:
         while queue and len(active) < jobs:
@@ -157,12 +191,14 @@ def _run_local(runs: list[Run], jobs: int = 1) -> int:
 
 
 def _start(r: Run, log: bool) -> subprocess.Popen:
-    """Start one mlip-train process; with ``log`` its output is appended to ``train.log``."""
+    """Start one mlip-train process (it dies with this one); with ``log`` its output is
+    appended to ``train.log``."""
     if not log:
-        return subprocess.Popen(r.command)
+        return subprocess.Popen(r.command, preexec_fn=preexec_die_with_parent())
     r.out.mkdir(parents=True, exist_ok=True)
     with open(r.out / "train.log", "ab") as fh:
-        return subprocess.Popen(r.command, stdout=fh, stderr=subprocess.STDOUT)
+        return subprocess.Popen(r.command, stdout=fh, stderr=subprocess.STDOUT,
+                                preexec_fn=preexec_die_with_parent())
 
 
 def _run_command(command: list[str]) -> int:

@@ -93,6 +93,9 @@ def _run_args(p: argparse.ArgumentParser) -> None:
                    help="run directory (default: runs/<family>-<size>)")
     g.add_argument("--resume", action="store_true", default=D.resume,
                    help="continue the run in --out from its last.pt (fresh start if none)")
+    g.add_argument("--allow-data-change", action="store_true", default=D.allow_data_change,
+                   help="with --resume: continue on a dataset whose content differs from the "
+                        "one the run started on (the export records both hashes)")
     g.add_argument("--export", default=D.export,
                    help="model file name (default: <family>-<size>.pt in the run directory)")
     g.add_argument("--compile", action="store_true", default=D.compile,

@@ -47,6 +47,7 @@ class TrainConfig:
     device: str = "auto"
     out: str | None = None  # run directory; None = runs/<export name without .pt>
     resume: bool = False
+    allow_data_change: bool = False  # resume on a dataset with another content hash
     export: str | None = None  # None = {family}-{size}.pt in the run directory
     compile: bool = False
     workers: int = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -23,14 +24,17 @@ class MetricsLogger:
     def __init__(self, run_dir: Path, enabled: bool = True) -> None:
         self.path = Path(run_dir) / "metrics.jsonl"
         self.enabled = enabled
-        self._tb = None
-        if enabled:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
 
-                self._tb = SummaryWriter(str(Path(run_dir) / "tensorboard"))
-            except ImportError:
-                self._tb = None
+    @functools.cached_property
+    def _tb(self) -> Any:
+        """TensorBoard writer, made at the first record (nothing is written before)."""
+        if not self.enabled:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            return None
+        return SummaryWriter(str(self.path.parent / "tensorboard"))
 
     def log(self, kind: str, record: dict[str, Any]) -> None:
         """Write one record of ``kind`` (``train``/``val``)."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ from mlip_scaling import keys
 from mlip_scaling.checkpoint import save_potential
 from mlip_scaling.data.atomic_data import AtomicData
 from mlip_scaling.errors import ConfigError
+from mlip_scaling.io_utils import exclusive_lock, remove_stale_temps
 from mlip_scaling.models import registry
 from mlip_scaling.models.potential import Potential
 from mlip_scaling.training import data as tdata
@@ -23,7 +26,10 @@ from mlip_scaling.training.flops import pf_days
 from mlip_scaling.training.normalization import energy_scale, fit_reference_energies
 from mlip_scaling.training.trainer import Trainer
 
-__all__ = ["resolve_model", "run_training", "run_paths"]
+__all__ = ["resolve_model", "run_training", "run_paths", "LOCK_NAME"]
+
+#: Lock file of a run folder, held while a trainer writes it.
+LOCK_NAME = ".mlip-train.lock"
 
 
 def resolve_model(cfg: TrainConfig) -> tuple[str, str, dict]:
@@ -58,12 +64,49 @@ def run_paths(cfg: TrainConfig, family: str, n_params: int) -> tuple[Path, Path]
 
 
 def _check_fresh(cfg: TrainConfig, run_dir: Path, export: Path) -> None:
+    """A fresh run never writes into an earlier run's folder (no mixed metrics)."""
     if cfg.resume:
         return
-    for path in (run_dir / "last.pt", export):
+    for path in (run_dir / "last.pt", run_dir / "metrics.jsonl", export):
         if path.exists():
             raise ConfigError(f"{path} exists: pass --resume to continue that run, or choose "
                               f"another --out/--export (nothing was overwritten)")
+
+
+def _busy_message(run_dir: Path) -> str:
+    return f"{run_dir}: another mlip-train is writing this run folder"
+
+
+def _check_not_busy(run_dir: Path) -> None:
+    """Refuse at once (before preparing data) when a trainer holds the folder's lock.
+
+    Only the first process probes: DDP ranks probing together would see each other.
+    """
+    lock = run_dir / LOCK_NAME
+    if lock.is_file() and os.environ.get("RANK", "0") == "0":
+        with exclusive_lock(lock, _busy_message(run_dir)):
+            pass
+
+
+@contextmanager
+def _claim(cfg: TrainConfig, run_dir: Path, export: Path, dist: DistInfo,
+           verbose: bool) -> Iterator[None]:
+    """Lock ``run_dir`` for this run (main rank), re-check it and remove stale temp files."""
+    run_dir.mkdir(parents=True, exist_ok=True)  # every check passed: now write
+    if not dist.is_main:
+        yield
+        return
+    with exclusive_lock(run_dir / LOCK_NAME, _busy_message(run_dir)):
+        _check_fresh(cfg, run_dir, export)  # a run may have started since the first check
+        stale = remove_stale_temps(run_dir / "last.pt") + remove_stale_temps(export)
+        if stale and verbose:
+            print(f"removed {len(stale)} temporary file(s) of an interrupted save in "
+                  f"{run_dir}", file=sys.stderr, flush=True)
+        if cfg.resume and not (run_dir / "last.pt").exists() and (
+                run_dir / "metrics.jsonl").exists() and verbose:
+            print(f"{run_dir}: no last.pt to resume from; starting fresh (metrics.jsonl of "
+                  "the unfinished start is cleared)", file=sys.stderr, flush=True)
+        yield
 
 
 def _load_data(cfg: TrainConfig, cutoff: float, source: Any, source_path: Path | None
@@ -78,6 +121,8 @@ def _load_data(cfg: TrainConfig, cutoff: float, source: Any, source_path: Path |
     train = tdata.prepare(source, split["train"], cutoff, need, where)
     val = tdata.prepare(source, val_idx, cutoff, {}, where)
     info = tdata.source_info(source, source_path)
+    if info.get("dataset"):  # resolvable from any working directory
+        info["dataset"] = str(Path(info["dataset"]).resolve())
     info["split"] = {"val_size": tdata.split_size(cfg.val_size),
                      "test_size": tdata.split_size(cfg.test_size), "seed": cfg.split_seed}
     return train, val, info
@@ -131,6 +176,8 @@ def _train_record(cfg: TrainConfig, trainer: Trainer, n_params: int, info: dict)
         "batch_size": cfg.batch_size, "seed": cfg.seed, **info,
         "wall_time_s": trainer.wall_time + trainer._elapsed(), "device": str(trainer.device),
         "world_size": trainer.dist.world,
+        **({"previous_dataset_hashes": trainer.previous_datasets}
+           if trainer.previous_datasets else {}),
     }
 
 
@@ -145,16 +192,18 @@ def run_training(cfg: TrainConfig, source: Sequence | None = None,
     n_params = registry.count_parameters(family, config)
     run_dir, export = run_paths(cfg, family, n_params)
     _check_fresh(cfg, run_dir, export)
+    _check_not_busy(run_dir)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     dist, device = init_distributed(cfg.device)
     try:
         train, val, info = _load_data(cfg, float(config["cutoff"]), source, source_path)
         potential = _build_potential(cfg, family, config, train, val)
-        trainer = Trainer(cfg, potential, train, val, run_dir, dist, device)
-        run_dir.mkdir(parents=True, exist_ok=True)  # every check passed: now write
+        trainer = Trainer(cfg, potential, train, val, run_dir, dist, device,
+                          dataset_hash=info.get("dataset_hash"))
         info["model"] = preset
-        return _run(cfg, trainer, n_params, family, run_dir, export, info, dist, verbose)
+        with _claim(cfg, run_dir, export, dist, verbose):
+            return _run(cfg, trainer, n_params, family, run_dir, export, info, dist, verbose)
     finally:
         shutdown(dist)
 

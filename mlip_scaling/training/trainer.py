@@ -54,8 +54,10 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, potential: Potential, train: list[AtomicData],
                  val: list[AtomicData], run_dir: Path, dist: DistInfo,
-                 device: torch.device) -> None:
+                 device: torch.device, dataset_hash: str | None = None) -> None:
         self.cfg, self.dist, self.device, self.run_dir = cfg, dist, device, Path(run_dir)
+        self.dataset_hash = dataset_hash  # content hash of the training data
+        self.previous_datasets: list[str] = []  # hashes trained on before (--allow-data-change)
         self.train_items, self.val_items = train, val
         self.potential = potential.to(device=device, dtype=torch.float32)
         self.precision = resolve_amp(cfg.amp, device)
@@ -206,6 +208,7 @@ class Trainer:
             "flop_model": self.flop_model.state_dict(),
             "wall_time": self.wall_time + self._elapsed(), "last_val": self.last_val,
             "metrics_bytes": self.logger.size(), "finished": finished,
+            "dataset_hash": self.dataset_hash, "previous_datasets": self.previous_datasets,
         }
 
     def save(self, finished: bool = False) -> None:
@@ -220,6 +223,7 @@ class Trainer:
         if changed:
             raise ConfigError(f"{path}: cannot resume with changed option(s) "
                               f"{', '.join(changed)} (use another --out)")
+        self._check_dataset(path, state)
         self.potential.load_state_dict(state["potential"])
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
@@ -237,6 +241,18 @@ class Trainer:
         more = self.step < self.scheduler.total_steps and not self._flops_spent()
         return bool(state["finished"]) and not more  # a larger budget continues the run
 
+    def _check_dataset(self, path: Path, state: dict) -> None:
+        """Refuse to resume on other data unless --allow-data-change (then remember both)."""
+        before = state.get("dataset_hash")
+        self.previous_datasets = list(state.get("previous_datasets") or [])
+        if not before or not self.dataset_hash or before == self.dataset_hash:
+            return
+        if not self.cfg.allow_data_change:
+            raise ConfigError(f"{path}: the run was trained on dataset {before} but --data has "
+                              f"content hash {self.dataset_hash}; pass --allow-data-change to "
+                              "continue on the new data, or use another --out")
+        self.previous_datasets.append(before)
+
     def _elapsed(self) -> float:
         return time.perf_counter() - self._t0 if hasattr(self, "_t0") else 0.0
 
@@ -246,6 +262,7 @@ class Trainer:
         last = self.run_dir / "last.pt"
         if resume and last.exists():
             return self.load(last)
+        self.logger.truncate(0)  # a fresh start never appends to an unfinished start's log
         self._measure_flops()
         self._make_scheduler()
         return False

@@ -39,6 +39,8 @@ from ase.geometry import find_mic
 from ase.neighborlist import neighbor_list
 from ase.optimize import FIRE
 
+from mlip_scaling.procs import die_with_parent
+
 __all__ = ["RelaxResult", "relax", "normalised_rmsd", "adwt", "relax_pair",
            "relaxation_errors", "CalcSpec"]
 
@@ -195,7 +197,9 @@ def relaxation_errors(structures: Sequence[Atoms], model: CalcSpec, oracle: Calc
     bar = dict(total=len(tasks), desc="relax", disable=not progress, leave=False)
     if jobs > 1 and len(tasks) > 1:
         with worker_env(), ProcessPoolExecutor(min(jobs, len(tasks)),
-                                                mp_context=get_context("spawn")) as ex:
+                                                mp_context=get_context("spawn"),
+                                                initializer=die_with_parent,
+                                                initargs=(os.getpid(),)) as ex:
             pairs = list(tqdm(ex.map(_pair_job, tasks), **bar))
     else:
         pairs = [relax_pair(*t) for t in tqdm(tasks, **bar)]
