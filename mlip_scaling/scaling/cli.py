@@ -88,7 +88,9 @@ def _evaluate_missing(directory: Path, args: argparse.Namespace) -> None:
     settings.update({k: v for k, v in given.items() if v is not None})
     if not args.quiet:
         print(f"evaluating {len(missing)} model file(s) without results")
-    evaluate.evaluate_directory(directory, jobs=args.jobs, progress=not args.quiet, **settings)
+    # an oracle taken from the results file is data: never trusted to import code
+    evaluate.evaluate_directory(directory, jobs=args.jobs, progress=not args.quiet,
+                                oracle_trusted=args.oracle is not None, **settings)
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -6,6 +6,9 @@ content hash (sha256) and evaluation settings in ``DIR/scaling_results.json``, r
 atomically after each checkpoint, so a rerun evaluates only new files. A file that cannot
 be evaluated gets a record with status ``"failed"`` and the error; a missing oracle keeps
 the test metrics, and the record's ``error`` says what the downstream metrics need.
+
+An oracle recorded in a dataset or a results file is data: it resolves only to a built-in
+oracle; ``module:...`` runs only when typed as ``--oracle`` (``oracle_trusted``).
 """
 
 from __future__ import annotations
@@ -107,15 +110,19 @@ def _md_start(atoms, oracle):
 
 def downstream_metrics(model_file: Path, structures: list, oracle_name: str, k_relax: int,
                        md_steps: int, md_temperature: float = 300.0, jobs: int = 1,
-                       progress: bool = False) -> dict:
-    """Relaxation and MD metrics of a model file against oracle ``oracle_name``."""
+                       progress: bool = False, trusted: bool = False,
+                       where: str = "") -> dict:
+    """Relaxation and MD metrics of a model file against oracle ``oracle_name``.
+
+    ``trusted``: the user typed the name (only then may it import code); ``where``: its origin.
+    """
     from mlip_scaling.calculators.ase import ScalingCalculator
     from mlip_scaling.data.oracles import get_oracle
     from mlip_scaling.scaling.downstream.md import md_errors
     from mlip_scaling.scaling.downstream.relax import relaxation_errors
 
-    get_oracle(oracle_name)  # fail early on an unknown name
-    oracle = functools.partial(get_oracle, oracle_name)
+    get_oracle(oracle_name, trusted, where)  # fail early on an unknown or refused name
+    oracle = functools.partial(get_oracle, oracle_name, trusted, where)
     model = functools.partial(ScalingCalculator, str(model_file), device="cpu", dtype="float64")
     periodic = [a for a in structures if a.pbc.all()]
     out: dict = {}
@@ -140,9 +147,21 @@ def _record(path: Path, root: Path, digest: str, ckpt: dict | None, settings: di
             "metrics": {}, "settings": settings}
 
 
+def _oracle_choice(settings: dict, source: Any, data: str, trusted: bool
+                   ) -> tuple[str | None, bool, str]:
+    """(oracle name, whether the user typed it, where it came from): ``--oracle`` first,
+    else the dataset's metadata (never trusted: a file names it)."""
+    if settings["oracle"]:
+        return settings["oracle"], trusted, "--oracle" if trusted else "evaluation settings"
+    return (getattr(source, "metadata", None) or {}).get("oracle"), False, f"dataset {data}"
+
+
 def evaluate_file(path: Path, root: Path, ckpt: dict, digest: str, settings: dict,
-                  jobs: int = 1, progress: bool = False) -> dict:
-    """One record (see the results format) for a loaded model file."""
+                  jobs: int = 1, progress: bool = False, oracle_trusted: bool = False) -> dict:
+    """One record (see the results format) for a loaded model file.
+
+    ``oracle_trusted``: ``settings["oracle"]`` was typed by the user (may be ``module:``).
+    """
     rec = _record(path, root, digest, ckpt, settings)
     try:
         data = settings["data"] or ckpt.get("train", {}).get("dataset")
@@ -153,7 +172,7 @@ def evaluate_file(path: Path, root: Path, ckpt: dict, digest: str, settings: dic
         potential = potential_from_dict(ckpt).double().eval()
         rec["metrics"] = test_metrics(potential, source, test)
         if settings["downstream"]:
-            name = settings["oracle"] or (getattr(source, "metadata", None) or {}).get("oracle")
+            name, trusted, where = _oracle_choice(settings, source, data, oracle_trusted)
             if not name:
                 rec["error"] = (f"downstream metrics skipped: dataset {data} records no oracle; "
                                 "pass --oracle NAME (e.g. emt, sw, mixed:emt+sw)")
@@ -161,9 +180,9 @@ def evaluate_file(path: Path, root: Path, ckpt: dict, digest: str, settings: dic
             structures = [_atoms(source, i) for i in test]
             rec["metrics"].update(downstream_metrics(
                 path, structures, name, settings["k_relax"], settings["md_steps"],
-                settings["md_temperature"], jobs, progress))
+                settings["md_temperature"], jobs, progress, trusted, where))
     except (CheckpointError, ConfigError, DataError, RuntimeError, ValueError, KeyError,
-            OSError) as exc:
+            IndexError, TypeError, OSError) as exc:
         rec["status"] = "failed"
         rec["error"] = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
     return _clean(rec)
@@ -190,14 +209,18 @@ def evaluate_directory(directory: str | os.PathLike, oracle: str | None = None,
                        k_relax: int = 8, md_steps: int = 500, jobs: int = 1,
                        results_path: str | os.PathLike | None = None, data: str | None = None,
                        downstream: bool = True, max_test: int | None = None,
-                       md_temperature: float = 300.0, progress: bool = True) -> list[dict]:
+                       md_temperature: float = 300.0, progress: bool = True,
+                       oracle_trusted: bool = False) -> list[dict]:
     """Evaluate every new model file under ``directory`` -> the records of all model files.
 
     ``jobs`` processes (0: all cores) evaluate files side by side, or relax one file's
     structures in parallel when it is the only new one. Records already in the
-    results file with the same content hash and settings are reused.
+    results file with the same content hash and settings are reused. ``oracle_trusted``:
+    the user typed ``oracle`` (only then may it be ``module:pkg.mod:factory``).
     """
     from tqdm import tqdm
+
+    from mlip_scaling.data.oracles import check_oracle
 
     root = Path(directory)
     if not root.is_dir():
@@ -206,6 +229,8 @@ def evaluate_directory(directory: str | os.PathLike, oracle: str | None = None,
     if not candidates:
         raise DataError(f"{root}: no model files (*.pt) found")
     results_path = Path(results_path) if results_path else root / RESULTS_NAME
+    if oracle:
+        check_oracle(oracle, oracle_trusted, "--oracle" if oracle_trusted else "oracle setting")
     jobs = jobs if jobs > 0 else (os.cpu_count() or 1)
     settings = {"oracle": oracle, "data": str(data) if data else None, "k_relax": k_relax,
                 "md_steps": md_steps if downstream else 0, "downstream": downstream,
@@ -218,7 +243,7 @@ def evaluate_directory(directory: str | os.PathLike, oracle: str | None = None,
     done = {p: cached[(d, key_settings)] for p, d in zip(candidates, digests)
             if (d, key_settings) in cached}
     bar = tqdm(total=len(candidates), initial=len(done), desc="evaluate", disable=not progress)
-    for path, rec in _evaluate_all(todo, root, settings, jobs, progress):
+    for path, rec in _evaluate_all(todo, root, settings, jobs, progress, oracle_trusted):
         done[path] = rec
         bar.update()
         _write(results_path, _in_order(candidates, done, root))
@@ -239,7 +264,7 @@ def _in_order(candidates: list[Path], done: dict, root: Path) -> list[dict]:
 
 
 def _evaluate_path(path: Path, root: Path, digest: str, settings: dict, jobs: int = 1,
-                   progress: bool = False) -> dict | None:
+                   progress: bool = False, oracle_trusted: bool = False) -> dict | None:
     """The record of one file; ``None`` for a resumable run state."""
     try:
         ckpt = load_checkpoint(path)
@@ -249,11 +274,11 @@ def _evaluate_path(path: Path, root: Path, digest: str, settings: dict, jobs: in
         rec = _record(path, root, digest, None, settings)
         rec.update(status="failed", error=str(exc).splitlines()[0][:300])
         return rec
-    return evaluate_file(path, root, ckpt, digest, settings, jobs, progress)
+    return evaluate_file(path, root, ckpt, digest, settings, jobs, progress, oracle_trusted)
 
 
 def _evaluate_all(todo: list[tuple[Path, str]], root: Path, settings: dict, jobs: int,
-                  progress: bool) -> Iterator[tuple[Path, dict | None]]:
+                  progress: bool, trusted: bool = False) -> Iterator[tuple[Path, dict | None]]:
     """Evaluate ``todo``: ``jobs`` files side by side (one process and thread each) when
     there are several, else one after another with ``jobs`` parallel relaxations."""
     if jobs > 1 and len(todo) > 1:
@@ -261,12 +286,13 @@ def _evaluate_all(todo: list[tuple[Path, str]], root: Path, settings: dict, jobs
 
         with worker_env(), ProcessPoolExecutor(min(jobs, len(todo)),
                                                mp_context=get_context("spawn")) as ex:
-            futures = {ex.submit(_evaluate_path, p, root, d, settings): p for p, d in todo}
+            futures = {ex.submit(_evaluate_path, p, root, d, settings, 1, False, trusted): p
+                       for p, d in todo}
             for future in as_completed(futures):
                 yield futures[future], future.result()
         return
     for path, digest in todo:
-        yield path, _evaluate_path(path, root, digest, settings, jobs, progress)
+        yield path, _evaluate_path(path, root, digest, settings, jobs, progress, trusted)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -294,7 +320,8 @@ def run(args: argparse.Namespace) -> int:
                                  md_steps=args.md_steps, jobs=args.jobs,
                                  results_path=args.results, data=args.data,
                                  downstream=not args.no_downstream, max_test=args.max_test,
-                                 md_temperature=args.md_temperature, progress=not args.quiet)
+                                 md_temperature=args.md_temperature, progress=not args.quiet,
+                                 oracle_trusted=True)  # --oracle is typed by the user
     failed = [r for r in records if r["status"] != "ok"]
     target = args.results or Path(args.directory) / RESULTS_NAME
     print(f"{len(records)} model files, {len(failed)} failed -> {target}")
