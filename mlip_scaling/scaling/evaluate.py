@@ -189,15 +189,11 @@ def evaluate_file(path: Path, root: Path, ckpt: dict, digest: str, settings: dic
 
 
 def _load_cache(results_path: Path) -> list[dict]:
+    from mlip_scaling.scaling.results import read_results
+
     if not results_path.is_file():
         return []
-    try:
-        payload = json.loads(results_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"{results_path}: unreadable results file ({exc})") from None
-    if payload.get("format") != FORMAT:
-        raise DataError(f"{results_path}: unknown results format {payload.get('format')!r}")
-    return list(payload.get("records", []))
+    return list(read_results(results_path))
 
 
 def _write(results_path: Path, records: list[dict]) -> None:
