@@ -109,6 +109,15 @@ def load_error_reason(exc: BaseException) -> str:
     return f"truncated or corrupt: {type(exc).__name__}"
 
 
+#: fields of a model file's train record that evaluation copies into its results
+_TRAIN_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "split": dict, "dataset": str, "dataset_hash": str, "dataset_name": str, "model": str,
+    "preset": str, "n_params": (int, float), "n_train_structures": (int, float),
+    "flops": (int, float),
+}
+_KIND_NAMES = {dict: "mapping", str: "string", (int, float): "finite number"}
+
+
 def _plain_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(
         value)
@@ -126,9 +135,16 @@ def _check_layout(ckpt: dict[str, Any]) -> None:
         if key in ckpt and not _plain_number(ckpt[key]):
             raise ValueError(f"{key!r} must be a finite number, got {ckpt[key]!r}")
     train = ckpt.get("train", {})
-    for key, kind in (("split", dict), ("dataset", str), ("dataset_hash", str)):
-        if train.get(key) is not None and not isinstance(train[key], kind):
-            raise ValueError(f"train.{key} must be a {kind.__name__}, got {train[key]!r}")
+    for key, kind in _TRAIN_FIELDS.items():
+        value = train.get(key)
+        numeric = isinstance(kind, tuple)
+        if value is not None and (not isinstance(value, kind) or (
+                numeric and not _plain_number(value))):
+            raise ValueError(f"train.{key} must be a {_KIND_NAMES[kind]}, got {value!r}")
+    split = train.get("split") or {}
+    for key in ("val_size", "test_size", "seed"):
+        if key in split and not (_plain_number(split[key]) and split[key] >= 0):
+            raise ValueError(f"train.split.{key} must be a number >= 0, got {split[key]!r}")
 
 
 def _check_species(ckpt: dict[str, Any]) -> None:
