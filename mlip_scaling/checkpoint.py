@@ -168,7 +168,10 @@ def _check_weights(ckpt: dict[str, Any]) -> None:
             raise ValueError(f"weight {name!r} is a {type(value).__name__}, not a tensor")
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
             raise ValueError(f"weight {name!r} holds NaN or inf")
-    shapes = meta_shapes(family, ckpt["model"]["config"])
+    try:
+        shapes = meta_shapes(family, ckpt["model"]["config"])
+    except (RuntimeError, TypeError) as exc:  # a combination the model rejects
+        raise ValueError(f"the model config cannot be built ({type(exc).__name__})") from None
     held = {name: tuple(t.shape) for name, t in state.items()}
     if shapes != held:
         implied = sum(math.prod(s) for s in shapes.values())

@@ -81,6 +81,7 @@ CASES = {
     "config-list": (_set("model", "config", value=[1]), "'model' must be"),
     "unknown-key": (_set("model", "config", "exec", value="x"), "unknown hyperparameter.*exec"),
     "missing-key": (lambda c: c["model"]["config"].pop("num_heads"), "lacks num_heads"),
+    "heads-5": (_set("model", "config", "num_heads", value=5), "not divisible by num_heads=5"),
     "cutoff-nan": (_set("model", "config", "cutoff", value=float("nan")), "cutoff must be"),
     "layers-1e4": (_set("model", "config", "num_layers", value=10**4), r"num_layers must.*64\]"),
     "layers-float": (_set("model", "config", "num_layers", value=2.5), "num_layers must"),
@@ -114,6 +115,14 @@ def test_meta_shapes_match_saved_weights(good):
     ckpt = load_checkpoint(good)
     assert registry.meta_shapes("transformer", ckpt["model"]["config"]) == {
         k: tuple(v.shape) for k, v in ckpt["state_dict"].items()}
+
+
+@pytest.mark.parametrize("name", ["transformer-2.3k", "transformer-seed-2.2k", "eqv2-1.5k",
+                                  "eqv2-5.6k"])
+def test_meta_shapes_equal_a_real_build(name):
+    family, config = registry.get_preset(name)
+    real = registry.build_model(family, config).state_dict()
+    assert registry.meta_shapes(family, config) == {k: tuple(v.shape) for k, v in real.items()}
 
 
 @pytest.mark.parametrize("name", list(PRESETS))

@@ -9,6 +9,7 @@ from contextlib import nullcontext
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from mlip_scaling.errors import ConfigError
 
@@ -120,10 +121,38 @@ def build_model(family: str, config: dict, device: torch.device | str | None = N
         return cls(**config)
 
 
+#: in-place ops and ``nn.init`` functions that only fill values: no-ops on meta tensors
+_FILL_OPS = frozenset({
+    "normal_", "uniform_", "zero_", "fill_", "random_", "exponential_", "erfinv_", "mul_",
+    "add_", "sub_", "div_", "clamp_", "copy_", "zeros_", "ones_", "constant_", "eye_",
+    "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_",
+    "trunc_normal_", "orthogonal_",
+})
+
+#: factories of small lookup tables (sized by bounded hyperparameters), built on the CPU
+_RANGE_OPS = frozenset({"arange", "linspace", "logspace"})
+
+
+class _SkipMetaInit(TorchFunctionMode):
+    """Skip value-filling ops on meta tensors: they change no shape, and the first one in
+    a process imports torch's compiler stack (~3 s)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        first = args[0] if args else kwargs.get("tensor")
+        if name in _FILL_OPS and isinstance(first, torch.Tensor) and first.is_meta:
+            return first
+        if name in _RANGE_OPS and str(kwargs.get("device")) == "meta":
+            kwargs["device"] = "cpu"  # small config-sized tables, computed for real
+        return func(*args, **kwargs)
+
+
 def meta_shapes(family: str, config: dict) -> dict[str, tuple[int, ...]]:
     """Name -> shape of every state_dict entry the model would have, built on the meta
-    device (no weights allocated)."""
-    model = build_model(family, config, device="meta")
+    device (no weights allocated, no initialisation run)."""
+    with _SkipMetaInit():
+        model = build_model(family, config, device="meta")
     return {name: tuple(t.shape) for name, t in model.state_dict().items()}
 
 
