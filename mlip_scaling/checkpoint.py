@@ -78,6 +78,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not zipfile.is_zipfile(path):
         raise CheckpointError(f"{path}: not a readable model file (not a torch zip archive: "
                               "empty, truncated or corrupt)")
+    _check_archive_size(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch/zip/pickle raise many types on corrupt archives
@@ -96,6 +97,22 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"{path}: model file lacks {', '.join(missing)}")
     validate_checkpoint(ckpt, path)
     return ckpt
+
+
+def _check_archive_size(path: Path) -> None:
+    """Refuse archives that expand far beyond their size (torch stores members
+    uncompressed, so a model file unpacks to about its own size)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise CheckpointError(f"{path}: not a readable model file (truncated or corrupt: "
+                              f"{type(exc).__name__})") from None
+    size = path.stat().st_size
+    if unpacked > 2 * size + (1 << 20):
+        raise CheckpointError(f"{path}: refused to load: the archive unpacks to "
+                              f"{unpacked / 1e6:.1f} MB from {size / 1e6:.1f} MB (compressed "
+                              "members; torch writes model files uncompressed)")
 
 
 def load_error_reason(exc: BaseException) -> str:

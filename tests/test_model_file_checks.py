@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -150,6 +151,17 @@ def test_unpickling_refusal_is_ours(good, tmp_path):
     with pytest.raises(ConfigError) as err:  # a run state (mlip-train --resume) says the same
         load_state(evil)
     assert "add_safe_globals" not in str(err.value) and str(err.value).endswith("only)")
+
+
+def test_compressed_archive_is_refused_before_unpacking(good, tmp_path):
+    big = tampered(good, tmp_path / "zeros.pt", _set("state_dict", "pad", value=torch.zeros(
+        1 << 20)))  # 4 MB of zeros
+    bomb = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(big) as src, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info.filename))
+    assert bomb.stat().st_size < 200_000
+    refusal(bomb, "unpacks to 4.2 MB")
 
 
 def test_corrupt_file_message_is_whole(good, tmp_path):
