@@ -43,15 +43,19 @@ def load(dataset: str, oracle_name: str | None, n: int, seed: int):
     return structures, name
 
 
-def label(structures, oracle_name: str, rattle: float, seed: int) -> list[dict]:
-    """Rattle each structure by ``rattle`` Å (Gaussian) and label it with the oracle."""
+def label(structures, oracle_name: str, rattle: float, seed: int, trusted: bool = False
+          ) -> list[dict]:
+    """Rattle each structure by ``rattle`` Å (Gaussian) and label it with the oracle.
+
+    ``trusted``: the user typed the oracle name (a dataset's name never imports code).
+    """
     from mlip_scaling.data.oracles import get_oracle
 
     rng = np.random.default_rng(seed)
     labels = []
     for atoms in structures:
         atoms.positions += rng.normal(0.0, rattle, atoms.positions.shape)
-        atoms.calc = get_oracle(oracle_name)
+        atoms.calc = get_oracle(oracle_name, trusted)
         ref = {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces()}
         if atoms.pbc.all():
             ref["stress"] = atoms.get_stress()
@@ -81,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
     calc = ScalingCalculator(args.model, device=args.device, dtype=args.dtype)
     structures, oracle_name = load(args.dataset, args.oracle, args.n, args.seed)
-    labels = label(structures, oracle_name, args.rattle, args.seed)
+    labels = label(structures, oracle_name, args.rattle, args.seed, args.oracle is not None)
     predictions = calc.predict(structures, batch_size=8)
     print(f"model {args.model} vs oracle {oracle_name!r} on {len(structures)} structures")
     print(f"{'formula':>14} {'atoms':>5} {'dE/atom meV':>12} {'F MAE meV/Å':>12} "

@@ -11,8 +11,10 @@ Format ``mlip-scaling/1`` (see ARCHITECTURE.md)::
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -21,11 +23,11 @@ import torch
 
 from mlip_scaling.errors import MlipError
 from mlip_scaling.io_utils import atomic_torch_save
-from mlip_scaling.models.potential import Potential
-from mlip_scaling.models.registry import build_model
+from mlip_scaling.models.potential import MAX_Z, Potential
+from mlip_scaling.models.registry import build_model, meta_shapes, validate_config
 
 __all__ = ["FORMAT", "CheckpointError", "potential_to_dict", "save_potential", "load_checkpoint",
-           "load_potential"]
+           "load_potential", "validate_checkpoint", "load_error_reason"]
 
 FORMAT = "mlip-scaling/1"
 
@@ -64,24 +66,26 @@ def save_potential(
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read and validate a checkpoint dict; never executes code from the file."""
+    """Read and validate a checkpoint dict; never executes code from the file.
+
+    The model config, species, reference energies and weights are checked (and the
+    weights' shapes compared with the config's, on the meta device) before anything is
+    built, so a bad file costs no more memory than its own size.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such model file")
     if not zipfile.is_zipfile(path):
         raise CheckpointError(f"{path}: not a readable model file (not a torch zip archive: "
                               "empty, truncated or corrupt)")
+    _check_archive_size(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"{path}: refused to load: the file holds objects other than tensors and plain "
-            f"data ({_refusal_reason(str(exc))})"
-        ) from None
     except Exception as exc:  # torch/zip/pickle raise many types on corrupt archives
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CheckpointError(f"{path}: not a readable model file (truncated or corrupt: "
-                              f"{first[:120]})") from None
+        reason = load_error_reason(exc)
+        if not isinstance(exc, pickle.UnpicklingError):
+            reason = f"not a readable model file ({reason})"
+        raise CheckpointError(f"{path}: {reason}") from None
     if not isinstance(ckpt, dict) or "format" not in ckpt:
         raise CheckpointError(f"{path}: not an mlip-scaling model file (no 'format' key)")
     if ckpt["format"] != FORMAT:
@@ -91,16 +95,121 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     missing = [k for k in ("model", "state_dict", "species") if k not in ckpt]
     if missing:
         raise CheckpointError(f"{path}: model file lacks {', '.join(missing)}")
+    validate_checkpoint(ckpt, path)
     return ckpt
 
 
-def _refusal_reason(message: str) -> str:
-    """The line of a weights-only unpickling error that names the refused object."""
-    for line in message.splitlines():
-        if "GLOBAL" in line or "global" in line:
-            return line.strip()[:160]
-    lines = [line.strip() for line in message.splitlines() if line.strip()]
-    return lines[0][:120] if lines else "unsafe content"
+def _check_archive_size(path: Path) -> None:
+    """Refuse archives that expand far beyond their size (torch stores members
+    uncompressed, so a model file unpacks to about its own size)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise CheckpointError(f"{path}: not a readable model file (truncated or corrupt: "
+                              f"{type(exc).__name__})") from None
+    size = path.stat().st_size
+    if unpacked > 2 * size + (1 << 20):
+        raise CheckpointError(f"{path}: refused to load: the archive unpacks to "
+                              f"{unpacked / 1e6:.1f} MB from {size / 1e6:.1f} MB (compressed "
+                              "members; torch writes model files uncompressed)")
+
+
+def load_error_reason(exc: BaseException) -> str:
+    """One line on why ``torch.load(weights_only=True)`` failed, in our words: torch's own
+    text (advice to allow-list globals or to drop ``weights_only``) is never quoted."""
+    if isinstance(exc, pickle.UnpicklingError):
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        what = f" ({found.group(1)})" if found else ""
+        return (f"refused to load: the file holds a Python object{what} besides tensors "
+                "and plain data, and is read as data only")
+    return f"truncated or corrupt: {type(exc).__name__}"
+
+
+#: fields of a model file's train record that evaluation copies into its results
+_TRAIN_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "split": dict, "dataset": str, "dataset_hash": str, "dataset_name": str, "model": str,
+    "preset": str, "n_params": (int, float), "n_train_structures": (int, float),
+    "flops": (int, float),
+}
+_KIND_NAMES = {dict: "mapping", str: "string", (int, float): "finite number"}
+
+
+def _plain_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(
+        value)
+
+
+def _check_layout(ckpt: dict[str, Any]) -> None:
+    model = ckpt["model"]
+    if not (isinstance(model, dict) and isinstance(model.get("family"), str)
+            and isinstance(model.get("config"), dict)):
+        raise ValueError("'model' must be {'family': name, 'config': {...}}")
+    for key in ("train", "metrics", "reference_energies", "state_dict"):
+        if not isinstance(ckpt.get(key, {}), dict):
+            raise ValueError(f"{key!r} must be a mapping, got {type(ckpt[key]).__name__}")
+    for key in ("scale", "shift", "cutoff"):
+        if key in ckpt and not _plain_number(ckpt[key]):
+            raise ValueError(f"{key!r} must be a finite number, got {ckpt[key]!r}")
+    train = ckpt.get("train", {})
+    for key, kind in _TRAIN_FIELDS.items():
+        value = train.get(key)
+        numeric = isinstance(kind, tuple)
+        if value is not None and (not isinstance(value, kind) or (
+                numeric and not _plain_number(value))):
+            raise ValueError(f"train.{key} must be a {_KIND_NAMES[kind]}, got {value!r}")
+    split = train.get("split") or {}
+    for key in ("val_size", "test_size", "seed"):
+        if key in split and not (_plain_number(split[key]) and split[key] >= 0):
+            raise ValueError(f"train.split.{key} must be a number >= 0, got {split[key]!r}")
+
+
+def _check_species(ckpt: dict[str, Any]) -> None:
+    species, refs = ckpt["species"], ckpt.get("reference_energies", {})
+    limit = min(MAX_Z, ckpt["model"]["config"].get("max_num_elements", MAX_Z))
+    if not isinstance(species, list | tuple) or not species:
+        raise ValueError(f"species must be a non-empty list of atomic numbers, got {species!r}")
+    for z in [*species, *refs]:
+        if isinstance(z, bool) or not isinstance(z, int) or not 1 <= z < limit:
+            raise ValueError(f"atomic number {z!r} is not in 1..{limit - 1}")
+    bad = [z for z, e in refs.items() if not _plain_number(e)]
+    if bad:
+        raise ValueError(f"reference energy of Z={bad[0]} is {refs[bad[0]]!r}, not a finite "
+                         "number")
+
+
+def _check_weights(ckpt: dict[str, Any]) -> None:
+    state, family = ckpt["state_dict"], ckpt["model"]["family"]
+    for name, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"weight {name!r} is a {type(value).__name__}, not a tensor")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise ValueError(f"weight {name!r} holds NaN or inf")
+    try:
+        shapes = meta_shapes(family, ckpt["model"]["config"])
+    except (RuntimeError, TypeError) as exc:  # a combination the model rejects
+        raise ValueError(f"the model config cannot be built ({type(exc).__name__})") from None
+    held = {name: tuple(t.shape) for name, t in state.items()}
+    if shapes != held:
+        implied = sum(math.prod(s) for s in shapes.values())
+        stored = sum(math.prod(s) for s in held.values())
+        diff = sorted(set(shapes.items()) ^ set(held.items()))
+        raise ValueError(f"the config implies {implied:,} weights in {len(shapes)} tensors, "
+                         f"the file holds {stored:,} in {len(held)} (first difference: "
+                         f"{diff[0][0]!r})")
+
+
+def validate_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike = "model file") -> None:
+    """Check a checkpoint dict before anything is built (CheckpointError naming ``path``):
+    layout and field types, the model config (known keys, sane ranges), species and
+    reference energies (Z in 1..118), finite weights whose shapes match the config."""
+    try:
+        _check_layout(ckpt)
+        validate_config(ckpt["model"]["family"], ckpt["model"]["config"])
+        _check_species(ckpt)
+        _check_weights(ckpt)
+    except ValueError as exc:  # ConfigError included
+        raise CheckpointError(f"{path}: invalid model file: {exc}") from None
 
 
 def potential_from_dict(ckpt: dict[str, Any]) -> Potential:

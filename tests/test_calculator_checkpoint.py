@@ -97,7 +97,7 @@ def test_not_a_model_dict(model_file):
 
 def test_unknown_family(model_file, monkeypatch):
     monkeypatch.delitem(registry.FAMILIES, "pair")
-    _one_line_error(model_file, "inconsistent.*unknown model family 'pair'")
+    _one_line_error(model_file, "invalid model file.*unknown model family 'pair'")
 
 
 def test_pickled_object_is_refused_and_never_runs(tmp_path, pair_family):

@@ -152,14 +152,16 @@ def test_bias_from_replicate_model_files(tmp_path, capsys):
     reps.mkdir()
     for seed in range(3):
         _replicate(reps / f"r{seed}.pt", store, seed)
-    torch.save({"weights": torch.zeros(2)}, reps / "not-a-model.pt")  # skipped
+    torch.save({"weights": torch.zeros(2)}, reps / "not-a-model.pt")  # skipped, and named
     assert main(["bias", str(reps), "--tau", "0.05", "--n-boot", "5", "--bins", "16"]) == 0
-    out = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert "skipped" in captured.err and "not-a-model.pt" in captured.err
     assert out["replicates"] == 3 and out["probes"] == 3  # the 3-structure test split
     assert out["bound_slack_bits"] >= 0
     assert main(["bias", str(reps), "--quantity", "forces", "--n-boot", "5",
                  "--tau", "0.1"]) == 0
     assert json.loads(capsys.readouterr().out)["probes"] == 3 * 4 * 3  # 3 structures x 4 atoms
-    (reps / "r1.pt").unlink()
-    (reps / "r2.pt").unlink()
+    for name in ("r1.pt", "r2.pt", "not-a-model.pt"):
+        (reps / name).unlink()
     assert "replicate" in _error(capsys, ["bias", str(reps)])

@@ -2,6 +2,11 @@
 
 ``get_oracle(name)`` returns a fresh ASE calculator. A dataset records its oracle name
 so that downstream stages (relaxation / MD references) can rebuild it.
+
+Trust: a name read from a file (dataset metadata, model file, plan, config, results) is
+data and resolves only to the built-in oracles. ``module:pkg.mod:factory`` imports and calls
+Python code, so it is honoured only with ``trusted=True``, which callers pass for a name the
+user typed (``--oracle``) and never for a name read from a file.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ from ase.calculators.calculator import Calculator, all_changes
 
 from mlip_scaling.errors import ConfigError
 
-__all__ = ["ORACLES", "OracleInfo", "get_oracle", "oracle_elements", "MixedOracle"]
+__all__ = ["ORACLES", "OracleInfo", "get_oracle", "check_oracle", "oracle_elements",
+           "MixedOracle"]
 
 EMT_METALS = ("Al", "Cu", "Ag", "Au", "Ni", "Pd", "Pt")
 TERSOFF_SETS = {
@@ -45,7 +51,8 @@ ORACLES: dict[str, OracleInfo] = {
     "eam:FILE": OracleInfo("eam:FILE", (), "matscipy EAM from a setfl/funcfl file"),
     "teacher:sevennet": OracleInfo("teacher:sevennet", (), "SevenNet-0 (extra 'teacher')"),
     "teacher:chgnet": OracleInfo("teacher:chgnet", (), "CHGNet 0.3 (extra 'teacher')"),
-    "module:factory": OracleInfo("module:factory", (), "any callable returning a calculator"),
+    "module:factory": OracleInfo("module:factory", (), "any callable returning a calculator "
+                                  "(typed on the command line only)"),
 }
 
 
@@ -65,7 +72,7 @@ def _tersoff(param_set: str) -> Calculator:
     from matscipy.calculators.manybody.explicit_forms import tersoff_brenner as tb
 
     name = TERSOFF_SETS.get(param_set, param_set)
-    if not hasattr(tb, name):
+    if name.startswith("_") or not isinstance(getattr(tb, name, None), dict):
         raise ConfigError(f"unknown Tersoff parameter set {param_set!r}; "
                           f"known: {', '.join(TERSOFF_SETS)}")
     return Manybody(**TersoffBrenner(getattr(tb, name)))
@@ -139,9 +146,41 @@ class MixedOracle(Calculator):
             self.results["stress"] = work.get_stress()
 
 
-def get_oracle(name: str) -> Calculator:
-    """A fresh ASE calculator for oracle ``name`` (see :data:`ORACLES`)."""
+_BUILTIN = "emt, sw, tersoff[:SET], eam:FILE, mixed:emt+sw, teacher:NAME"
+
+
+def check_oracle(name: str, trusted: bool = False, where: str = "") -> str:
+    """``name`` if it is a usable oracle spec, else ConfigError (nothing imported or built).
+
+    ``trusted``: the user typed ``name`` (``--oracle``); only then may it be
+    ``module:pkg.mod:factory``. ``where`` names the file or flag it came from.
+    """
+    where = f"{where}: " if where else ""
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{where}oracle must be a non-empty name, got {name!r}")
     kind, _, arg = name.partition(":")
+    if kind == "module" and arg and not trusted:
+        raise ConfigError(
+            f"{where}oracle {name!r} would import and run Python code; a name read from a "
+            f"file may only be a built-in oracle ({_BUILTIN}); to run it, type "
+            f"--oracle {name} on the command line"
+        )
+    known = name in ("emt", "sw", "mixed:emt+sw") or kind == "tersoff" or (
+        kind in ("eam", "teacher", "module") and arg)
+    if not known:
+        raise ConfigError(f"{where}unknown oracle {name!r}; known: {', '.join(ORACLES)}")
+    if kind == "eam" and not Path(arg).is_file():
+        raise ConfigError(f"{where}eam oracle: no such potential file {arg!r}")
+    return name
+
+
+def get_oracle(name: str, trusted: bool = False, where: str = "") -> Calculator:
+    """A fresh ASE calculator for oracle ``name`` (see :data:`ORACLES`).
+
+    ``module:...`` names are imported and called only when ``trusted`` (typed by the user,
+    never read from a file); see :func:`check_oracle`.
+    """
+    kind, _, arg = check_oracle(name, trusted, where).partition(":")
     if name == "emt":
         from ase.calculators.emt import EMT
 
@@ -152,13 +191,11 @@ def get_oracle(name: str) -> Calculator:
         return _tersoff(arg or "SiC")
     if name == "mixed:emt+sw":
         return MixedOracle()
-    if kind == "eam" and arg:
+    if kind == "eam":
         return _eam(arg)
-    if kind == "teacher" and arg:
+    if kind == "teacher":
         return _teacher(arg)
-    if kind == "module" and arg:
-        return _from_module(arg)
-    raise ConfigError(f"unknown oracle {name!r}; known: {', '.join(ORACLES)}")
+    return _from_module(arg)
 
 
 def oracle_elements(name: str) -> tuple[str, ...]:

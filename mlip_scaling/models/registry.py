@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import math
 from contextlib import nullcontext
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from mlip_scaling.errors import ConfigError
 
 __all__ = [
     "FAMILIES",
     "build_model",
     "count_parameters",
+    "meta_shapes",
     "format_size",
     "get_preset",
     "list_presets",
     "nearest_preset",
     "resolve_model",
+    "validate_config",
 ]
 
 #: family name -> "module:Class"; the class is built as ``Class(**config)``.
@@ -28,18 +34,126 @@ FAMILIES: dict[str, str] = {
 }
 
 
+#: sane ranges (inclusive) of integer hyperparameters; the presets sit well inside them
+INT_RANGES: dict[str, tuple[int, int]] = {
+    "num_layers": (1, 64), "num_heads": (1, 256), "max_num_elements": (1, 256),
+    "hidden_channels": (1, 16384), "ffn_hidden": (1, 65536), "num_radial": (1, 1024),
+    "envelope_exponent": (1, 32), "embedding_dim": (1, 16384), "ffn_multiplier": (1, 64),
+    "sphere_channels": (1, 8192), "attn_hidden_channels": (1, 8192),
+    "attn_alpha_channels": (1, 8192), "attn_value_channels": (1, 8192),
+    "ffn_hidden_channels": (1, 65536), "edge_channels": (1, 8192), "lmax": (0, 8),
+    "mmax": (0, 8), "grid_resolution": (2, 48), "num_distance_basis": (1, 8192),
+    "max_neighbors": (1, 100_000),
+}
+#: ranges of float hyperparameters: (low, high], low exclusive unless it is 0.0 and listed
+FLOAT_RANGES: dict[str, tuple[float, float]] = {
+    "cutoff": (0.0, 30.0), "logit_cap": (0.0, 1e6), "avg_num_nodes": (0.0, 1e9),
+    "avg_degree": (0.0, 1e9), "alpha_drop": (0.0, 1.0), "drop_path_rate": (0.0, 1.0),
+}
+_ZERO_ALLOWED = {"alpha_drop", "drop_path_rate"}
+_NULLABLE = {"grid_resolution", "max_neighbors"}
+
+
 def _family_class(family: str) -> type[nn.Module]:
     if family not in FAMILIES:
-        raise ValueError(f"unknown model family {family!r}; known: {', '.join(FAMILIES)}")
+        raise ConfigError(f"unknown model family {family!r}; known: {', '.join(FAMILIES)}")
     module, _, name = FAMILIES[family].partition(":")
     return getattr(importlib.import_module(module), name)
 
 
+def _check_keys(cls: type[nn.Module], family: str, config: dict) -> None:
+    params = inspect.signature(cls.__init__).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    names = [n for n in params if n != "self"]
+    unknown = sorted(str(k) for k in config if k not in names)
+    missing = [n for n in names if params[n].default is inspect.Parameter.empty
+               and n not in config and params[n].kind is not params[n].VAR_POSITIONAL]
+    if unknown:
+        raise ConfigError(f"{family} model config: unknown hyperparameter(s) "
+                          f"{', '.join(unknown)}; known: {', '.join(names)}")
+    if missing:
+        raise ConfigError(f"{family} model config lacks {', '.join(missing)}")
+
+
+def _check_value(family: str, key: str, value: object) -> None:
+    where = f"{family} model config: {key}"
+    if value is None and key in _NULLABLE:
+        return
+    if key in INT_RANGES:
+        low, high = INT_RANGES[key]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ConfigError(f"{where} must be a whole number in [{low}, {high}], got {value!r}")
+    elif key in FLOAT_RANGES:
+        low, high = FLOAT_RANGES[key]
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        above = number and (value >= low if key in _ZERO_ALLOWED else value > low)
+        if not (above and value <= high):
+            raise ConfigError(f"{where} must be a number in ({low:g}, {high:g}], got {value!r}")
+    elif not isinstance(value, bool | int | float | str) and value is not None:
+        raise ConfigError(f"{where} must be a plain number, string or boolean, "
+                          f"got {type(value).__name__}")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where} must be finite, got {value!r}")
+
+
+def validate_config(family: str, config: dict) -> None:
+    """Check ``config`` of ``family`` without building anything: known keys, every
+    required key present, values of plain types within sane ranges (ConfigError)."""
+    cls = _family_class(family)
+    if not isinstance(config, dict):
+        raise ConfigError(f"{family} model config must be a mapping, got "
+                          f"{type(config).__name__}")
+    _check_keys(cls, family, config)
+    for key, value in config.items():
+        _check_value(family, str(key), value)
+    if isinstance(config.get("mmax"), int) and config["mmax"] > config.get("lmax", math.inf):
+        raise ConfigError(f"{family} model config: mmax={config['mmax']} exceeds "
+                          f"lmax={config['lmax']}")
+
+
 def build_model(family: str, config: dict, device: torch.device | str | None = None) -> nn.Module:
-    """Instantiate the energy model of ``family`` with hyperparameters ``config``."""
+    """Instantiate the energy model of ``family`` with hyperparameters ``config``
+    (checked by :func:`validate_config` first)."""
+    validate_config(family, config)
     cls = _family_class(family)
     with torch.device(device) if device is not None else nullcontext():
         return cls(**config)
+
+
+#: in-place ops and ``nn.init`` functions that only fill values: no-ops on meta tensors
+_FILL_OPS = frozenset({
+    "normal_", "uniform_", "zero_", "fill_", "random_", "exponential_", "erfinv_", "mul_",
+    "add_", "sub_", "div_", "clamp_", "copy_", "zeros_", "ones_", "constant_", "eye_",
+    "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_",
+    "trunc_normal_", "orthogonal_",
+})
+
+#: factories of small lookup tables (sized by bounded hyperparameters), built on the CPU
+_RANGE_OPS = frozenset({"arange", "linspace", "logspace"})
+
+
+class _SkipMetaInit(TorchFunctionMode):
+    """Skip value-filling ops on meta tensors: they change no shape, and the first one in
+    a process imports torch's compiler stack (~3 s)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        first = args[0] if args else kwargs.get("tensor")
+        if name in _FILL_OPS and isinstance(first, torch.Tensor) and first.is_meta:
+            return first
+        if name in _RANGE_OPS and str(kwargs.get("device")) == "meta":
+            kwargs["device"] = "cpu"  # small config-sized tables, computed for real
+        return func(*args, **kwargs)
+
+
+def meta_shapes(family: str, config: dict) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every state_dict entry the model would have, built on the meta
+    device (no weights allocated, no initialisation run)."""
+    with _SkipMetaInit():
+        model = build_model(family, config, device="meta")
+    return {name: tuple(t.shape) for name, t in model.state_dict().items()}
 
 
 def count_parameters(family: str, config: dict) -> int:

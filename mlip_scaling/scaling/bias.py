@@ -19,6 +19,8 @@ means over probes, with 95 % intervals from a bootstrap over replicates.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 __all__ = ["entropy_bits", "bias_of", "tradeoff_bound", "famine_bound", "outcome_histograms",
@@ -151,6 +153,7 @@ def replicate_predictions(directory, data=None, n_probes: int = 64, quantity: st
     from mlip_scaling.calculators.ase import ScalingCalculator
     from mlip_scaling.checkpoint import CheckpointError, load_checkpoint
     from mlip_scaling.errors import ConfigError, DataError
+    from mlip_scaling.scaling.evaluate import is_run_state
     from mlip_scaling.training.data import make_split, open_source
 
     if quantity not in ("energy", "forces"):
@@ -159,8 +162,9 @@ def replicate_predictions(directory, data=None, n_probes: int = 64, quantity: st
     for path in sorted(Path(directory).rglob("*.pt")):
         try:
             models.append((path, load_checkpoint(path).get("train", {})))
-        except CheckpointError:
-            continue  # resumable run states and other files are not replicates
+        except CheckpointError as exc:  # run states are not replicates; bad files are named
+            if not is_run_state(path):
+                print(f"skipped {exc}", file=sys.stderr)
     if len(models) < 2:
         raise DataError(f"{directory}: need >= 2 replicate model files, found {len(models)}")
     hashes = {train.get("dataset_hash") for _, train in models}

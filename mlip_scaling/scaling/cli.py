@@ -83,13 +83,18 @@ def _evaluate_missing(directory: Path, args: argparse.Namespace) -> None:
             raise DataError(f"{directory}: no model files (*.pt) and no {RESULTS_NAME}")
         return
     settings = _existing_settings(results)
+    if args.oracle is None and settings.get("oracle"):  # read from a file: built-ins only
+        from mlip_scaling.data.oracles import check_oracle
+
+        check_oracle(settings["oracle"], trusted=False, where=f"{results}: settings")
     given = {"oracle": args.oracle, "data": args.data, "k_relax": args.k_relax,
              "md_steps": args.md_steps, "max_test": args.max_test,
              "downstream": False if args.no_downstream else None}
     settings.update({k: v for k, v in given.items() if v is not None})
     if not args.quiet:
         print(f"evaluating {len(missing)} model file(s) without results")
-    evaluate.evaluate_directory(directory, jobs=args.jobs, progress=not args.quiet, **settings)
+    evaluate.evaluate_directory(directory, jobs=args.jobs, progress=not args.quiet,
+                                oracle_trusted=args.oracle is not None, **settings)
 
 
 def _report(args: argparse.Namespace) -> int:

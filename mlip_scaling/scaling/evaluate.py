@@ -9,6 +9,9 @@ file, a moved checkpoint) are kept, never deleted. A file that cannot be evaluat
 record with status ``"failed"`` and the error; a missing oracle keeps the test metrics,
 and the record's ``error`` says what the downstream metrics need. Paths are stored so
 that they resolve from any working directory (absolute, or relative to the results file).
+
+An oracle recorded in a dataset or a results file is data: it resolves only to a built-in
+oracle; ``module:...`` runs only when typed as ``--oracle`` (``oracle_trusted``).
 """
 
 from __future__ import annotations
@@ -116,15 +119,19 @@ def _md_start(atoms, oracle):
 
 def downstream_metrics(model_file: Path, structures: list, oracle_name: str, k_relax: int,
                        md_steps: int, md_temperature: float = 300.0, jobs: int = 1,
-                       progress: bool = False) -> dict:
-    """Relaxation and MD metrics of a model file against oracle ``oracle_name``."""
+                       progress: bool = False, trusted: bool = False,
+                       where: str = "") -> dict:
+    """Relaxation and MD metrics of a model file against oracle ``oracle_name``.
+
+    ``trusted``: the user typed the name (only then may it import code); ``where``: its origin.
+    """
     from mlip_scaling.calculators.ase import ScalingCalculator
     from mlip_scaling.data.oracles import get_oracle
     from mlip_scaling.scaling.downstream.md import md_errors
     from mlip_scaling.scaling.downstream.relax import relaxation_errors
 
-    get_oracle(oracle_name)  # fail early on an unknown name
-    oracle = functools.partial(get_oracle, oracle_name)
+    get_oracle(oracle_name, trusted, where)  # fail early on an unknown or refused name
+    oracle = functools.partial(get_oracle, oracle_name, trusted, where)
     model = functools.partial(ScalingCalculator, str(model_file), device="cpu", dtype="float64")
     periodic = [a for a in structures if a.pbc.all()]
     out: dict = {}
@@ -149,9 +156,21 @@ def _record(path: Path, root: Path, digest: str, ckpt: dict | None, settings: di
             "metrics": {}, "settings": settings}
 
 
+def _oracle_choice(settings: dict, source: Any, data: str, trusted: bool
+                   ) -> tuple[str | None, bool, str]:
+    """(oracle name, whether the user typed it, where it came from): ``--oracle`` first,
+    else the dataset's metadata (never trusted: a file names it)."""
+    if settings["oracle"]:
+        return settings["oracle"], trusted, "--oracle" if trusted else "evaluation settings"
+    return (getattr(source, "metadata", None) or {}).get("oracle"), False, f"dataset {data}"
+
+
 def evaluate_file(path: Path, root: Path, ckpt: dict, digest: str, settings: dict,
-                  jobs: int = 1, progress: bool = False) -> dict:
-    """One record (see the results format) for a loaded model file."""
+                  jobs: int = 1, progress: bool = False, oracle_trusted: bool = False) -> dict:
+    """One record (see the results format) for a loaded model file.
+
+    ``oracle_trusted``: ``settings["oracle"]`` was typed by the user (may be ``module:``).
+    """
     rec = _record(path, root, digest, ckpt, settings)
     try:
         data = settings["data"] or ckpt.get("train", {}).get("dataset")
@@ -162,7 +181,7 @@ def evaluate_file(path: Path, root: Path, ckpt: dict, digest: str, settings: dic
         potential = potential_from_dict(ckpt).double().eval()
         rec["metrics"] = test_metrics(potential, source, test)
         if settings["downstream"]:
-            name = settings["oracle"] or (getattr(source, "metadata", None) or {}).get("oracle")
+            name, trusted, where = _oracle_choice(settings, source, data, oracle_trusted)
             if not name:
                 rec["error"] = (f"downstream metrics skipped: dataset {data} records no oracle; "
                                 "pass --oracle NAME (e.g. emt, sw, mixed:emt+sw)")
@@ -170,29 +189,23 @@ def evaluate_file(path: Path, root: Path, ckpt: dict, digest: str, settings: dic
             structures = [_atoms(source, i) for i in test]
             rec["metrics"].update(downstream_metrics(
                 path, structures, name, settings["k_relax"], settings["md_steps"],
-                settings["md_temperature"], jobs, progress))
+                settings["md_temperature"], jobs, progress, trusted, where))
     except (CheckpointError, ConfigError, DataError, RuntimeError, ValueError, KeyError,
-            OSError) as exc:
+            IndexError, TypeError, OSError) as exc:
         rec["status"] = "failed"
         rec["error"] = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
     return _clean(rec)
 
 
 def _load_cache(results_path: Path) -> list[dict]:
-    """Records of an existing results file ([] when there is none)."""
+    from mlip_scaling.scaling.results import read_results
+
     if not results_path.is_file():
         return []
-    try:
-        payload = json.loads(results_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{results_path}: unreadable results file ({exc})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise DataError(f"{results_path}: unknown results format {found!r} (expected {FORMAT})")
-    records = payload.get("records", [])
-    if not isinstance(records, list) or not all(
-            isinstance(r, dict) and isinstance(r.get("hash"), str) for r in records):
-        raise DataError(f"{results_path}: 'records' must be a list of objects with a 'hash'")
+    records = read_results(results_path)
+    for i, rec in enumerate(records):
+        if not isinstance(rec.get("hash"), str):
+            raise DataError(f"{results_path}: record {i} has no content 'hash'")
     return records
 
 
@@ -242,15 +255,20 @@ def evaluate_directory(directory: str | os.PathLike, oracle: str | None = None,
                        k_relax: int = 8, md_steps: int = 500, jobs: int = 1,
                        results_path: str | os.PathLike | None = None, data: str | None = None,
                        downstream: bool = True, max_test: int | None = None,
-                       md_temperature: float = 300.0, progress: bool = True) -> list[dict]:
+                       md_temperature: float = 300.0, progress: bool = True,
+                       oracle_trusted: bool = False) -> list[dict]:
     """Evaluate every new model file under ``directory`` -> the records of its model files.
 
     ``jobs`` processes (0: all cores) evaluate files side by side, or relax one file's
     structures in parallel when it is the only new one. Records are keyed by content hash:
     one that succeeded with the same settings is reused, failed ones are retried, and
     records of model files elsewhere (a shared results file, a moved file) are kept.
+    ``oracle_trusted``: the user typed ``oracle`` (only then may it be
+    ``module:pkg.mod:factory``).
     """
     from tqdm import tqdm
+
+    from mlip_scaling.data.oracles import check_oracle
 
     root = Path(directory)
     if not root.is_dir():
@@ -259,6 +277,8 @@ def evaluate_directory(directory: str | os.PathLike, oracle: str | None = None,
     if not candidates:
         raise DataError(f"{root}: no model files (*.pt) found")
     results_path = Path(results_path) if results_path else root / RESULTS_NAME
+    if oracle:
+        check_oracle(oracle, oracle_trusted, "--oracle" if oracle_trusted else "oracle setting")
     jobs = jobs if jobs > 0 else (os.cpu_count() or 1)
     settings = {"oracle": oracle, "data": str(Path(data).resolve()) if data else None,
                 "k_relax": k_relax, "md_steps": md_steps if downstream else 0,
@@ -271,7 +291,8 @@ def evaluate_directory(directory: str | os.PathLike, oracle: str | None = None,
     done = {d: cached[d] for d in files if _reusable(cached.get(d), settings)}
     todo = [(p, d) for d, p in files.items() if d not in done]
     bar = tqdm(total=len(files), initial=len(done), desc="evaluate", disable=not progress)
-    for digest, rec in _evaluate_all(todo, root, settings, jobs, progress):
+    for digest, rec in _evaluate_all(todo, root, settings, jobs, progress,
+                                     oracle_trusted):
         done[digest] = rec
         bar.update()
         _save(results_path, _named(files, done, results_path))
@@ -303,7 +324,7 @@ def other_records(results_path: str | os.PathLike, records: list[dict]
 
 
 def _evaluate_path(path: Path, root: Path, digest: str, settings: dict, jobs: int = 1,
-                   progress: bool = False) -> dict | None:
+                   progress: bool = False, oracle_trusted: bool = False) -> dict | None:
     """The record of one file; ``None`` for a resumable run state."""
     try:
         ckpt = load_checkpoint(path)
@@ -313,11 +334,11 @@ def _evaluate_path(path: Path, root: Path, digest: str, settings: dict, jobs: in
         rec = _record(path, root, digest, None, settings)
         rec.update(status="failed", error=str(exc).splitlines()[0][:300])
         return rec
-    return evaluate_file(path, root, ckpt, digest, settings, jobs, progress)
+    return evaluate_file(path, root, ckpt, digest, settings, jobs, progress, oracle_trusted)
 
 
 def _evaluate_all(todo: list[tuple[Path, str]], root: Path, settings: dict, jobs: int,
-                  progress: bool) -> Iterator[tuple[str, dict | None]]:
+                  progress: bool, trusted: bool = False) -> Iterator[tuple[str, dict | None]]:
     """Evaluate ``todo`` -> (content hash, record): ``jobs`` files side by side (one process
     and thread each, dying with this one) when there are several, else one after another
     with ``jobs`` parallel relaxations."""
@@ -328,12 +349,13 @@ def _evaluate_all(todo: list[tuple[Path, str]], root: Path, settings: dict, jobs
                                                mp_context=get_context("spawn"),
                                                initializer=die_with_parent,
                                                initargs=(os.getpid(),)) as ex:
-            futures = {ex.submit(_evaluate_path, p, root, d, settings): d for p, d in todo}
+            futures = {ex.submit(_evaluate_path, p, root, d, settings, 1, False, trusted): d
+                       for p, d in todo}
             for future in as_completed(futures):
                 yield futures[future], future.result()
         return
     for path, digest in todo:
-        yield digest, _evaluate_path(path, root, digest, settings, jobs, progress)
+        yield digest, _evaluate_path(path, root, digest, settings, jobs, progress, trusted)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -361,7 +383,8 @@ def run(args: argparse.Namespace) -> int:
                                  md_steps=args.md_steps, jobs=args.jobs,
                                  results_path=args.results, data=args.data,
                                  downstream=not args.no_downstream, max_test=args.max_test,
-                                 md_temperature=args.md_temperature, progress=not args.quiet)
+                                 md_temperature=args.md_temperature, progress=not args.quiet,
+                                 oracle_trusted=True)  # --oracle is typed by the user
     failed = [r for r in records if r["status"] != "ok"]
     target = args.results or Path(args.directory) / RESULTS_NAME
     print(f"{len(records)} model files, {len(failed)} failed -> {target}")

@@ -22,12 +22,12 @@ import numpy as np
 from mlip_scaling.errors import ConfigError, DataError
 from mlip_scaling.io_utils import atomic_path, atomic_write_text
 from mlip_scaling.scaling.fit import FitResult, fit_joint, fit_law, frontier
+from mlip_scaling.scaling.results import check_records, read_results
 
 __all__ = ["load_records", "split_records", "fit_records", "build_report", "print_table",
            "METRICS", "AXES", "RESULTS_NAME"]
 
 RESULTS_NAME = "scaling_results.json"
-RESULTS_FORMAT = "mlip-scaling-results/1"
 FITS_FORMAT = "mlip-scaling-fits/1"
 METRICS = ("test_loss", "energy_mae", "energy_rmse", "force_mae", "force_rmse", "stress_mae",
            "stress_rmse", "relax_energy_error", "relax_rmsd", "relax_failure_rate",
@@ -41,24 +41,13 @@ _EXPONENT = {"power": "beta", "floor": "b"}
 def load_records(source) -> list[dict]:
     """Records from a results file, a directory holding one, or a list of records."""
     if isinstance(source, list):
-        return source
+        return check_records(source, "records")
     path = Path(source)
     if path.is_dir():
         path = path / RESULTS_NAME
     if not path.is_file():
         raise DataError(f"{path}: no evaluation results (run `mlip-scaling evaluate DIR`)")
-    try:
-        payload = json.loads(path.read_text())
-        fmt, records = payload.get("format"), payload["records"]
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError,
-            AttributeError) as exc:
-        raise DataError(f"{path}: unreadable results file ({type(exc).__name__}: {exc})"
-                        ) from None
-    if fmt != RESULTS_FORMAT:
-        raise DataError(f"{path}: unknown results format {fmt!r} (expected {RESULTS_FORMAT})")
-    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
-        raise DataError(f"{path}: 'records' must be a list of objects")
-    return records
+    return read_results(path)
 
 
 def _finite(value) -> bool:

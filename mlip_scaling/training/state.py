@@ -62,8 +62,10 @@ def load_state(path: str | os.PathLike) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt archive / unsafe content: one line, no traceback
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise ConfigError(f"{path}: cannot resume from this file ({first})") from None
+        from mlip_scaling.checkpoint import load_error_reason
+
+        raise ConfigError(f"{path}: cannot resume from this file ({load_error_reason(exc)})"
+                          ) from None
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise ConfigError(f"{path}: not a training state file of format {STATE_FORMAT!r}")
     return state
