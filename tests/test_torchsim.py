@@ -92,5 +92,5 @@ def test_integrate_and_optimize_run(model):
 def test_unknown_element_is_named(model):
     state = ts.io.atoms_to_state([rattled_cu(), bulk("Fe", "bcc", 2.87)], model.device,
                                  model.dtype)
-    with pytest.raises(DataError, match=r"system 1: element Fe"):
+    with pytest.raises(DataError, match=r"system 1 \(Fe\): element Fe"):
         model(state)
