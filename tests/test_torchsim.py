@@ -94,3 +94,12 @@ def test_unknown_element_is_named(model):
                                  model.dtype)
     with pytest.raises(DataError, match=r"system 1 \(Fe\): element Fe"):
         model(state)
+
+
+def test_overlapping_atoms_are_named(model):
+    from ase import Atoms
+
+    bad = Atoms("Cu2", positions=[[0, 0, 0], [0, 0, 0]], cell=[9, 9, 9], pbc=True)
+    state = ts.io.atoms_to_state([rattled_cu(), bad], model.device, model.dtype)
+    with pytest.raises(DataError, match=r"^system 1 \(Cu2\): atoms 0 and 1 are 0 Å apart"):
+        model(state)
