@@ -98,13 +98,14 @@ def sorted_neighbors(
     return np.ascontiguousarray(edge_index[:, order]), np.ascontiguousarray(shifts[order])
 
 
-def structure_name(numbers: np.ndarray, index: int | None = None) -> str:
+def structure_name(numbers: np.ndarray, index: int | None = None, kind: str = "structure"
+                   ) -> str:
     """``"structure Cu2O"`` or ``"structure 3 (Cu2O)"``: how errors name a structure."""
     from ase.formula import Formula
 
     formula = Formula.from_list([chemical_symbols[z] if 0 <= z < len(chemical_symbols)
                                  else "X" for z in numbers.tolist()]).format("hill")
-    return f"structure {formula}" if index is None else f"structure {index} ({formula})"
+    return f"{kind} {formula}" if index is None else f"{kind} {index} ({formula})"
 
 
 class StructureChecker:
@@ -117,14 +118,8 @@ class StructureChecker:
         self._known = np.zeros(MAX_Z + 1, dtype=bool)
         self._known[self.species] = True
 
-    def __call__(
-        self,
-        numbers: np.ndarray,
-        positions: np.ndarray,
-        cell: np.ndarray,
-        pbc: np.ndarray,
-        where: Where,
-    ) -> None:
+    def __call__(self, numbers: np.ndarray, positions: np.ndarray, cell: np.ndarray,
+                 pbc: np.ndarray, where: Where) -> None:
         """Raise :class:`DataError` naming ``where`` and the problem; return if fine."""
         bad = (numbers < 0) | (numbers > MAX_Z)
         bad[~bad] = ~self._known[numbers[~bad]]

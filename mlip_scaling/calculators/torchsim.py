@@ -110,7 +110,7 @@ class ScalingTorchSimModel(ModelInterface):
         edges, shifts = [], []
         for b in range(n_systems):
             part = slice(int(bounds[b]), int(bounds[b + 1]))
-            where = partial(_system_name, numbers_np[part], b)
+            where = partial(structure_name, numbers_np[part], b, "system")
             self.check(numbers_np[part], pos_np[part], cell_np[b], pbc[b], where)
             edge_index, shift = sorted_neighbors(pos_np[part], cell_np[b], pbc[b], self.cutoff,
                                                  where)
@@ -126,11 +126,6 @@ class ScalingTorchSimModel(ModelInterface):
             keys.EDGE_INDEX: torch.cat(edges, dim=1).to(self._device),
             keys.EDGE_CELL_SHIFT: torch.cat(shifts).to(device=self._device, dtype=self._dtype),
         }
-
-
-def _system_name(numbers: np.ndarray, index: int) -> str:
-    """``"system 3 (Cu2O)"``: how errors name a system of a torch-sim state."""
-    return "system" + structure_name(numbers, index).removeprefix("structure")
 
 
 def _pbc(pbc, n_systems: int) -> np.ndarray:
