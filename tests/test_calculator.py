@@ -202,7 +202,7 @@ def test_unknown_element_is_named():
         atoms.get_potential_energy()
     assert "\n" not in str(err.value)
     calc = ScalingCalculator(smooth_potential(), dtype="float64")
-    with pytest.raises(DataError, match="structure 1: element Fe"):
+    with pytest.raises(DataError, match=r"structure 1 \(Fe8\): element Fe"):
         calc.predict([rattled_cu(), atoms])
 
 

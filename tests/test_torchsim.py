@@ -92,5 +92,14 @@ def test_integrate_and_optimize_run(model):
 def test_unknown_element_is_named(model):
     state = ts.io.atoms_to_state([rattled_cu(), bulk("Fe", "bcc", 2.87)], model.device,
                                  model.dtype)
-    with pytest.raises(DataError, match=r"system 1: element Fe"):
+    with pytest.raises(DataError, match=r"system 1 \(Fe\): element Fe"):
+        model(state)
+
+
+def test_overlapping_atoms_are_named(model):
+    from ase import Atoms
+
+    bad = Atoms("Cu2", positions=[[0, 0, 0], [0, 0, 0]], cell=[9, 9, 9], pbc=True)
+    state = ts.io.atoms_to_state([rattled_cu(), bad], model.device, model.dtype)
+    with pytest.raises(DataError, match=r"^system 1 \(Cu2\): atoms 0 and 1 are 0 Å apart"):
         model(state)

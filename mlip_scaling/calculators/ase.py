@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Sequence
+from functools import partial
 
 import numpy as np
 import torch
@@ -24,12 +25,12 @@ from ase.data import chemical_symbols
 
 from mlip_scaling import keys
 from mlip_scaling.checkpoint import load_potential
-from mlip_scaling.data.neighbors import neighbor_list
+from mlip_scaling.data.neighbors import Where, check_distances, check_geometry, neighbor_list
 from mlip_scaling.errors import ConfigError, DataError
 from mlip_scaling.models.potential import MAX_Z, Potential
 
 __all__ = ["ScalingCalculator", "resolve_device", "resolve_dtype", "prepare_potential",
-           "sorted_neighbors", "StructureChecker"]
+           "sorted_neighbors", "StructureChecker", "structure_name"]
 
 _VOIGT = ([0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1])
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -82,13 +83,14 @@ def _compiled(potential: Potential) -> Potential:
 
 
 def sorted_neighbors(
-    positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float
+    positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float,
+    where: Where = "structure",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Neighbour pairs (``edge_index`` [2,E], integer ``shifts`` [E,3]) within ``cutoff`` Å,
     in a canonical order (centre, neighbour, image) so that any two lists holding the same
-    pairs hold them in the same order.
+    pairs hold them in the same order. ``where`` names the structure in errors.
     """
-    edge_index, shifts = neighbor_list(positions, cell, pbc, cutoff)
+    edge_index, shifts = neighbor_list(positions, cell, pbc, cutoff, where)
     span = int(np.abs(shifts).max(initial=0)) * 2 + 1
     code = ((shifts[:, 0] * span + shifts[:, 1]) * span + shifts[:, 2]) + (span**3) // 2
     key = (edge_index[0] * len(positions) + edge_index[1]) * span**3 + code
@@ -96,22 +98,28 @@ def sorted_neighbors(
     return np.ascontiguousarray(edge_index[:, order]), np.ascontiguousarray(shifts[order])
 
 
-class StructureChecker:
-    """Validates structures against a potential: known elements, finite coordinates."""
+def structure_name(numbers: np.ndarray, index: int | None = None, kind: str = "structure"
+                   ) -> str:
+    """``"structure Cu2O"`` or ``"structure 3 (Cu2O)"``: how errors name a structure."""
+    from ase.formula import Formula
 
-    def __init__(self, species: Sequence[int]) -> None:
+    formula = Formula.from_list([chemical_symbols[z] if 0 <= z < len(chemical_symbols)
+                                 else "X" for z in numbers.tolist()]).format("hill")
+    return f"{kind} {formula}" if index is None else f"{kind} {index} ({formula})"
+
+
+class StructureChecker:
+    """Validates structures against a potential: known elements, then the geometry checks
+    of the neighbour list (finite, cell heights, span, density) at ``cutoff`` Å."""
+
+    def __init__(self, species: Sequence[int], cutoff: float) -> None:
         self.species = list(species)
+        self.cutoff = float(cutoff)
         self._known = np.zeros(MAX_Z + 1, dtype=bool)
         self._known[self.species] = True
 
-    def __call__(
-        self,
-        numbers: np.ndarray,
-        positions: np.ndarray,
-        cell: np.ndarray,
-        pbc: np.ndarray,
-        where: str,
-    ) -> None:
+    def __call__(self, numbers: np.ndarray, positions: np.ndarray, cell: np.ndarray,
+                 pbc: np.ndarray, where: Where) -> None:
         """Raise :class:`DataError` naming ``where`` and the problem; return if fine."""
         bad = (numbers < 0) | (numbers > MAX_Z)
         bad[~bad] = ~self._known[numbers[~bad]]
@@ -120,18 +128,10 @@ class StructureChecker:
             name = chemical_symbols[z] if 0 <= z < len(chemical_symbols) else "?"
             trained = ", ".join(chemical_symbols[s] for s in self.species)
             raise DataError(
-                f"{where}: element {name} (Z={z}) is not known to this model "
-                f"(trained on {trained})"
+                f"{where() if callable(where) else where}: element {name} (Z={z}) is not "
+                f"known to this model (trained on {trained})"
             )
-        if not np.isfinite(positions).all():
-            atom = int(np.flatnonzero(~np.isfinite(positions).all(axis=1))[0])
-            raise DataError(f"{where}: position of atom {atom} is not finite (NaN or inf)")
-        if not np.isfinite(cell).all():
-            raise DataError(f"{where}: the cell contains NaN or inf")
-        flat = pbc & (np.linalg.norm(cell, axis=1) == 0)
-        if flat.any():
-            raise DataError(f"{where}: periodic along cell vector {int(np.argmax(flat))} "
-                            "but that vector is zero")
+        check_geometry(positions, cell, pbc, self.cutoff, where)
 
 
 class _NeighborCache:
@@ -161,22 +161,28 @@ class _NeighborCache:
         return bool(moved.max(initial=0.0) <= (0.5 * self.skin) ** 2)
 
     def __call__(
-        self, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, numbers: np.ndarray
+        self, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, numbers: np.ndarray,
+        where: Where = "structure",
     ) -> tuple[np.ndarray, np.ndarray]:
-        """``edge_index`` [2,E] and ``shifts`` [E,3] of the pairs closer than ``cutoff``."""
+        """``edge_index`` [2,E] and ``shifts`` [E,3] of the pairs closer than ``cutoff``
+        (DataError naming ``where`` when two atoms overlap)."""
         if not self._valid(positions, cell, pbc, numbers):
-            self._build(positions, cell, pbc, numbers)
+            self._build(positions, cell, pbc, numbers, where)
         vec = self._vec
         np.subtract(positions.take(self._j, axis=0), positions.take(self._i, axis=0), out=vec)
         vec += self._offsets
-        keep = np.einsum("ij,ij->i", vec, vec) < self.cutoff**2
+        dist_sq = np.einsum("ij,ij->i", vec, vec)
+        check_distances(dist_sq, self._i, self._j, where)
+        keep = dist_sq < self.cutoff**2
         pairs = self._pairs if keep.all() else self._pairs[keep]
         return pairs[:, :2].T, pairs[:, 2:]
 
     def _build(
-        self, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, numbers: np.ndarray
+        self, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, numbers: np.ndarray,
+        where: Where,
     ) -> None:
-        edge_index, shifts = sorted_neighbors(positions, cell, pbc, self.cutoff + self.skin)
+        edge_index, shifts = sorted_neighbors(positions, cell, pbc, self.cutoff + self.skin,
+                                              where)
         self._pairs = np.concatenate([edge_index.T, shifts], axis=1)  # [E, 5]: i, j, shift
         self._i, self._j = edge_index[0].copy(), edge_index[1].copy()
         self._offsets = shifts @ cell
@@ -221,7 +227,7 @@ class ScalingCalculator(Calculator):
         if skin < 0:
             raise ConfigError(f"skin must be >= 0 Å, got {skin}")
         self.skin = float(skin)
-        self.check = StructureChecker(self.potential.species)
+        self.check = StructureChecker(self.potential.species, self.cutoff + self.skin)
         self._neighbors = _NeighborCache(self.cutoff, self.skin)
         self._cached: dict[str, object] = {}
         self._stress_wanted = False
@@ -274,8 +280,9 @@ class ScalingCalculator(Calculator):
     def _data(self, atoms: Atoms) -> dict[str, torch.Tensor]:
         positions = atoms.positions
         cell, pbc, numbers = atoms.cell.array, atoms.pbc, atoms.numbers
-        self.check(numbers, positions, cell, pbc, "structure")
-        edge_index, shifts = self._neighbors(positions, cell, pbc, numbers)
+        where = partial(structure_name, numbers)  # the name is built only for an error
+        self.check(numbers, positions, cell, pbc, where)
+        edge_index, shifts = self._neighbors(positions, cell, pbc, numbers, where)
         return {
             keys.POSITIONS: self._tensor(positions),
             keys.CELL: self._tensor(cell).reshape(1, 3, 3),
@@ -343,8 +350,9 @@ class ScalingCalculator(Calculator):
     def _single(self, atoms: Atoms, index: int) -> dict[str, torch.Tensor]:
         positions, cell, pbc = atoms.positions, atoms.cell.array, atoms.pbc
         numbers = atoms.numbers
-        self.check(numbers, positions, cell, pbc, f"structure {index}")
-        edge_index, shifts = sorted_neighbors(positions, cell, pbc, self.cutoff)
+        where = partial(structure_name, numbers, index)
+        self.check(numbers, positions, cell, pbc, where)
+        edge_index, shifts = sorted_neighbors(positions, cell, pbc, self.cutoff, where)
         return {
             keys.POSITIONS: self._tensor(positions),
             keys.CELL: self._tensor(cell).reshape(1, 3, 3),

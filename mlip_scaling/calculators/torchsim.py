@@ -14,6 +14,7 @@ Units follow torch-sim's metal units: eV, Å; stress in eV/Å^3 with ASE's sign.
 from __future__ import annotations
 
 import os
+from functools import partial
 
 import numpy as np
 import torch
@@ -25,6 +26,7 @@ from mlip_scaling.calculators.ase import (
     resolve_device,
     resolve_dtype,
     sorted_neighbors,
+    structure_name,
 )
 from mlip_scaling.models.potential import Potential
 
@@ -71,7 +73,7 @@ class ScalingTorchSimModel(ModelInterface):
         self._memory_scales_with = "n_atoms_x_density"
         self.potential = prepare_potential(model, self._device, self._dtype)
         self.cutoff = self.potential.cutoff
-        self.check = StructureChecker(self.potential.species)
+        self.check = StructureChecker(self.potential.species, self.cutoff)
 
     def forward(self, state, **kwargs) -> dict[str, torch.Tensor]:
         """Energy [B] (eV), forces [N,3] (eV/Å) and stress [B,3,3] (eV/Å^3) of ``state``.
@@ -108,8 +110,10 @@ class ScalingTorchSimModel(ModelInterface):
         edges, shifts = [], []
         for b in range(n_systems):
             part = slice(int(bounds[b]), int(bounds[b + 1]))
-            self.check(numbers_np[part], pos_np[part], cell_np[b], pbc[b], f"system {b}")
-            edge_index, shift = sorted_neighbors(pos_np[part], cell_np[b], pbc[b], self.cutoff)
+            where = partial(structure_name, numbers_np[part], b, "system")
+            self.check(numbers_np[part], pos_np[part], cell_np[b], pbc[b], where)
+            edge_index, shift = sorted_neighbors(pos_np[part], cell_np[b], pbc[b], self.cutoff,
+                                                 where)
             edges.append(torch.from_numpy(edge_index + bounds[b]))
             shifts.append(torch.from_numpy(shift))
         return {

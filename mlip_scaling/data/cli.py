@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,11 +17,18 @@ from mlip_scaling.errors import DataError, cli_entry
 __all__ = ["main", "dataset_summary"]
 
 
-def dataset_summary(path: str | Path) -> dict:
-    """Counts, elements, sizes and label statistics of a dataset file."""
+def dataset_summary(path: str | Path, verify: bool = False) -> dict:
+    """Counts, elements, sizes and label statistics of a dataset file.
+
+    Stored values are always checked (elements, finiteness, offsets); with ``verify`` also
+    a store's content hash and every structure's geometry (DataError on the first problem).
+    """
     path = Path(path)
     if detect_format(path) == "h5":
         store = StructureStore(path)
+        store.validate(content_hash=verify)
+        if verify:
+            store.check_geometry()
         numbers = store.array("numbers")
         energy, forces = store.array("energy"), store.array("forces")
         stress, has = store.array("stress"), store.has_stress
@@ -58,7 +66,8 @@ def _info(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    s = dataset_summary(args.file)
+    start = time.perf_counter()
+    s = dataset_summary(args.file, verify=args.verify)
     table = Table(title=s["file"], show_header=False)
     a = s["atoms_per_structure"]
     e, f = s["energy_per_atom_eV"], s["force_norm_eV_per_A"]
@@ -72,10 +81,21 @@ def _info(args: argparse.Namespace) -> int:
     if s["stress_abs_mean_eV_per_A3"] is not None:
         rows.append(("mean |σ| (eV/Å³)", f"{s['stress_abs_mean_eV_per_A3']:.4f}"))
     rows += [(k, str(v)) for k, v in s["metadata"].items()]
+    if args.verify:
+        rows.append(("verified", _verified(s, time.perf_counter() - start)))
     for row in rows:
         table.add_row(*row)
     Console().print(table)
     return 0
+
+
+def _verified(summary: dict, seconds: float) -> str:
+    """What ``info --verify`` checked (every check passed, or it would have stopped)."""
+    checks = "elements, finite values, cells, overlapping atoms"
+    if detect_format(summary["file"]) == "h5":
+        checks = "offsets, " + checks + (", content hash" if "content_hash" in
+                                          summary["metadata"] else " (no content hash recorded)")
+    return f"ok: {checks} of {summary['structures']:,} structures ({seconds:.1f} s)"
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -103,6 +123,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("info", help="counts, elements and label statistics", formatter_class=fmt)
     p.add_argument("file")
+    p.add_argument("--verify", action="store_true",
+                   help="also check the content hash and every structure's geometry")
     p.set_defaults(func=_info)
     p = sub.add_parser("convert", help="convert between extxyz / ASE db / aselmdb / .h5",
                        formatter_class=fmt)

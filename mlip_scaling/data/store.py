@@ -31,6 +31,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 from mlip_scaling import keys
 from mlip_scaling.data.atomic_data import AtomicData, atoms_labels
+from mlip_scaling.data.validate import check_layout, check_structure, check_values
 from mlip_scaling.errors import DataError
 from mlip_scaling.io_utils import atomic_path
 
@@ -41,7 +42,8 @@ _PER_STRUCT = ("cell", "pbc", "energy", "stress", "has_stress")
 
 
 def validate_labels(atoms: Atoms, where: str) -> dict[str, np.ndarray]:
-    """Labels of ``atoms`` checked for presence, shape and finiteness (DataError if bad)."""
+    """Labels of ``atoms`` checked for presence, shape and finiteness, and the structure
+    for elements, finite coordinates, cell and overlapping atoms (DataError if bad)."""
     labels = atoms_labels(atoms)
     n = len(atoms)
     if n == 0:
@@ -53,11 +55,10 @@ def validate_labels(atoms: Atoms, where: str) -> dict[str, np.ndarray]:
         raise DataError(
             f"{where}: forces have shape {labels[keys.FORCES].shape}, expected ({n}, 3)"
         )
-    if not np.all(np.isfinite(atoms.positions)):
-        raise DataError(f"{where}: positions contain NaN or inf")
     for name, value in labels.items():
         if not np.all(np.isfinite(value)):
             raise DataError(f"{where}: {name} contains NaN or inf")
+    check_structure(atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc, where)
     return labels
 
 
@@ -150,6 +151,7 @@ class StructureStore:
                 self._offsets = fh["offsets"][()]
                 self.has_stress: np.ndarray = fh["has_stress"][()]
                 missing = [k for k in (*_PER_ATOM, *_PER_STRUCT) if k not in fh]
+                shapes = {k: fh[k].shape for k in (*_PER_ATOM, *_PER_STRUCT) if k in fh}
         except (OSError, KeyError, ValueError) as exc:
             raise DataError(
                 f"{self.path}: not a readable dataset store (truncated or corrupt: "
@@ -157,6 +159,7 @@ class StructureStore:
             ) from None
         if missing:
             raise DataError(f"{self.path}: store lacks arrays {', '.join(missing)}")
+        check_layout(str(self.path), self._offsets, shapes)
         self.num_atoms: np.ndarray = np.diff(self._offsets)
         self._arrays: dict[str, np.ndarray] = {}
 
@@ -175,6 +178,28 @@ class StructureStore:
 
     def __len__(self) -> int:
         return len(self.num_atoms)
+
+    def validate(self, content_hash: bool = False) -> None:
+        """Check every stored value (elements, finiteness), reading all arrays; with
+        ``content_hash`` also that the data hash to the recorded ``content_hash``."""
+        arrays = {name: self.array(name) for name in (*_PER_ATOM, *_PER_STRUCT)}
+        check_values(arrays, self._offsets, str(self.path))
+        recorded = self.metadata.get("content_hash")
+        if content_hash and recorded is not None:
+            actual = _content_hash({**arrays, "offsets": self._offsets})
+            if actual != recorded:
+                raise DataError(f"{self.path}: content hash mismatch (recorded "
+                                f"{str(recorded)[:12]}…, data hash to {actual[:12]}…): the "
+                                "file was modified or corrupted after it was written")
+
+    def check_geometry(self) -> None:
+        """Check each structure's geometry (cell, overlapping atoms): ~0.1 ms a structure."""
+        numbers, positions = self.array("numbers"), self.array("positions")
+        cell, pbc = self.array("cell"), self.array("pbc")
+        for i in range(len(self)):
+            sl = self._slice(i)
+            check_structure(numbers[sl], positions[sl], cell[i], pbc[i],
+                            f"{self.path}: structure {i}")
 
     @property
     def species(self) -> list[int]:

@@ -116,7 +116,7 @@ def prepare(
         if keys.STRESS not in data:
             data[keys.STRESS] = torch.zeros(1, 3, 3, dtype=data[keys.POSITIONS].dtype)
         data[keys.STRUCTURE_INDEX] = torch.tensor([int(idx)])
-        data = transform(data)
+        data = transform(data, where=f"{where}: structure {int(idx)}")
         items.append({k: v.to(dtype) if v.is_floating_point() else v for k, v in data.items()})
     if need.get(keys.STRESS, 0) > 0 and not any(bool(d[HAS_STRESS]) for d in items):
         raise DataError(f"{where}: no structure has a stress label but --stress-weight is "

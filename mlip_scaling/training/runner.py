@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -24,7 +25,7 @@ from mlip_scaling.training.config import TrainConfig
 from mlip_scaling.training.distributed import DistInfo, init_distributed, shutdown
 from mlip_scaling.training.flops import pf_days
 from mlip_scaling.training.normalization import energy_scale, fit_reference_energies
-from mlip_scaling.training.trainer import Trainer
+from mlip_scaling.training.trainer import Trainer, TrainingDiverged
 
 __all__ = ["resolve_model", "run_training", "run_paths", "LOCK_NAME"]
 
@@ -220,6 +221,7 @@ def _run(cfg: TrainConfig, trainer: Trainer, n_params: int, family: str, run_dir
             trainer.fit(update)
     train = _train_record(cfg, trainer, n_params, info)
     metrics = dict(trainer.last_val)
+    _check_outcome(trainer, metrics, run_dir)
     if dist.is_main:
         save_potential(export, trainer.eval_potential().cpu(), train=train, metrics=metrics)
         if show:
@@ -229,6 +231,19 @@ def _run(cfg: TrainConfig, trainer: Trainer, n_params: int, family: str, run_dir
                   f"({train['pf_days']:.3g} PF-days), {train['wall_time_s']:.0f} s",
                   file=sys.stderr, flush=True)
     return {"export": export, "train": train, "metrics": metrics, "run_dir": run_dir}
+
+
+def _check_outcome(trainer: Trainer, metrics: dict, run_dir: Path) -> None:
+    """Refuse to export a model that never trained or whose validation is not finite."""
+    if trainer.step > 0 and trainer.skipped >= trainer.step:
+        raise TrainingDiverged(f"{run_dir}: all {trainer.step} steps were skipped (loss or "
+                               "gradient not finite): no model was exported; check the data "
+                               "(mlip-data info --verify) or lower --lr")
+    bad = [k for k, v in metrics.items()
+           if k.endswith("mae") and v is not None and not math.isfinite(v)]
+    if bad:
+        raise TrainingDiverged(f"{run_dir}: validation {bad[0]} is {metrics[bad[0]]}: no model "
+                               "was exported; check the data (mlip-data info --verify)")
 
 
 def _fmt(value: float | None) -> str:
