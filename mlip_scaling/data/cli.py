@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from mlip_scaling.data import generate_cli
+from mlip_scaling.data.embedded import default_data_path
 from mlip_scaling.data.readers import detect_format, read_structures
 from mlip_scaling.data.store import StructureStore, write_store
 from mlip_scaling.errors import DataError, cli_entry
@@ -58,7 +59,7 @@ def _info(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    s = dataset_summary(args.file)
+    s = dataset_summary(default_data_path() if args.file is None else args.file)
     table = Table(title=s["file"], show_header=False)
     a = s["atoms_per_structure"]
     e, f = s["energy_per_atom_eV"], s["force_norm_eV_per_A"]
@@ -102,7 +103,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlip-data", description=__doc__, formatter_class=fmt)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("info", help="counts, elements and label statistics", formatter_class=fmt)
-    p.add_argument("file")
+    p.add_argument("file", nargs="?", default=None,
+                   help="dataset file (default: the embedded dataset shipped with the package)")
     p.set_defaults(func=_info)
     p = sub.add_parser("convert", help="convert between extxyz / ASE db / aselmdb / .h5",
                        formatter_class=fmt)

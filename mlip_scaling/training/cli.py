@@ -45,7 +45,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                    help="JSON object overriding hyperparameters of the preset")
     g.add_argument("--data", default=D.data,
                    help="dataset file (.h5 store, extxyz, ASE db, aselmdb); default: the "
-                        "embedded data/default.h5")
+                        "embedded dataset shipped with the package")
     g.add_argument("--train-size", type=int, default=D.train_size,
                    help="train on a nested subset of this many structures (default: all)")
     g.add_argument("--val-size", type=float, default=D.val_size,

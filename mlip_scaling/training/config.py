@@ -24,7 +24,7 @@ class TrainConfig:
     model: str = "transformer"  # family (its default preset) or preset name
     params: float | None = None  # nearest preset of the family by parameter count
     model_config: dict = field(default_factory=dict)  # overrides of the preset's hyperparameters
-    data: str | None = None  # dataset file; None = the embedded data/default.h5
+    data: str | None = None  # dataset file; None = the embedded dataset
     train_size: int | None = None  # nested subset of the training split; None = all of it
     val_size: float = 0.05  # fraction (<1) or number of structures held out for validation
     test_size: float = 0.05  # fraction (<1) or number held out for testing (never trained on)
