@@ -72,8 +72,9 @@ def _optim_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int, default=D.batch_size,
                    help="structures per step (global: split over DDP processes)")
     g.add_argument("--amp", nargs="?", const="auto", default=D.amp, choices=AMP_CHOICES,
-                   help="mixed precision; --amp alone: bf16 on CUDA with bf16 (and CPUs with "
-                        "native bf16), fp16 + GradScaler on older GPUs, float32 on other CPUs")
+                   help="mixed precision; --amp alone: bf16 on CUDA with bf16, fp16 + "
+                        "GradScaler on older GPUs; on a CPU the faster of bf16 and float32, "
+                        "timed in its first steps (float32 without native bf16)")
     g.add_argument("--energy-weight", type=float, default=D.energy_weight,
                    help="weight of the energy/atom MAE")
     g.add_argument("--force-weight", type=float, default=D.force_weight,

@@ -13,7 +13,7 @@ from mlip_scaling.errors import ConfigError
 
 __all__ = ["TrainConfig", "AMP_CHOICES", "load_config_file", "merge_config"]
 
-#: ``auto`` = bf16 where the hardware has it, fp16 + GradScaler on CUDA without bf16.
+#: ``auto`` = bf16 on CUDA with bf16, fp16 + GradScaler on other CUDA, the faster on a CPU.
 AMP_CHOICES = ("auto", "bf16", "fp16", "off")
 
 

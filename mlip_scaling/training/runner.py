@@ -163,6 +163,8 @@ def _run(cfg: TrainConfig, trainer: Trainer, n_params: int, family: str, run_dir
          export: Path, info: dict, dist: DistInfo, verbose: bool) -> dict[str, Any]:
     finished = trainer.prepare(cfg.resume)
     show = verbose and dist.is_main
+    if show and trainer.amp_note:
+        print(trainer.amp_note, file=sys.stderr, flush=True)
     if show:
         print(_summary(trainer, n_params, family, run_dir), file=sys.stderr, flush=True)
     if not finished:
