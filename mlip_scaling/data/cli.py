@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mlip_scaling.cli_args import OneLineParser, output_file
 from mlip_scaling.data import generate_cli
 from mlip_scaling.data.embedded import default_data_path
 from mlip_scaling.data.readers import detect_format, read_structures
@@ -100,7 +101,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     fmt = argparse.ArgumentDefaultsHelpFormatter
-    parser = argparse.ArgumentParser(prog="mlip-data", description=__doc__, formatter_class=fmt)
+    parser = OneLineParser(prog="mlip-data", description=__doc__, formatter_class=fmt)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("info", help="counts, elements and label statistics", formatter_class=fmt)
     p.add_argument("file", nargs="?", default=None,
@@ -109,7 +110,8 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help="convert between extxyz / ASE db / aselmdb / .h5",
                        formatter_class=fmt)
     p.add_argument("input")
-    p.add_argument("output", help="output file: .h5 (store) or anything ase.io writes")
+    p.add_argument("output", type=output_file,
+                   help="output file: .h5 (store) or anything ase.io writes")
     p.add_argument("--oracle", default=None, help="oracle name to record in the store")
     p.add_argument("--format", default=None, help="ase.io format for non-.h5 outputs")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
