@@ -4,8 +4,9 @@
 with a GradScaler on older CUDA devices. On a CPU, bf16 autocast is not reliably faster
 even with native bf16 instructions (``benchmarks/bench_amp.py``: transformer-2.3k, the default
 preset, takes 1.3-1.4x as long per step in bf16 on an AMD EPYC with AVX512-BF16), so ``auto``
-times a few steps of both and keeps the faster (float32 without native bf16: emulated bf16
-is always slower). Losses, forces and stress always come out in float32.
+times a few steps of both and keeps the faster (bf16 only when at least 5 % faster;
+float32 without native bf16: emulated bf16 is always slower). Losses, forces and stress
+always come out in float32.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ import torch
 from mlip_scaling.errors import ConfigError
 
 __all__ = ["resolve_amp", "autocast", "cpu_has_bf16", "time_precisions", "choose_cpu_precision",
-           "CPU_CANDIDATES", "PRECISION_NAMES"]
+           "CPU_CANDIDATES", "PRECISION_NAMES", "BF16_MARGIN"]
 
 #: What ``auto`` chooses between on a CPU with native bf16.
 CPU_CANDIDATES = ("off", "bf16")
+#: bf16 (the less precise) is taken only when its best step time is this much shorter.
+BF16_MARGIN = 0.95
 PRECISION_NAMES = {"off": "float32", "bf16": "bf16 autocast", "fp16": "fp16 autocast"}
 
 
@@ -52,27 +55,31 @@ def resolve_amp(amp: str, device: torch.device) -> str:
     return amp
 
 
-def time_precisions(step: Callable[[str], None], repeats: int = 2,
+def time_precisions(step: Callable[[str], None], repeats: int = 3, budget_s: float = 30.0,
                     clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
-    """Best time (s) of ``repeats`` calls of ``step(precision)`` for each CPU candidate.
+    """Best time (s) of up to ``repeats`` calls of ``step(precision)`` per CPU candidate.
 
     One untimed warm-up call each, then the candidates alternate so that load from other
-    processes hits both alike.
+    processes hits both alike; rounds stop once ``budget_s`` seconds were spent timing.
     """
     for precision in CPU_CANDIDATES:
         step(precision)
     best = dict.fromkeys(CPU_CANDIDATES, math.inf)
+    spent = 0.0
     for _ in range(repeats):
         for precision in CPU_CANDIDATES:
             start = clock()
             step(precision)
-            best[precision] = min(best[precision], clock() - start)
+            seconds = clock() - start
+            best[precision], spent = min(best[precision], seconds), spent + seconds
+        if spent > budget_s:
+            break
     return best
 
 
 def choose_cpu_precision(seconds: dict[str, float]) -> tuple[str, str]:
-    """``(precision, reason)`` from measured step times: bf16 only when strictly faster."""
-    chosen = "bf16" if seconds["bf16"] < seconds["off"] else "off"
+    """``(precision, reason)`` from measured step times: bf16 only when >= 5 % faster."""
+    chosen = "bf16" if seconds["bf16"] < BF16_MARGIN * seconds["off"] else "off"
     other = "off" if chosen == "bf16" else "bf16"
     reason = (f"faster here: {1e3 * seconds[chosen]:.0f} ms/step vs {PRECISION_NAMES[other]} "
               f"{1e3 * seconds[other]:.0f} ms/step, best of timed training steps")
