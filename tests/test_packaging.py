@@ -58,3 +58,11 @@ def test_plain_install_trains_on_the_embedded_dataset(tmp_path):
     train = torch.load(export, weights_only=True)["train"]
     assert train["steps"] == 2
     assert Path(train["dataset"]).resolve().is_relative_to(target.resolve())
+
+
+def test_data_info_defaults_to_the_embedded_dataset(capsys):
+    from mlip_scaling.data.cli import main
+
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "10,000" in out and "mixed:emt+sw" in out
