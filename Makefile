@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 
 DEMO_DIR ?= runs/demo
 demo: $(STAMP)
-	$(VENV)/bin/mlip-data info data/default.h5
+	$(VENV)/bin/mlip-data info
 	$(VENV)/bin/mlip-scaling sweep --plan examples/demo_transformer.yaml --out $(DEMO_DIR) --jobs 2
 	$(VENV)/bin/mlip-scaling sweep --plan examples/demo_eqv2.yaml --out $(DEMO_DIR) --jobs 2
 	$(VENV)/bin/mlip-scaling report $(DEMO_DIR) --out $(DEMO_DIR)/report \
@@ -46,7 +46,7 @@ bench: $(STAMP)
 	MACE_PYTHON=$(MACE_VENV)/bin/python $(PY) benchmarks/run_all.py
 
 data: $(STAMP)
-	$(VENV)/bin/mlip-data generate --recipe default --out data/default.h5
+	$(VENV)/bin/mlip-data generate --recipe default --out mlip_scaling/data/default.h5
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -1,6 +1,6 @@
 """Data-pipeline speed: HDF5 random reads, and neighbour list + collate vs a training step.
 
-    python benchmarks/bench_data.py [--data data/default.h5]
+    python benchmarks/bench_data.py [--data FILE.h5]   # default: the embedded dataset
 
 Prints structures/s of random reads from the store (target >= 20,000/s), the neighbour
 list (vesin, ASE, matscipy side by side on a 256-atom cell) and the time to build and

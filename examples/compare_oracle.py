@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from mlip_scaling.calculators.ase import ScalingCalculator
+from mlip_scaling.data.embedded import default_data_path
 from mlip_scaling.errors import ConfigError, DataError, cli_entry
 
-DEFAULT_DATASET = Path(__file__).resolve().parents[1] / "data" / "default.h5"
+DEFAULT_DATASET = default_data_path()
 
 
 def load(dataset: str, oracle_name: str | None, n: int, seed: int):

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from ase import Atoms
 
 from mlip_scaling.data import generate as gen
 from mlip_scaling.data.cli import main
+from mlip_scaling.data.embedded import default_data_path
 from mlip_scaling.data.oracles import get_oracle
 from mlip_scaling.data.store import StructureStore
 from mlip_scaling.errors import ConfigError
 
-DEFAULT = Path(__file__).resolve().parents[1] / "data" / "default.h5"
+DEFAULT = default_data_path()
 RTOL = 1e-12  # regeneration may differ in the last bits across CPUs' SIMD paths
 
 

@@ -51,4 +51,4 @@ def test_batch_mixes_periodic_and_molecule(lj_model):
     torch.testing.assert_close(
         batched[keys.FORCES], torch.cat([s[keys.FORCES] for s in single])
     )
-    assert torch.all(batched[keys.STRESS][1] == 0)
+    assert batched[keys.STRESS][1].abs().max() < 1e-12

@@ -100,7 +100,7 @@ def test_train_export_and_resume(tmp_path, extxyz, capsys):
     (["--train-size", "500"], "exceeds"),
     (["--config", "/nonexistent/run.yaml"], "cannot read config"),
     (["--data", "/nonexistent/x.extxyz"], "no such dataset"),
-    (["--lr", "-1"], "--lr must be > 0"),
+    (["--lr", "-1"], "--lr: must be a finite number > 0"),
     (["--compile"], "torch.compile"),
     (["--batch-size", "3", "--amp", "fp16"], "fp16 needs a CUDA"),
 ])

@@ -58,7 +58,7 @@ def test_seed_transformer_batches_like_single_structures():
         torch.testing.assert_close(batch[name], torch.cat([s[name] for s in single]))
     stress = batch[keys.STRESS]
     torch.testing.assert_close(stress, stress.transpose(1, 2))
-    assert torch.all(stress[2:] == 0)  # molecule and cluster are not periodic
+    assert stress[2:].abs().max() < 1e-12  # molecule and cluster are not periodic
     assert stress[:2].abs().max() > 0
 
 
@@ -83,7 +83,8 @@ def test_segment_softmax_normalised_stable_and_continuous():
     assert torch.isfinite(p).all() and p[0, 0] == pytest.approx(1.0)
     weights = torch.tensor([1.0, 1.0, 1.0, 1.0, 0.0], dtype=torch.float64)
     p, p_extra = blocks.segment_softmax(logits, index, 3, weights, extra)
-    assert p[4, 0] == 0 and p_extra[2, 0] == 1.0  # a zero-weight edge drops out
+    # a zero-weight edge drops out
+    assert abs(float(p[4, 0])) < 1e-12 and float(p_extra[2, 0]) == pytest.approx(1.0, rel=1e-12)
 
 
 def test_envelopes_are_smooth_at_the_cutoff():
@@ -92,7 +93,7 @@ def test_envelopes_are_smooth_at_the_cutoff():
         u = env(r)
         (grad,) = torch.autograd.grad(u.sum(), r)
         u = u.detach()
-        assert u[0] == pytest.approx(1.0) and u[1] < 1e-9 and u[2] == 0 and u[3] == 0
+        assert u[0] == pytest.approx(1.0) and u[1] < 1e-9 and u[2:].abs().max() < 1e-12
         assert grad[1].abs() < 1e-5 and grad[2:].abs().max() < 1e-12
 
 

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+from mlip_scaling.cli_args import OneLineParser, output_file
 from mlip_scaling.data import generate_cli
+from mlip_scaling.data.embedded import default_data_path
 from mlip_scaling.data.readers import detect_format, read_structures
 from mlip_scaling.data.store import StructureStore, write_store
 from mlip_scaling.errors import DataError, cli_entry
@@ -67,7 +69,8 @@ def _info(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     start = time.perf_counter()
-    s = dataset_summary(args.file, verify=args.verify)
+    s = dataset_summary(default_data_path() if args.file is None else args.file,
+                        verify=args.verify)
     table = Table(title=s["file"], show_header=False)
     a = s["atoms_per_structure"]
     e, f = s["energy_per_atom_eV"], s["force_norm_eV_per_A"]
@@ -119,17 +122,19 @@ def _convert(args: argparse.Namespace) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     fmt = argparse.ArgumentDefaultsHelpFormatter
-    parser = argparse.ArgumentParser(prog="mlip-data", description=__doc__, formatter_class=fmt)
+    parser = OneLineParser(prog="mlip-data", description=__doc__, formatter_class=fmt)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("info", help="counts, elements and label statistics", formatter_class=fmt)
-    p.add_argument("file")
+    p.add_argument("file", nargs="?", default=None,
+                   help="dataset file (default: the embedded dataset shipped with the package)")
     p.add_argument("--verify", action="store_true",
                    help="also check the content hash and every structure's geometry")
     p.set_defaults(func=_info)
     p = sub.add_parser("convert", help="convert between extxyz / ASE db / aselmdb / .h5",
                        formatter_class=fmt)
     p.add_argument("input")
-    p.add_argument("output", help="output file: .h5 (store) or anything ase.io writes")
+    p.add_argument("output", type=output_file,
+                   help="output file: .h5 (store) or anything ase.io writes")
     p.add_argument("--oracle", default=None, help="oracle name to record in the store")
     p.add_argument("--format", default=None, help="ase.io format for non-.h5 outputs")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from mlip_scaling.cli_args import POSITIVE_INT, SEED, output_file
 from mlip_scaling.data.generate import DEFAULT_STRUCTURES, RECIPES, generate_dataset
 
 __all__ = ["configure", "run"]
@@ -21,12 +22,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "recipe's own")
     parser.add_argument("--elements", nargs="*", default=[],
                         help="elements to generate (for oracles without a recipe)")
-    parser.add_argument("--structures", type=int, default=DEFAULT_STRUCTURES,
+    parser.add_argument("--structures", type=POSITIVE_INT, default=DEFAULT_STRUCTURES,
                         help="number of structures")
-    parser.add_argument("--out", required=True, help="output .h5 file")
-    parser.add_argument("--seed", type=int, default=0, help="random seed")
-    parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
-    parser.add_argument("--chunk-size", type=int, default=500,
+    parser.add_argument("--out", type=output_file, required=True, help="output .h5 file")
+    parser.add_argument("--seed", type=SEED, default=0, help="random seed")
+    parser.add_argument("--workers", type=POSITIVE_INT, default=None,
+                        help="processes (default: all cores)")
+    parser.add_argument("--chunk-size", type=POSITIVE_INT, default=500,
                         help="structures per resumable chunk")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 

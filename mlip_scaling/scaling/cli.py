@@ -12,11 +12,23 @@ from pathlib import Path
 
 import numpy as np
 
+from mlip_scaling.cli_args import (
+    NON_NEGATIVE_INT,
+    POSITIVE,
+    POSITIVE_INT,
+    Number,
+    OneLineParser,
+    output_dir,
+    output_file,
+)
 from mlip_scaling.errors import ConfigError, DataError, cli_entry
 
 __all__ = ["main"]
 
 _FMT = argparse.ArgumentDefaultsHelpFormatter
+#: bins of the outcome grid: a one-hot array of R x S x P x bins floats is built
+BINS = Number(integer=True, low=2, high=4096)
+Q_MIN = Number(low=0, low_open=True, high=1)
 _EVAL_KEYS = ("oracle", "data", "k_relax", "md_steps", "downstream", "max_test",
               "md_temperature")
 
@@ -154,8 +166,9 @@ def _add_fit(sub) -> None:
     p.add_argument("--axis", action="append", default=None,
                    help="axes: data, params, compute, joint (default: all)")
     p.add_argument("--allow-mixed", action="store_true", help="fit runs of different datasets")
-    p.add_argument("--n-boot", type=int, default=100, help="bootstrap resamples")
-    p.add_argument("--json", default=None, help="also write the fits to this JSON file")
+    p.add_argument("--n-boot", type=POSITIVE_INT, default=100, help="bootstrap resamples")
+    p.add_argument("--json", type=output_file, default=None,
+                   help="also write the fits to this JSON file")
     p.set_defaults(func=_fit)
 
 
@@ -166,18 +179,23 @@ def _add_report(sub) -> None:
                        "the settings of the existing results unless flags override them.")
     p.add_argument("directory", help="folder of model files and/or scaling_results.json, or "
                    "a results file")
-    p.add_argument("--out", default=None, help="report folder (default: DIR/report)")
+    p.add_argument("--out", type=output_dir, default=None,
+                   help="report folder (default: DIR/report)")
     p.add_argument("--allow-mixed", action="store_true", help="fit runs of different datasets")
-    p.add_argument("--n-boot", type=int, default=100, help="bootstrap resamples")
+    p.add_argument("--n-boot", type=POSITIVE_INT, default=100, help="bootstrap resamples")
     p.add_argument("--no-evaluate", action="store_true", help="use existing results only")
     p.add_argument("--oracle", default=None, help="evaluate: downstream reference calculator")
     p.add_argument("--data", default=None, help="evaluate: dataset file")
     p.add_argument("--no-downstream", action="store_true", help="evaluate: test metrics only")
-    p.add_argument("--k-relax", type=int, default=None, help="evaluate: structures relaxed "
-                   "per model (default: as in the existing results, else evaluate's)")
-    p.add_argument("--md-steps", type=int, default=None, help="evaluate: NVE steps per model")
-    p.add_argument("--max-test", type=int, default=None, help="evaluate: cap on test structures")
-    p.add_argument("--jobs", type=int, default=1, help="evaluate: parallel relaxations")
+    p.add_argument("--k-relax", type=NON_NEGATIVE_INT, default=None,
+                   help="evaluate: structures relaxed per model (default: as in the existing "
+                        "results, else evaluate's)")
+    p.add_argument("--md-steps", type=NON_NEGATIVE_INT, default=None,
+                   help="evaluate: NVE steps per model")
+    p.add_argument("--max-test", type=POSITIVE_INT, default=None,
+                   help="evaluate: cap on test structures")
+    p.add_argument("--jobs", type=NON_NEGATIVE_INT, default=1,
+                   help="evaluate: parallel relaxations (0: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress or tables")
     p.set_defaults(func=_report)
 
@@ -189,25 +207,28 @@ def _add_bias(sub) -> None:
                        " S draws per replicate) and 'labels' [P], or a folder of replicate "
                        "model files (same dataset) evaluated on test-split probes.")
     p.add_argument("input", help=".npz file or folder of replicate model files")
-    p.add_argument("--tau", type=float, default=0.01,
+    p.add_argument("--tau", type=POSITIVE, default=0.01,
                    help="target half-width in label units (eV/atom or eV/Å)")
-    p.add_argument("--span", type=float, default=None,
+    p.add_argument("--span", type=POSITIVE, default=None,
                    help="outcome grid half-width (default: the largest |error|)")
-    p.add_argument("--bins", type=int, default=64, help="bins of the outcome grid |Ω|")
-    p.add_argument("--q-min", type=float, default=0.5, help="famine-bound threshold")
-    p.add_argument("--n-boot", type=int, default=200, help="bootstrap resamples of replicates")
+    p.add_argument("--bins", type=BINS, default=64, help="bins of the outcome grid |Ω|")
+    p.add_argument("--q-min", type=Q_MIN, default=0.5, help="famine-bound threshold")
+    p.add_argument("--n-boot", type=POSITIVE_INT, default=200,
+                   help="bootstrap resamples of replicates")
     p.add_argument("--quantity", choices=["energy", "forces"], default="energy",
                    help="folder input: predicted quantity")
-    p.add_argument("--probes", type=int, default=64, help="folder input: probe structures")
+    p.add_argument("--probes", type=POSITIVE_INT, default=64,
+                   help="folder input: probe structures")
     p.add_argument("--data", default=None, help="folder input: dataset file override")
-    p.add_argument("--json", default=None, help="also write the result to this JSON file")
+    p.add_argument("--json", type=output_file, default=None,
+                   help="also write the result to this JSON file")
     p.set_defaults(func=_bias)
 
 
 def _parser() -> argparse.ArgumentParser:
     from mlip_scaling.scaling import evaluate, sweep
 
-    parser = argparse.ArgumentParser(prog="mlip-scaling", description=__doc__, formatter_class=_FMT)
+    parser = OneLineParser(prog="mlip-scaling", description=__doc__, formatter_class=_FMT)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("sweep", help="train a grid of models x data sizes", formatter_class=_FMT)
     sweep.configure(p)

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from mlip_scaling.checkpoint import CheckpointError, load_checkpoint, potential_from_dict
+from mlip_scaling.cli_args import NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, output_file
 from mlip_scaling.errors import ConfigError, DataError
 from mlip_scaling.io_utils import (
     atomic_write_text,
@@ -365,15 +366,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         "name (default: the oracle recorded in the dataset)")
     parser.add_argument("--data", default=None, help="dataset file (default: the one each "
                         "model was trained on)")
-    parser.add_argument("--k-relax", type=int, default=8, help="test structures relaxed per model")
-    parser.add_argument("--md-steps", type=int, default=500, help="NVE steps (1 fs) per model")
-    parser.add_argument("--md-temperature", type=float, default=300.0, help="MD temperature (K)")
-    parser.add_argument("--max-test", type=int, default=None, help="cap on test structures")
+    parser.add_argument("--k-relax", type=NON_NEGATIVE_INT, default=8,
+                        help="test structures relaxed per model")
+    parser.add_argument("--md-steps", type=NON_NEGATIVE_INT, default=500,
+                        help="NVE steps (1 fs) per model")
+    parser.add_argument("--md-temperature", type=POSITIVE, default=300.0,
+                        help="MD temperature (K)")
+    parser.add_argument("--max-test", type=POSITIVE_INT, default=None,
+                        help="cap on test structures")
     parser.add_argument("--no-downstream", action="store_true", help="test metrics only")
-    parser.add_argument("--jobs", type=int, default=1, help="parallel processes: model files "
-                        "side by side, or the relaxations of a single new file (0: all cores)")
-    parser.add_argument("--results", default=None, help="results file (default: "
-                        f"DIR/{RESULTS_NAME})")
+    parser.add_argument("--jobs", type=NON_NEGATIVE_INT, default=1,
+                        help="parallel processes: model files side by side, or the relaxations "
+                             "of a single new file (0: all cores)")
+    parser.add_argument("--results", type=output_file, default=None,
+                        help=f"results file (default: DIR/{RESULTS_NAME})")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

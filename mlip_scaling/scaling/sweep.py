@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mlip_scaling.cli_args import NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, SEED, check_output_dir
 from mlip_scaling.errors import ConfigError
 from mlip_scaling.procs import preexec_die_with_parent
 
@@ -48,13 +49,10 @@ class Run:
         return self.out / f"{self.name}.pt"
 
 
-def _items(value: str | list | None, cast: type = str, what: str = "") -> list:
-    """Unique entries of a comma-separated string or a list, cast to ``cast``."""
+def _items(value: str | list | None) -> list[str]:
+    """Unique entries of a comma-separated string or a list, as stripped text."""
     items = value if isinstance(value, list) else str(value if value is not None else "").split(",")
-    try:
-        return list(dict.fromkeys(cast(str(x).strip()) for x in items if str(x).strip()))
-    except ValueError:
-        raise ConfigError(f"{what}: expected numbers separated by commas, got {value!r}") from None
+    return list(dict.fromkeys(str(x).strip() for x in items if str(x).strip()))
 
 
 def plan_runs(out: str | Path, models: list[str], train_sizes: list[int], epochs: int,
@@ -103,19 +101,20 @@ def _load_plan(path: str) -> dict:
 
 def _runs_from_args(args: argparse.Namespace) -> list[Run]:
     plan = _load_plan(args.plan) if args.plan else {}
-    sizes = _items(plan.get("train_sizes", args.train_sizes), float, "--train-sizes")
-    if any(s < 1 or s != int(s) for s in sizes):
-        raise ConfigError(f"--train-sizes: positive integers expected, got {sizes}")
+    sizes = list(dict.fromkeys(POSITIVE_INT.value("--train-sizes", s)
+                               for s in _items(plan.get("train_sizes", args.train_sizes))))
+    budgets = list(dict.fromkeys(POSITIVE.value("--max-flops", f)
+                                 for f in _items(plan.get("max_flops", args.max_flops))))
     extra = [str(x) for x in plan.get("train_args", shlex.split(args.train_args or ""))]
     seed = plan.get("seed", args.seed)
-    try:
-        epochs, seed = int(plan.get("epochs", args.epochs)), None if seed is None else int(seed)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{args.plan}: epochs and seed must be whole numbers") from None
-    runs = plan_runs(plan.get("out", args.out), _items(plan.get("models", args.models)),
-                     [int(s) for s in sizes], epochs,
-                     _items(plan.get("max_flops", args.max_flops), float, "--max-flops"),
-                     plan.get("data", args.data), extra + list(args.forward), seed)
+    epochs = POSITIVE_INT.value("--epochs", plan.get("epochs", args.epochs))
+    seed = None if seed is None else SEED.value("--seed", seed)
+    out = plan.get("out", args.out)
+    if not args.dry_run:
+        check_output_dir(out, "--out")
+    runs = plan_runs(out, _items(plan.get("models", args.models)),
+                     sizes, epochs, budgets, plan.get("data", args.data),
+                     extra + list(args.forward), seed)
     _check_commands(runs)
     return runs
 
@@ -128,9 +127,8 @@ def _check_commands(runs: list[Run]) -> None:
     for r in runs:
         try:
             cfg = parse_config(r.command[3:])
-        except SystemExit:
-            raise ConfigError(f"mlip-train rejects the arguments of run {r.name}: "
-                              f"{shlex.join(r.command[3:])}") from None
+        except ConfigError as exc:
+            raise ConfigError(f"mlip-train rejects the arguments of run {r.name}: {exc}") from None
         resolve_model(cfg)
 
 
@@ -237,28 +235,30 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated presets or families (their default preset)")
     parser.add_argument("--train-sizes", default="100,300,1000",
                         help="comma-separated numbers of training structures")
-    parser.add_argument("--epochs", type=int, default=30, help="epochs per run")
+    parser.add_argument("--epochs", type=POSITIVE_INT, default=30, help="epochs per run")
     parser.add_argument("--max-flops", default=None, help="comma-separated FLOP budgets (one "
                         "run per budget)")
     parser.add_argument("--data", default=None, help="dataset (default: the embedded one)")
-    parser.add_argument("--seed", type=int, default=None, help="seed of every run "
+    parser.add_argument("--seed", type=SEED, default=None, help="seed of every run "
                         "(default: mlip-train's)")
     parser.add_argument("--out", default="sweep", help="sweep folder (one sub-folder per run)")
     parser.add_argument("--plan", default=None, help="YAML plan file (overrides the flags)")
     parser.add_argument("--train-args", default="", help="extra mlip-train arguments, quoted, "
                         "e.g. \"--batch-size 16 --lr 1e-3\" (or give them after --)")
     parser.add_argument("--launcher", choices=["local", "slurm"], default="local")
-    parser.add_argument("--jobs", type=int, default=1, help="local runs at the same time "
+    parser.add_argument("--jobs", type=POSITIVE_INT, default=1, help="local runs at the same time "
                         "(each gets its own process; give each --threads cores/jobs)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     parser.add_argument("forward", nargs="*", metavar="-- MLIP_TRAIN_ARGS",
                         help="arguments after -- are passed to every mlip-train call")
     slurm = parser.add_argument_group("slurm (with --launcher slurm)")
     slurm.add_argument("--slurm-partition", default=None)
-    slurm.add_argument("--slurm-time", type=int, default=240, help="minutes per run")
-    slurm.add_argument("--slurm-parallel", type=int, default=16, help="runs at the same time")
-    slurm.add_argument("--gpus", type=int, default=1, help="GPUs per run (> 1: torchrun DDP)")
-    slurm.add_argument("--cpus", type=int, default=8, help="CPU cores per run")
+    slurm.add_argument("--slurm-time", type=POSITIVE_INT, default=240, help="minutes per run")
+    slurm.add_argument("--slurm-parallel", type=POSITIVE_INT, default=16,
+                       help="runs at the same time")
+    slurm.add_argument("--gpus", type=NON_NEGATIVE_INT, default=1,
+                       help="GPUs per run (> 1: torchrun DDP; 0: CPU nodes)")
+    slurm.add_argument("--cpus", type=POSITIVE_INT, default=8, help="CPU cores per run")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -17,8 +17,15 @@ from collections.abc import Sequence
 
 import torch
 
+from mlip_scaling.cli_args import OneLineParser
 from mlip_scaling.errors import ConfigError, cli_entry
-from mlip_scaling.training.config import AMP_CHOICES, TrainConfig, load_config_file, merge_config
+from mlip_scaling.training.config import (
+    AMP_CHOICES,
+    RANGES,
+    TrainConfig,
+    load_config_file,
+    merge_config,
+)
 
 __all__ = ["build_parser", "parse_config", "main"]
 
@@ -35,55 +42,50 @@ def _json_mapping(text: str) -> dict:
     return value
 
 
+def _number(group: argparse._ArgumentGroup, flag: str, text: str) -> None:
+    """A numeric option: its rule in RANGES is the argparse type, the dataclass its default."""
+    name = flag[2:].replace("-", "_")
+    group.add_argument(flag, type=RANGES[name], default=getattr(D, name), help=text)
+
+
 def _model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model and data")
     g.add_argument("--model", default=D.model,
                    help="model family (its default preset) or preset name, e.g. transformer-1.2M")
-    g.add_argument("--params", type=float, default=D.params,
-                   help="pick the preset of the --model family with about this many parameters")
+    _number(g, "--params", "pick the preset of the --model family with about this many parameters")
     g.add_argument("--model-config", type=_json_mapping, default=D.model_config,
                    help="JSON object overriding hyperparameters of the preset")
     g.add_argument("--data", default=D.data,
                    help="dataset file (.h5 store, extxyz, ASE db, aselmdb); default: the "
-                        "embedded data/default.h5")
-    g.add_argument("--train-size", type=int, default=D.train_size,
-                   help="train on a nested subset of this many structures (default: all)")
-    g.add_argument("--val-size", type=float, default=D.val_size,
-                   help="validation split: fraction (<1) or number of structures")
-    g.add_argument("--test-size", type=float, default=D.test_size,
-                   help="test split held out from training: fraction or number")
-    g.add_argument("--split-seed", type=int, default=D.split_seed, help="seed of the split")
-    g.add_argument("--max-val-structures", type=int, default=D.max_val_structures,
-                   help="validate on at most this many structures of the validation split")
+                        "embedded dataset shipped with the package")
+    _number(g, "--train-size", "train on a nested subset of this many structures (default: all)")
+    _number(g, "--val-size", "validation split: fraction (<1) or number of structures")
+    _number(g, "--test-size", "test split held out from training: fraction or number")
+    _number(g, "--split-seed", "seed of the split")
+    _number(g, "--max-val-structures",
+            "validate on at most this many structures of the validation split")
 
 
 def _optim_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=D.epochs, help="passes over the training set")
-    g.add_argument("--max-steps", type=int, default=D.max_steps, help="stop after this many steps")
-    g.add_argument("--max-flops", type=float, default=D.max_flops,
-                   help="compute budget in FLOP (training stops when it is spent)")
-    g.add_argument("--lr", type=float, default=D.lr, help="maximum learning rate (AdamW)")
-    g.add_argument("--warmup", type=float, default=D.warmup,
-                   help="linear warm-up: fraction of the steps (<1) or number of steps")
-    g.add_argument("--min-lr-factor", type=float, default=D.min_lr_factor,
-                   help="final learning rate of the cosine decay, as a fraction of --lr")
-    g.add_argument("--weight-decay", type=float, default=D.weight_decay, help="AdamW decay")
-    g.add_argument("--batch-size", type=int, default=D.batch_size,
-                   help="structures per step (global: split over DDP processes)")
+    _number(g, "--epochs", "passes over the training set")
+    _number(g, "--max-steps", "stop after this many steps")
+    _number(g, "--max-flops", "compute budget in FLOP (training stops when it is spent)")
+    _number(g, "--lr", "maximum learning rate (AdamW)")
+    _number(g, "--warmup", "linear warm-up: fraction of the steps (<1) or number of steps")
+    _number(g, "--min-lr-factor", "final learning rate of the cosine decay, as a fraction of --lr")
+    _number(g, "--weight-decay", "AdamW decay")
+    _number(g, "--batch-size", "structures per step (global: split over DDP processes)")
     g.add_argument("--amp", nargs="?", const="auto", default=D.amp, choices=AMP_CHOICES,
-                   help="mixed precision; --amp alone: bf16 on CUDA with bf16 (and CPUs with "
-                        "native bf16), fp16 + GradScaler on older GPUs, float32 on other CPUs")
-    g.add_argument("--energy-weight", type=float, default=D.energy_weight,
-                   help="weight of the energy/atom MAE")
-    g.add_argument("--force-weight", type=float, default=D.force_weight,
-                   help="weight of the force L2MAE")
-    g.add_argument("--stress-weight", type=float, default=D.stress_weight,
-                   help="weight of each of the isotropic and anisotropic stress MAEs")
-    g.add_argument("--ema-decay", type=float, default=D.ema_decay, help="EMA decay (0: off)")
-    g.add_argument("--clip-grad", type=float, default=D.clip_grad,
-                   help="gradient-norm clipping (0: off)")
-    g.add_argument("--seed", type=int, default=D.seed, help="seed of weights and data order")
+                   help="mixed precision; --amp alone: bf16 on CUDA with bf16, fp16 + "
+                        "GradScaler on older GPUs; on a CPU the faster of bf16 and float32, "
+                        "timed in its first steps (float32 without native bf16)")
+    _number(g, "--energy-weight", "weight of the energy/atom MAE")
+    _number(g, "--force-weight", "weight of the force L2MAE")
+    _number(g, "--stress-weight", "weight of each of the isotropic and anisotropic stress MAEs")
+    _number(g, "--ema-decay", "EMA decay (0: off)")
+    _number(g, "--clip-grad", "gradient-norm clipping (0: off)")
+    _number(g, "--seed", "seed of weights and data order")
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
@@ -100,21 +102,19 @@ def _run_args(p: argparse.ArgumentParser) -> None:
                    help="model file name (default: <family>-<size>.pt in the run directory)")
     g.add_argument("--compile", action="store_true", default=D.compile,
                    help="torch.compile the model (direct-force models only)")
-    g.add_argument("--workers", type=int, default=D.workers, help="data-loading workers")
-    g.add_argument("--threads", type=int, default=D.threads,
-                   help="CPU threads of torch (0: torch's default); 1 is often fastest on a "
-                        "CPU shared with other jobs")
-    g.add_argument("--val-every", type=int, default=D.val_every,
-                   help="validate every K steps (0: at the end of every epoch)")
-    g.add_argument("--save-every", type=int, default=D.save_every,
-                   help="write the resumable last.pt every K steps (and every epoch)")
+    _number(g, "--workers", "data-loading workers")
+    _number(g, "--threads",
+            "CPU threads of torch (0: torch's default); 1 is often fastest on a "
+            "CPU shared with other jobs")
+    _number(g, "--val-every", "validate every K steps (0: at the end of every epoch)")
+    _number(g, "--save-every", "write the resumable last.pt every K steps (and every epoch)")
     g.add_argument("--config", default=None,
                    help="YAML file with any of these options (flags given here override it)")
 
 
 def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     """The argument parser (with ``suppress_defaults`` only explicit flags are set)."""
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="mlip-train", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     for add in (_model_args, _optim_args, _run_args):

@@ -5,16 +5,41 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlip_scaling.cli_args import (
+    FRACTION,
+    NON_NEGATIVE,
+    NON_NEGATIVE_INT,
+    OPEN_FRACTION,
+    POSITIVE,
+    POSITIVE_INT,
+    SEED,
+    Number,
+)
 from mlip_scaling.errors import ConfigError
 
-__all__ = ["TrainConfig", "AMP_CHOICES", "load_config_file", "merge_config"]
+__all__ = ["TrainConfig", "AMP_CHOICES", "RANGES", "load_config_file", "merge_config",
+           "check_model_config"]
 
-#: ``auto`` = bf16 where the hardware has it, fp16 + GradScaler on CUDA without bf16.
+#: ``auto`` = bf16 on CUDA with bf16, fp16 + GradScaler on other CUDA, the faster on a CPU.
 AMP_CHOICES = ("auto", "bf16", "fp16", "off")
+
+#: The rule of every numeric option, for its flag (argparse ``type=``) and config-file key
+#: alike; ``None`` (= unset) always passes.
+RANGES: dict[str, Number] = {
+    "params": POSITIVE, "train_size": POSITIVE_INT, "val_size": NON_NEGATIVE,
+    "test_size": NON_NEGATIVE, "split_seed": SEED, "max_val_structures": POSITIVE_INT,
+    "epochs": POSITIVE_INT, "max_steps": POSITIVE_INT, "max_flops": POSITIVE, "lr": POSITIVE,
+    "warmup": NON_NEGATIVE, "min_lr_factor": FRACTION, "weight_decay": NON_NEGATIVE,
+    "batch_size": POSITIVE_INT, "energy_weight": NON_NEGATIVE, "force_weight": NON_NEGATIVE,
+    "stress_weight": NON_NEGATIVE, "ema_decay": OPEN_FRACTION, "clip_grad": NON_NEGATIVE,
+    "seed": SEED, "workers": NON_NEGATIVE_INT, "threads": NON_NEGATIVE_INT,
+    "val_every": NON_NEGATIVE_INT, "save_every": POSITIVE_INT,
+}
 
 
 @dataclass
@@ -24,7 +49,7 @@ class TrainConfig:
     model: str = "transformer"  # family (its default preset) or preset name
     params: float | None = None  # nearest preset of the family by parameter count
     model_config: dict = field(default_factory=dict)  # overrides of the preset's hyperparameters
-    data: str | None = None  # dataset file; None = the embedded data/default.h5
+    data: str | None = None  # dataset file; None = the embedded dataset
     train_size: int | None = None  # nested subset of the training split; None = all of it
     val_size: float = 0.05  # fraction (<1) or number of structures held out for validation
     test_size: float = 0.05  # fraction (<1) or number held out for testing (never trained on)
@@ -58,16 +83,8 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         """Check ranges and combinations; raise :class:`ConfigError` with one line."""
-        _positive(self, "epochs", "batch_size", "lr")
-        _positive_or_none(self, "train_size", "max_steps", "max_flops", "max_val_structures")
-        _non_negative(self, "energy_weight", "force_weight", "stress_weight", "clip_grad",
-                      "warmup", "workers", "val_every", "weight_decay", "threads")
-        if self.save_every < 1:
-            raise ConfigError(f"--save-every must be >= 1, got {self.save_every}")
-        if not 0.0 <= self.min_lr_factor <= 1.0:
-            raise ConfigError(f"--min-lr-factor must be in [0, 1], got {self.min_lr_factor}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ConfigError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
+        for name, rule in RANGES.items():
+            rule.check(f"--{name.replace('_', '-')}", getattr(self, name))
         if self.amp not in AMP_CHOICES:
             raise ConfigError(f"--amp must be one of {', '.join(AMP_CHOICES)}, got {self.amp!r}")
         if self.energy_weight + self.force_weight + self.stress_weight <= 0:
@@ -86,23 +103,27 @@ class TrainConfig:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
 
-def _positive(cfg: TrainConfig, *names: str) -> None:
-    for name in names:
-        if getattr(cfg, name) <= 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {getattr(cfg, name)}")
+def _model_value_rule(old: Any) -> tuple[Callable[[Any], bool], str]:
+    """How an override of a preset value ``old`` is checked, and the rule in words."""
+    if isinstance(old, bool):
+        return (lambda v: isinstance(v, bool)), "true or false"
+    if isinstance(old, int):
+        return (lambda v: isinstance(v, int) and POSITIVE_INT.accepts(v)), POSITIVE_INT.describe()
+    if old is None:
+        return (lambda v: v is None or POSITIVE.accepts(v)), POSITIVE.describe() + " or null"
+    return POSITIVE.accepts, POSITIVE.describe()
 
 
-def _positive_or_none(cfg: TrainConfig, *names: str) -> None:
-    for name in names:
-        value = getattr(cfg, name)
-        if value is not None and value <= 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {value}")
-
-
-def _non_negative(cfg: TrainConfig, *names: str) -> None:
-    for name in names:
-        if getattr(cfg, name) < 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(cfg, name)}")
+def check_model_config(family: str, base: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """``--model-config`` overrides of a preset ``base``: known keys, same kinds of value,
+    numbers finite and > 0 (every numeric hyperparameter is a size, count or length)."""
+    for key, value in overrides.items():
+        if key not in base:
+            raise ConfigError(f"--model-config: {family!r} has no hyperparameter {key!r}; known: "
+                              f"{', '.join(sorted(base))}")
+        accepts, rule = _model_value_rule(base[key])
+        if not accepts(value):
+            raise ConfigError(f"--model-config: {key} must be {rule}, got {value!r}")
 
 
 def load_config_file(path: str | os.PathLike) -> dict[str, Any]:

@@ -11,9 +11,9 @@ import numpy as np
 import torch
 from ase import Atoms
 
-import mlip_scaling
 from mlip_scaling import keys
 from mlip_scaling.data.atomic_data import AtomicData, from_atoms
+from mlip_scaling.data.embedded import default_data_path
 from mlip_scaling.data.neighbors import NeighborListTransform
 from mlip_scaling.errors import ConfigError, DataError
 from mlip_scaling.io_utils import file_hash
@@ -23,18 +23,13 @@ __all__ = ["default_data_path", "open_source", "source_info", "make_split", "spl
            "epoch_batches", "batches_per_epoch", "sample_batches"]
 
 
-def default_data_path() -> Path:
-    """The embedded dataset ``data/default.h5`` of the repository the package lives in."""
-    return Path(mlip_scaling.__file__).resolve().parents[1] / "data" / "default.h5"
-
-
 def open_source(path: str | Path | None) -> tuple[Any, Path]:
     """Open a dataset file (``None`` = the embedded default) -> (indexable source, path)."""
-    path = default_data_path() if path is None else Path(path)
+    embedded = path is None
+    path = default_data_path() if embedded else Path(path)
     if not path.exists():
         hint = " (the embedded dataset is missing: regenerate it with `make data` or pass --data)"
-        raise DataError(f"{path}: no such dataset file" + (hint if path.name == "default.h5"
-                                                           else ""))
+        raise DataError(f"{path}: no such dataset file" + (hint if embedded else ""))
     from mlip_scaling.data.readers import open_dataset
 
     return open_dataset(path), path

@@ -15,13 +15,14 @@ from tqdm import tqdm
 
 from mlip_scaling import keys
 from mlip_scaling.checkpoint import save_potential
+from mlip_scaling.cli_args import check_output_dir, check_output_file
 from mlip_scaling.data.atomic_data import AtomicData
 from mlip_scaling.errors import ConfigError
 from mlip_scaling.io_utils import exclusive_lock, remove_stale_temps
 from mlip_scaling.models import registry
 from mlip_scaling.models.potential import Potential
 from mlip_scaling.training import data as tdata
-from mlip_scaling.training.config import TrainConfig
+from mlip_scaling.training.config import TrainConfig, check_model_config
 from mlip_scaling.training.distributed import DistInfo, init_distributed, shutdown
 from mlip_scaling.training.flops import pf_days
 from mlip_scaling.training.normalization import energy_scale, fit_reference_energies
@@ -49,8 +50,15 @@ def resolve_model(cfg: TrainConfig) -> tuple[str, str, dict]:
     except (ValueError, KeyError) as exc:
         raise ConfigError(f"--model {cfg.model!r}: {str(exc).strip(chr(39))}") from None
     if cfg.model_config:
+        check_model_config(family, config, cfg.model_config)
         config = {**config, **cfg.model_config}
-        spec = f"{family}-{registry.format_size(registry.count_parameters(family, config))}"
+        try:
+            n_params = registry.count_parameters(family, config)
+        except (TypeError, ValueError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ConfigError(f"--model-config: {family!r} rejects these hyperparameters "
+                              f"({first})") from None
+        spec = f"{family}-{registry.format_size(n_params)}"
     return spec, family, config
 
 
@@ -192,6 +200,8 @@ def run_training(cfg: TrainConfig, source: Sequence | None = None,
     preset, family, config = resolve_model(cfg)
     n_params = registry.count_parameters(family, config)
     run_dir, export = run_paths(cfg, family, n_params)
+    check_output_dir(run_dir, "--out")  # before any data work: a bad path fails at once
+    check_output_file(export, "--export")
     _check_fresh(cfg, run_dir, export)
     _check_not_busy(run_dir)
     if cfg.threads:
@@ -213,6 +223,8 @@ def _run(cfg: TrainConfig, trainer: Trainer, n_params: int, family: str, run_dir
          export: Path, info: dict, dist: DistInfo, verbose: bool) -> dict[str, Any]:
     finished = trainer.prepare(cfg.resume)
     show = verbose and dist.is_main
+    if show and trainer.amp_note:
+        print(trainer.amp_note, file=sys.stderr, flush=True)
     if show:
         print(_summary(trainer, n_params, family, run_dir), file=sys.stderr, flush=True)
     if not finished:

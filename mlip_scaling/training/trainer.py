@@ -33,7 +33,15 @@ from mlip_scaling.training.loss import (
     loss_terms,
     total_loss,
 )
-from mlip_scaling.training.precision import autocast, resolve_amp
+from mlip_scaling.training.precision import (
+    CPU_CANDIDATES,
+    PRECISION_NAMES,
+    autocast,
+    choose_cpu_precision,
+    cpu_has_bf16,
+    resolve_amp,
+    time_precisions,
+)
 from mlip_scaling.training.schedule import CosineWarmup, warmup_steps
 from mlip_scaling.training.state import capture_rng, load_state, restore_rng, save_state
 
@@ -61,6 +69,7 @@ class Trainer:
         self.train_items, self.val_items = train, val
         self.potential = potential.to(device=device, dtype=torch.float32)
         self.precision = resolve_amp(cfg.amp, device)
+        self.amp_note: str | None = None  # what --amp auto chose and why (one line)
         self.weights = LossWeights(cfg.energy_weight, cfg.force_weight, cfg.stress_weight)
         self.need_forces = cfg.force_weight > 0 or cfg.stress_weight > 0
         self.need_stress = cfg.stress_weight > 0
@@ -91,6 +100,36 @@ class Trainer:
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.forward_model = DistributedDataParallel(self.potential, device_ids=ids)
+
+    def _choose_amp(self) -> None:
+        """``--amp auto``: pick the precision (timed on a CPU with bf16) and say why."""
+        if self.cfg.amp != "auto":
+            return
+        if self.device.type == "cuda":
+            why = ("the GPU supports bf16" if self.precision == "bf16"
+                   else "the GPU has no bf16; with a GradScaler")
+        elif not cpu_has_bf16():
+            why = "the CPU has no native bf16 instructions: emulated bf16 is slower"
+        else:
+            picks = list(range(min(self.local_batch, len(self.train_items))))
+            batch = self._batch(picks)
+            seconds = time_precisions(lambda precision: self._probe(precision, batch))
+            pooled = all_reduce_sum(torch.tensor([seconds[p] for p in CPU_CANDIDATES],
+                                                 dtype=torch.float64), self.dist)
+            mean = (pooled / self.dist.world).tolist()  # every rank takes the same choice
+            self.precision, why = choose_cpu_precision(dict(zip(CPU_CANDIDATES, mean)))
+        self.amp_note = f"--amp auto: {PRECISION_NAMES[self.precision]} ({why})"
+        self.logger.event("amp", precision=self.precision, reason=why)
+
+    def _probe(self, precision: str, batch: AtomicData) -> None:
+        """Forward + backward at ``precision``; the gradients are dropped, weights untouched."""
+        chosen, self.precision = self.precision, precision
+        try:
+            loss, _, _ = self._loss(batch, self.potential)
+            loss.backward()
+        finally:
+            self.precision = chosen
+            self.optimizer.zero_grad(set_to_none=True)
 
     def mean_step_flops(self) -> float:
         """Predicted FLOPs of one global step on a batch of average composition."""
@@ -209,6 +248,7 @@ class Trainer:
             "wall_time": self.wall_time + self._elapsed(), "last_val": self.last_val,
             "metrics_bytes": self.logger.size(), "finished": finished,
             "dataset_hash": self.dataset_hash, "previous_datasets": self.previous_datasets,
+            "precision": self.precision,
         }
 
     def save(self, finished: bool = False) -> None:
@@ -237,6 +277,10 @@ class Trainer:
         self.batch_in_epoch, self.skipped = int(state["batch_in_epoch"]), int(state["skipped"])
         self.flops, self.wall_time = float(state["flops"]), float(state["wall_time"])
         self.last_val = dict(state["last_val"])
+        if self.cfg.amp == "auto" and self.device.type == "cpu" and (
+                state.get("precision") in CPU_CANDIDATES):
+            self.precision = state["precision"]  # the choice timed when the run started
+            self.amp_note = f"--amp auto: {PRECISION_NAMES[self.precision]} (chosen at the start)"
         self.logger.truncate(int(state["metrics_bytes"]))
         more = self.step < self.scheduler.total_steps and not self._flops_spent()
         return bool(state["finished"]) and not more  # a larger budget continues the run
@@ -263,6 +307,7 @@ class Trainer:
         if resume and last.exists():
             return self.load(last)
         self.logger.truncate(0)  # a fresh start never appends to an unfinished start's log
+        self._choose_amp()
         self._measure_flops()
         self._make_scheduler()
         return False

@@ -1,0 +1,171 @@
+"""Command-line checking shared by the three CLIs: numeric ranges, output paths, one-line errors.
+
+A :class:`Number` is both an argparse ``type=`` (text -> checked value) and a checker of
+values that come from a config file, so a flag and its config-file key obey one rule.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn
+
+from mlip_scaling.errors import ConfigError
+
+__all__ = ["Number", "OneLineParser", "POSITIVE", "NON_NEGATIVE", "POSITIVE_INT",
+           "NON_NEGATIVE_INT", "SEED", "FRACTION", "OPEN_FRACTION", "check_output_dir",
+           "check_output_file", "output_dir", "output_file", "number_list"]
+
+
+def _bound(value: float | None) -> str:
+    if value is None:
+        return ""
+    return str(int(value)) if value == int(value) else f"{value:g}"
+
+
+@dataclass(frozen=True)
+class Number:
+    """A finite int or float in ``[low, high]`` (``low_open``/``high_open``: bound excluded)."""
+
+    integer: bool = False
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def describe(self) -> str:
+        """The rule in words, e.g. ``a finite number > 0`` or ``a whole number in [2, 4096]``."""
+        kind = "a whole number" if self.integer else "a finite number"
+        low, high = _bound(self.low), _bound(self.high)
+        if low and high:
+            return (f"{kind} in {'(' if self.low_open else '['}{low}, {high}"
+                    f"{')' if self.high_open else ']'}")
+        if low:
+            return f"{kind} {'>' if self.low_open else '>='} {low}"
+        if high:
+            return f"{kind} {'<' if self.high_open else '<='} {high}"
+        return kind
+
+    def accepts(self, value: float) -> bool:
+        """Whether ``value`` (already a number) obeys the rule."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        if not math.isfinite(value) or (self.integer and value != int(value)):
+            return False
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            return False
+        return self.high is None or not (value > self.high or
+                                         (self.high_open and value == self.high))
+
+    def __call__(self, text: str) -> int | float:
+        """argparse ``type=``: parse ``text`` (``1e3`` is fine for whole numbers) and check."""
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not self.accepts(value):
+            raise argparse.ArgumentTypeError(f"must be {self.describe()}, got {text!r}")
+        return int(value) if self.integer else value
+
+    def value(self, option: str, raw: object) -> int | float:
+        """A number from a file or list entry (number or numeric text), checked."""
+        try:
+            number = float(raw)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            number = math.nan
+        if isinstance(raw, bool) or not self.accepts(number):
+            raise ConfigError(f"{option} must be {self.describe()}, got {raw!r}")
+        return int(number) if self.integer else number
+
+    def check(self, option: str, value: float | None) -> None:
+        """Raise :class:`ConfigError` naming ``option`` unless ``value`` obeys (None passes)."""
+        if value is not None and not self.accepts(value):
+            raise ConfigError(f"{option} must be {self.describe()}, got {value!r}")
+
+
+POSITIVE = Number(low=0, low_open=True)
+NON_NEGATIVE = Number(low=0)
+POSITIVE_INT = Number(integer=True, low=1)
+NON_NEGATIVE_INT = Number(integer=True, low=0)
+SEED = Number(integer=True, low=0, high=2**63 - 1)
+FRACTION = Number(low=0, high=1)
+OPEN_FRACTION = Number(low=0, high=1, high_open=True)
+
+
+def number_list(rule: Number):
+    """argparse ``type=`` of a comma-separated list of numbers that each obey ``rule``."""
+
+    def parse(text: str) -> list[int | float]:
+        items = [part.strip() for part in text.split(",") if part.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected {rule.describe()}, "
+                                             "comma-separated")
+        return [rule(part) for part in items]
+
+    return parse
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one-line :class:`ConfigError` s (exit 2 via
+    :func:`mlip_scaling.errors.cli_entry`), not a usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{self.prog}: {message} (see --help)")
+
+
+def _nearest_existing(path: Path) -> Path:
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _probe_writable(directory: Path, option: str, target: Path) -> None:
+    if not directory.is_dir():
+        raise ConfigError(f"{option} {target}: {directory} is a file, not a directory")
+    try:
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{option} {target}: cannot write in {directory} "
+                          f"({exc.strerror or type(exc).__name__})") from None
+
+
+def check_output_dir(path: str | os.PathLike, option: str = "--out") -> Path:
+    """``path`` is (or can be made) a directory we can write in; else a one-line error."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{option} {path}: exists and is not a directory")
+    _probe_writable(_nearest_existing(path), option, path)
+    return path
+
+
+def check_output_file(path: str | os.PathLike, option: str = "--out") -> Path:
+    """``path`` names a file (not a directory) that we can create or replace."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{option} {path}: is a directory; give a file name")
+    _probe_writable(_nearest_existing(path.parent), option, path)
+    return path
+
+
+def output_dir(text: str) -> str:
+    """argparse ``type=`` of an output directory (checked writable up front)."""
+    try:
+        check_output_dir(text, "directory")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("directory ")) from None
+    return text
+
+
+def output_file(text: str) -> str:
+    """argparse ``type=`` of an output file (not a directory; its folder writable)."""
+    try:
+        check_output_file(text, "file")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("file ")) from None
+    return text
