@@ -57,7 +57,7 @@ def write_results(path, records) -> None:
 def report_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("scaling")
     write_results(root / "scaling_results.json", synthetic_records())
-    html = build_report(root, root / "report", n_boot=20, quiet=True)
+    html = build_report(root, root / "report", quiet=True)
     return root, html
 
 
@@ -127,7 +127,7 @@ def test_mixed_datasets_refused_unless_allowed(tmp_path):
 def test_too_few_runs_give_status_not_exponent():
     records = [r for r in synthetic_records() if r["checkpoint"].endswith(("n3_d2.pt",
                                                                           "n3_d3.pt"))]
-    rows = fit_records(split_records(records)[0], metrics=["test_loss"], n_boot=10)
+    rows = fit_records(split_records(records)[0], metrics=["test_loss"])
     assert rows and all(r["status"] == "insufficient" and r["params"] == {} for r in rows)
 
 

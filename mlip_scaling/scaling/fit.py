@@ -37,7 +37,8 @@ from scipy import stats
 from mlip_scaling.scaling.fit_nonlinear import fit_floor_vp, fit_joint_vp
 
 __all__ = ["FitResult", "fit_power", "fit_floor", "fit_joint", "fit_law", "frontier",
-           "frontier_indices", "frontier_null", "fit_frontier", "predict", "ALPHA"]
+           "frontier_indices", "frontier_null", "fit_frontier", "frontier_fits", "predict",
+           "ALPHA"]
 
 ALPHA = 0.05  # level of the trend and floor tests (95 % intervals)
 INDICATIVE_SIZES = 4
@@ -209,7 +210,7 @@ def _trend(form: str, x, y, d) -> tuple[float, str]:
     return o["p"], ""
 
 
-def fit_law(form: str, x, y, d=None, **_ignored) -> FitResult:
+def fit_law(form: str, x, y, d=None) -> FitResult:
     """Fit ``form`` ('power', 'floor', 'joint') to losses ``y`` at sizes ``x`` (and ``d``).
 
     The status is not 'ok' (params empty) with too few distinct sizes or points, no
@@ -266,19 +267,19 @@ def _floor_test(x, y, rss_floor: float) -> float:
     return float(stats.f.sf(fstat, 1, dof))
 
 
-def fit_power(x, y, **kw) -> FitResult:
+def fit_power(x, y) -> FitResult:
     """The paper's pure power law L = α·N^−β."""
-    return fit_law("power", x, y, **kw)
+    return fit_law("power", x, y)
 
 
-def fit_floor(x, y, **kw) -> FitResult:
+def fit_floor(x, y) -> FitResult:
     """L = E + A·N^−b with an irreducible floor E."""
-    return fit_law("floor", x, y, **kw)
+    return fit_law("floor", x, y)
 
 
-def fit_joint(n, d, y, **kw) -> FitResult:
+def fit_joint(n, d, y) -> FitResult:
     """L(N_params, N_data) = E + A/N^a + B/D^b."""
-    return fit_law("joint", n, y, d=d, **kw)
+    return fit_law("joint", n, y, d=d)
 
 
 def frontier_indices(compute, select) -> np.ndarray:
@@ -344,14 +345,27 @@ def frontier_null(compute, select, metric, n_perm: int = 1000, seed: int = 0,
 
 
 def fit_frontier(compute, loss, metric=None, forms=("floor", "power"), n_perm: int = 1000,
-                 seed: int = 0, **_ignored) -> tuple[np.ndarray, np.ndarray, FitResult]:
+                 seed: int = 0) -> tuple[np.ndarray, np.ndarray, FitResult]:
     """Frontier runs chosen by ``loss`` and the law of ``metric`` (default: the loss) on
     them: E + A·C^−γ when the floor form passes its tests, else the pure power law.
+
+    Returns (frontier FLOPs [M], frontier metric [M], FitResult); see ``frontier_fits``.
+    """
+    c, m, fits = frontier_fits(compute, loss, metric, forms, n_perm, seed)
+    best = next((f for f in fits if f.ok), fits[-1])
+    if best is not fits[0] and best.ok:
+        best.reason = f"{fits[0].form} form: {fits[0].reason}; " + best.reason
+    return c, m, best
+
+
+def frontier_fits(compute, loss, metric=None, forms=("power", "floor"), n_perm: int = 1000,
+                  seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[FitResult]]:
+    """Each form fitted to ``metric`` on the frontier runs chosen by ``loss``.
 
     Trend test: for another metric, the permutation null with the selection kept
     (``p_perm``, exact); for the loss itself, the F-test of log loss on log compute over
     all runs (no selection), with the re-selecting null's ``p_perm`` reported beside it.
-    Returns (frontier FLOPs [M], frontier metric [M], FitResult).
+    Returns (frontier FLOPs [M], metric there [M], [FitResult per form]).
     """
     own = metric is None
     metric = loss if own else metric
@@ -360,11 +374,7 @@ def fit_frontier(compute, loss, metric=None, forms=("floor", "power"), n_perm: i
     keep = np.isfinite(m) & (m > 0)
     _, _, p_perm = frontier_null(compute, loss, metric, n_perm, seed, reselect=own)
     p_all = _all_runs_p(compute, loss) if own else None
-    fits = [frontier_fit(form, c[keep], m[keep], p_perm, p_all) for form in forms]
-    best = next((f for f in fits if f.ok), fits[-1])
-    if best is not fits[0] and best.ok:
-        best.reason = f"{fits[0].form} form: {fits[0].reason}; " + best.reason
-    return c[keep], m[keep], best
+    return c[keep], m[keep], [frontier_fit(f, c[keep], m[keep], p_perm, p_all) for f in forms]
 
 
 def _all_runs_p(compute, loss) -> float | None:
