@@ -57,7 +57,7 @@ def write_results(path, records) -> None:
 def report_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("scaling")
     write_results(root / "scaling_results.json", synthetic_records())
-    html = build_report(root, root / "report", quiet=True)
+    html = build_report(root, root / "report", n_perm=200, quiet=True)
     return root, html
 
 

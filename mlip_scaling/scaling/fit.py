@@ -164,15 +164,15 @@ def _r2(form: str, params, x, y, d) -> float:
     return 1.0 - ss / tot if tot > 0 else float("nan")
 
 
-def _core(form: str, x, y, d) -> tuple[dict, dict, dict, float]:
+def _core(form: str, x, y, d, intervals: bool = True) -> tuple[dict, dict, dict, float]:
     """(params, ci, band, RSS) of ``form`` fitted from scratch."""
     if form == "power":
         params, ci, band = _power(x, y)
         return params, ci, band, _ols(x, y)["rss"]
     if form == "floor":
-        out = fit_floor_vp(x, y)
+        out = fit_floor_vp(x, y, intervals)
         return out["params"], out["ci"], _floor_band(x, out["curves"]), out["rss"]
-    out = fit_joint_vp(x, d, y)
+    out = fit_joint_vp(x, d, y, intervals)
     return out["params"], out["ci"], {}, out["rss"]
 
 
@@ -185,7 +185,7 @@ def _extrapolation(form: str, x, y, d) -> float | None:
     dk = None if d is None else d[keep]
     if form == "joint" and len(np.unique(dk)) < sizes:
         return None
-    params = _core(form, x[keep], y[keep], dk)[0]
+    params = _core(form, x[keep], y[keep], dk, intervals=False)[0]
     pred = predict(form, params, x[~keep], None if d is None else d[~keep])
     return float(np.mean(np.abs(pred - y[~keep]) / y[~keep]))
 
@@ -289,12 +289,12 @@ def frontier_indices(compute, select) -> np.ndarray:
     c, s = np.asarray(compute, dtype=float), np.asarray(select, dtype=float)
     good = np.flatnonzero(np.isfinite(c) & np.isfinite(s) & (c > 0) & (s > 0))
     order = good[np.lexsort((s[good], c[good]))]  # by compute, then best first
-    chosen, best = [], np.inf
-    for k, i in enumerate(order):
-        if (k == 0 or c[i] != c[order[k - 1]]) and s[i] < best:
-            chosen.append(i)
-            best = s[i]
-    return np.asarray(chosen, dtype=int)
+    if not len(order):
+        return order
+    first = np.concatenate([[True], c[order][1:] != c[order][:-1]])
+    order = order[first]  # the best run at each distinct compute
+    before = np.concatenate([[np.inf], np.minimum.accumulate(s[order])[:-1]])
+    return order[s[order] < before]
 
 
 def frontier(compute, loss) -> tuple[np.ndarray, np.ndarray]:
@@ -316,7 +316,7 @@ def frontier_null(compute, select, metric, n_perm: int = 1000, seed: int = 0,
 
     The frontier runs are chosen by ``select`` (test loss). Default: compute labels are
     shuffled among the frontier runs (selection kept; all orders when there are at most
-    7). ``reselect``: shuffled among all runs and the frontier chosen again — the null of
+    6). ``reselect``: shuffled among all runs and the frontier chosen again — the null of
     the selection metric itself, whose frontier decreases by construction."""
     c, s, m = (np.asarray(v, dtype=float) for v in (compute, select, metric))
     usable = np.isfinite(c) & (c > 0) & np.isfinite(s) & (s > 0)
@@ -332,7 +332,7 @@ def frontier_null(compute, select, metric, n_perm: int = 1000, seed: int = 0,
         return _slope(labels[idx], m[idx]) if len(np.unique(labels[idx])) >= 3 else np.nan
 
     observed = beta(c)
-    if not reselect and len(c) <= 7:
+    if not reselect and len(c) <= 6:
         draws = [c[list(p)] for p in itertools.permutations(range(len(c)))]
     else:
         rng = np.random.default_rng(seed)

@@ -166,8 +166,9 @@ def _polish_floor(xr, ly, start: np.ndarray) -> tuple[np.ndarray, float]:
     return res.x, float((res.fun ** 2).sum())
 
 
-def fit_floor_vp(x: np.ndarray, y: np.ndarray) -> dict:
-    """Floor law E + A·N^−b: params, RSS, profile intervals of b and E, band curves.
+def fit_floor_vp(x: np.ndarray, y: np.ndarray, intervals: bool = True) -> dict:
+    """Floor law E + A·N^−b: params, RSS and (``intervals``) profile intervals of b and E
+    and band curves.
 
     Returns {"params", "rss", "ci", "curves"}; curves are (E, A, b) with b across its
     interval and (E, A) profiled (for a plotted band)."""
@@ -180,6 +181,9 @@ def fit_floor_vp(x: np.ndarray, y: np.ndarray) -> dict:
     b0, _ = _min_1d(prof_b, B_GRID)
     coef, _ = profile_amplitudes(_floor_columns(xr, [b0]), ly)
     p, rss_min = _polish_floor(xr, ly, np.array([coef[0, 0], coef[0, 1], b0]))
+    params = {"E": float(p[0]), "A": float(p[1] * xref ** p[2]), "b": float(p[2])}
+    if not intervals:
+        return {"params": params, "rss": rss_min, "curves": [], "ci": {}}
     thr = threshold(rss_min, len(x) - 3)
     ci_b = profile_limit(prof_b, B_GRID, float(p[2]), thr)
     y_min = float(y.min())
@@ -188,7 +192,6 @@ def fit_floor_vp(x: np.ndarray, y: np.ndarray) -> dict:
     band_b = np.linspace(ci_b[0], ci_b[1], 15) if np.isfinite(ci_b[1]) else np.zeros(0)
     coef = profile_amplitudes(_floor_columns(xr, band_b), ly)[0] if len(band_b) else []
     curves = [(float(c[0]), float(c[1] * xref ** b), float(b)) for c, b in zip(coef, band_b)]
-    params = {"E": float(p[0]), "A": float(p[1] * xref ** p[2]), "b": float(p[2])}
     return {"params": params, "rss": rss_min, "curves": curves,
             "ci": {"b": ci_b, "E": [ci_e[0], min(ci_e[1], y_min)]}}
 
@@ -223,29 +226,61 @@ def _joint_columns(nr, dr, a, b) -> np.ndarray:
     return np.stack([np.ones_like(za), za, zb], axis=-1)
 
 
-def _polish_joint(nr, dr, ly, start: np.ndarray) -> tuple[np.ndarray, float]:
+def _polish_joint(nr, dr, ly, start: np.ndarray, fixed: int | None = None
+                  ) -> tuple[np.ndarray, float]:
+    """Bounded least squares on (E, A', B', a, b) with the analytic Jacobian; ``fixed``:
+    index of an exponent (3: a, 4: b) held at its start value (a profile point)."""
     un, ud = np.log(nr), np.log(dr)
+    free = [k for k in range(5) if k != fixed]
+
+    def full(q):
+        p = start.copy()
+        p[free] = q
+        return p
 
     def parts(p):
         za, zb = np.exp(-p[3] * un), np.exp(-p[4] * ud)
         return za, zb, np.maximum(p[0] + p[1] * za + p[2] * zb, _TINY)
 
-    def resid(p):
-        return np.log(parts(p)[2]) - ly
+    def resid(q):
+        return np.log(parts(full(q))[2]) - ly
 
-    def jac(p):
+    def jac(q):
+        p = full(q)
         za, zb, pred = parts(p)
-        return np.stack([1 / pred, za / pred, zb / pred, -p[1] * un * za / pred,
+        cols = np.stack([1 / pred, za / pred, zb / pred, -p[1] * un * za / pred,
                          -p[2] * ud * zb / pred], axis=1)
+        return cols[:, free]
 
-    lo, hi = JOINT_GRID[0], JOINT_GRID[-1]
-    res = least_squares(resid, start, jac=jac, method="trf",
-                        bounds=([0, 0, 0, lo, lo], [np.inf, np.inf, np.inf, hi, hi]))
-    return res.x, float((res.fun ** 2).sum())
+    lo = np.array([0, 0, 0, JOINT_GRID[0], JOINT_GRID[0]])[free]
+    hi = np.array([np.inf, np.inf, np.inf, JOINT_GRID[-1], JOINT_GRID[-1]])[free]
+    res = least_squares(resid, np.clip(start[free], lo, hi), jac=jac, method="trf",
+                        bounds=(lo, hi))
+    return full(res.x), float((res.fun ** 2).sum())
 
 
-def fit_joint_vp(n: np.ndarray, d: np.ndarray, y: np.ndarray) -> dict:
-    """Joint law E + A·N^−a + B·D^−b: params, RSS and profile intervals of a and b."""
+def _joint_profile(nr, dr, ly, coef, rss, axis: int):
+    """Vectorised profile RSS of exponent ``axis`` (0: a, 1: b): each point polished from
+    the best grid point of the nearest grid column."""
+    def prof(values):
+        out = np.empty(len(values))
+        for i, v in enumerate(np.asarray(values, float)):
+            k = int(np.argmin(np.abs(JOINT_GRID - v)))
+            line = rss[k] if axis == 0 else rss[:, k]
+            j = int(np.argmin(line))
+            amps = coef[k, j] if axis == 0 else coef[j, k]
+            expo = [v, JOINT_GRID[j]] if axis == 0 else [JOINT_GRID[j], v]
+            start = np.array([*amps, *expo])
+            out[i] = min(_polish_joint(nr, dr, ly, start, fixed=3 + axis)[1], line[j]
+                         if JOINT_GRID[k] == v else np.inf)
+        return out
+
+    return prof
+
+
+def fit_joint_vp(n: np.ndarray, d: np.ndarray, y: np.ndarray, intervals: bool = True) -> dict:
+    """Joint law E + A·N^−a + B·D^−b: params, RSS and (``intervals``) profile intervals
+    of a and b."""
     nref, dref = _geomean(n), _geomean(d)
     nr, dr, ly = n / nref, d / dref, np.log(y)
     coef, rss = profile_amplitudes(_joint_columns(nr, dr, JOINT_GRID, JOINT_GRID), ly)
@@ -255,17 +290,12 @@ def fit_joint_vp(n: np.ndarray, d: np.ndarray, y: np.ndarray) -> dict:
     if rss_min > rss[i, j]:
         p, rss_min = start, float(rss[i, j])
     thr = threshold(rss_min, len(y) - 5)
-
-    def prof_a(a):
-        return np.array([_min_1d(lambda b, v=v: profile_amplitudes(
-            _joint_columns(nr, dr, [v], b)[0], ly)[1], JOINT_GRID)[1] for v in a])
-
-    def prof_b(b):
-        return np.array([_min_1d(lambda a, v=v: profile_amplitudes(
-            _joint_columns(nr, dr, a, [v])[:, 0], ly)[1], JOINT_GRID)[1] for v in b])
-
-    ci = {"a": profile_limit(prof_a, JOINT_GRID, float(p[3]), thr, vals=rss.min(axis=1)),
-          "b": profile_limit(prof_b, JOINT_GRID, float(p[4]), thr, vals=rss.min(axis=0))}
+    if not intervals:
+        ci = {}
+    else:
+        ci = {k: profile_limit(_joint_profile(nr, dr, ly, coef, rss, axis), JOINT_GRID,
+                               float(p[3 + axis]), thr, vals=rss.min(axis=1 - axis))
+              for axis, k in enumerate("ab")}
     params = {"E": float(p[0]), "A": float(p[1] * nref ** p[3]),
               "B": float(p[2] * dref ** p[4]), "a": float(p[3]), "b": float(p[4])}
     return {"params": params, "rss": rss_min, "ci": ci}
