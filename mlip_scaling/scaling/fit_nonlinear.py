@@ -104,24 +104,27 @@ def _min_1d(prof, grid: np.ndarray) -> tuple[float, float]:
 
 def profile_limit(prof, grid: np.ndarray, best: float, thr: float,
                   lower_bound: float = 0.0, vals: np.ndarray | None = None) -> list[float]:
-    """Ends of {θ : prof(θ) <= thr}: the outermost grid points inside, extended to the
-    crossing by root finding on the profile; an upper end not reached inside the grid is
-    inf, a lower end not reached is ``lower_bound``. ``vals``: the profile on the grid when
-    already known (it only brackets the crossings)."""
+    """Ends of {θ : prof(θ) <= thr}: from the outermost grid points inside, walked outwards
+    while the exact profile stays inside, then the crossing by root finding; an upper end
+    not reached inside the grid is inf, a lower end not reached is ``lower_bound``.
+    ``vals``: approximate profile values on the grid (only to start the walk)."""
     vals = prof(grid) if vals is None else vals
     inside = np.flatnonzero(vals <= thr)
     first = min(best, grid[inside[0]]) if len(inside) else best
     last = max(best, grid[inside[-1]]) if len(inside) else best
-    below, above = np.flatnonzero(grid < first), np.flatnonzero(grid > last)
-    if len(inside) and inside[0] == 0 or not len(below):
-        lo = lower_bound
-    else:
-        lo = _root(prof, grid[below[-1]], first, thr)
-    if len(inside) and inside[-1] == len(grid) - 1 or not len(above):
-        hi = np.inf
-    else:
-        hi = _root(prof, last, grid[above[0]], thr)
-    return [float(lo), float(hi)]
+    lo = _walk(prof, grid, first, thr, -1)
+    hi = _walk(prof, grid, last, thr, +1)
+    return [float(lower_bound if lo is None else lo), float(np.inf if hi is None else hi)]
+
+
+def _walk(prof, grid: np.ndarray, inner: float, thr: float, step: int) -> float | None:
+    """Crossing beyond ``inner`` in direction ``step``; None when the grid ends inside."""
+    cand = np.flatnonzero(grid < inner)[::-1] if step < 0 else np.flatnonzero(grid > inner)
+    for k in cand:
+        if float(prof(np.array([grid[k]]))[0]) > thr:
+            return _root(prof, grid[k], inner, thr)
+        inner = grid[k]
+    return None
 
 
 def _root(prof, a: float, b: float, thr: float) -> float:
