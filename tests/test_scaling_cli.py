@@ -51,6 +51,9 @@ def test_fit_prints_table_and_writes_json(results_dir, capsys, tmp_path):
     rows = json.loads(out.read_text())
     assert {r["axis"] for r in rows} == {"data", "joint"}
     assert {r["family"] for r in rows} == {"transformer", "eqv2"}
+    assert "fitted slice" in text and "p (trend)" in text and "indicative" in text
+    assert all(r["slice"]["rule"] for r in rows)
+    assert all(r["p_trend"] < 0.05 for r in rows if r["status"] == "ok")
 
 
 def test_fit_without_any_law_exits_1(tmp_path, capsys):

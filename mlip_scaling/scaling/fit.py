@@ -401,6 +401,6 @@ def frontier_fit(form: str, c: np.ndarray, m: np.ndarray, p_perm: float,
                       is not None else f"frontier exponent within the permutation null "
                       f"(p={p_perm:.3g}: compute labels shuffled among frontier runs)")
     elif p_all is not None and fit.ok and not (fit.p_perm is not None and fit.p_perm < ALPHA):
-        fit.reason = (f"caution: a frontier of shuffled compute labels is as steep "
-                      f"(p_perm={p_perm:.3g})")
+        fit.reason = (f"note: frontier selection alone gives exponents this large from these "
+                      f"runs (null with compute reshuffled among all runs: p={p_perm:.3g})")
     return fit

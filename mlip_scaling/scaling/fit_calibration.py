@@ -31,8 +31,8 @@ class Setting:
 
 SETTINGS = {
     **{f"power-{k}": Setting("power", k, {"beta": 0.3}) for k in (4, 5, 8)},
-    "floor-4": Setting("floor", 4, {"b": 0.4}, seeds=3),
-    **{f"floor-{k}": Setting("floor", k, {"b": 0.4}) for k in (5, 8)},
+    "floor-4": Setting("floor", 4, {"b": 0.4, "E": 0.05}, seeds=3),
+    **{f"floor-{k}": Setting("floor", k, {"b": 0.4, "E": 0.05}) for k in (5, 8)},
     **{f"joint-{k}": Setting("joint", k, {"a": 0.35, "b": 0.3}) for k in (4, 5, 8)},
     **{f"flat-{f}": Setting(f, 6, {}, kind="flat") for f in ("power", "floor", "joint")},
     **{f"nofloor-{k}": Setting("floor", k, {}, kind="nofloor") for k in (5, 8)},
