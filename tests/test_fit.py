@@ -192,3 +192,20 @@ def test_frontier_null_is_a_uniform_p_value_for_shuffled_metrics():
     assert 0.01 <= np.mean(np.asarray(pvals) < 0.05) <= 0.15
     observed, null, p = frontier_null(compute, loss, loss, n_perm=100, reselect=True)
     assert observed == pytest.approx(0.1) and len(null) > 50 and 0 < p <= 1
+
+
+def test_plotted_power_band_is_the_t_band_of_the_line():
+    from mlip_scaling.scaling.plots import law_band
+
+    rng = np.random.default_rng(15)
+    x = np.logspace(3, 6, 6)
+    y = 2.0 * x**-0.3 * np.exp(rng.normal(0, 0.05, 6))
+    fit = fit_power(x, y)
+    lo, hi = law_band(fit.to_dict(), x)
+    u, v = np.log(x), np.log(y)
+    ref = stats.linregress(u, v)
+    s = np.sqrt(((v - ref.intercept - ref.slope * u) ** 2).sum() / 4)
+    half = stats.t.ppf(0.975, 4) * s * np.sqrt(1 / 6 + (u - u.mean()) ** 2
+                                               / ((u - u.mean()) ** 2).sum())
+    np.testing.assert_allclose(np.log(hi) - np.log(lo), 2 * half, rtol=1e-3)
+    assert law_band({"band": {}}, x) is None
