@@ -34,6 +34,10 @@ def test_floorless_and_flat_data_get_no_floor_and_no_joint_exponents():
     assert run_setting("flat-floor", 60, seed=7).false_exponent <= 0.05
 
 
+def test_compute_frontier_of_an_unrelated_metric_rarely_gets_an_exponent():
+    assert run_setting("frontier-null", 60, seed=8).false_exponent <= 0.08
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(SETTINGS))
 def test_full_calibration_meets_targets(name):

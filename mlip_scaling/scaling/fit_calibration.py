@@ -5,7 +5,8 @@ Settings (log-normal noise on every point): ``power-K`` L = 3·N^−0.3, 5 % noi
 over N = 1e3..1e7; ``floor-K`` L = 0.05 + 30·N^−0.4, 2 % noise, K sizes over 1e3..1e8
 (``floor-4`` with 3 seeds per size); ``joint-K`` L = 0.02 + 50/N^0.35 + 8/D^0.3 on a K×K grid,
 2 % noise; ``flat-<form>`` constant L, 5 % noise (false exponents); ``nofloor-K`` the floor
-form on power-law data (false floors).
+form on power-law data (false floors); ``frontier-null`` the compute-frontier power law
+of a metric that ignores compute, frontier chosen by test loss (false exponents).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mlip_scaling.scaling.fit import fit_law
+from mlip_scaling.scaling.fit import fit_law, frontier_fits
 
 __all__ = ["SETTINGS", "Summary", "run_setting"]
 
@@ -26,7 +27,7 @@ class Setting:
     sizes: int
     truth: dict[str, float]  # planted exponents ({} when no exponent should be found)
     seeds: int = 1
-    kind: str = "law"  # law | flat | nofloor
+    kind: str = "law"  # law | flat | nofloor | frontier
 
 
 SETTINGS = {
@@ -36,6 +37,7 @@ SETTINGS = {
     **{f"joint-{k}": Setting("joint", k, {"a": 0.35, "b": 0.3}) for k in (4, 5, 8)},
     **{f"flat-{f}": Setting(f, 6, {}, kind="flat") for f in ("power", "floor", "joint")},
     **{f"nofloor-{k}": Setting("floor", k, {}, kind="nofloor") for k in (5, 8)},
+    "frontier-null": Setting("power", 4, {}, kind="frontier"),
 }
 
 
@@ -52,6 +54,16 @@ class Summary:
     false_exponent: float | None  # flat data: fraction given an exponent
     false_floor: float | None  # floor-less data: fraction given a floor
     seconds: float
+
+
+def _frontier_fit(rng: np.random.Generator):
+    """4×4 grid of runs (compute 6·N·D) whose test loss follows the joint law, and a
+    downstream metric that ignores compute (30 % noise): its frontier power law."""
+    n, d = (v.ravel() for v in np.meshgrid(np.logspace(4, 7, 4), np.logspace(3, 6, 4)))
+    loss = (0.01 + 40 / n**0.4 + 20 / d**0.4) * np.exp(rng.normal(0, 0.01, 16))
+    metric = np.exp(rng.normal(0, 0.3, 16))
+    return frontier_fits(6 * n * d, loss, metric, forms=("power",), n_perm=200,
+                         seed=int(rng.integers(1 << 30)))[2][0]
 
 
 def _data(s: Setting, rng: np.random.Generator):
@@ -76,11 +88,14 @@ def run_setting(name: str, reps: int, seed: int = 0) -> Summary:
     start = time.perf_counter()
     fits = []
     for _ in range(reps):
+        if s.kind == "frontier":
+            fits.append(_frontier_fit(rng))
+            continue
         x, y, d = _data(s, rng)
         fits.append(fit_law(s.form, x, y, d=d))
     ok = [f for f in fits if f.ok]
     summary = Summary(name, reps, len(ok) / reps, None, None, None, None, None, 0.0)
-    if s.kind == "flat":
+    if s.kind in ("flat", "frontier"):
         summary.false_exponent = summary.reported
     elif s.kind == "nofloor":
         summary.false_floor = summary.reported

@@ -47,6 +47,7 @@ def _draw_law(ax, row: dict, color, style: str = "-") -> None:
     key = _EXPONENT[row["form"]]
     label = (f"{row['family']}: β={row['params'][key]:.3f}" if row["form"] == "power"
              else f"{row['family']}: E+A·N^-b, b={row['params'][key]:.3f}")
+    label += " (indicative)" if row.get("indicative") else ""
     ax.plot(xs, predict(row["form"], row["params"], xs), style, color=color, label=label)
     band = law_band(row, xs)
     if band is not None:
