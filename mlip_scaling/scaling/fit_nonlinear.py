@@ -13,9 +13,10 @@ N^−a, D^−b). The loss is the sum of squared log residuals (Gaussian noise on
 * Intervals: profile likelihood. With RSS_min the minimum and ν = n − p residual degrees
   of freedom, the 95 % set of an exponent θ is {θ : RSS_prof(θ) ≤ RSS_min·(1 + F₁,ν/ν)}
   (F₁,ν the 95 % quantile of F(1, ν)), the small-sample form of the likelihood-ratio
-  interval. Its ends are interpolated on the grid; an end not reached inside the grid is
-  infinite (upper) or the natural bound 0 (lower). The floor E gets the same treatment on
-  a grid of E ∈ [0, min L).
+  interval. The grid brackets each end, which is then found by walking outwards on the
+  exact profile and root finding; an end not reached inside the grid is infinite (upper)
+  or the natural bound 0 (lower). The floor E gets the same treatment on a grid of
+  E ∈ [0, min L) (upper end capped at min L).
 """
 
 from __future__ import annotations
