@@ -23,18 +23,42 @@ AXES = {"data": "data β", "params": "parameters β", "compute": "compute-fronti
 START, END = "<!-- demo:start -->", "<!-- demo:end -->"
 
 
+def _p(fit: dict) -> str:
+    """Trend-test p-value, and the re-selecting frontier null's when it differs."""
+    parts = [] if fit.get("p_trend") is None else [f"p={fit['p_trend']:.2g}"]
+    if fit.get("p_perm") is not None and fit["p_perm"] != fit.get("p_trend"):
+        parts.append(f"null p={fit['p_perm']:.2g}")
+    return ", ".join(parts)
+
+
 def cell(fit: dict | None) -> str:
-    """``β [lo, hi]`` of a power-law fit, or why there is none."""
+    """``β [lo, hi] p=…`` of a power-law fit (marked when indicative), or why there is none."""
     if fit is None:
         return "–"
     if fit["status"] != "ok":
-        return f"no fit ({fit['status']})"
+        return "; ".join(v for v in (f"no exponent ({fit['status']})", _p(fit)) if v)
     lo, hi = fit["ci"]["beta"]
-    return f"{fit['params']['beta']:.2f} [{lo:.2f}, {hi:.2f}]"
+    text = f"{fit['params']['beta']:.2f} [{lo:.2f}, {hi:.2f}] {_p(fit)}".rstrip()
+    return text + (" (indicative)" if fit.get("indicative") else "")
+
+
+def slice_line(fits: list[dict], family: str) -> str:
+    """Which runs each column used (from the test-loss rows)."""
+    parts = []
+    for axis, label in AXES.items():
+        row = next((f for f in fits if (f["family"], f["metric"], f["axis"], f["form"])
+                    == (family, "test_loss", axis, "power")), None)
+        desc = (row or {}).get("slice") or {}
+        if desc.get("fixed") and desc.get("value") is not None:
+            parts.append(f"{label}: {desc['fixed']} = {desc['value']:.3g} ({desc['rule']})")
+        elif desc:
+            parts.append(f"{label}: {desc['rule']}")
+    return "; ".join(parts)
 
 
 def table(fits: list[dict]) -> str:
-    """One Markdown table per family: metric rows, axis columns (pure power law)."""
+    """One Markdown table per family: metric rows, axis columns (pure power law), the
+    fitted slices and what the marks mean."""
     power = {(f["family"], f["metric"], f["axis"]): f for f in fits if f["form"] == "power"}
     lines = []
     for family in sorted({f["family"] for f in fits}):
@@ -44,7 +68,13 @@ def table(fits: list[dict]) -> str:
             cells = [cell(power.get((family, metric, axis))) for axis in AXES]
             if any(c != "–" for c in cells):
                 lines.append(f"| {label} | " + " | ".join(cells) + " |")
-        lines.append("")
+        lines += ["", f"Fitted slices: {slice_line(fits, family)}.", ""]
+    lines.append("95 % intervals: t-interval of the log-log slope (n − 2 d.o.f.). p: F-test "
+                 "against no dependence (compute frontier: permutation null, compute labels "
+                 "shuffled among the frontier runs chosen by test loss; the test loss's own "
+                 "frontier: F-test over all runs, and its null p with labels shuffled among "
+                 "all runs and the frontier re-selected). An exponent is given only where "
+                 "p < 0.05 and the error decreases. *indicative*: fitted on <= 4 sizes.")
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -19,17 +19,20 @@ def summary():
     return module
 
 
-def _fit(metric, axis, beta=None, status="ok"):
+def _fit(metric, axis, beta=None, status="ok", p=0.001, indicative=False):
     return {"family": "transformer", "metric": metric, "axis": axis, "form": "power",
             "status": status, "params": {"beta": beta} if beta else {},
-            "ci": {"beta": [beta - 0.1, beta + 0.1]} if beta else {}}
+            "ci": {"beta": [beta - 0.1, beta + 0.1]} if beta else {}, "p_trend": p,
+            "p_perm": None, "indicative": indicative,
+            "slice": {"fixed": "n_params", "value": 6400, "rule": "largest complete slice"}
+            if axis == "data" else {"fixed": None, "value": None, "rule": "all runs"}}
 
 
 def test_readme_block_is_replaced_with_the_measured_table(summary, tmp_path):
     report = tmp_path / "report"
     report.mkdir()
-    fits = [_fit("test_loss", "data", 0.5), _fit("test_loss", "params", 0.25),
-            _fit("test_loss", "compute", status="no-trend"),
+    fits = [_fit("test_loss", "data", 0.5), _fit("test_loss", "params", 0.25, indicative=True),
+            _fit("test_loss", "compute", status="no-trend", p=0.4),
             {**_fit("test_loss", "data", 0.9), "form": "floor"}]
     (report / "fits.json").write_text(json.dumps({"format": "x", "fits": fits}))
     (report / "test_loss.png").write_bytes(b"png")
@@ -39,7 +42,10 @@ def test_readme_block_is_replaced_with_the_measured_table(summary, tmp_path):
                          "--figure", str(tmp_path / "docs" / "demo.png")]) == 0
     text = readme.read_text()
     assert "old table" not in text and text.startswith("intro\n") and text.endswith("rest\n")
-    assert "| test loss | 0.50 [0.40, 0.60] | 0.25 [0.15, 0.35] | no fit (no-trend) |" in text
+    assert ("| test loss | 0.50 [0.40, 0.60] p=0.001 | 0.25 [0.15, 0.35] p=0.001 (indicative) "
+            "| no exponent (no-trend); p=0.4 |") in text
+    assert "data β: n_params = 6.4e+03 (largest complete slice)" in text
+    assert "indicative*: fitted on <= 4 sizes" in text
     assert "0.90" not in text  # only the pure power law is tabulated
     assert "](docs/demo.png)" in text and (tmp_path / "docs" / "demo.png").read_bytes() == b"png"
 

@@ -57,7 +57,7 @@ def write_results(path, records) -> None:
 def report_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("scaling")
     write_results(root / "scaling_results.json", synthetic_records())
-    html = build_report(root, root / "report", n_boot=20, quiet=True)
+    html = build_report(root, root / "report", n_perm=200, quiet=True)
     return root, html
 
 
@@ -127,7 +127,7 @@ def test_mixed_datasets_refused_unless_allowed(tmp_path):
 def test_too_few_runs_give_status_not_exponent():
     records = [r for r in synthetic_records() if r["checkpoint"].endswith(("n3_d2.pt",
                                                                           "n3_d3.pt"))]
-    rows = fit_records(split_records(records)[0], metrics=["test_loss"], n_boot=10)
+    rows = fit_records(split_records(records)[0], metrics=["test_loss"])
     assert rows and all(r["status"] == "insufficient" and r["params"] == {} for r in rows)
 
 
@@ -154,3 +154,49 @@ def test_axis_slice_with_most_sizes_wins_over_a_lone_larger_run():
     np.testing.assert_allclose(y, 10 * x**-0.4)
     x, _ = axis_points(recs, "data", "test_loss")  # every model has one set: the largest model
     assert list(x) == [800]
+
+
+def test_slice_is_recorded_and_a_missing_value_does_not_move_it(report_dir):
+    root, html = report_dir
+    fits = json.loads((root / "report" / "fits.json").read_text())["fits"]
+    for row in fits:
+        assert row["slice"]["rule"] and "p_trend" in row and "indicative" in row
+    drift = next(r for r in fits if (r["family"], r["metric"], r["axis"], r["form"])
+                 == ("transformer", "md_drift", "data", "power"))
+    loss = next(r for r in fits if (r["family"], r["metric"], r["axis"], r["form"])
+                == ("transformer", "test_loss", "data", "power"))
+    # md_drift is missing at (smallest model, largest set): the slice stays the largest model
+    assert drift["slice"]["value"] == loss["slice"]["value"] == 64000
+    assert drift["slice"]["rule"] == "largest complete slice" and len(drift["x"]) == 4
+    assert "largest complete slice" in html.read_text()
+    with open(root / "report" / "fits.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {"slice_fixed", "slice_value", "slice_rule", "p_trend", "p_floor", "p_perm",
+            "indicative"} <= set(rows[0])
+
+
+def test_missing_value_in_the_fitted_slice_drops_the_point_only():
+    recs = [_record("eqv2", i, j, n, d, 5 / n**0.3 + 2 / d**0.3) for i, n in
+            enumerate([1e3, 4e3, 1.6e4]) for j, d in enumerate([100, 400, 1600, 6400])]
+    recs[-1]["metrics"]["relax_rmsd"] = None  # largest model, largest set
+    x, _ = axis_points(recs, "data", "relax_rmsd")
+    assert list(x) == [100, 400, 1600]  # still the largest model, one point fewer
+    rows = fit_records(recs, metrics=["relax_rmsd"], axes=["data"], n_perm=50)
+    assert rows[0]["slice"]["value"] == 1.6e4
+    assert rows[0]["slice"]["missing"] == ["eqv2/n2_d3.pt"]
+
+
+def test_compute_frontier_runs_are_chosen_by_test_loss():
+    rng = np.random.default_rng(3)
+    recs = [_record("eqv2", i, j, n, d, float(0.01 + 5 / n**0.4 + 2 / d**0.4))
+            for i, n in enumerate([1e3, 4e3, 1.6e4, 6.4e4])
+            for j, d in enumerate([100, 400, 1600, 6400])]
+    for rec in recs:  # a downstream metric that ignores compute, lowest off the frontier
+        rec["metrics"]["relax_rmsd"] = float(rng.lognormal(0, 0.3))
+    x_loss, _ = axis_points(recs, "compute", "test_loss")
+    x_rmsd, _ = axis_points(recs, "compute", "relax_rmsd")
+    np.testing.assert_allclose(x_rmsd, x_loss)
+    rows = fit_records(recs, metrics=["relax_rmsd"], axes=["compute"], n_perm=200)
+    power = next(r for r in rows if r["form"] == "power")
+    assert power["status"] == "no-trend" and power["p_perm"] >= 0.05
+    assert power["slice"]["rule"] == "frontier runs chosen by test loss"

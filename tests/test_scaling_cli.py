@@ -45,25 +45,28 @@ def _error(capsys, argv) -> str:
 def test_fit_prints_table_and_writes_json(results_dir, capsys, tmp_path):
     out = tmp_path / "fits.json"
     rc = main(["fit", str(results_dir), "--metric", "test_loss", "--axis", "data,joint",
-               "--n-boot", "10", "--json", str(out)])
+               "--n-perm", "100", "--json", str(out)])
     text = capsys.readouterr().out
     assert rc == 0 and "test_loss" in text and "excluded broken/failed.pt" in text
     rows = json.loads(out.read_text())
     assert {r["axis"] for r in rows} == {"data", "joint"}
     assert {r["family"] for r in rows} == {"transformer", "eqv2"}
+    assert "fitted slice" in text and "p (trend)" in text and "indicative" in text
+    assert all(r["slice"]["rule"] for r in rows)
+    assert all(r["p_trend"] < 0.05 for r in rows if r["status"] == "ok")
 
 
 def test_fit_without_any_law_exits_1(tmp_path, capsys):
     records = [r for r in synthetic_records() if r["checkpoint"].endswith("n3_d3.pt")]
     write_results(tmp_path / "scaling_results.json", records)
-    assert main(["fit", str(tmp_path), "--n-boot", "5"]) == 1
+    assert main(["fit", str(tmp_path), "--n-perm", "50"]) == 1
     assert "insufficient" in capsys.readouterr().out
 
 
 def test_report_on_results_file_and_bad_input(results_dir, tmp_path, capsys):
     out = tmp_path / "rep"
     assert main(["report", str(results_dir / "scaling_results.json"), "--out", str(out),
-                 "--n-boot", "10", "--quiet"]) == 0
+                 "--n-perm", "100", "--quiet"]) == 0
     assert (out / "report.html").is_file() and (out / "test_loss.svg").is_file()
     err = _error(capsys, ["fit", str(results_dir), "--metric", "nonsense"])
     assert "nonsense" in err
@@ -77,9 +80,9 @@ def test_report_on_results_file_and_bad_input(results_dir, tmp_path, capsys):
 
 def test_report_refuses_mixed_datasets_unless_allowed(tmp_path, capsys):
     write_results(tmp_path / "scaling_results.json", _loss_only(synthetic_records(mixed=True)))
-    err = _error(capsys, ["report", str(tmp_path), "--quiet", "--n-boot", "5"])
+    err = _error(capsys, ["report", str(tmp_path), "--quiet", "--n-perm", "50"])
     assert "different datasets" in err and "--allow-mixed" in err
-    assert main(["report", str(tmp_path), "--quiet", "--n-boot", "5", "--allow-mixed"]) == 0
+    assert main(["report", str(tmp_path), "--quiet", "--n-perm", "50", "--allow-mixed"]) == 0
 
 
 def test_report_evaluates_only_model_files_without_results(results_dir, monkeypatch):
@@ -97,7 +100,7 @@ def test_report_evaluates_only_model_files_without_results(results_dir, monkeypa
     write_results(results_dir / "scaling_results.json", records)
     model = results_dir / "new.pt"
     torch.save({"weights": torch.zeros(2)}, model)
-    argv = ["report", str(results_dir), "--quiet", "--n-boot", "5"]
+    argv = ["report", str(results_dir), "--quiet", "--n-perm", "50"]
     assert main(argv + ["--md-steps", "9"]) == 0
     assert len(calls) == 1
     assert calls[0]["k_relax"] == 1 and calls[0]["max_test"] == 4 and calls[0]["md_steps"] == 9

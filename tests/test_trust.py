@@ -138,7 +138,7 @@ def test_typed_module_oracle_runs(tmp_path, capsys):
                root / "m2.pt")  # new content hash: report must evaluate it
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
-        main(["report", str(root), "--quiet", "--n-boot", "2"])
+        main(["report", str(root), "--quiet", "--n-perm", "2"])
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and "\n" not in err
     assert evaluate.RESULTS_NAME in err and "would import and run Python code" in err

@@ -55,7 +55,7 @@ def _fit(args: argparse.Namespace) -> int:
     if not usable:
         raise DataError(f"{args.results}: no usable records ({len(excluded)} excluded)")
     rows = fit_records(usable, metrics=metrics, axes=_split_list(args.axis),
-                       n_boot=args.n_boot)
+                       n_perm=args.n_perm)
     print_table(rows)
     for rec, why in excluded:
         print(f"excluded {rec.get('checkpoint')}: {why}")
@@ -118,7 +118,7 @@ def _report(args: argparse.Namespace) -> int:
     if source.is_dir() and not args.no_evaluate:
         _evaluate_missing(source, args)
     out = Path(args.out) if args.out else (source if source.is_dir() else source.parent) / "report"
-    build_report(source, out, allow_mixed=args.allow_mixed, n_boot=args.n_boot,
+    build_report(source, out, allow_mixed=args.allow_mixed, n_perm=args.n_perm,
                  quiet=args.quiet)
     return 0
 
@@ -159,14 +159,17 @@ def _bias(args: argparse.Namespace) -> int:
 def _add_fit(sub) -> None:
     p = sub.add_parser("fit", help="fit scaling laws to evaluation results", formatter_class=_FMT,
                        description="Power law, floor form, joint law and compute frontier per "
-                       "family, metric and axis, with 95 % bootstrap intervals.")
+                       "family, metric and axis: 95 % intervals (t for the power law, profile "
+                       "likelihood for the floor and joint forms), trend-test p-values, the "
+                       "fitted slice, and the compute frontier's permutation null.")
     p.add_argument("results", help="scaling_results.json or the folder holding it")
     p.add_argument("--metric", action="append", default=None,
                    help="metric(s) to fit, repeatable or comma-separated (default: all present)")
     p.add_argument("--axis", action="append", default=None,
                    help="axes: data, params, compute, joint (default: all)")
     p.add_argument("--allow-mixed", action="store_true", help="fit runs of different datasets")
-    p.add_argument("--n-boot", type=POSITIVE_INT, default=100, help="bootstrap resamples")
+    p.add_argument("--n-perm", type=POSITIVE_INT, default=1000,
+                   help="permutations of the compute frontier's null")
     p.add_argument("--json", type=output_file, default=None,
                    help="also write the fits to this JSON file")
     p.set_defaults(func=_fit)
@@ -182,7 +185,8 @@ def _add_report(sub) -> None:
     p.add_argument("--out", type=output_dir, default=None,
                    help="report folder (default: DIR/report)")
     p.add_argument("--allow-mixed", action="store_true", help="fit runs of different datasets")
-    p.add_argument("--n-boot", type=POSITIVE_INT, default=100, help="bootstrap resamples")
+    p.add_argument("--n-perm", type=POSITIVE_INT, default=1000,
+                   help="permutations of the compute frontier's null")
     p.add_argument("--no-evaluate", action="store_true", help="use existing results only")
     p.add_argument("--oracle", default=None, help="evaluate: downstream reference calculator")
     p.add_argument("--data", default=None, help="evaluate: dataset file")

@@ -194,7 +194,7 @@ def evaluate_file(path: Path, root: Path, ckpt: dict, digest: str, settings: dic
     except (CheckpointError, ConfigError, DataError, RuntimeError, ValueError, KeyError,
             IndexError, TypeError, OSError) as exc:
         rec["status"] = "failed"
-        rec["error"] = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        rec["error"] = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     return _clean(rec)
 
 
@@ -333,7 +333,7 @@ def _evaluate_path(path: Path, root: Path, digest: str, settings: dict, jobs: in
         if is_run_state(path):
             return None
         rec = _record(path, root, digest, None, settings)
-        rec.update(status="failed", error=str(exc).splitlines()[0][:300])
+        rec.update(status="failed", error=str(exc).splitlines()[0])
         return rec
     return evaluate_file(path, root, ckpt, digest, settings, jobs, progress, oracle_trusted)
 

@@ -1,40 +1,55 @@
-"""Scaling-law fits with intervals: L = α·N^−β, L = E + A·N^−b, joint L(N, D), frontier.
+"""Scaling-law fits with calibrated 95 % intervals and trend tests.
 
-* ``power``: ordinary least squares of log L on log N (the paper's fit).
-* ``floor``: minimise the SUM of Huber(δ=1e-3) losses of log residuals; variable
-  projection over b (non-negative least squares for E, A at each b), then L-BFGS polish.
-* ``joint``: L(N, D) = E + A/N^a + B/D^b, same loss, multistart L-BFGS.
-* ``fit_frontier``: running minimum of loss over FLOPs of pooled runs, then E + A·C^−γ, or
-  the pure power law when the floor is not identifiable.
-* 95 % intervals: bootstrap over runs (>= 5 points; resamples with < 3 distinct sizes are
-  redrawn) or, for 3-4 points, a wild (Rademacher) bootstrap of log residuals rescaled by
-  1/sqrt(1 − h) (HC2 leverage of the log-log design): resampling so few sizes leaves too
-  few distinct ones. Percentile intervals.
-* Leave-largest-out extrapolation error: refit without the largest N (the largest N·D for
-  the joint form), relative error of the prediction there.
-* A floor whose 95 % interval reaches the smallest observed loss, or that is negligible
-  (E < 1e-3 of it: the data show no floor), is reported as 'unidentifiable'; an exponent
-  at its bound or a law explaining no variance as 'no-trend'.
+Forms (noise model: Gaussian on log L, so every loss is a sum of squared log residuals):
+
+* ``power`` L = α·N^−β: ordinary least squares of log L on log N (the paper's fit). The
+  interval of β is the t-interval with n − 2 degrees of freedom.
+* ``floor`` L = E + A·N^−b and ``joint`` L(N, D) = E + A/N^a + B/D^b: variable projection
+  over a grid of exponents, polished with the analytic Jacobian; profile-likelihood
+  intervals (F-calibrated; see ``fit_nonlinear``). Every fit starts from scratch.
+* Trend test: an exponent is reported only when the log-log slope differs from 0 (F-test
+  against a constant, p < 0.05) and the loss decreases; the joint form needs both partial
+  slopes of log L on (log N, log D) to pass. ``p_trend`` is in every row.
+* Floor test: the floor form is reported only when it beats the pure power law it nests
+  (F-test on the residual sums of squares, 1 and n − 3 d.o.f., p < 0.05: ``p_floor``).
+* Replicates (several runs at one size) enter as separate points: the residual variance
+  then includes the seed-to-seed scatter and the d.o.f. count every run.
+* With <= 4 distinct sizes a fit is flagged ``indicative``.
+* ``fit_frontier``: frontier runs chosen by the selection metric (test loss) only, the law
+  of each metric fitted on those runs, and a permutation null (``p_perm`` = fraction of
+  null exponents >= the observed one): compute labels shuffled among the frontier runs
+  (selection kept), which decides the trend of every other metric; for the test loss
+  itself, whose frontier decreases by construction, the trend test is the F-test over all
+  runs and ``p_perm`` shuffles labels among all runs and re-selects the frontier (how
+  steep a frontier selection alone makes), printed beside it.
+* Leave-largest-out check: refit from scratch without the largest N (N·D for the joint
+  form), relative error of the prediction there.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from scipy.optimize import minimize, nnls
+from scipy import stats
+
+from mlip_scaling.scaling.fit_nonlinear import fit_floor_vp, fit_joint_vp
 
 __all__ = ["FitResult", "fit_power", "fit_floor", "fit_joint", "fit_law", "frontier",
-           "fit_frontier", "predict", "HUBER_DELTA"]
+           "frontier_indices", "frontier_null", "fit_frontier", "frontier_fits", "predict",
+           "ALPHA"]
 
-HUBER_DELTA = 1e-3
-PAIRS_MIN_POINTS = 5  # bootstrap over runs from this many points, wild bootstrap below
-_B_GRID = np.linspace(0.02, 2.0, 50)
+ALPHA = 0.05  # level of the trend and floor tests (95 % intervals)
+INDICATIVE_SIZES = 4
+_NEEDED = {"power": (3, 3), "floor": (4, 5), "joint": (3, 8)}  # distinct sizes, points
+_INTERVAL = {"power": "t (n-2 dof)", "floor": "profile likelihood, F(1, n-3)",
+             "joint": "profile likelihood, F(1, n-5)"}
 
 
 @dataclass
 class FitResult:
-    """One fitted law: parameters, 95 % intervals, quality and status."""
+    """One fitted law: parameters, 95 % intervals, tests and status."""
 
     form: str
     status: str = "ok"  # ok | insufficient | no-trend | unidentifiable | failed
@@ -42,8 +57,15 @@ class FitResult:
     params: dict[str, float] = field(default_factory=dict)
     ci: dict[str, list[float]] = field(default_factory=dict)
     n_points: int = 0
+    n_sizes: int = 0
+    indicative: bool = False  # <= 4 distinct sizes
+    interval: str = ""  # how the 95 % intervals were made
+    p_trend: float | None = None  # test against no dependence (F-test or permutation)
+    p_floor: float | None = None  # floor form against the pure power law
+    p_perm: float | None = None  # permutation null of a frontier exponent
     r2: float | None = None
     extrapolation_error: float | None = None  # relative error at the largest N, left out
+    band: dict[str, list[float]] = field(default_factory=dict)  # x, lo, hi (95 %)
 
     @property
     def ok(self) -> bool:
@@ -74,105 +96,65 @@ def predict(form: str, params: dict[str, float], x: np.ndarray,
     raise ValueError(f"unknown law form {form!r}")
 
 
-def _huber(r: np.ndarray, delta: float = HUBER_DELTA) -> np.ndarray:
-    a = np.abs(r)
-    return np.where(a <= delta, 0.5 * r**2, delta * (a - 0.5 * delta))
+def _ols(x: np.ndarray, y: np.ndarray) -> dict:
+    """Log-log least squares: slope, intercept, RSS, their standard errors, F-test p."""
+    u, v = np.log(x), np.log(y)
+    n, ubar = len(u), u.mean()
+    sxx = float(((u - ubar) ** 2).sum())
+    slope = float(((u - ubar) * (v - v.mean())).sum() / sxx)
+    icept = float(v.mean() - slope * ubar)
+    rss = float(((v - icept - slope * u) ** 2).sum())
+    tss = float(((v - v.mean()) ** 2).sum())
+    s2 = rss / (n - 2)
+    fstat = (tss - rss) / s2 if s2 > 0 else np.inf
+    return {"slope": slope, "icept": icept, "rss": rss, "tss": tss, "s2": s2, "n": n,
+            "ubar": float(ubar), "sxx": sxx, "se_slope": float(np.sqrt(s2 / sxx)),
+            "se_icept": float(np.sqrt(s2 * (1 / n + ubar**2 / sxx))),
+            "p": float(stats.f.sf(fstat, 1, n - 2)) if np.isfinite(fstat) else 0.0}
 
 
-def _power_params(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    slope, intercept = np.polyfit(np.log(x), np.log(y), 1)
-    return {"alpha": float(np.exp(intercept)), "beta": float(-slope)}
+def _power(x, y) -> tuple[dict, dict, dict]:
+    """(params, ci, band) of the power law with t-intervals and t-band."""
+    o = _ols(x, y)
+    t = float(stats.t.ppf(1 - ALPHA / 2, o["n"] - 2))
+    beta = -o["slope"]
+    params = {"alpha": float(np.exp(o["icept"])), "beta": beta}
+    ci = {"beta": [beta - t * o["se_slope"], beta + t * o["se_slope"]],
+          "alpha": [float(np.exp(o["icept"] - t * o["se_icept"])),
+                    float(np.exp(o["icept"] + t * o["se_icept"]))]}
+    xs = np.logspace(np.log10(x.min()), np.log10(x.max()), 40)
+    mid = o["icept"] + o["slope"] * np.log(xs)
+    half = t * np.sqrt(o["s2"] * (1 / o["n"] + (np.log(xs) - o["ubar"]) ** 2 / o["sxx"]))
+    band = {"x": xs.tolist(), "lo": np.exp(mid - half).tolist(),
+            "hi": np.exp(mid + half).tolist()}
+    return params, ci, band
 
 
-def _floor_objective(p: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
-    pred = np.exp(p[0]) + np.exp(p[1]) * x ** -p[2]
-    return float(_huber(np.log(pred) - np.log(y)).sum())
+def _floor_band(x: np.ndarray, curves: list) -> dict:
+    if not curves:
+        return {}
+    xs = np.logspace(np.log10(x.min()), np.log10(x.max()), 40)
+    ys = np.array([e + a * xs**-b for e, a, b in curves])
+    return {"x": xs.tolist(), "lo": ys.min(0).tolist(), "hi": ys.max(0).tolist()}
 
 
-def _floor_params(x: np.ndarray, y: np.ndarray, start: np.ndarray | None = None
-                  ) -> dict[str, float]:
-    if start is None:
-        best = None
-        for b in _B_GRID:  # variable projection: linear (E, A) >= 0 at each b
-            coef, _ = nnls(np.stack([np.ones_like(x), x**-b], axis=1), y)
-            pred = np.maximum(coef[0] + coef[1] * x**-b, 1e-300)
-            loss = _huber(np.log(pred) - np.log(y)).sum()
-            if best is None or loss < best[0]:
-                best = (loss, coef[0], coef[1], b)
-        _, e0, a0, b0 = best
-        start = np.array([np.log(max(e0, 1e-6 * y.min())), np.log(max(a0, 1e-300)), b0])
-    res = minimize(_floor_objective, start, args=(x, y), method="L-BFGS-B",
-                   bounds=[(np.log(y.min()) - 30, np.log(y.max())), (-300, 300), (1e-3, 4.0)])
-    p = res.x if res.fun <= _floor_objective(start, x, y) else start
-    return {"E": float(np.exp(p[0])), "A": float(np.exp(p[1])), "b": float(p[2])}
-
-
-def _joint_objective(p: np.ndarray, n: np.ndarray, d: np.ndarray, y: np.ndarray) -> float:
-    pred = np.exp(p[0]) + np.exp(p[1]) * n ** -p[3] + np.exp(p[2]) * d ** -p[4]
-    return float(_huber(np.log(pred) - np.log(y)).sum())
-
-
-def _joint_params(n: np.ndarray, d: np.ndarray, y: np.ndarray,
-                  start: np.ndarray | None = None) -> dict[str, float]:
-    ly = np.log(y)
-    starts = [start] if start is not None else [
-        np.array([e, ly.max() + np.log(n.min()) * a, ly.max() + np.log(d.min()) * b, a, b])
-        for e in (ly.min() - 3.0, ly.min() - 0.7) for a in (0.2, 0.6) for b in (0.2, 0.6)]
-    bounds = [(ly.min() - 30, ly.max())] + [(-300, 300)] * 2 + [(1e-3, 4.0)] * 2
-    best = min((minimize(_joint_objective, s0, args=(n, d, y), method="L-BFGS-B",
-                         bounds=bounds) for s0 in starts), key=lambda r: r.fun)
-    p = best.x
-    return {"E": float(np.exp(p[0])), "A": float(np.exp(p[1])), "B": float(np.exp(p[2])),
-            "a": float(p[3]), "b": float(p[4])}
-
-
-def _start_vector(form: str, params: dict[str, float]) -> np.ndarray | None:
-    if form == "floor":
-        return np.array([np.log(params["E"]), np.log(params["A"]), params["b"]])
-    if form == "joint":
-        return np.array([np.log(params[k]) for k in "EAB"] + [params["a"], params["b"]])
-    return None
-
-
-def _params(form: str, x: np.ndarray, y: np.ndarray, d: np.ndarray | None,
-            warm: dict[str, float] | None = None) -> dict[str, float]:
-    start = None if warm is None else _start_vector(form, warm)
-    if form == "power":
-        return _power_params(x, y)
-    if form == "floor":
-        return _floor_params(x, y, start)
-    return _joint_params(x, d, y, start)
-
-
-def _leverage(x: np.ndarray, d: np.ndarray | None) -> np.ndarray:
-    """Hat-matrix diagonal of the log-log linear design (capped at 0.9)."""
-    cols = [np.ones_like(x), np.log(x)] + ([] if d is None else [np.log(d)])
-    design = np.stack(cols, axis=1)
-    hat = design @ np.linalg.pinv(design)
-    return np.minimum(np.diag(hat), 0.9)
-
-
-def _bootstrap(form: str, x, y, d, params, n_boot: int, seed: int) -> dict[str, list[float]]:
-    rng = np.random.default_rng(seed)
-    fitted = np.log(predict(form, params, x, d))
-    resid = (np.log(y) - fitted) / np.sqrt(1.0 - _leverage(x, d))  # HC2 rescaling
-    draws: list[dict[str, float]] = []
-    for _ in range(10 * n_boot):
-        if len(draws) == n_boot:
-            break
-        if len(x) >= PAIRS_MIN_POINTS:  # resample runs
-            idx = rng.integers(len(x), size=len(x))
-            if len(np.unique(x[idx])) < 3:
-                continue
-            xb, yb, db = x[idx], y[idx], None if d is None else d[idx]
-        else:  # wild bootstrap of log residuals (keeps the design fixed)
-            xb, db = x, d
-            yb = np.exp(fitted + resid * rng.choice([-1.0, 1.0], size=len(x)))
-        draws.append(_params(form, xb, yb, db, warm=params))
-    if not draws:
-        raise ValueError("no bootstrap resample had 3 distinct sizes")
-    return {k: [float(np.percentile([p[k] for p in draws], 2.5)),
-                float(np.percentile([p[k] for p in draws], 97.5))] for k in params}
+def _joint_trend(n, d, y) -> tuple[float, str]:
+    """Partial F-tests of log L on (1, log N, log D): (larger p, reason when failing)."""
+    design = np.stack([np.ones_like(n), np.log(n), np.log(d)], axis=1)
+    coef, *_ = np.linalg.lstsq(design, np.log(y), rcond=None)
+    rss = float(((np.log(y) - design @ coef) ** 2).sum())
+    dof = len(y) - 3
+    pvals = []
+    for k in (1, 2):
+        keep = [0, 3 - k]
+        c0, *_ = np.linalg.lstsq(design[:, keep], np.log(y), rcond=None)
+        rss0 = float(((np.log(y) - design[:, keep] @ c0) ** 2).sum())
+        fstat = (rss0 - rss) / (rss / dof) if rss > 0 else np.inf
+        p = float(stats.f.sf(fstat, 1, dof)) if np.isfinite(fstat) else 0.0
+        pvals.append(p if coef[k] < 0 else 1.0)
+    why = "" if max(pvals) < ALPHA else (
+        f"no significant decrease with N (p={pvals[0]:.3g}) or with D (p={pvals[1]:.3g})")
+    return max(pvals), why
 
 
 def _r2(form: str, params, x, y, d) -> float:
@@ -182,114 +164,243 @@ def _r2(form: str, params, x, y, d) -> float:
     return 1.0 - ss / tot if tot > 0 else float("nan")
 
 
-def _extrapolation(form: str, x, y, d, warm: dict[str, float]) -> float | None:
+def _core(form: str, x, y, d, intervals: bool = True) -> tuple[dict, dict, dict, float]:
+    """(params, ci, band, RSS) of ``form`` fitted from scratch."""
+    if form == "power":
+        params, ci, band = _power(x, y)
+        return params, ci, band, _ols(x, y)["rss"]
+    if form == "floor":
+        out = fit_floor_vp(x, y, intervals)
+        return out["params"], out["ci"], _floor_band(x, out["curves"]), out["rss"]
+    out = fit_joint_vp(x, d, y, intervals)
+    return out["params"], out["ci"], {}, out["rss"]
+
+
+def _extrapolation(form: str, x, y, d) -> float | None:
+    """Leave-largest-out relative error, refitted from scratch (no warm start)."""
     keep = x < x.max() if form != "joint" else (x * d) < (x * d).max()
-    if len(np.unique(x[keep])) < 3:
+    sizes, points = _NEEDED[form]
+    if len(np.unique(x[keep])) < sizes or keep.sum() < points:
         return None
-    held = ~keep
-    p = _params(form, x[keep], y[keep], None if d is None else d[keep], warm=warm)
-    pred = predict(form, p, x[held], None if d is None else d[held])
-    return float(np.mean(np.abs(pred - y[held]) / y[held]))
+    dk = None if d is None else d[keep]
+    if form == "joint" and len(np.unique(dk)) < sizes:
+        return None
+    params = _core(form, x[keep], y[keep], dk, intervals=False)[0]
+    pred = predict(form, params, x[~keep], None if d is None else d[~keep])
+    return float(np.mean(np.abs(pred - y[~keep]) / y[~keep]))
 
 
-def fit_law(form: str, x, y, d=None, n_boot: int = 100, seed: int = 0) -> FitResult:
-    """Fit ``form`` ('power', 'floor', 'joint') to losses ``y`` at sizes ``x`` (and ``d``).
-
-    Returns a FitResult whose status is not 'ok' (and params empty) when there are
-    fewer than 3 distinct sizes, non-positive/non-finite values, or no decreasing trend.
-    """
-    if form not in ("power", "floor", "joint"):
-        raise ValueError(f"unknown law form {form!r} (power, floor, joint)")
+def _clean(x, y, d):
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     d = None if d is None else np.asarray(d, dtype=float)
-    result = FitResult(form=form, n_points=int(len(x)))
     good = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
     if d is not None:
         good &= np.isfinite(d) & (d > 0)
-    x, y, d = x[good], y[good], None if d is None else d[good]
-    result.n_points = int(len(x))
-    distinct = len(np.unique(x)) if d is None else min(len(np.unique(x)), len(np.unique(d)))
-    needed = {"power": 3, "floor": 5, "joint": 3}[form]  # floor: 3 parameters + 2 dof
-    if distinct < needed or (form == "joint" and len(x) < 7):
-        result.status, result.reason = "insufficient", (
-            f"{distinct} distinct sizes ({len(x)} valid points); the {form} form needs >= "
-            f"{needed}" + (" and >= 7 points" if form == "joint" else ""))
-        return result
-    trend = _power_params(x, y)["beta"] if d is None else None
-    if trend is not None and trend <= 0:
-        result.status, result.reason = "no-trend", f"loss does not decrease (slope {-trend:.3g})"
-        return result
+    return x[good], y[good], None if d is None else d[good]
+
+
+def _trend(form: str, x, y, d) -> tuple[float, str]:
+    if form == "joint":
+        return _joint_trend(x, d, y)
+    o = _ols(x, y)
+    if o["slope"] >= 0:
+        return o["p"], f"loss does not decrease (log-log slope {o['slope']:.3g}, p={o['p']:.3g})"
+    if o["p"] >= ALPHA:
+        return o["p"], f"no significant trend (F-test against a constant: p={o['p']:.3g})"
+    return o["p"], ""
+
+
+def fit_law(form: str, x, y, d=None) -> FitResult:
+    """Fit ``form`` ('power', 'floor', 'joint') to losses ``y`` at sizes ``x`` (and ``d``).
+
+    The status is not 'ok' (params empty) with too few distinct sizes or points, no
+    significant decreasing trend, a floor that does not beat the pure power law, or an
+    exponent whose interval is unbounded; ``reason`` says which, with the p-value.
+    """
+    if form not in _NEEDED:
+        raise ValueError(f"unknown law form {form!r} (power, floor, joint)")
+    x, y, d = _clean(x, y, d)
+    sizes = len(np.unique(x)) if d is None else min(len(np.unique(x)), len(np.unique(d)))
+    res = FitResult(form=form, n_points=int(len(x)), n_sizes=sizes, interval=_INTERVAL[form],
+                    indicative=sizes <= INDICATIVE_SIZES)
+    need_sizes, need_points = _NEEDED[form]
+    if sizes < need_sizes or len(x) < need_points:
+        res.status, res.reason = "insufficient", (
+            f"{sizes} distinct sizes ({len(x)} valid points); the {form} form needs >= "
+            f"{need_sizes} sizes and >= {need_points} points")
+        return res
+    res.p_trend, why = _trend(form, x, y, d)
+    if why:
+        res.status, res.reason = "no-trend", why
+        return res
     try:
-        params = _params(form, x, y, d)
-        ci = _bootstrap(form, x, y, d, params, n_boot, seed)
+        params, ci, band, rss = _core(form, x, y, d)
     except (ValueError, np.linalg.LinAlgError, FloatingPointError) as exc:
-        result.status, result.reason = "failed", str(exc)
-        return result
-    key = {"power": "beta", "floor": "b"}.get(form)
-    if key and ci[key][0] <= 0 < params[key] and form == "power":
-        result.status, result.reason = "no-trend", (
-            f"95 % interval of {key} includes 0 ({ci[key][0]:.3g}, {ci[key][1]:.3g})")
-        return result
-    r2 = _r2(form, params, x, y, d)
-    at_bound = [k for k in ("a", "b") if k in params and not 2e-3 < params[k] < 3.99]
-    if form != "power" and (at_bound or not r2 > 0):
-        result.status, result.reason = "no-trend", (
-            f"exponent {at_bound[0]} at its bound ({params[at_bound[0]]:.3g})" if at_bound
-            else f"the law explains no variance (R² {r2:.3g})")
-        return result
-    if form == "floor" and params["E"] < 1e-3 * y.min():
-        result.status, result.reason = "unidentifiable", (
-            f"floor E ≈ 0 ({params['E']:.3g}): the data show no floor; use the pure power law")
-        return result
-    if form == "floor" and ci["E"][1] >= y.min():
-        result.status, result.reason = "unidentifiable", (
-            f"floor E not identifiable: its 95 % interval ({ci['E'][0]:.3g}, {ci['E'][1]:.3g})"
-            f" reaches the smallest loss {y.min():.3g}; use the pure power law")
-        return result
-    result.params, result.ci = params, ci
-    result.r2 = r2
-    result.extrapolation_error = _extrapolation(form, x, y, d, params)
-    return result
+        res.status, res.reason = "failed", str(exc)
+        return res
+    if form == "floor":
+        res.p_floor = _floor_test(x, y, rss)
+        if res.p_floor >= ALPHA:
+            res.status, res.reason = "unidentifiable", (
+                f"no floor: E + A·N^-b does not beat the pure power law (F-test "
+                f"p={res.p_floor:.3g}); use the pure power law")
+            return res
+    unbounded = [k for k in ("a", "b", "beta") if k in ci and not np.isfinite(ci[k][1])]
+    if unbounded:
+        res.status, res.reason = "unidentifiable", (
+            f"the 95 % interval of {unbounded[0]} is unbounded above (estimate "
+            f"{params[unbounded[0]]:.3g})")
+        return res
+    res.params, res.ci, res.band = params, ci, band
+    res.r2 = _r2(form, params, x, y, d)
+    res.extrapolation_error = _extrapolation(form, x, y, d)
+    return res
 
 
-def fit_power(x, y, **kw) -> FitResult:
+def _floor_test(x, y, rss_floor: float) -> float:
+    """F-test of the floor form against the pure power law it nests (E = 0)."""
+    dof = len(x) - 3
+    rss_power = _ols(x, y)["rss"]
+    if rss_floor <= 0:
+        return 0.0 if rss_power > 0 else 1.0
+    fstat = max(rss_power - rss_floor, 0.0) / (rss_floor / dof)
+    return float(stats.f.sf(fstat, 1, dof))
+
+
+def fit_power(x, y) -> FitResult:
     """The paper's pure power law L = α·N^−β."""
-    return fit_law("power", x, y, **kw)
+    return fit_law("power", x, y)
 
 
-def fit_floor(x, y, **kw) -> FitResult:
+def fit_floor(x, y) -> FitResult:
     """L = E + A·N^−b with an irreducible floor E."""
-    return fit_law("floor", x, y, **kw)
+    return fit_law("floor", x, y)
 
 
-def fit_joint(n, d, y, **kw) -> FitResult:
+def fit_joint(n, d, y) -> FitResult:
     """L(N_params, N_data) = E + A/N^a + B/D^b."""
-    return fit_law("joint", n, y, d=d, **kw)
+    return fit_law("joint", n, y, d=d)
+
+
+def frontier_indices(compute, select) -> np.ndarray:
+    """Indices of the compute-frontier runs: at each distinct compute the run with the best
+    ``select`` (test loss), kept when below every cheaper run's (running minimum); sorted
+    by compute. Runs with non-finite or non-positive values are never chosen."""
+    c, s = np.asarray(compute, dtype=float), np.asarray(select, dtype=float)
+    good = np.flatnonzero(np.isfinite(c) & np.isfinite(s) & (c > 0) & (s > 0))
+    order = good[np.lexsort((s[good], c[good]))]  # by compute, then best first
+    if not len(order):
+        return order
+    first = np.concatenate([[True], c[order][1:] != c[order][:-1]])
+    order = order[first]  # the best run at each distinct compute
+    before = np.concatenate([[np.inf], np.minimum.accumulate(s[order])[:-1]])
+    return order[s[order] < before]
 
 
 def frontier(compute, loss) -> tuple[np.ndarray, np.ndarray]:
-    """Compute-optimal frontier: at each distinct compute the best loss, kept when it is
-    below every cheaper run's (running minimum). Returns sorted (compute [M], loss [M])."""
-    c, l = np.asarray(compute, dtype=float), np.asarray(loss, dtype=float)
-    good = np.isfinite(c) & np.isfinite(l) & (c > 0) & (l > 0)
-    levels, inverse = np.unique(c[good], return_inverse=True)
-    best_at = np.full(len(levels), np.inf)
-    np.minimum.at(best_at, inverse, l[good])
-    keep = best_at < np.minimum.accumulate(np.concatenate([[np.inf], best_at[:-1]]))
-    return levels[keep], best_at[keep]
+    """Compute-optimal frontier of pooled runs: sorted (compute [M], loss [M])."""
+    idx = frontier_indices(compute, loss)
+    return np.asarray(compute, float)[idx], np.asarray(loss, float)[idx]
 
 
-def fit_frontier(compute, loss, **kw) -> tuple[np.ndarray, np.ndarray, FitResult]:
-    """Compute frontier of pooled runs and its law: L = E + A·C^−γ (form 'floor') when the
-    floor is identifiable, else the pure power law (its reason says why).
+def _slope(x: np.ndarray, y: np.ndarray) -> float:
+    u, v = np.log(x), np.log(y)
+    sxx = ((u - u.mean()) ** 2).sum()
+    return float(-((u - u.mean()) * (v - v.mean())).sum() / sxx) if sxx > 0 else np.nan
 
-    Returns (frontier FLOPs [M], frontier losses [M], FitResult).
+
+def frontier_null(compute, select, metric, n_perm: int = 1000, seed: int = 0,
+                  reselect: bool = False) -> tuple[float, np.ndarray, float]:
+    """Permutation null of the frontier exponent of ``metric``: (observed β, null β's,
+    p = fraction of null β >= observed, the observed arrangement counted).
+
+    The frontier runs are chosen by ``select`` (test loss). Default: compute labels are
+    shuffled among the frontier runs (selection kept; all orders when there are at most
+    6). ``reselect``: shuffled among all runs and the frontier chosen again — the null of
+    the selection metric itself, whose frontier decreases by construction."""
+    c, s, m = (np.asarray(v, dtype=float) for v in (compute, select, metric))
+    usable = np.isfinite(c) & (c > 0) & np.isfinite(s) & (s > 0)
+    c, s, m = c[usable], s[usable], m[usable]
+    if not reselect:
+        idx = frontier_indices(c, s)
+        idx = idx[np.isfinite(m[idx]) & (m[idx] > 0)]
+        c, m = c[idx], m[idx]
+
+    def beta(labels: np.ndarray) -> float:
+        idx = frontier_indices(labels, s) if reselect else np.arange(len(labels))
+        idx = idx[np.isfinite(m[idx]) & (m[idx] > 0)]
+        return _slope(labels[idx], m[idx]) if len(np.unique(labels[idx])) >= 3 else np.nan
+
+    observed = beta(c)
+    if not reselect and len(c) <= 6:
+        draws = [c[list(p)] for p in itertools.permutations(range(len(c)))]
+    else:
+        rng = np.random.default_rng(seed)
+        draws = [c] + [rng.permutation(c) for _ in range(n_perm)]
+    null = np.array([beta(labels) for labels in draws])
+    null = null[np.isfinite(null)]
+    if not np.isfinite(observed) or not len(null):
+        return observed, null, float("nan")
+    return observed, null, float(np.mean(null >= observed - 1e-12))
+
+
+def fit_frontier(compute, loss, metric=None, forms=("floor", "power"), n_perm: int = 1000,
+                 seed: int = 0) -> tuple[np.ndarray, np.ndarray, FitResult]:
+    """Frontier runs chosen by ``loss`` and the law of ``metric`` (default: the loss) on
+    them: E + A·C^−γ when the floor form passes its tests, else the pure power law.
+
+    Returns (frontier FLOPs [M], frontier metric [M], FitResult); see ``frontier_fits``.
     """
-    c, l = frontier(compute, loss)
-    floor = fit_law("floor", c, l, **kw)
-    if floor.ok:
-        return c, l, floor
-    power = fit_law("power", c, l, **kw)
-    if power.ok:
-        power.reason = f"floor form: {floor.reason}"
-    return c, l, power
+    c, m, fits = frontier_fits(compute, loss, metric, forms, n_perm, seed)
+    best = next((f for f in fits if f.ok), fits[-1])
+    if best is not fits[0] and best.ok:
+        best.reason = f"{fits[0].form} form: {fits[0].reason}; " + best.reason
+    return c, m, best
+
+
+def frontier_fits(compute, loss, metric=None, forms=("power", "floor"), n_perm: int = 1000,
+                  seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[FitResult]]:
+    """Each form fitted to ``metric`` on the frontier runs chosen by ``loss``.
+
+    Trend test: for another metric, the permutation null with the selection kept
+    (``p_perm``, exact); for the loss itself, the F-test of log loss on log compute over
+    all runs (no selection), with the re-selecting null's ``p_perm`` reported beside it.
+    Returns (frontier FLOPs [M], metric there [M], [FitResult per form]).
+    """
+    own = metric is None
+    metric = loss if own else metric
+    idx = frontier_indices(compute, loss)
+    c, m = np.asarray(compute, float)[idx], np.asarray(metric, float)[idx]
+    keep = np.isfinite(m) & (m > 0)
+    _, _, p_perm = frontier_null(compute, loss, metric, n_perm, seed, reselect=own)
+    p_all = _all_runs_p(compute, loss) if own else None
+    return c[keep], m[keep], [frontier_fit(f, c[keep], m[keep], p_perm, p_all) for f in forms]
+
+
+def _all_runs_p(compute, loss) -> float | None:
+    c, l, _ = _clean(compute, loss, None)
+    if len(np.unique(c)) < 3:
+        return None
+    o = _ols(c, l)
+    return o["p"] if o["slope"] < 0 else 1.0
+
+
+def frontier_fit(form: str, c: np.ndarray, m: np.ndarray, p_perm: float,
+                 p_all: float | None = None) -> FitResult:
+    """``fit_law`` on frontier points with the frontier's trend test: ``p_all`` (the
+    all-runs F-test of the selection metric) when given, else the permutation p-value."""
+    fit = fit_law(form, c, m)
+    fit.p_perm = None if not np.isfinite(p_perm) else p_perm
+    fit.p_trend = p_all if p_all is not None else fit.p_perm
+    if fit.status not in ("ok", "no-trend"):
+        return fit
+    if fit.p_trend is None or fit.p_trend >= ALPHA:
+        fit.status, fit.params, fit.ci, fit.band = "no-trend", {}, {}, {}
+        fit.r2 = fit.extrapolation_error = None
+        fit.reason = (f"no dependence on compute: all-runs F-test p={fit.p_trend}" if p_all
+                      is not None else f"frontier exponent within the permutation null "
+                      f"(p={p_perm:.3g}: compute labels shuffled among frontier runs)")
+    elif p_all is not None and fit.ok and not (fit.p_perm is not None and fit.p_perm < ALPHA):
+        fit.reason = (f"note: frontier selection alone gives exponents this large from these "
+                      f"runs (null with compute reshuffled among all runs: p={p_perm:.3g})")
+    return fit

@@ -30,20 +30,16 @@ def _pyplot():
     return plt
 
 
-def law_band(row: dict, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pointwise 95 % band of a fitted law at ``xs``: the curves at both ends of the decay
-    exponent's interval, pivoting at the data's centre in log N (where amplitude and
-    exponent estimates decorrelate); other parameters stay at their fitted values."""
-    key = _EXPONENT[row["form"]]
-    centre = float(np.exp(np.mean(np.log(row["x"]))))
-    params = dict(row["params"])
-    amp = "alpha" if row["form"] == "power" else "A"
-    curves = []
-    for value in row["ci"][key]:
-        # same decaying part at the centre: rescale the amplitude for this exponent
-        p = dict(params, **{key: value, amp: params[amp] * centre ** (value - params[key])})
-        curves.append(predict(row["form"], p, xs))
-    return np.minimum(*curves), np.maximum(*curves)
+def law_band(row: dict, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Pointwise 95 % band of a fitted law at ``xs``, interpolated in log-log from the fit's
+    own band (power law: t-band of the log-log line; floor form: envelope of the curves
+    with b across its profile-likelihood interval). None when the fit has no band."""
+    band = row.get("band") or {}
+    if not band.get("x"):
+        return None
+    lx = np.log(np.asarray(band["x"]))
+    return tuple(np.exp(np.interp(np.log(xs), lx, np.log(np.asarray(band[k]))))
+                 for k in ("lo", "hi"))
 
 
 def _draw_law(ax, row: dict, color, style: str = "-") -> None:
@@ -51,9 +47,11 @@ def _draw_law(ax, row: dict, color, style: str = "-") -> None:
     key = _EXPONENT[row["form"]]
     label = (f"{row['family']}: β={row['params'][key]:.3f}" if row["form"] == "power"
              else f"{row['family']}: E+A·N^-b, b={row['params'][key]:.3f}")
+    label += " (indicative)" if row.get("indicative") else ""
     ax.plot(xs, predict(row["form"], row["params"], xs), style, color=color, label=label)
-    low, high = law_band(row, xs)
-    ax.fill_between(xs, low, high, color=color, alpha=0.15 if style == "-" else 0.07)
+    band = law_band(row, xs)
+    if band is not None:
+        ax.fill_between(xs, *band, color=color, alpha=0.15 if style == "-" else 0.07)
 
 
 def _save(fig, out: Path, stem: str) -> tuple[Path, Path]:

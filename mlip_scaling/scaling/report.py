@@ -1,11 +1,12 @@
 """From evaluation records to fitted exponents, plots, HTML, JSON and CSV.
 
-Points per axis and family: ``data`` = n_train at one model size, ``params`` = n_params at
-one training-set size: the slice with the most distinct sizes, the largest among equals (a
-full grid: the largest model / set); ``compute`` = the running-minimum frontier of
-(flops, metric) over all its runs; plus the joint law over (n_params, n_train). Failed
-records and records whose test loss is NaN/missing are excluded and listed; a NaN
-downstream metric drops that record from that metric's fits only, and is listed too.
+Points per axis and family (``slices``): ``data`` = n_train at one model size, ``params`` =
+n_params at one training-set size, both the largest complete slice, chosen from the runs
+(never from the fitted metric) and recorded in every row; ``compute`` = the frontier runs
+chosen by test loss, every metric read on them, with a permutation null; plus the joint law
+over (n_params, n_train). Failed records and records whose test loss is NaN/missing are
+excluded and listed; a NaN downstream metric drops that point from that metric's fits only
+(the slice stays) and is listed too.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import csv
 import html
 import json
-import math
 import re
 from pathlib import Path
 
@@ -21,11 +21,12 @@ import numpy as np
 
 from mlip_scaling.errors import ConfigError, DataError
 from mlip_scaling.io_utils import atomic_path, atomic_write_text
-from mlip_scaling.scaling.fit import FitResult, fit_joint, fit_law, frontier
+from mlip_scaling.scaling.fit import FitResult, fit_joint, fit_law, frontier_fits
 from mlip_scaling.scaling.results import check_records, read_results
+from mlip_scaling.scaling.slices import AXES, axis_points, finite, slice_points
 
 __all__ = ["load_records", "split_records", "fit_records", "build_report", "print_table",
-           "METRICS", "AXES", "RESULTS_NAME"]
+           "axis_points", "METRICS", "AXES", "RESULTS_NAME"]
 
 RESULTS_NAME = "scaling_results.json"
 FITS_FORMAT = "mlip-scaling-fits/1"
@@ -34,7 +35,6 @@ METRICS = ("test_loss", "energy_mae", "energy_rmse", "force_mae", "force_rmse", 
            "relax_steps", "md_drift", "md_stability", "rdf_error")
 # metrics where larger is better are not errors: no decreasing power law is expected
 _NOT_ERRORS = {"md_stability", "relax_steps"}
-AXES = {"data": "n_train", "params": "n_params", "compute": "flops"}
 _EXPONENT = {"power": "beta", "floor": "b"}
 
 
@@ -50,9 +50,7 @@ def load_records(source) -> list[dict]:
     return read_results(path)
 
 
-def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(
-        value)
+_finite = finite
 
 
 def split_records(records: list[dict], allow_mixed: bool = False
@@ -92,41 +90,14 @@ def _present_elsewhere(metric: str, records: list[dict]) -> bool:
     return any(_finite((r.get("metrics") or {}).get(metric)) for r in records)
 
 
-def _points(recs: list[dict], key: str, metric: str, where=None) -> tuple[np.ndarray, ...]:
-    pts = [(r[key], r["metrics"][metric]) for r in recs
-           if (where is None or where(r)) and _finite(r.get(key))
-           and _finite((r.get("metrics") or {}).get(metric))]
-    x, y = (np.asarray(v, float) for v in zip(*pts)) if pts else (np.zeros(0), np.zeros(0))
-    return x, y
-
-
-def axis_points(recs: list[dict], axis: str, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """Points (x, metric) of one family on one axis (see the module docstring)."""
-    key = AXES[axis]
-    if axis == "compute":
-        return frontier(*_points(recs, key, metric))
-    other = AXES["params" if axis == "data" else "data"]
-    groups: dict[float, set] = {}
-    for r in recs:
-        if _finite(r.get(other)) and _finite(r.get(key)) and _finite(
-                (r.get("metrics") or {}).get(metric)):
-            groups.setdefault(r[other], set()).add(r[key])
-    if not groups:
-        return np.zeros(0), np.zeros(0)
-    # the slice with the most distinct sizes; among equals, the largest model / data set
-    top = max(groups, key=lambda v: (len(groups[v]), v))
-    x, y = _points(recs, key, metric, where=lambda r: r.get(other) == top)
-    order = np.argsort(x, kind="stable")
-    return x[order], y[order]
-
-
 def fit_records(records: list[dict], metrics=None, axes=None, forms=("power", "floor"),
-                n_boot: int = 100) -> list[dict]:
+                n_perm: int = 1000) -> list[dict]:
     """Fits per family, metric, axis and form as JSON-able rows (FitResult fields plus
-    family, metric, axis and the points x, y).
+    family, metric, axis, the fitted slice and the points x, y).
 
     ``metrics`` defaults to every known metric present in the records, ``axes`` to
-    data, params, compute and joint (the joint law over n_params and n_train).
+    data, params, compute and joint (the joint law over n_params and n_train); ``n_perm``
+    draws of the compute frontier's permutation null.
     """
     metrics = metrics or [m for m in METRICS if _present_elsewhere(m, records)]
     axes = list(axes or [*AXES, "joint"])
@@ -137,31 +108,62 @@ def fit_records(records: list[dict], metrics=None, axes=None, forms=("power", "f
             if not _present_elsewhere(metric, recs):
                 continue
             for axis in (a for a in axes if a in AXES):
-                x, y = axis_points(recs, axis, metric)
-                for form in forms:
-                    fit = fit_law(form, x, y, n_boot=n_boot)
-                    rows.append(_row(family, metric, axis, fit, x, y))
+                x, y, desc = slice_points(recs, axis, metric)
+                fits = (_compute_fits(recs, metric, forms, n_perm) if axis == "compute"
+                        else [fit_law(form, x, y) for form in forms])
+                rows += [_row(family, metric, axis, fit, x, y, desc) for fit in fits]
             if "joint" in axes:
-                rows.append(_joint_row(family, metric, recs, n_boot))
+                rows.append(_joint_row(family, metric, recs))
     return rows
 
 
-def _joint_row(family: str, metric: str, recs: list[dict], n_boot: int) -> dict:
+def _compute_fits(recs: list[dict], metric: str, forms, n_perm: int) -> list[FitResult]:
+    runs = [r for r in recs if _finite(r.get("flops"))]
+    flops = [r["flops"] for r in runs]
+    select = [r["metrics"]["test_loss"] for r in runs]
+    values = None if metric == "test_loss" else [
+        v if _finite(v := (r.get("metrics") or {}).get(metric)) else np.nan for r in runs]
+    return frontier_fits(flops, select, values, forms, n_perm)[2]
+
+
+def _joint_row(family: str, metric: str, recs: list[dict]) -> dict:
     pts = [(r["n_params"], r["n_train"], r["metrics"][metric]) for r in recs
            if _finite(r.get("n_params")) and _finite(r.get("n_train"))
            and _finite(r["metrics"].get(metric))]
     n, d, y = (np.asarray(v, float) for v in zip(*pts)) if pts else (np.zeros(0),) * 3
-    row = _row(family, metric, "joint", fit_joint(n, d, y, n_boot=max(10, n_boot // 5)), n, y)
+    row = _row(family, metric, "joint", fit_joint(n, d, y), n, y,
+               {"fixed": None, "value": None, "rule": "all runs", "missing": []})
     row["d"] = [float(v) for v in d]
     return row
 
 
-def _row(family: str, metric: str, axis: str, fit: FitResult, x, y) -> dict:
+def _row(family: str, metric: str, axis: str, fit: FitResult, x, y, desc: dict) -> dict:
     row = {"family": family, "metric": metric, "axis": axis, **fit.to_dict(),
-           "x": [float(v) for v in x], "y": [float(v) for v in y]}
+           "slice": desc, "x": [float(v) for v in x], "y": [float(v) for v in y]}
     if metric in _NOT_ERRORS and not fit.ok:
         row["reason"] += f" ({metric} is not an error: a decreasing law is not expected)"
     return row
+
+
+def slice_text(row: dict) -> str:
+    """The fitted slice in words: 'n_params=6.4e+04 (largest complete slice)'."""
+    desc = row.get("slice") or {}
+    text = desc.get("rule", "")
+    if desc.get("fixed") and desc.get("value") is not None:
+        text = f"{desc['fixed']}={desc['value']:.3g} ({text})"
+    if desc.get("missing"):
+        text += f"; {len(desc['missing'])} run(s) without this metric"
+    return text
+
+
+def p_text(row: dict) -> str:
+    """Trend-test p-value, and the floor test's or the permutation null's when present."""
+    parts = [f"{row['p_trend']:.2g}" if row.get("p_trend") is not None else "—"]
+    if row.get("p_floor") is not None:
+        parts.append(f"floor {row['p_floor']:.2g}")
+    if row.get("p_perm") is not None and row.get("p_perm") != row.get("p_trend"):
+        parts.append(f"perm {row['p_perm']:.2g}")
+    return ", ".join(parts)
 
 
 def _fmt_exponent(r: dict) -> tuple[str, str]:
@@ -175,24 +177,33 @@ def _fmt_exponent(r: dict) -> tuple[str, str]:
     return f"{r['params'][key]:.3f}", f"[{r['ci'][key][0]:.3f}, {r['ci'][key][1]:.3f}]"
 
 
+def _status_text(r: dict) -> str:
+    text = r["status"] if r["status"] == "ok" else f"{r['status']}: {r['reason']}"
+    if r["status"] == "ok" and r.get("indicative"):
+        text = f"ok, indicative ({r.get('n_sizes')} sizes)"
+    if r["status"] == "ok" and r["reason"]:
+        text += f"; {r['reason']}"
+    return text
+
+
 def _table_rows(rows: list[dict]) -> list[list[str]]:
     out = []
     for r in rows:
         exp_, ci = _fmt_exponent(r)
-        out.append([r["family"], r["metric"], r["axis"], r["form"], exp_, ci,
-                    f"{r['r2']:.3f}" if r["r2"] is not None else "",
+        out.append([r["family"], r["metric"], r["axis"], slice_text(r), r["form"], exp_, ci,
+                    p_text(r), f"{r['r2']:.3f}" if r["r2"] is not None else "",
                     f"{100 * r['extrapolation_error']:.1f} %"
-                    if r["extrapolation_error"] is not None else "",
-                    r["status"] if r["status"] == "ok" else f"{r['status']}: {r['reason']}"])
+                    if r["extrapolation_error"] is not None else "", _status_text(r)])
     return out
 
 
-_COLUMNS = ("family", "metric", "axis", "form", "exponent", "95 % CI", "R²",
-            "extrap. error", "status")
+_COLUMNS = ("family", "metric", "axis", "fitted slice", "form", "exponent", "95 % CI",
+            "p (trend)", "R²", "extrap. error", "status")
 
 
-def print_table(rows: list[dict], title: str = "Scaling exponents (95 % bootstrap intervals)"
-                ) -> None:
+def print_table(rows: list[dict], title: str = "Scaling exponents (95 % intervals: t for the "
+                "power law, profile likelihood otherwise; exponents only where the trend "
+                "test gives p < 0.05)") -> None:
     """Rich terminal table of the fitted exponents."""
     from rich.console import Console
     from rich.table import Table
@@ -202,7 +213,7 @@ def print_table(rows: list[dict], title: str = "Scaling exponents (95 % bootstra
         table.add_column(col, overflow="fold")
     for cells in _table_rows(rows):
         table.add_row(*cells)
-    Console(width=170).print(table)
+    Console(width=200).print(table)
 
 
 def _write_csv(path: Path, header: list[str], lines: list[list]) -> None:
@@ -220,10 +231,14 @@ def _write_tables(rows, records, excluded, out: Path) -> None:
     atomic_write_text(json.dumps(payload, indent=1) + "\n", out / "fits.json")
     keys = sorted({k for r in rows for k in r["params"]})
     _write_csv(out / "fits.csv",
-               ["family", "metric", "axis", "form", "status", "reason", "n_points", "r2",
-                "extrapolation_error", *keys, *[f"{k}_{e}" for k in keys for e in ("lo", "hi")]],
-               [[r["family"], r["metric"], r["axis"], r["form"], r["status"], r["reason"],
-                 r["n_points"], r["r2"], r["extrapolation_error"],
+               ["family", "metric", "axis", "slice_fixed", "slice_value", "slice_rule", "form",
+                "status", "reason", "n_points", "n_sizes", "indicative", "interval", "p_trend",
+                "p_floor", "p_perm", "r2", "extrapolation_error", *keys,
+                *[f"{k}_{e}" for k in keys for e in ("lo", "hi")]],
+               [[r["family"], r["metric"], r["axis"], r["slice"].get("fixed"),
+                 r["slice"].get("value"), r["slice"].get("rule"), r["form"], r["status"],
+                 r["reason"], r["n_points"], r["n_sizes"], r["indicative"], r["interval"],
+                 r["p_trend"], r["p_floor"], r["p_perm"], r["r2"], r["extrapolation_error"],
                  *[r["params"].get(k) for k in keys],
                  *[r["ci"].get(k, [None, None])[i] for k in keys for i in (0, 1)]]
                 for r in rows])
@@ -237,7 +252,7 @@ def _write_tables(rows, records, excluded, out: Path) -> None:
                 for r in records])
 
 
-def build_report(source, out_dir, allow_mixed: bool = False, n_boot: int = 100,
+def build_report(source, out_dir, allow_mixed: bool = False, n_perm: int = 1000,
                  quiet: bool = False) -> Path:
     """Fit every metric and axis; write PNG+SVG plots, report.html, fits.json, fits.csv
     and points.csv to ``out_dir``. Returns the HTML path."""
@@ -252,7 +267,7 @@ def build_report(source, out_dir, allow_mixed: bool = False, n_boot: int = 100,
                         f"{excluded[0][1] if excluded else ''})")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rows = fit_records(usable, n_boot=n_boot)
+    rows = fit_records(usable, n_perm=n_perm)
     metrics = [m for m in METRICS if any(r["metric"] == m for r in rows)]
     figures = [(m, *plot_metric(rows, m, out)) for m in metrics]
     figures.insert(1 if figures else 0, ("compute frontier (test_loss)",
@@ -285,7 +300,12 @@ def _html(rows, figures, excluded, usable) -> str:
              "<h1>Scaling report</h1>",
              f"<p>{len(usable)} runs used ({esc(', '.join(families))}); {len(excluded)} "
              "exclusions listed below. Laws: L = α·N^−β (log-log least squares; solid, 95 % "
-             "bootstrap band) and L = E + A·N^−b (Huber loss of log residuals; dashed).</p>",
+             "t-band) and L = E + A·N^−b (least squares of log residuals; dashed, 95 % "
+             "profile-likelihood band). An exponent is given only where the test against no "
+             "dependence rejects at 5 % (p in the table), a floor only where it beats the pure "
+             "power law; 'indicative' rows have <= 4 sizes. Data and parameter axes use the "
+             "largest complete slice (the fitted slice is in each row); the compute frontier "
+             "is chosen by test loss and compared with a permutation null.</p>",
              "<h2>Exponents</h2><table><tr>"
              + "".join(f"<th>{esc(c)}</th>" for c in _COLUMNS) + "</tr>"]
     parts += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>"
