@@ -55,11 +55,16 @@ class TrainConfig:
     val_every: int = 0  # steps between validations; 0 = at the end of every epoch
     save_every: int = 50  # steps between resumable checkpoints (and at every epoch end)
     max_val_structures: int | None = None  # cap of the validation set (None = all)
+    init_from: str | None = None  # model file to fine-tune (architecture and weights)
+    freeze_except: int | None = None  # with init_from: train only the last N blocks/heads
 
     def validate(self) -> TrainConfig:
         """Check ranges and combinations; raise :class:`ConfigError` with one line."""
         _positive(self, "epochs", "batch_size", "lr")
-        _positive_or_none(self, "train_size", "max_steps", "max_flops", "max_val_structures")
+        _positive_or_none(self, "train_size", "max_steps", "max_flops", "max_val_structures",
+                          "freeze_except")
+        if self.freeze_except is not None and not self.init_from:
+            raise ConfigError("--freeze-except needs --init-from (a model file to start from)")
         _non_negative(self, "energy_weight", "force_weight", "stress_weight", "clip_grad",
                       "warmup", "workers", "val_every", "weight_decay", "threads")
         if self.save_every < 1:
@@ -136,7 +141,12 @@ def merge_config(file_options: dict[str, Any], cli_options: dict[str, Any]) -> T
         cfg = TrainConfig(**merged)
     except TypeError as exc:
         raise ConfigError(f"invalid options: {exc}") from None
-    return _coerce(cfg).validate()
+    cfg = _coerce(cfg).validate()
+    if cfg.init_from and "model" in merged:  # the default --model names no architecture
+        from mlip_scaling.training.finetune import check_model_option, load_parent
+
+        check_model_option(cfg.model, load_parent(cfg.init_from))
+    return cfg
 
 
 def _coerce(cfg: TrainConfig) -> TrainConfig:
@@ -153,7 +163,7 @@ def _coerce(cfg: TrainConfig) -> TrainConfig:
         for name in ("max_flops", "params"):
             if getattr(cfg, name) is not None:
                 setattr(cfg, name, float(getattr(cfg, name)))
-        for name in ("train_size", "max_steps", "max_val_structures"):
+        for name in ("train_size", "max_steps", "max_val_structures", "freeze_except"):
             if getattr(cfg, name) is not None:
                 setattr(cfg, name, int(getattr(cfg, name)))
     except (TypeError, ValueError) as exc:
