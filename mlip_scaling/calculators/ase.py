@@ -25,11 +25,14 @@ from ase.data import chemical_symbols
 from mlip_scaling import keys
 from mlip_scaling.calculators.committee import (
     STD_KEYS,
+    VOIGT,
     Committee,
     compiled,
     model_sources,
     prepare_potential,
     provenance,
+    spread,
+    stds,
 )
 from mlip_scaling.data.neighbors import Where, check_distances, check_geometry, neighbor_list
 from mlip_scaling.errors import ConfigError, DataError
@@ -38,7 +41,6 @@ from mlip_scaling.models.potential import MAX_Z, Potential
 __all__ = ["ScalingCalculator", "resolve_device", "resolve_dtype", "prepare_potential",
            "sorted_neighbors", "StructureChecker", "structure_name"]
 
-_VOIGT = ([0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1])
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
@@ -265,8 +267,8 @@ class ScalingCalculator(Calculator):
             "energies": _numpy(out[keys.ATOMIC_ENERGIES]),
         }
         if keys.STRESS in out:
-            self.results["stress"] = _numpy(out[keys.STRESS][0])[_VOIGT]
-        self.results.update(_spread(_stds(out), 0, slice(None), "stress" in self.results))
+            self.results["stress"] = _numpy(out[keys.STRESS][0])[VOIGT]
+        self.results.update(spread(stds(out), 0, slice(None), "stress" in self.results))
 
     def _data(self, atoms: Atoms) -> dict[str, torch.Tensor]:
         positions = atoms.positions
@@ -324,7 +326,7 @@ class ScalingCalculator(Calculator):
         energy = _numpy(out[keys.ENERGY])
         forces, energies = _numpy(out[keys.FORCES]), _numpy(out[keys.ATOMIC_ENERGIES])
         stress = _numpy(out[keys.STRESS]) if keys.STRESS in out else None
-        spread = _stds(out)
+        std = stds(out)
         bounds = np.cumsum([0] + [len(a) for a in chunk])
         results = []
         for k in range(len(chunk)):
@@ -335,8 +337,8 @@ class ScalingCalculator(Calculator):
                 "energies": energies[atoms_slice],
             }
             if periodic[k] and stress is not None:
-                res["stress"] = stress[k][_VOIGT]
-            res.update(_spread(spread, k, atoms_slice, "stress" in res))
+                res["stress"] = stress[k][VOIGT]
+            res.update(spread(std, k, atoms_slice, "stress" in res))
             results.append(res)
         return results
 
@@ -372,22 +374,6 @@ def _collate(items: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor
     batch[keys.NUM_ATOMS] = counts
     batch[keys.BATCH] = torch.repeat_interleave(torch.arange(len(items), device=device), counts)
     return batch
-
-
-def _stds(out: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-    return {name: _numpy(out[name]) for name in STD_KEYS.values() if name in out}
-
-
-def _spread(std: dict, index: int, atoms: slice, stress: bool) -> dict:
-    """Committee standard deviations (if any) of structure ``index`` with atoms ``atoms``."""
-    res = {}
-    if "energy_std" in std:
-        res["energy_std"] = float(std["energy_std"][index])
-    if "forces_std" in std:
-        res["forces_std"] = std["forces_std"][atoms]
-    if stress and "stress_std" in std:
-        res["stress_std"] = std["stress_std"][index][_VOIGT]
-    return res
 
 
 def _same(a: np.ndarray, b: np.ndarray, tol: float) -> bool:

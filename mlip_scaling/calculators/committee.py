@@ -20,6 +20,7 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from mlip_scaling import keys
@@ -29,11 +30,13 @@ from mlip_scaling.errors import ConfigError
 from mlip_scaling.io_utils import file_hash
 from mlip_scaling.models.potential import Potential
 
-__all__ = ["Committee", "STD_KEYS", "model_sources", "prepare_potential", "compiled",
-           "provenance"]
+__all__ = ["Committee", "STD_KEYS", "VOIGT", "model_sources", "prepare_potential", "compiled",
+           "provenance", "stds", "spread"]
 
 ModelSpec = str | os.PathLike | Potential
 
+#: indices of a 3x3 tensor in ASE's Voigt order [xx, yy, zz, yz, xz, xy]
+VOIGT = ([0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1])
 #: prediction key -> name of its committee standard deviation
 STD_KEYS = {keys.ENERGY: "energy_std", keys.FORCES: "forces_std", keys.STRESS: "stress_std"}
 
@@ -106,6 +109,26 @@ def provenance(sources: Sequence[ModelSpec], committee: bool) -> dict[str, objec
     if committee:
         return {"model": names, "model_sha256": digests}
     return {"model": names[0], "model_sha256": digests[0]}
+
+
+def stds(out: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """The committee standard deviations in a prediction, as float64 numpy arrays."""
+    return {name: out[name].detach().to("cpu", torch.float64).numpy()
+            for name in STD_KEYS.values() if name in out}
+
+
+def spread(std: dict[str, np.ndarray], index: int, atoms: slice, stress: bool
+           ) -> dict[str, float | np.ndarray]:
+    """Results of structure ``index`` (atoms ``atoms``) from :func:`stds`: ``energy_std``
+    (eV), ``forces_std`` [N,3] (eV/Å) and, when ``stress``, ``stress_std`` [6] (Voigt)."""
+    res = {}
+    if "energy_std" in std:
+        res["energy_std"] = float(std["energy_std"][index])
+    if "forces_std" in std:
+        res["forces_std"] = std["forces_std"][atoms]
+    if stress and "stress_std" in std:
+        res["stress_std"] = std["stress_std"][index][VOIGT]
+    return res
 
 
 class Committee:
