@@ -150,3 +150,23 @@ def test_elements_beyond_the_embeddings_are_named(tmp_path, capsys):
                               "--device", "cpu"])
     assert "Ag are absent from the source model (trained on Cu)" in err
     assert "max_num_elements=30" in err and str(data) in err
+
+
+def test_finetune_from_the_command_line_resumes_with_the_same_freezing(tmp_path, cu_model,
+                                                                       capsys):
+    data = tmp_path / "cuni.extxyz"
+    ase.io.write(data, emt_data(("Cu", "Ni"), 8, seed=4))
+    argv = ["--init-from", cu_model, "--data", str(data), "--val-size", "2", "--test-size", "0",
+            "--batch-size", "4", "--device", "cpu", "--out", str(tmp_path / "ft"),
+            "--export", "ft.pt", "--freeze-except", "2"]
+    assert main([*argv, "--max-steps", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "added elements Ni" in err and "trainable: layers.1, head (norm_out, readout), " \
+        "element embeddings (new elements)" in err
+    assert main([*argv, "--max-steps", "3", "--resume"]) == 0
+    assert load_checkpoint(tmp_path / "ft" / "ft.pt")["train"]["steps"] == 3
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main([*argv[:-1], "1", "--max-steps", "4", "--resume"])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exc.value.code == 2 and "changed option(s) freeze_except" in last
