@@ -12,7 +12,7 @@ from mlip_scaling.calculators.ase import ScalingCalculator
 from mlip_scaling.checkpoint import load_checkpoint, load_potential
 from mlip_scaling.data.generate import get_recipe, label_structure, make_structure
 from mlip_scaling.data.oracles import get_oracle
-from mlip_scaling.errors import ConfigError
+from mlip_scaling.errors import ConfigError, DataError
 from mlip_scaling.io_utils import file_hash
 from mlip_scaling.training import TrainConfig, run_training
 from mlip_scaling.training.cli import main, parse_config
@@ -170,3 +170,21 @@ def test_finetune_from_the_command_line_resumes_with_the_same_freezing(tmp_path,
         main([*argv[:-1], "1", "--max-steps", "4", "--resume"])
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert exc.value.code == 2 and "changed option(s) freeze_except" in last
+
+
+def test_equiformer_elements_and_freezing_follow_the_same_rules():
+    from mlip_scaling.models import registry
+    from mlip_scaling.models.potential import Potential
+    from mlip_scaling.training.finetune import freeze_except
+
+    family, config = registry.get_preset("eqv2-5.6k")
+    potential = Potential(registry.build_model(family, config), family, config, [29], {29: -1.0})
+    assert extend_elements(potential, [28, 29], "data.h5") == [28]
+    tables = [m for m in potential.model.modules() if isinstance(m, torch.nn.Embedding)]
+    assert len(tables) >= 3 and all(torch.equal(t.weight[28], t.weight[29]) for t in tables)
+    trainable = freeze_except(potential, 1, keep_embeddings=False)
+    assert trainable.startswith("head (norm, energy_head")
+    grads = {n for n, p in potential.model.named_parameters() if p.requires_grad}
+    assert grads and all(n.startswith(("norm.", "energy_head.")) for n in grads)
+    with pytest.raises(DataError, match=r"element\(s\) Fm are absent .* max_num_elements=96"):
+        extend_elements(potential, [28, 29, 100], "data.h5")
