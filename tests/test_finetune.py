@@ -186,5 +186,5 @@ def test_equiformer_elements_and_freezing_follow_the_same_rules():
     assert trainable.startswith("head (norm, energy_head")
     grads = {n for n, p in potential.model.named_parameters() if p.requires_grad}
     assert grads and all(n.startswith(("norm.", "energy_head.")) for n in grads)
-    with pytest.raises(DataError, match=r"element\(s\) Fm are absent .* max_num_elements=96"):
+    with pytest.raises(DataError, match=r"element\(s\) Fm are absent .*max_num_elements=96"):
         extend_elements(potential, [28, 29, 100], "data.h5")
