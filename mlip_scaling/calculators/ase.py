@@ -308,7 +308,8 @@ class ScalingCalculator(Calculator):
 
         Returns one dict per structure: ``energy`` (eV, 0-d), ``forces`` [N,3] (eV/Å),
         ``energies`` [N] (eV) and, for fully periodic structures, ``stress`` [6]
-        (eV/Å^3, Voigt). Results equal one-at-a-time evaluation.
+        (eV/Å^3, Voigt); a committee adds ``energy_std``, ``forces_std`` and ``stress_std``.
+        Results equal one-at-a-time evaluation.
         """
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
