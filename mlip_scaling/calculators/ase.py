@@ -12,7 +12,6 @@ Units: energy eV, forces eV/Å, stress eV/Å^3 in ASE's Voigt order
 
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Sequence
 from functools import partial
@@ -24,7 +23,17 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from ase.data import chemical_symbols
 
 from mlip_scaling import keys
-from mlip_scaling.checkpoint import load_potential
+from mlip_scaling.calculators.committee import (
+    STD_KEYS,
+    VOIGT,
+    Committee,
+    compiled,
+    model_sources,
+    prepare_potential,
+    provenance,
+    spread,
+    stds,
+)
 from mlip_scaling.data.neighbors import Where, check_distances, check_geometry, neighbor_list
 from mlip_scaling.errors import ConfigError, DataError
 from mlip_scaling.models.potential import MAX_Z, Potential
@@ -32,7 +41,6 @@ from mlip_scaling.models.potential import MAX_Z, Potential
 __all__ = ["ScalingCalculator", "resolve_device", "resolve_dtype", "prepare_potential",
            "sorted_neighbors", "StructureChecker", "structure_name"]
 
-_VOIGT = ([0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1])
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
@@ -50,36 +58,6 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     if dtype not in _DTYPES:
         raise ConfigError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
     return _DTYPES[dtype]
-
-
-def prepare_potential(
-    model: str | os.PathLike | Potential, device: torch.device, dtype: torch.dtype
-) -> Potential:
-    """Load a model file (safe loading) or adopt a loaded potential, in eval mode.
-
-    A given :class:`Potential` is used as is (and put in eval mode) when its device and
-    dtype already match; otherwise a converted copy is made and the caller's is untouched.
-    """
-    if isinstance(model, (str, os.PathLike)):
-        return load_potential(model, device=device, dtype=dtype)
-    if not isinstance(model, Potential):
-        raise ConfigError(
-            f"model must be a model file path or a Potential, got {type(model).__name__}"
-        )
-    tensors = [t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()]
-    if any(t.dtype != dtype or t.device != device for t in tensors):
-        model = copy.deepcopy(model).to(device=device, dtype=dtype)
-    return model.eval()
-
-
-def _compiled(potential: Potential) -> Potential:
-    """A potential sharing ``potential``'s weights whose energy model is torch-compiled."""
-    compiled = Potential(
-        torch.compile(potential.model, dynamic=True), potential.family, potential.config,
-        potential.species, potential.reference_dict(), float(potential.scale),
-        float(potential.shift),
-    )
-    return compiled.to(device=potential.scale.device, dtype=potential.dtype).eval()
 
 
 def sorted_neighbors(
@@ -195,7 +173,10 @@ class ScalingCalculator(Calculator):
     """ASE calculator for mlip-scaling models (energy, forces, stress, per-atom energies).
 
     Args:
-        model: path of a model file (``.pt``, loaded safely) or a loaded ``Potential``.
+        model: path of a model file (``.pt``, loaded safely) or a loaded ``Potential``;
+            a list of them or a folder of model files makes a committee (see
+            :mod:`~mlip_scaling.calculators.committee`): ``results`` then hold the member
+            mean and ``energy_std``, ``forces_std``, ``stress_std``.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ...
         dtype: ``"float32"`` or ``"float64"``; only this calculator's model and inputs
             use it (torch's global default dtype is never changed).
@@ -205,13 +186,15 @@ class ScalingCalculator(Calculator):
     Stress is computed when asked for and, once asked for, on every later call (cell
     relaxations and NPT then need one model evaluation per step). Structures that are not
     periodic in all three directions have no stress (``PropertyNotImplementedError``).
+    ``parameters`` (and ``todict()``, which ASE databases and trajectories store) name the
+    model file(s) and their sha256 digests.
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
 
     def __init__(
         self,
-        model: str | os.PathLike | Potential,
+        model: str | os.PathLike | Potential | Sequence[str | os.PathLike | Potential],
         device: str | torch.device = "auto",
         dtype: str | torch.dtype = "float32",
         compile: bool = False,
@@ -221,13 +204,22 @@ class ScalingCalculator(Calculator):
         super().__init__(**kwargs)
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype)
-        self.potential = prepare_potential(model, self.device, self.dtype)
-        self._runner = _compiled(self.potential) if compile else self.potential
-        self.cutoff = self.potential.cutoff
+        sources, committee = model_sources(model)
+        self.members = [prepare_potential(m, self.device, self.dtype) for m in sources]
+        self.potential = self.members[0]
+        runners = [compiled(m) if compile else m for m in self.members]
+        self._runner = (Committee(runners, [m.cutoff for m in self.members]) if committee
+                        else runners[0])
+        self.cutoff = max(m.cutoff for m in self.members)
         if skin < 0:
             raise ConfigError(f"skin must be >= 0 Å, got {skin}")
         self.skin = float(skin)
-        self.check = StructureChecker(self.potential.species, self.cutoff + self.skin)
+        species = sorted(set.intersection(*(set(m.species) for m in self.members)))
+        self.check = StructureChecker(species, self.cutoff + self.skin)
+        self.parameters.update(provenance(sources, committee), dtype=str(self.dtype)[6:],
+                               skin=self.skin)
+        if committee:
+            self.implemented_properties = [*self.implemented_properties, *STD_KEYS.values()]
         self._neighbors = _NeighborCache(self.cutoff, self.skin)
         self._cached: dict[str, object] = {}
         self._stress_wanted = False
@@ -275,7 +267,8 @@ class ScalingCalculator(Calculator):
             "energies": _numpy(out[keys.ATOMIC_ENERGIES]),
         }
         if keys.STRESS in out:
-            self.results["stress"] = _numpy(out[keys.STRESS][0])[_VOIGT]
+            self.results["stress"] = _numpy(out[keys.STRESS][0])[VOIGT]
+        self.results.update(spread(stds(out), 0, slice(None), "stress" in self.results))
 
     def _data(self, atoms: Atoms) -> dict[str, torch.Tensor]:
         positions = atoms.positions
@@ -315,7 +308,8 @@ class ScalingCalculator(Calculator):
 
         Returns one dict per structure: ``energy`` (eV, 0-d), ``forces`` [N,3] (eV/Å),
         ``energies`` [N] (eV) and, for fully periodic structures, ``stress`` [6]
-        (eV/Å^3, Voigt). Results equal one-at-a-time evaluation.
+        (eV/Å^3, Voigt); a committee adds ``energy_std``, ``forces_std`` and ``stress_std``.
+        Results equal one-at-a-time evaluation.
         """
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
@@ -333,6 +327,7 @@ class ScalingCalculator(Calculator):
         energy = _numpy(out[keys.ENERGY])
         forces, energies = _numpy(out[keys.FORCES]), _numpy(out[keys.ATOMIC_ENERGIES])
         stress = _numpy(out[keys.STRESS]) if keys.STRESS in out else None
+        std = stds(out)
         bounds = np.cumsum([0] + [len(a) for a in chunk])
         results = []
         for k in range(len(chunk)):
@@ -343,7 +338,8 @@ class ScalingCalculator(Calculator):
                 "energies": energies[atoms_slice],
             }
             if periodic[k] and stress is not None:
-                res["stress"] = stress[k][_VOIGT]
+                res["stress"] = stress[k][VOIGT]
+            res.update(spread(std, k, atoms_slice, "stress" in res))
             results.append(res)
         return results
 

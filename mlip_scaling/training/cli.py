@@ -5,6 +5,7 @@ Examples::
     mlip-train --epochs 30 --amp                          # default preset, embedded dataset
     mlip-train --model transformer --params 1e6 --train-size 2000 --out runs/t1M-2k
     mlip-train --config run.yaml --lr 1e-3                # flags override the file
+    mlip-train --init-from cu.pt --data cuni.h5 --freeze-except 2 --lr 5e-4   # fine-tune
     torchrun --nproc-per-node 4 -m mlip_scaling.training.cli --model eqv2-1.8M --amp
 """
 
@@ -64,6 +65,11 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     _number(g, "--split-seed", "seed of the split")
     _number(g, "--max-val-structures",
             "validate on at most this many structures of the validation split")
+    g.add_argument("--init-from", default=D.init_from, metavar="MODEL.pt",
+                   help="fine-tune this model file: its architecture and weights, reference "
+                        "energies refitted to --data, new elements added when it can hold them")
+    _number(g, "--freeze-except",
+            "with --init-from: train only the last N blocks/heads (the head counts as one)")
 
 
 def _optim_args(p: argparse.ArgumentParser) -> None:

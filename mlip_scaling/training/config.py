@@ -38,7 +38,7 @@ RANGES: dict[str, Number] = {
     "batch_size": POSITIVE_INT, "energy_weight": NON_NEGATIVE, "force_weight": NON_NEGATIVE,
     "stress_weight": NON_NEGATIVE, "ema_decay": OPEN_FRACTION, "clip_grad": NON_NEGATIVE,
     "seed": SEED, "workers": NON_NEGATIVE_INT, "threads": NON_NEGATIVE_INT,
-    "val_every": NON_NEGATIVE_INT, "save_every": POSITIVE_INT,
+    "val_every": NON_NEGATIVE_INT, "save_every": POSITIVE_INT, "freeze_except": POSITIVE_INT,
 }
 
 
@@ -80,11 +80,15 @@ class TrainConfig:
     val_every: int = 0  # steps between validations; 0 = at the end of every epoch
     save_every: int = 50  # steps between resumable checkpoints (and at every epoch end)
     max_val_structures: int | None = None  # cap of the validation set (None = all)
+    init_from: str | None = None  # model file to fine-tune (architecture and weights)
+    freeze_except: int | None = None  # with init_from: train only the last N blocks/heads
 
     def validate(self) -> TrainConfig:
         """Check ranges and combinations; raise :class:`ConfigError` with one line."""
         for name, rule in RANGES.items():
             rule.check(f"--{name.replace('_', '-')}", getattr(self, name))
+        if self.freeze_except is not None and not self.init_from:
+            raise ConfigError("--freeze-except needs --init-from (a model file to start from)")
         if self.amp not in AMP_CHOICES:
             raise ConfigError(f"--amp must be one of {', '.join(AMP_CHOICES)}, got {self.amp!r}")
         if self.energy_weight + self.force_weight + self.stress_weight <= 0:
@@ -157,7 +161,12 @@ def merge_config(file_options: dict[str, Any], cli_options: dict[str, Any]) -> T
         cfg = TrainConfig(**merged)
     except TypeError as exc:
         raise ConfigError(f"invalid options: {exc}") from None
-    return _coerce(cfg).validate()
+    cfg = _coerce(cfg).validate()
+    if cfg.init_from and "model" in merged:  # the default --model names no architecture
+        from mlip_scaling.training.finetune import check_model_option, load_parent
+
+        check_model_option(cfg.model, load_parent(cfg.init_from))
+    return cfg
 
 
 def _coerce(cfg: TrainConfig) -> TrainConfig:
@@ -174,7 +183,7 @@ def _coerce(cfg: TrainConfig) -> TrainConfig:
         for name in ("max_flops", "params"):
             if getattr(cfg, name) is not None:
                 setattr(cfg, name, float(getattr(cfg, name)))
-        for name in ("train_size", "max_steps", "max_val_structures"):
+        for name in ("train_size", "max_steps", "max_val_structures", "freeze_except"):
             if getattr(cfg, name) is not None:
                 setattr(cfg, name, int(getattr(cfg, name)))
     except (TypeError, ValueError) as exc:

@@ -22,6 +22,7 @@ from mlip_scaling.io_utils import exclusive_lock, remove_stale_temps
 from mlip_scaling.models import registry
 from mlip_scaling.models.potential import Potential
 from mlip_scaling.training import data as tdata
+from mlip_scaling.training import finetune
 from mlip_scaling.training.config import TrainConfig, check_model_config
 from mlip_scaling.training.distributed import DistInfo, init_distributed, shutdown
 from mlip_scaling.training.flops import pf_days
@@ -197,7 +198,9 @@ def run_training(cfg: TrainConfig, source: Sequence | None = None,
     ``source``: an indexable dataset (``ase.Atoms`` or data dicts with labels); by default
     the file ``cfg.data`` (or the embedded dataset) is opened.
     """
-    preset, family, config = resolve_model(cfg)
+    parent = finetune.load_parent(cfg.init_from) if cfg.init_from else None
+    preset, family, config = (finetune.resolve_model(cfg, parent) if parent
+                              else resolve_model(cfg))
     n_params = registry.count_parameters(family, config)
     run_dir, export = run_paths(cfg, family, n_params)
     check_output_dir(run_dir, "--out")  # before any data work: a bad path fails at once
@@ -209,7 +212,13 @@ def run_training(cfg: TrainConfig, source: Sequence | None = None,
     dist, device = init_distributed(cfg.device)
     try:
         train, val, info = _load_data(cfg, float(config["cutoff"]), source, source_path)
-        potential = _build_potential(cfg, family, config, train, val)
+        if parent is None:
+            potential = _build_potential(cfg, family, config, train, val)
+        else:
+            potential = finetune.build_potential(cfg, parent, train, val, device,
+                                                 str(cfg.data or "the dataset"),
+                                                 verbose and dist.is_main)
+            info["parent"] = parent.record()
         trainer = Trainer(cfg, potential, train, val, run_dir, dist, device,
                           dataset_hash=info.get("dataset_hash"))
         info["model"] = preset

@@ -50,7 +50,7 @@ __all__ = ["Trainer", "TrainingDiverged", "RESUME_KEYS"]
 #: Options that must not change when a run is resumed.
 RESUME_KEYS = ("model", "params", "model_config", "train_size", "val_size", "test_size",
                "split_seed", "batch_size", "seed", "energy_weight", "force_weight",
-               "stress_weight", "ema_decay")
+               "stress_weight", "ema_decay", "init_from", "freeze_except")
 
 
 class TrainingDiverged(MlipError):
