@@ -13,6 +13,7 @@ from mlip_scaling.models.equiformer_v2.attention import (
     FeedForwardNetwork,
     GraphAttention,
 )
+from mlip_scaling.models.equiformer_v2.constants import ExactConstants
 from mlip_scaling.models.equiformer_v2.layer_norm import make_norm
 
 __all__ = [
@@ -77,7 +78,7 @@ def _rank2_basis() -> torch.Tensor:
         return o3.wigner_3j(1, 1, 2, dtype=torch.float64).permute(2, 0, 1) * math.sqrt(5.0)
 
 
-class Rank2StressHead(nn.Module):
+class Rank2StressHead(ExactConstants):
     """Stress [B, 3, 3] = isotropic part + symmetric traceless (l = 2) part.
 
     Edge features contract the concatenated node embeddings of both atoms with the
@@ -95,8 +96,7 @@ class Rank2StressHead(nn.Module):
         self.xedge_layer_norm = nn.LayerNorm(emb)
         self.scalar_mlp = nn.Sequential(nn.Linear(emb, emb), nn.SiLU(), nn.Linear(emb, 1))
         self.irrep2_mlp = nn.Sequential(nn.Linear(emb, emb), nn.SiLU(), nn.Linear(emb, 1))
-        basis = _rank2_basis().to(torch.get_default_dtype()).to(torch.get_default_device())
-        self.register_buffer("basis", basis)
+        self.register_constant("basis", _rank2_basis())
 
     def _irrep2(self, irr: torch.Tensor) -> torch.Tensor:
         """Equivariant MLP of l = 2 features [N, 5, C] -> [N, 5].
@@ -154,7 +154,7 @@ def _fairchem_rank2_basis() -> torch.Tensor:
     return b
 
 
-class FairchemRank2StressHead(nn.Module):
+class FairchemRank2StressHead(ExactConstants):
     """fairchem 1.10's rank-2 stress head (``decompose``, node-level MLPs), as published.
 
     Edge features contract ``[x_neighbour, x_centre]`` with the normed spherical
@@ -173,8 +173,15 @@ class FairchemRank2StressHead(nn.Module):
         self.xedge_layer_norm = nn.LayerNorm(emb)
         self.scalar_mlp = nn.Sequential(nn.Linear(emb, emb), nn.SiLU(), nn.Linear(emb, 1))
         self.irrep2_mlp = nn.Sequential(nn.Linear(emb, emb), nn.SiLU(), nn.Linear(emb, 1))
-        basis = _fairchem_rank2_basis().to(torch.get_default_dtype())
-        self.register_buffer("basis", basis.to(torch.get_default_device()))
+        self.register_constant("basis", _fairchem_rank2_basis())
+        norms = cfg.get("output_normalizers") or {}
+        iso, aniso = norms.get("stress_isotropic", [1.0]), norms.get("stress_anisotropic", [1.0])
+        self.iso_rmsd, self.iso_mean = float(iso[0]), float(iso[1]) if len(iso) > 1 else 0.0
+        self.aniso_rmsd = float(aniso[0])
+        means = [float(m) for m in aniso[1:]] or [0.0]
+        if len(means) not in (1, 5):
+            raise ValueError("stress_anisotropic normaliser needs 1 or 5 means")
+        self.aniso_mean = means
 
     def parts(
         self, x: torch.Tensor, edges: EdgeContext, batch: torch.Tensor, num_structures: int
@@ -198,7 +205,8 @@ class FairchemRank2StressHead(nn.Module):
         count = count.clamp_min(1.0)
         iso = x.new_zeros(num_structures).index_add(0, batch, scal) / count
         aniso = x.new_zeros(num_structures, 5).index_add(0, batch, irr) / count[:, None]
-        return iso, aniso
+        aniso_mean = torch.tensor(self.aniso_mean, dtype=aniso.dtype, device=aniso.device)
+        return iso * self.iso_rmsd + self.iso_mean, aniso * self.aniso_rmsd + aniso_mean
 
     def forward(
         self,

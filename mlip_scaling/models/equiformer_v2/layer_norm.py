@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mlip_scaling.models.equiformer_v2.constants import ExactConstants
 from mlip_scaling.models.equiformer_v2.so3 import degree_index
 
 __all__ = ["NORM_TYPES", "EquivariantLayerNormSH", "EquivariantRMSNorm", "make_norm"]
@@ -14,7 +15,7 @@ __all__ = ["NORM_TYPES", "EquivariantLayerNormSH", "EquivariantRMSNorm", "make_n
 NORM_TYPES = ("rms_norm_sh", "layer_norm_sh")
 
 
-class EquivariantRMSNorm(nn.Module):
+class EquivariantRMSNorm(ExactConstants):
     """RMS norm of ``[N, (lmax+1)^2, C]`` embeddings, equivariant under rotations.
 
     The ``l = 0`` channels are centred; one scale per node is the root of the mean
@@ -29,10 +30,9 @@ class EquivariantRMSNorm(nn.Module):
         self.affine_weight = nn.Parameter(torch.ones(lmax + 1, num_channels))
         self.affine_bias = nn.Parameter(torch.zeros(num_channels))
         index = degree_index(lmax)
-        balance = 1.0 / (2 * index.to(torch.get_default_dtype()) + 1) / (lmax + 1)
-        dev = torch.get_default_device()
-        self.register_buffer("expand_index", index.to(dev))
-        self.register_buffer("balance", balance.to(dev))
+        balance = 1.0 / (2 * index.to(torch.float64) + 1) / (lmax + 1)
+        self.register_buffer("expand_index", index.to(torch.get_default_device()))
+        self.register_constant("balance", balance)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x0 = x[:, :1]
@@ -44,7 +44,7 @@ class EquivariantRMSNorm(nn.Module):
         return torch.cat([out[:, :1] + self.affine_bias, out[:, 1:]], dim=1)
 
 
-class EquivariantLayerNormSH(nn.Module):
+class EquivariantLayerNormSH(ExactConstants):
     """``layer_norm_sh``: a LayerNorm (weight and bias) on the ``l = 0`` channels, and one
     RMS scale per node over all ``l > 0`` coefficients (degree-balanced mean square,
     averaged over channels), with a weight per degree ``l >= 1`` and channel
@@ -57,10 +57,9 @@ class EquivariantLayerNormSH(nn.Module):
         self.norm_l0 = nn.LayerNorm(num_channels, eps=eps)
         self.affine_weight = nn.Parameter(torch.ones(lmax, num_channels))
         index = degree_index(lmax)[1:]
-        balance = 1.0 / (2 * index.to(torch.get_default_dtype()) + 1) / max(lmax, 1)
-        dev = torch.get_default_device()
-        self.register_buffer("expand_index", (index - 1).to(dev))
-        self.register_buffer("balance", balance.to(dev))
+        balance = 1.0 / (2 * index.to(torch.float64) + 1) / max(lmax, 1)
+        self.register_buffer("expand_index", (index - 1).to(torch.get_default_device()))
+        self.register_constant("balance", balance)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out0 = self.norm_l0(x[:, :1])

@@ -67,6 +67,9 @@ class EquiformerV2(nn.Module):
         stress_head: ``"equivariant"`` (the package's head) or ``"fairchem"`` (fairchem
             1.10's rank-2 head); only with ``direct_forces``.
         direct_forces: add a direct force head and a rank-2 stress head (non-conservative).
+        output_normalizers: fairchem's denormalisation of head outputs, ``{"energy": [rmsd],
+            "forces": [rmsd], "stress_isotropic": [rmsd, mean], "stress_anisotropic":
+            [rmsd, mean or 5 means]}`` (all optional; stress ones need the fairchem head).
         use_grid_mlp: feed-forward networks as MLPs on the S² grid (OMat24 setting).
         avg_num_nodes, avg_degree: normalisers of the energy sum and degree embedding.
         alpha_drop, drop_path_rate: attention-weight dropout and per-structure stochastic
@@ -99,6 +102,7 @@ class EquiformerV2(nn.Module):
         envelope: bool = True,
         stress_head: str = "equivariant",
         direct_forces: bool = False,
+        output_normalizers: dict | None = None,
         use_grid_mlp: bool = True,
         avg_num_nodes: float = _AVG_NUM_NODES,
         avg_degree: float = _AVG_DEGREE,
@@ -124,6 +128,12 @@ class EquiformerV2(nn.Module):
         self.max_num_elements, self.max_neighbors = max_num_elements, max_neighbors
         self.max_neighbors_strict, self.use_envelope = bool(max_neighbors_strict), bool(envelope)
         self.direct_forces = bool(direct_forces)
+        norms = dict(output_normalizers or {})
+        self.energy_rmsd = float(norms.pop("energy", [1.0])[0])
+        self.force_rmsd = float(norms.pop("forces", [1.0])[0])
+        if norms and stress_head != "fairchem":
+            raise ValueError(f"EquiformerV2 output_normalizers {sorted(norms)} need the "
+                             "fairchem stress head")
         self.parity_average = bool(parity_average)
         self.sphere_channels = sphere_channels
         edge_list = [num_distance_basis, edge_channels, edge_channels]
@@ -203,10 +213,10 @@ class EquiformerV2(nn.Module):
             data = _with_inverted_copy(data, batch, num_structures)
             batch = data[keys.BATCH]
         x, edges = self.backbone(data)
-        energies = self.energy_head(x)
+        energies = self.energy_head(x) * self.energy_rmsd
         out = {}
         if self.direct_forces:
-            forces = self.force_head(x, edges)
+            forces = self.force_head(x, edges) * self.force_rmsd
             stress = self.stress_head(
                 x, edges, edges.vectors, batch, num_structures * (1 + self.parity_average)
             )
