@@ -322,7 +322,7 @@ def checkpoint(name: str) -> tuple[dict, dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--configs", nargs="+", default=list(CONFIGS))
+    parser.add_argument("--configs", nargs="+", default=["tiny"], choices=list(CONFIGS))
     args = parser.parse_args()
     torch.set_default_dtype(torch.float64)
     install_torch_scatter_stand_in()

@@ -74,6 +74,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        _raise_if_fairchem(path)
         raise CheckpointError(
             f"{path}: refused to load: the file holds objects other than tensors and plain "
             f"data ({_refusal_reason(str(exc))})"
@@ -83,6 +84,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"{path}: not a readable model file (truncated or corrupt: "
                               f"{first[:120]})") from None
     if not isinstance(ckpt, dict) or "format" not in ckpt:
+        _raise_if_fairchem(path)
         raise CheckpointError(f"{path}: not an mlip-scaling model file (no 'format' key)")
     if ckpt["format"] != FORMAT:
         raise CheckpointError(
@@ -92,6 +94,15 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if missing:
         raise CheckpointError(f"{path}: model file lacks {', '.join(missing)}")
     return ckpt
+
+
+def _raise_if_fairchem(path: Path) -> None:
+    """A fairchem checkpoint gets a one-line pointer to the importer."""
+    from mlip_scaling.models.equiformer_v2.fairchem_import import fairchem_hint
+
+    hint = fairchem_hint(path)
+    if hint:
+        raise CheckpointError(hint)
 
 
 def _refusal_reason(message: str) -> str:

@@ -23,7 +23,13 @@ import torch
 from mlip_scaling.models.equiformer_v2.fairchem_pickle import FairchemFileError, read_fairchem_file
 from mlip_scaling.models.equiformer_v2.model import EquiformerV2
 
-__all__ = ["FairchemFileError", "convert_fairchem", "is_fairchem_checkpoint", "import_fairchem"]
+__all__ = [
+    "FairchemFileError",
+    "convert_fairchem",
+    "fairchem_hint",
+    "import_fairchem",
+    "is_fairchem_checkpoint",
+]
 
 _FAIRCHEM_AVG_NUM_NODES = 77.81317
 _FAIRCHEM_AVG_DEGREE = 23.395238876342773
@@ -261,3 +267,16 @@ def import_fairchem(path: str | os.PathLike) -> dict:
     out = convert_fairchem(ckpt, str(path), digest.hexdigest())
     out["train"]["source_file"] = path.name
     return out
+
+
+def fairchem_hint(path: str | os.PathLike) -> str | None:
+    """For a fairchem checkpoint, the one-line message that says how to import it."""
+    try:
+        ckpt = read_fairchem_file(path)
+    except FairchemFileError:
+        return None
+    if not is_fairchem_checkpoint(ckpt):
+        return None
+    return (f"{path}: a fairchem checkpoint, not an mlip-scaling model file; convert it with "
+            f"'mlip-scaling import-fairchem {path} --out MODEL.pt' (or in memory: "
+            "potential_from_dict(import_fairchem(path)))")
