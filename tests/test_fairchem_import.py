@@ -206,3 +206,22 @@ def test_calculator_names_the_importer_for_a_fairchem_file():
 def test_in_memory_import_gives_a_potential():
     potential = potential_from_dict(import_fairchem(TINY_CKPT))
     assert potential.direct_forces and potential.model.stress_head.iso_rmsd > 0
+
+
+@pytest.mark.parametrize(("size", "layers", "lmax", "mmax"),
+                         [("S", 8, 4, 2), ("M", 10, 6, 4), ("L", 20, 6, 3)])
+def test_omat24_presets_are_the_imported_omat24_function(size, layers, lmax, mmax):
+    from mlip_scaling.models.equiformer_v2.fairchem_import import _backbone_config
+    from mlip_scaling.models.equiformer_v2.presets import EQV2_PRESETS
+
+    model_cfg = copy.deepcopy(read_fairchem_file(TINY_CKPT)["config"]["model"])
+    model_cfg["backbone"].update(
+        max_neighbors=20, max_radius=12.0, max_num_elements=96, num_layers=layers,
+        sphere_channels=128, attn_hidden_channels=64, num_heads=8, attn_alpha_channels=64,
+        attn_value_channels=16, ffn_hidden_channels=128, lmax_list=[lmax], mmax_list=[mmax],
+        grid_resolution=18, edge_channels=128,
+    )
+    imported = _backbone_config("omat24.pt", model_cfg)
+    preset = EQV2_PRESETS[f"eqv2-{size}"]
+    assert imported == {k: v for k, v in preset.items() if k in imported}
+    assert set(preset) - set(imported) <= {"alpha_drop", "drop_path_rate"}
