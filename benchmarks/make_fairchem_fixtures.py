@@ -198,6 +198,8 @@ def float64_radius_graph() -> None:
 def build_fairchem_model(name: str):
     """fairchem's HydraModel of config ``name`` and its trainer-style model config."""
     from fairchem.core.models.base import HydraModel
+    from fairchem.core.models.equiformer_v2 import equiformer_v2  # noqa: F401 (registers)
+    from fairchem.core.models.equiformer_v2.heads import rank2  # noqa: F401 (registers)
 
     backbone = {**_BACKBONE, **CONFIGS[name]}
     model = HydraModel(backbone=copy.deepcopy(backbone), heads=copy.deepcopy(_HEADS),

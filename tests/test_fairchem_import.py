@@ -225,3 +225,17 @@ def test_omat24_presets_are_the_imported_omat24_function(size, layers, lmax, mma
     preset = EQV2_PRESETS[f"eqv2-{size}"]
     assert imported == {k: v for k, v in preset.items() if k in imported}
     assert set(preset) - set(imported) <= {"alpha_drop", "drop_path_rate"}
+
+
+def test_imported_model_in_torch_sim(tmp_path):
+    ts = pytest.importorskip("torch_sim")
+    from mlip_scaling.calculators.torchsim import ScalingTorchSimModel
+
+    out = tmp_path / "eqv2-tiny.pt"
+    torch.save(import_fairchem(TINY_CKPT), out)
+    model = ScalingTorchSimModel(out, device="cpu", dtype="float64")
+    atoms, ref = _reference_structures()
+    result = model(ts.io.atoms_to_state(atoms, model.device, model.dtype))
+    np.testing.assert_allclose(result["energy"].numpy(), ref["energy"].numpy(), rtol=1e-10)
+    np.testing.assert_allclose(result["stress"].numpy(), ref["stress"].numpy(), rtol=0,
+                               atol=1e-10 * ref["stress"].abs().max().item())
