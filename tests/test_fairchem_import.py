@@ -239,3 +239,30 @@ def test_imported_model_in_torch_sim(tmp_path):
     np.testing.assert_allclose(result["energy"].numpy(), ref["energy"].numpy(), rtol=1e-10)
     np.testing.assert_allclose(result["stress"].numpy(), ref["stress"].numpy(), rtol=0,
                                atol=1e-10 * ref["stress"].abs().max().item())
+
+
+def test_imported_model_is_evaluated_next_to_package_models(tmp_path):
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.io import write
+
+    rng = np.random.default_rng(0)
+    structures = []
+    for _ in range(20):
+        atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+        atoms.positions += rng.normal(0.0, 0.05, atoms.positions.shape)
+        atoms.calc = EMT()
+        labels = {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces(),
+                  "stress": atoms.get_stress()}
+        atoms.calc = SinglePointCalculator(atoms, **labels)
+        structures.append(atoms)
+    write(tmp_path / "cu.extxyz", structures)
+    models = tmp_path / "models"
+    models.mkdir()
+    assert scaling_main(["import-fairchem", str(TINY_CKPT), "--out",
+                         str(models / "eqv2-tiny.pt")]) == 0
+    assert scaling_main(["evaluate", str(models), "--data", str(tmp_path / "cu.extxyz"),
+                         "--no-downstream", "--quiet"]) == 0
+    text = (models / "scaling_results.json").read_text()
+    assert "eqv2-tiny.pt" in text and "energy_mae" in text
