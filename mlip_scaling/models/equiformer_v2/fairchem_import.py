@@ -224,7 +224,12 @@ def _references(where: str, ckpt: dict, max_z: int) -> dict[int, float]:
 
 
 def convert_fairchem(ckpt: dict, where: str = "fairchem checkpoint", sha256: str = "") -> dict:
-    """An ``mlip-scaling/1`` checkpoint dict computing the function of fairchem's ``ckpt``."""
+    """An ``mlip-scaling/1`` checkpoint dict computing the function of fairchem's ``ckpt``.
+
+    ``where`` names the source in error messages; ``sha256`` is recorded as provenance.
+    Species: the elements with a non-zero energy reference (all ``1..max_num_elements-1``
+    when the checkpoint has no element references).
+    """
     from mlip_scaling.checkpoint import FORMAT
 
     if not is_fairchem_checkpoint(ckpt):

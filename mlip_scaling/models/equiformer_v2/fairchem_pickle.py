@@ -85,7 +85,6 @@ class _RestrictedUnpickler(pickle.Unpickler):
 _PICKLE_MODULE = types.ModuleType("mlip_scaling_restricted_pickle")
 _PICKLE_MODULE.Unpickler = _RestrictedUnpickler
 _PICKLE_MODULE.load = lambda f, **kw: _RestrictedUnpickler(f, **kw).load()
-_PICKLE_MODULE.__name__ = "pickle"  # torch passes pickle's own load options to it
 
 
 def read_fairchem_file(path: str | os.PathLike) -> Any:
