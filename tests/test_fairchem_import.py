@@ -25,7 +25,7 @@ from mlip_scaling.models.equiformer_v2.fairchem_import import (
     import_fairchem,
 )
 from mlip_scaling.models.equiformer_v2.fairchem_pickle import read_fairchem_file
-from mlip_scaling.models.equiformer_v2.heads import _fairchem_rank2_basis
+from mlip_scaling.models.equiformer_v2.heads import _fairchem_rank2_basis, _rank2_basis
 from mlip_scaling.models.equiformer_v2.layer_norm import EquivariantLayerNormSH
 from mlip_scaling.models.equiformer_v2.model import (
     EquiformerV2,
@@ -266,3 +266,26 @@ def test_imported_model_is_evaluated_next_to_package_models(tmp_path):
                          "--no-downstream", "--quiet"]) == 0
     text = (models / "scaling_results.json").read_text()
     assert "eqv2-tiny.pt" in text and "energy_mae" in text
+
+
+@pytest.mark.parametrize(("option", "value"), [
+    ("max_neighbors_strict", True), ("max_neighbors", None), ("envelope", True),
+    ("stress_head", "equivariant"), ("avg_degree", 23.395238876342773),
+])
+def test_each_fairchem_option_is_needed_to_reproduce_fairchem(option, value):
+    converted = import_fairchem(TINY_CKPT)
+    converted["model"]["config"][option] = value
+    if option == "stress_head":
+        converted["model"]["config"]["output_normalizers"] = {
+            k: v for k, v in converted["model"]["config"]["output_normalizers"].items()
+            if not k.startswith("stress")}
+        converted["state_dict"]["stress_head.basis"] = _rank2_basis()
+    calc = ScalingCalculator(potential_from_dict(converted), device="cpu", dtype="float64")
+    atoms, ref = _reference_structures()
+    results = calc.predict(atoms)
+    forces = np.concatenate([r["forces"] for r in results])
+    stress = np.array([r["stress"][:3] for r in results])
+    want = np.array([np.diag(s) for s in ref["stress"].numpy()])
+    worst = max(np.abs(forces - ref["forces"].numpy()).max() / np.abs(forces).max(),
+                np.abs(stress - want).max() / np.abs(want).max())
+    assert worst > 1e-6
