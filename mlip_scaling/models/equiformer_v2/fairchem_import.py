@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from mlip_scaling.models.equiformer_v2.fairchem_pickle import FairchemFileError, read_fairchem_file
-from mlip_scaling.models.equiformer_v2.model import EquiformerV2
+from mlip_scaling.models.equiformer_v2.model import _AVG_DEGREE, _AVG_NUM_NODES, EquiformerV2
 
 __all__ = [
     "FairchemFileError",
@@ -30,9 +30,6 @@ __all__ = [
     "import_fairchem",
     "is_fairchem_checkpoint",
 ]
-
-_FAIRCHEM_AVG_NUM_NODES = 77.81317
-_FAIRCHEM_AVG_DEGREE = 23.395238876342773
 
 #: backbone keys -> the value fairchem's function needs (None: any value is expressed)
 _REQUIRED = {
@@ -121,8 +118,8 @@ def _backbone_config(where: str, model_cfg: dict) -> dict:
         "stress_head": "fairchem",
         "direct_forces": True,
         "use_grid_mlp": True,
-        "avg_num_nodes": float(bb.get("avg_num_nodes") or _FAIRCHEM_AVG_NUM_NODES),
-        "avg_degree": float(bb.get("avg_degree") or _FAIRCHEM_AVG_DEGREE),
+        "avg_num_nodes": float(bb.get("avg_num_nodes") or _AVG_NUM_NODES),  # fairchem defaults
+        "avg_degree": float(bb.get("avg_degree") or _AVG_DEGREE),
         "parity_average": False,
     }
 
