@@ -81,12 +81,14 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     _check_archive_size(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        _raise_if_fairchem(path)
+        raise CheckpointError(f"{path}: {load_error_reason(exc)}") from None
     except Exception as exc:  # torch/zip/pickle raise many types on corrupt archives
-        reason = load_error_reason(exc)
-        if not isinstance(exc, pickle.UnpicklingError):
-            reason = f"not a readable model file ({reason})"
-        raise CheckpointError(f"{path}: {reason}") from None
+        raise CheckpointError(f"{path}: not a readable model file ({load_error_reason(exc)})"
+                              ) from None
     if not isinstance(ckpt, dict) or "format" not in ckpt:
+        _raise_if_fairchem(path)
         raise CheckpointError(f"{path}: not an mlip-scaling model file (no 'format' key)")
     if ckpt["format"] != FORMAT:
         raise CheckpointError(
@@ -210,6 +212,15 @@ def validate_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike = "model f
         _check_weights(ckpt)
     except ValueError as exc:  # ConfigError included
         raise CheckpointError(f"{path}: invalid model file: {exc}") from None
+
+
+def _raise_if_fairchem(path: Path) -> None:
+    """A fairchem checkpoint gets a one-line pointer to the importer."""
+    from mlip_scaling.models.equiformer_v2.fairchem_import import fairchem_hint
+
+    hint = fairchem_hint(path)
+    if hint:
+        raise CheckpointError(hint)
 
 
 def potential_from_dict(ckpt: dict[str, Any]) -> Potential:

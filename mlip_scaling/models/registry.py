@@ -90,11 +90,25 @@ def _check_value(family: str, key: str, value: object) -> None:
         above = number and (value >= low if key in _ZERO_ALLOWED else value > low)
         if not (above and value <= high):
             raise ConfigError(f"{where} must be a number in ({low:g}, {high:g}], got {value!r}")
+    elif key == "output_normalizers":
+        _check_normalizers(where, value)
     elif not isinstance(value, bool | int | float | str) and value is not None:
         raise ConfigError(f"{where} must be a plain number, string or boolean, "
                           f"got {type(value).__name__}")
     elif isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{where} must be finite, got {value!r}")
+
+
+def _check_normalizers(where: str, value: object) -> None:
+    """``{"energy": [rmsd, ...], ...}``: a short list of finite numbers per output name."""
+    if value is None:
+        return
+    ok = isinstance(value, dict) and len(value) <= 8 and all(
+        isinstance(k, str) and isinstance(v, list | tuple) and 1 <= len(v) <= 16 and all(
+            isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+            for x in v) for k, v in value.items())
+    if not ok:
+        raise ConfigError(f"{where} must map output names to short lists of finite numbers")
 
 
 def validate_config(family: str, config: dict) -> None:

@@ -1,6 +1,7 @@
 """``mlip-scaling``: sweeps, evaluation, scaling-law fits, reports and bias/expressivity.
 
-Subcommands: sweep, evaluate, fit, report, bias (``mlip-scaling COMMAND --help``).
+Subcommands: sweep, evaluate, fit, report, bias, import-fairchem
+(``mlip-scaling COMMAND --help``).
 """
 
 from __future__ import annotations
@@ -244,6 +245,12 @@ def _parser() -> argparse.ArgumentParser:
     _add_fit(sub)
     _add_report(sub)
     _add_bias(sub)
+    from mlip_scaling.models.equiformer_v2 import fairchem_cli
+
+    p = sub.add_parser("import-fairchem", formatter_class=_FMT,
+                       help="convert a fairchem EquiformerV2 (OMat24) checkpoint to a model file")
+    fairchem_cli.configure(p)
+    p.set_defaults(func=fairchem_cli.run)
     return parser
 
 

@@ -8,7 +8,7 @@ import math
 import torch
 from torch import nn
 
-from mlip_scaling.models.equiformer_v2.layer_norm import EquivariantRMSNorm
+from mlip_scaling.models.equiformer_v2.layer_norm import make_norm
 from mlip_scaling.models.equiformer_v2.so2 import SO2Convolution
 from mlip_scaling.models.equiformer_v2.so3 import EdgeRotation, S2Grid, SO3Linear
 
@@ -182,7 +182,7 @@ class TransformerBlock(nn.Module):
     def __init__(self, cfg: dict, edge_channels: list[int]) -> None:
         super().__init__()
         lmax, c = cfg["lmax"], cfg["sphere_channels"]
-        self.norm_1 = EquivariantRMSNorm(lmax, c)
+        self.norm_1 = make_norm(cfg["norm_type"], lmax, c)
         self.ga = GraphAttention(
             c,
             cfg["attn_hidden_channels"],
@@ -198,7 +198,7 @@ class TransformerBlock(nn.Module):
             cfg["alpha_drop"],
         )
         self.drop_path = cfg["drop_path_rate"]
-        self.norm_2 = EquivariantRMSNorm(lmax, c)
+        self.norm_2 = make_norm(cfg["norm_type"], lmax, c)
         self.ffn = FeedForwardNetwork(
             c, cfg["ffn_hidden_channels"], c, lmax, cfg["grid_resolution"], cfg["use_grid_mlp"]
         )

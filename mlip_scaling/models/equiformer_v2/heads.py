@@ -13,9 +13,20 @@ from mlip_scaling.models.equiformer_v2.attention import (
     FeedForwardNetwork,
     GraphAttention,
 )
-from mlip_scaling.models.equiformer_v2.layer_norm import EquivariantRMSNorm
+from mlip_scaling.models.equiformer_v2.constants import ExactConstants
+from mlip_scaling.models.equiformer_v2.layer_norm import make_norm
 
-__all__ = ["DirectForceHead", "EnergyHead", "Rank2StressHead"]
+__all__ = [
+    "STRESS_HEADS",
+    "DirectForceHead",
+    "EnergyHead",
+    "FairchemRank2StressHead",
+    "Rank2StressHead",
+    "make_stress_head",
+]
+
+#: Accepted values of the ``stress_head`` option.
+STRESS_HEADS = ("equivariant", "fairchem")
 
 
 class EnergyHead(nn.Module):
@@ -67,7 +78,7 @@ def _rank2_basis() -> torch.Tensor:
         return o3.wigner_3j(1, 1, 2, dtype=torch.float64).permute(2, 0, 1) * math.sqrt(5.0)
 
 
-class Rank2StressHead(nn.Module):
+class Rank2StressHead(ExactConstants):
     """Stress [B, 3, 3] = isotropic part + symmetric traceless (l = 2) part.
 
     Edge features contract the concatenated node embeddings of both atoms with the
@@ -81,12 +92,11 @@ class Rank2StressHead(nn.Module):
         super().__init__()
         lmax, emb = cfg["lmax"], 2 * cfg["sphere_channels"]
         self.lmax = lmax
-        self.sphharm_norm = EquivariantRMSNorm(lmax, 1)
+        self.sphharm_norm = make_norm(cfg["norm_type"], lmax, 1)
         self.xedge_layer_norm = nn.LayerNorm(emb)
         self.scalar_mlp = nn.Sequential(nn.Linear(emb, emb), nn.SiLU(), nn.Linear(emb, 1))
         self.irrep2_mlp = nn.Sequential(nn.Linear(emb, emb), nn.SiLU(), nn.Linear(emb, 1))
-        basis = _rank2_basis().to(torch.get_default_dtype()).to(torch.get_default_device())
-        self.register_buffer("basis", basis)
+        self.register_constant("basis", _rank2_basis())
 
     def _irrep2(self, irr: torch.Tensor) -> torch.Tensor:
         """Equivariant MLP of l = 2 features [N, 5, C] -> [N, 5].
@@ -128,3 +138,91 @@ class Rank2StressHead(nn.Module):
         aniso = x.new_zeros(num_structures, 5).index_add(0, batch, irr) / count[:, None]
         eye = torch.eye(3, dtype=x.dtype, device=x.device)
         return iso[:, None, None] * eye + torch.einsum("bk,kij->bij", aniso, self.basis)
+
+
+def _fairchem_rank2_basis() -> torch.Tensor:
+    """[6, 3, 3] fairchem's change of basis: ``I/sqrt(3)``, then the five symmetric
+    traceless unit tensors in e3nn's ``l = 2`` order (xz, xy, 2y²-x²-z², yz, z²-x²)."""
+    b = torch.zeros(6, 3, 3, dtype=torch.float64, device="cpu")
+    b[0] = torch.eye(3, dtype=torch.float64, device="cpu") / math.sqrt(3.0)
+    h, s6 = 1.0 / math.sqrt(2.0), 1.0 / math.sqrt(6.0)
+    b[1, 0, 2] = b[1, 2, 0] = h
+    b[2, 0, 1] = b[2, 1, 0] = h
+    b[3] = torch.diag(torch.tensor([-s6, 2 * s6, -s6], dtype=torch.float64, device="cpu"))
+    b[4, 1, 2] = b[4, 2, 1] = h
+    b[5, 0, 0], b[5, 2, 2] = -h, h
+    return b
+
+
+class FairchemRank2StressHead(ExactConstants):
+    """fairchem 1.10's rank-2 stress head (``decompose``, node-level MLPs), as published.
+
+    Edge features contract ``[x_neighbour, x_centre]`` with the normed spherical
+    harmonics of the edge vector; per centre atom the mean over its edges of these
+    features (scalar part) and of their products with the ``l = 2`` harmonics
+    ("integral" normalisation, [5]); plain MLPs (with biases, not equivariant on the
+    ``l = 2`` part) give a scalar and 5 components; means per structure. Output:
+    stress [B, 3, 3] = ``iso · I/sqrt(3) + Σ_k aniso_k B_k`` (:func:`_fairchem_rank2_basis`).
+    """
+
+    def __init__(self, cfg: dict) -> None:
+        super().__init__()
+        lmax, emb = cfg["lmax"], 2 * cfg["sphere_channels"]
+        self.lmax = lmax
+        self.sphharm_norm = make_norm(cfg["norm_type"], lmax, 1)
+        self.xedge_layer_norm = nn.LayerNorm(emb)
+        self.scalar_mlp = nn.Sequential(nn.Linear(emb, emb), nn.SiLU(), nn.Linear(emb, 1))
+        self.irrep2_mlp = nn.Sequential(nn.Linear(emb, emb), nn.SiLU(), nn.Linear(emb, 1))
+        self.register_constant("basis", _fairchem_rank2_basis())
+        norms = cfg.get("output_normalizers") or {}
+        iso, aniso = norms.get("stress_isotropic", [1.0]), norms.get("stress_anisotropic", [1.0])
+        self.iso_rmsd, self.iso_mean = float(iso[0]), float(iso[1]) if len(iso) > 1 else 0.0
+        self.aniso_rmsd = float(aniso[0])
+        means = [float(m) for m in aniso[1:]] or [0.0]
+        if len(means) not in (1, 5):
+            raise ValueError("stress_anisotropic normaliser needs 1 or 5 means")
+        self.aniso_mean = means
+
+    def parts(
+        self, x: torch.Tensor, edges: EdgeContext, batch: torch.Tensor, num_structures: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(isotropic [B], anisotropic [B, 5]) in fairchem's basis (eV/Å^3)."""
+        centre, neighbour = edges.index
+        vectors = edges.vectors
+        sh = o3.spherical_harmonics(list(range(self.lmax + 1)), vectors, False)
+        sh = self.sphharm_norm(sh[:, :, None])[:, :, 0]
+        x_edge = torch.cat([x[neighbour], x[centre]], dim=2)
+        x_edge = self.xedge_layer_norm(torch.einsum("ekc,ek->ec", x_edge, sh))
+        sh2 = o3.spherical_harmonics(2, vectors, True)
+        w = edges.envelope
+        node_w = w.new_zeros(len(x)).index_add(0, centre, w).clamp_min(1e-12)
+        scal = x.new_zeros(len(x), x_edge.shape[1]).index_add(0, centre, x_edge * w[:, None])
+        irr = sh2[:, :, None] * x_edge[:, None, :] * w[:, None, None]
+        irr = x.new_zeros(len(x), 5, x_edge.shape[1]).index_add(0, centre, irr)
+        scal = self.scalar_mlp(scal / node_w[:, None])[:, 0]
+        irr = self.irrep2_mlp(irr / node_w[:, None, None])[:, :, 0]
+        count = x.new_zeros(num_structures).index_add(0, batch, torch.ones_like(scal))
+        count = count.clamp_min(1.0)
+        iso = x.new_zeros(num_structures).index_add(0, batch, scal) / count
+        aniso = x.new_zeros(num_structures, 5).index_add(0, batch, irr) / count[:, None]
+        aniso_mean = torch.tensor(self.aniso_mean, dtype=aniso.dtype, device=aniso.device)
+        return iso * self.iso_rmsd + self.iso_mean, aniso * self.aniso_rmsd + aniso_mean
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        edges: EdgeContext,
+        vectors: torch.Tensor,
+        batch: torch.Tensor,
+        num_structures: int,
+    ) -> torch.Tensor:
+        iso, aniso = self.parts(x, edges, batch, num_structures)
+        coeff = torch.cat([iso[:, None], aniso], dim=1)
+        return torch.einsum("bk,kij->bij", coeff, self.basis)
+
+
+def make_stress_head(cfg: dict) -> nn.Module:
+    """The stress head named by ``cfg["stress_head"]`` (one of :data:`STRESS_HEADS`)."""
+    if cfg.get("stress_head", "equivariant") == "fairchem":
+        return FairchemRank2StressHead(cfg)
+    return Rank2StressHead(cfg)

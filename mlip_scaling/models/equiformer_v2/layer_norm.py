@@ -1,16 +1,21 @@
-"""Equivariant RMS layer norm over spherical-harmonic embeddings ("rms_norm_sh")."""
+"""Equivariant norms over spherical-harmonic embeddings: ``rms_norm_sh`` and
+``layer_norm_sh`` (fairchem's names)."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from mlip_scaling.models.equiformer_v2.constants import ExactConstants
 from mlip_scaling.models.equiformer_v2.so3 import degree_index
 
-__all__ = ["EquivariantRMSNorm"]
+__all__ = ["NORM_TYPES", "EquivariantLayerNormSH", "EquivariantRMSNorm", "make_norm"]
+
+#: Accepted values of the ``norm_type`` option.
+NORM_TYPES = ("rms_norm_sh", "layer_norm_sh")
 
 
-class EquivariantRMSNorm(nn.Module):
+class EquivariantRMSNorm(ExactConstants):
     """RMS norm of ``[N, (lmax+1)^2, C]`` embeddings, equivariant under rotations.
 
     The ``l = 0`` channels are centred; one scale per node is the root of the mean
@@ -25,10 +30,9 @@ class EquivariantRMSNorm(nn.Module):
         self.affine_weight = nn.Parameter(torch.ones(lmax + 1, num_channels))
         self.affine_bias = nn.Parameter(torch.zeros(num_channels))
         index = degree_index(lmax)
-        balance = 1.0 / (2 * index.to(torch.get_default_dtype()) + 1) / (lmax + 1)
-        dev = torch.get_default_device()
-        self.register_buffer("expand_index", index.to(dev))
-        self.register_buffer("balance", balance.to(dev))
+        balance = 1.0 / (2 * index.to(torch.float64) + 1) / (lmax + 1)
+        self.register_buffer("expand_index", index.to(torch.get_default_device()))
+        self.register_constant("balance", balance)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x0 = x[:, :1]
@@ -38,3 +42,40 @@ class EquivariantRMSNorm(nn.Module):
         weight = self.affine_weight.index_select(0, self.expand_index)[None]
         out = x * inv * weight
         return torch.cat([out[:, :1] + self.affine_bias, out[:, 1:]], dim=1)
+
+
+class EquivariantLayerNormSH(ExactConstants):
+    """``layer_norm_sh``: a LayerNorm (weight and bias) on the ``l = 0`` channels, and one
+    RMS scale per node over all ``l > 0`` coefficients (degree-balanced mean square,
+    averaged over channels), with a weight per degree ``l >= 1`` and channel
+    (``affine_weight`` [lmax, C]). Shapes: [N, (lmax+1)^2, C] -> same.
+    """
+
+    def __init__(self, lmax: int, num_channels: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.lmax, self.num_channels, self.eps = lmax, num_channels, eps
+        self.norm_l0 = nn.LayerNorm(num_channels, eps=eps)
+        self.affine_weight = nn.Parameter(torch.ones(lmax, num_channels))
+        index = degree_index(lmax)[1:]
+        balance = 1.0 / (2 * index.to(torch.float64) + 1) / max(lmax, 1)
+        self.register_buffer("expand_index", (index - 1).to(torch.get_default_device()))
+        self.register_constant("balance", balance)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out0 = self.norm_l0(x[:, :1])
+        if self.lmax == 0:
+            return out0
+        higher = x[:, 1:]
+        sq = torch.einsum("nkc,k->nc", higher.pow(2), self.balance)
+        inv = (sq.mean(dim=1) + self.eps).pow(-0.5)[:, None, None]
+        weight = self.affine_weight.index_select(0, self.expand_index)[None]
+        return torch.cat([out0, higher * (inv * weight)], dim=1)
+
+
+def make_norm(norm_type: str, lmax: int, num_channels: int) -> nn.Module:
+    """The equivariant norm named ``norm_type`` (one of :data:`NORM_TYPES`)."""
+    if norm_type == "rms_norm_sh":
+        return EquivariantRMSNorm(lmax, num_channels)
+    if norm_type == "layer_norm_sh":
+        return EquivariantLayerNormSH(lmax, num_channels)
+    raise ValueError(f"unknown norm_type {norm_type!r}; expected one of {', '.join(NORM_TYPES)}")

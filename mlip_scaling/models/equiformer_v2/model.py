@@ -7,7 +7,9 @@ Output: ``{"energies": [N]}`` (eV, per atom); with ``direct_forces=True`` also
 ``"forces"`` [N, 3] (eV/Å) and ``"stress"`` [B, 3, 3] (eV/Å^3) from heads.
 
 Edge contributions are multiplied by a smooth envelope so the energy is continuous (C²)
-as atoms cross the cutoff; there is no neighbour cap unless ``max_neighbors`` is set.
+as atoms cross the cutoff (``envelope=False``: a hard cutoff, as fairchem); there is no
+neighbour cap unless ``max_neighbors`` is set (strict top-k, or fairchem's rule that keeps
+every edge within 0.01 Å² of the (k+1)-th shortest squared length).
 """
 
 from __future__ import annotations
@@ -18,8 +20,13 @@ from torch import nn
 from mlip_scaling import keys
 from mlip_scaling.models.equiformer_v2.attention import EdgeContext, TransformerBlock
 from mlip_scaling.models.equiformer_v2.edge_frame import edge_rotation
-from mlip_scaling.models.equiformer_v2.heads import DirectForceHead, EnergyHead, Rank2StressHead
-from mlip_scaling.models.equiformer_v2.layer_norm import EquivariantRMSNorm
+from mlip_scaling.models.equiformer_v2.heads import (
+    STRESS_HEADS,
+    DirectForceHead,
+    EnergyHead,
+    make_stress_head,
+)
+from mlip_scaling.models.equiformer_v2.layer_norm import NORM_TYPES, make_norm
 from mlip_scaling.models.equiformer_v2.radial import (
     EdgeDegreeEmbedding,
     GaussianSmearing,
@@ -31,6 +38,8 @@ __all__ = ["EquiformerV2"]
 
 _AVG_NUM_NODES = 77.81317
 _AVG_DEGREE = 23.395238876342773
+#: fairchem's tolerance (Å²) on squared lengths of the non-strict neighbour cap.
+NEIGHBOR_TIE_TOLERANCE = 0.01
 
 
 class EquiformerV2(nn.Module):
@@ -50,7 +59,17 @@ class EquiformerV2(nn.Module):
         edge_channels: hidden width of the radial MLPs.
         max_num_elements: size of the atomic-number embeddings.
         max_neighbors: keep only this many nearest neighbours per atom (None: all).
+        max_neighbors_strict: True: exactly the ``max_neighbors`` shortest edges (ties by
+            order); False: fairchem's rule, every edge with ``r² <= r²_(k+1) + 0.01 Å²``
+            where ``r_(k+1)`` is the (k+1)-th shortest length of that atom.
+        norm_type: ``"rms_norm_sh"`` or ``"layer_norm_sh"`` (fairchem's OMat24 norm).
+        envelope: smooth cutoff envelope on edges and attention (False: hard cutoff).
+        stress_head: ``"equivariant"`` (the package's head) or ``"fairchem"`` (fairchem
+            1.10's rank-2 head); only with ``direct_forces``.
         direct_forces: add a direct force head and a rank-2 stress head (non-conservative).
+        output_normalizers: fairchem's denormalisation of head outputs, ``{"energy": [rmsd],
+            "forces": [rmsd], "stress_isotropic": [rmsd, mean], "stress_anisotropic":
+            [rmsd, mean or 5 means]}`` (all optional; stress ones need the fairchem head).
         use_grid_mlp: feed-forward networks as MLPs on the S² grid (OMat24 setting).
         avg_num_nodes, avg_degree: normalisers of the energy sum and degree embedding.
         alpha_drop, drop_path_rate: attention-weight dropout and per-structure stochastic
@@ -78,7 +97,12 @@ class EquiformerV2(nn.Module):
         edge_channels: int,
         max_num_elements: int = 96,
         max_neighbors: int | None = None,
+        max_neighbors_strict: bool = True,
+        norm_type: str = "rms_norm_sh",
+        envelope: bool = True,
+        stress_head: str = "equivariant",
         direct_forces: bool = False,
+        output_normalizers: dict | None = None,
         use_grid_mlp: bool = True,
         avg_num_nodes: float = _AVG_NUM_NODES,
         avg_degree: float = _AVG_DEGREE,
@@ -89,12 +113,27 @@ class EquiformerV2(nn.Module):
         super().__init__()
         if not 0 <= mmax <= lmax:
             raise ValueError(f"EquiformerV2 needs 0 <= mmax <= lmax, got lmax={lmax} mmax={mmax}")
+        if norm_type not in NORM_TYPES:
+            raise ValueError(
+                f"EquiformerV2 norm_type must be one of {NORM_TYPES}, got {norm_type!r}"
+            )
+        if stress_head not in STRESS_HEADS:
+            raise ValueError(
+                f"EquiformerV2 stress_head must be one of {STRESS_HEADS}, got {stress_head!r}"
+            )
         cfg = dict(locals())
         cfg.pop("self")
         cfg.pop("__class__", None)
         self.cutoff, self.lmax, self.mmax = float(cutoff), lmax, mmax
         self.max_num_elements, self.max_neighbors = max_num_elements, max_neighbors
+        self.max_neighbors_strict, self.use_envelope = bool(max_neighbors_strict), bool(envelope)
         self.direct_forces = bool(direct_forces)
+        norms = dict(output_normalizers or {})
+        self.energy_rmsd = float(norms.pop("energy", [1.0])[0])
+        self.force_rmsd = float(norms.pop("forces", [1.0])[0])
+        if norms and stress_head != "fairchem":
+            raise ValueError(f"EquiformerV2 output_normalizers {sorted(norms)} need the "
+                             "fairchem stress head")
         self.parity_average = bool(parity_average)
         self.sphere_channels = sphere_channels
         edge_list = [num_distance_basis, edge_channels, edge_channels]
@@ -104,11 +143,11 @@ class EquiformerV2(nn.Module):
             sphere_channels, lmax, max_num_elements, edge_list, avg_degree
         )
         self.blocks = nn.ModuleList(TransformerBlock(cfg, edge_list) for _ in range(num_layers))
-        self.norm = EquivariantRMSNorm(lmax, sphere_channels)
+        self.norm = make_norm(norm_type, lmax, sphere_channels)
         self.energy_head = EnergyHead(cfg)
         if self.direct_forces:
             self.force_head = DirectForceHead(cfg, edge_list)
-            self.stress_head = Rank2StressHead(cfg)
+            self.stress_head = make_stress_head(cfg)
         self._init_linear_weights()
 
     def _init_linear_weights(self) -> None:
@@ -144,13 +183,15 @@ class EquiformerV2(nn.Module):
         lengths = torch.linalg.vector_norm(vectors, dim=-1)
         keep = lengths < self.cutoff
         if self.max_neighbors is not None:
-            keep &= _nearest_mask(
-                index[0], lengths, self.max_neighbors, len(data[keys.ATOMIC_NUMBERS])
-            )
+            cap = _nearest_mask if self.max_neighbors_strict else _nearest_mask_with_ties
+            keep &= cap(index[0], lengths, self.max_neighbors, len(data[keys.ATOMIC_NUMBERS]))
         index, vectors, lengths = index[:, keep], vectors[keep], lengths[keep]
         rotation = EdgeRotation(edge_rotation(vectors), self.lmax, self.mmax)
         features = self.distance_expansion(lengths)
-        envelope = smooth_cutoff(lengths, self.cutoff)
+        if self.use_envelope:
+            envelope = smooth_cutoff(lengths, self.cutoff)
+        else:  # weights of exactly 1: plain sums and softmax
+            envelope = torch.ones_like(lengths)
         numbers = data[keys.ATOMIC_NUMBERS]
         batch = data.get(keys.BATCH)
         if batch is None:
@@ -172,10 +213,10 @@ class EquiformerV2(nn.Module):
             data = _with_inverted_copy(data, batch, num_structures)
             batch = data[keys.BATCH]
         x, edges = self.backbone(data)
-        energies = self.energy_head(x)
+        energies = self.energy_head(x) * self.energy_rmsd
         out = {}
         if self.direct_forces:
-            forces = self.force_head(x, edges)
+            forces = self.force_head(x, edges) * self.force_rmsd
             stress = self.stress_head(
                 x, edges, edges.vectors, batch, num_structures * (1 + self.parity_average)
             )
@@ -213,3 +254,19 @@ def _nearest_mask(
     rank = torch.empty_like(order)
     rank[order] = torch.arange(len(order), device=order.device) - starts[centre[order]]
     return rank < k
+
+
+def _nearest_mask_with_ties(
+    centre: torch.Tensor, lengths: torch.Tensor, k: int, num_nodes: int
+) -> torch.Tensor:
+    """[E] bool: fairchem's non-strict cap. Every edge of a centre with at most ``k``
+    edges; otherwise those with ``r² <= r²_(k+1) + NEIGHBOR_TIE_TOLERANCE`` (Å²)."""
+    sq = lengths.detach().pow(2)
+    order = torch.argsort(sq, stable=True)
+    order = order[torch.argsort(centre[order], stable=True)]
+    counts = torch.bincount(centre, minlength=num_nodes)
+    starts = torch.cumsum(counts, 0) - counts
+    threshold = torch.full((num_nodes,), torch.inf, dtype=sq.dtype, device=sq.device)
+    has_more = counts > k
+    threshold[has_more] = sq[order[starts[has_more] + k]] + NEIGHBOR_TIE_TOLERANCE
+    return sq <= threshold[centre]

@@ -5,22 +5,23 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mlip_scaling.models.equiformer_v2.constants import ExactConstants
 from mlip_scaling.models.equiformer_v2.so3 import EdgeRotation
 
 __all__ = ["EdgeDegreeEmbedding", "GaussianSmearing", "RadialMLP", "smooth_cutoff"]
 
 
-class GaussianSmearing(nn.Module):
+class GaussianSmearing(ExactConstants):
     """Distances [E] (Å) -> [E, num_basis] Gaussians centred on ``linspace(start, stop)``,
     width ``width_factor`` times the spacing."""
 
     def __init__(self, start: float, stop: float, num_basis: int, width_factor: float = 2.0):
         super().__init__()
-        offset = torch.linspace(start, stop, num_basis, device="cpu")
+        offset = torch.linspace(start, stop, num_basis, device="cpu", dtype=torch.float64)
         spacing = (stop - start) / max(num_basis - 1, 1)
         self.coeff = -0.5 / (width_factor * spacing) ** 2
         self.num_basis = num_basis
-        self.register_buffer("offset", offset.to(torch.get_default_device()))
+        self.register_constant("offset", offset)
 
     def forward(self, dist: torch.Tensor) -> torch.Tensor:
         return torch.exp(self.coeff * (dist[:, None] - self.offset) ** 2)

@@ -17,6 +17,8 @@ import torch
 from e3nn import o3
 from torch import nn
 
+from mlip_scaling.models.equiformer_v2.constants import ExactConstants
+
 __all__ = [
     "EdgeRotation",
     "S2Grid",
@@ -164,9 +166,18 @@ class SO3Linear(nn.Module):
 
 @cache
 def _grid_matrices(lmax: int, mmax: int, resolution: int | None, m_primary: bool):
-    """(to_grid [G, K], from_grid [G, K]) float64 CPU for coefficients with ``|m| <= mmax``."""
-    with torch.device("cpu"):
-        return _grid_matrices_cpu(lmax, mmax, resolution, m_primary)
+    """(to_grid [G, K], from_grid [G, K]) float64 CPU for coefficients with ``|m| <= mmax``.
+
+    e3nn computes its quadrature weights in the default dtype, so it is float64 here for
+    the duration of the call (and restored), which makes the matrices exact to float64.
+    """
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        with torch.device("cpu"):
+            return _grid_matrices_cpu(lmax, mmax, resolution, m_primary)
+    finally:
+        torch.set_default_dtype(previous)
 
 
 def _grid_matrices_cpu(lmax: int, mmax: int, resolution: int | None, m_primary: bool):
@@ -190,7 +201,7 @@ def _grid_matrices_cpu(lmax: int, mmax: int, resolution: int | None, m_primary: 
     return (to_mat * scale)[:, keep], (from_mat * scale)[:, keep]
 
 
-class S2Grid(nn.Module):
+class S2Grid(ExactConstants):
     """Projection of coefficients to a ``resolution x resolution`` S² grid and back.
 
     ``m_primary=True`` uses the edge-frame layout (``|m| <= mmax``), otherwise the l-major
@@ -200,9 +211,8 @@ class S2Grid(nn.Module):
     def __init__(self, lmax: int, mmax: int, resolution: int | None, m_primary: bool) -> None:
         super().__init__()
         to_mat, from_mat = _grid_matrices(lmax, mmax, resolution, m_primary)
-        dev = _default_device()
-        self.register_buffer("to_grid_mat", to_mat.to(torch.get_default_dtype()).to(dev))
-        self.register_buffer("from_grid_mat", from_mat.to(torch.get_default_dtype()).to(dev))
+        self.register_constant("to_grid_mat", to_mat)
+        self.register_constant("from_grid_mat", from_mat)
 
     def to_grid(self, x: torch.Tensor) -> torch.Tensor:
         return torch.einsum("gk,nkc->ngc", self.to_grid_mat, x)

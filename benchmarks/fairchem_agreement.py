@@ -1,0 +1,104 @@
+"""Agreement of imported OMat24-shaped EquiformerV2 models with fairchem-core 1.10.0.
+
+For random-weight fairchem models of the eqV2 S and M shapes (8/10 layers, 128 channels,
+cutoff 12 Å, 20 neighbours, 18x18 grids), prints on three periodic cells (float64):
+fairchem's seed-to-seed spread with its own random edge frames, and the difference
+between fairchem with the package's frame injected and the imported model. Runs in the
+fairchem virtual environment (see make_fairchem_fixtures.py)::
+
+    PYTHONPATH=. /work/fairchem-venv/bin/python benchmarks/fairchem_agreement.py --shapes S M
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import make_fairchem_fixtures as fx  # noqa: E402
+
+SHAPES = {"S": (8, 4, 2), "M": (10, 6, 4), "L": (20, 6, 3)}
+
+
+def _config(shape: str) -> dict:
+    layers, lmax, mmax = SHAPES[shape]
+    return {"max_neighbors": 20, "max_radius": 12.0, "max_num_elements": 96,
+            "num_layers": layers, "sphere_channels": 128, "attn_hidden_channels": 64,
+            "num_heads": 8, "attn_alpha_channels": 64, "attn_value_channels": 16,
+            "ffn_hidden_channels": 128, "lmax_list": [lmax], "mmax_list": [mmax],
+            "grid_resolution": 18, "edge_channels": 128}
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max())
+
+
+def measure(shape: str) -> None:
+    fx.CONFIGS[shape] = _config(shape)
+    torch.manual_seed(0)
+    model, model_cfg = fx.build_fairchem_model(shape)
+    model = model.double().eval()
+    fx.randomize(model, 11)
+    norms, refs = fx._normalizers_and_refs()
+    atoms = fx.structures()
+    from fairchem.core.models.equiformer_v2 import equiformer_v2 as fc_model
+    from fairchem.core.models.equiformer_v2 import so3 as fc_so3
+
+    originals = (fc_model.init_edge_rot_mat, fc_so3.SO3_Rotation.RotationToWignerDMatrix)
+    with torch.no_grad():
+        runs = []
+        for seed in (0, 1):  # fairchem's own random edge frames
+            torch.manual_seed(seed)
+            runs.append(fx.fairchem_outputs(model, atoms, norms, refs))
+        fx.inject_package_frame()
+        start = time.perf_counter()
+        same_frame = fx.fairchem_outputs(model, atoms, norms, refs)
+        seconds = time.perf_counter() - start
+    fc_model.init_edge_rot_mat, fc_so3.SO3_Rotation.RotationToWignerDMatrix = originals
+    ckpt = {"state_dict": {"module." + k: v for k, v in model.state_dict().items()},
+            "config": {"model": model_cfg},
+            "normalizers": {k: v.state_dict() for k, v in norms.items()},
+            "elementrefs": {k: v.state_dict() for k, v in refs.items()}}
+    from mlip_scaling.calculators.ase import ScalingCalculator
+    from mlip_scaling.checkpoint import potential_from_dict
+    from mlip_scaling.models.equiformer_v2.fairchem_import import convert_fairchem
+
+    potential = potential_from_dict(convert_fairchem(copy.deepcopy(ckpt))).double().eval()
+    results = ScalingCalculator(potential, device="cpu", dtype="float64").predict(atoms)
+    table = refs["energy"].element_references
+    ref_sum = torch.stack([table[torch.from_numpy(a.numbers)].sum() for a in atoms])
+    energy = torch.tensor(np.array([float(r["energy"]) for r in results])) - ref_sum
+    fc_energy = [run["energy"] - ref_sum for run in (*runs, same_frame)]  # model part only
+    forces = torch.tensor(np.concatenate([r["forces"] for r in results]))
+    voigt = [(0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1)]
+    stress = torch.tensor(np.array([r["stress"] for r in results]))
+    want = torch.stack([same_frame["stress"][:, i, j] for i, j in voigt], dim=1)
+    n_params = sum(p.numel() for p in potential.parameters())
+    print(f"eqV2-{shape}-shaped, {n_params:,} parameters, fairchem forward {seconds:.1f} s")
+    print(f"  fairchem seed-to-seed: energy {_rel(fc_energy[0], fc_energy[1]):.2e}"
+          f"  forces {_rel(runs[0]['forces'], runs[1]['forces']):.2e}"
+          f"  stress {_rel(runs[0]['stress'], runs[1]['stress']):.2e}"
+          "  (max |difference| / max |value|; energies without element references)")
+    print(f"  imported vs fairchem, same frame: energy {_rel(energy, fc_energy[2]):.2e}"
+          f"  forces {_rel(forces, same_frame['forces']):.2e}  stress {_rel(stress, want):.2e}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shapes", nargs="+", default=["S"], choices=list(SHAPES))
+    args = parser.parse_args()
+    torch.set_default_dtype(torch.float64)
+    fx.install_torch_scatter_stand_in()
+    fx.float64_radius_graph()
+    for shape in args.shapes:
+        measure(shape)
+
+
+if __name__ == "__main__":
+    main()
