@@ -68,7 +68,8 @@ def test_evaluate_records_and_cache(folder, monkeypatch) -> None:
         assert rec["status"] == "ok", rec["error"]
         m = rec["metrics"]
         for key in ("energy_mae", "energy_rmse", "force_mae", "force_rmse", "stress_mae",
-                    "test_loss", "relax_rmsd", "relax_failure_rate", "md_stability"):
+                    "test_loss", "relax_rmsd", "relax_failure_rate", "md_stability",
+                    "relax_adwt", "md_unstable"):
             assert m[key] is not None and m[key] >= 0
         assert m["energy_rmse"] >= m["energy_mae"]
         assert m["test_loss"] >= 2.5 * m["energy_mae"]
