@@ -19,7 +19,7 @@ from mlip_scaling.models.potential import Potential
 from mlip_scaling.training import data as tdata
 from mlip_scaling.training.config import TrainConfig
 from mlip_scaling.training.distributed import DistInfo, init_distributed, shutdown
-from mlip_scaling.training.flops import pf_days
+from mlip_scaling.training.flops import FLOPS_COUNTING, pf_days
 from mlip_scaling.training.normalization import energy_scale, fit_reference_energies
 from mlip_scaling.training.trainer import Trainer
 
@@ -136,6 +136,7 @@ def _train_record(cfg: TrainConfig, trainer: Trainer, n_params: int, info: dict)
     return {
         "n_train_structures": len(trainer.train_items), "n_params": n_params,
         "flops": trainer.flops, "pf_days": pf_days(trainer.flops),
+        "flops_matmul": trainer.flops_matmul, "flops_counting": FLOPS_COUNTING,
         "budget": training_budget(cfg, trainer),
         "epochs": trainer.step / trainer.steps_per_epoch, "steps": trainer.step,
         "skipped_steps": trainer.skipped, "lr": cfg.lr, "amp": trainer.precision,
