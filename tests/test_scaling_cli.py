@@ -111,7 +111,7 @@ def test_bias_from_npz(tmp_path, capsys):
     labels = rng.normal(size=30)
     np.savez(tmp_path / "p.npz", predictions=labels + rng.normal(0, 0.02, (8, 30)),
              labels=labels)
-    assert main(["bias", str(tmp_path / "p.npz"), "--tau", "0.02", "--n-boot", "10",
+    assert main(["bias", str(tmp_path / "p.npz"), "--tau", "0.02",
                  "--json", str(tmp_path / "b.json")]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["replicates"] == 8 and printed["bound_slack_bits"] >= 0
@@ -153,12 +153,11 @@ def test_bias_from_replicate_model_files(tmp_path, capsys):
     for seed in range(3):
         _replicate(reps / f"r{seed}.pt", store, seed)
     torch.save({"weights": torch.zeros(2)}, reps / "not-a-model.pt")  # skipped
-    assert main(["bias", str(reps), "--tau", "0.05", "--n-boot", "5", "--bins", "16"]) == 0
+    assert main(["bias", str(reps), "--tau", "0.05", "--bins", "16"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["replicates"] == 3 and out["probes"] == 3  # the 3-structure test split
     assert out["bound_slack_bits"] >= 0
-    assert main(["bias", str(reps), "--quantity", "forces", "--n-boot", "5",
-                 "--tau", "0.1"]) == 0
+    assert main(["bias", str(reps), "--quantity", "forces", "--tau", "0.1"]) == 0
     assert json.loads(capsys.readouterr().out)["probes"] == 3 * 4 * 3  # 3 structures x 4 atoms
     (reps / "r1.pt").unlink()
     (reps / "r2.pt").unlink()
