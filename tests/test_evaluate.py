@@ -164,3 +164,13 @@ def test_trained_models_downstream_and_exit_codes(trained, monkeypatch, capsys) 
         main(["report", str(trained / "nothing-here")])
     assert exit_info.value.code == 2
     assert "nothing-here" in capsys.readouterr().err
+
+
+def test_relax_max_atoms_limits_downstream_structures(folder, tmp_path) -> None:
+    _, store, _ = folder
+    _model_file(tmp_path / "m.pt", store, 0)
+    rec = evaluate.evaluate_directory(tmp_path, k_relax=2, md_steps=5, relax_max_atoms=1,
+                                      progress=False)[0]
+    assert rec["status"] == "ok" and rec["settings"]["relax_max_atoms"] == 1
+    assert "relax_rmsd" not in rec["metrics"] and "md_drift" not in rec["metrics"]
+    assert rec["metrics"]["test_loss"] is not None

@@ -110,10 +110,11 @@ def _md_start(atoms, oracle, oracle_key: str):
 
 def downstream_metrics(model_file: Path, structures: list, oracle_name: str, k_relax: int,
                        md_steps: int, md_temperature: float = 300.0, jobs: int = 1,
-                       progress: bool = False) -> dict:
+                       progress: bool = False, max_atoms: int | None = None) -> dict:
     """Relaxation and MD metrics of a model file against oracle ``oracle_name``: the first
     ``k_relax`` periodic structures relaxed with a free cell (energy, RMSD, failures) and with
-    a fixed cell (``relax_adwt``); NVE MD from the first one."""
+    a fixed cell (``relax_adwt``); NVE MD from the first one. ``max_atoms``: only structures
+    with at most that many atoms are used (cheaper downstream work)."""
     from mlip_scaling.calculators.ase import ScalingCalculator
     from mlip_scaling.data.oracles import get_oracle
     from mlip_scaling.scaling.downstream.md import md_errors
@@ -122,7 +123,7 @@ def downstream_metrics(model_file: Path, structures: list, oracle_name: str, k_r
     get_oracle(oracle_name)  # fail early on an unknown name
     oracle = functools.partial(get_oracle, oracle_name)
     model = functools.partial(ScalingCalculator, str(model_file), device="cpu", dtype="float64")
-    periodic = [a for a in structures if a.pbc.all()]
+    periodic = [a for a in structures if a.pbc.all() and len(a) <= (max_atoms or len(a))]
     out: dict = {}
     if k_relax and periodic:
         out.update(relaxation_errors(periodic[:k_relax], model, oracle, jobs=jobs,
@@ -169,7 +170,7 @@ def evaluate_file(path: Path, root: Path, ckpt: dict, digest: str, settings: dic
             structures = [_atoms(source, i) for i in test]
             rec["metrics"].update(downstream_metrics(
                 path, structures, name, settings["k_relax"], settings["md_steps"],
-                settings["md_temperature"], jobs, progress))
+                settings["md_temperature"], jobs, progress, settings.get("relax_max_atoms")))
     except (CheckpointError, ConfigError, DataError, RuntimeError, ValueError, KeyError,
             OSError) as exc:
         rec["status"] = "failed"
@@ -198,7 +199,8 @@ def evaluate_directory(directory: str | os.PathLike, oracle: str | None = None,
                        k_relax: int = K_RELAX, md_steps: int = MD_STEPS, jobs: int = 1,
                        results_path: str | os.PathLike | None = None, data: str | None = None,
                        downstream: bool = True, max_test: int | None = None,
-                       md_temperature: float = 300.0, progress: bool = True) -> list[dict]:
+                       md_temperature: float = 300.0, progress: bool = True,
+                       relax_max_atoms: int | None = None) -> list[dict]:
     """Evaluate every new model file under ``directory`` -> the records of all model files.
 
     ``jobs`` processes (0: all cores) evaluate files side by side, or relax one file's
@@ -218,6 +220,8 @@ def evaluate_directory(directory: str | os.PathLike, oracle: str | None = None,
     settings = {"oracle": oracle, "data": str(data) if data else None, "k_relax": k_relax,
                 "md_steps": md_steps if downstream else 0, "downstream": downstream,
                 "max_test": max_test, "md_temperature": md_temperature}
+    if relax_max_atoms:  # absent when unused: earlier results stay valid cache entries
+        settings["relax_max_atoms"] = relax_max_atoms
     cached = {(r.get("hash"), json.dumps(r.get("settings"), sort_keys=True)): r
               for r in _load_cache(results_path)}
     key_settings = json.dumps(settings, sort_keys=True)
@@ -288,6 +292,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         "per model (>= 20 gives each relaxation metric a usable error bar)")
     parser.add_argument("--md-steps", type=int, default=MD_STEPS, help="NVE steps (1 fs) per "
                         "model (>= 500 resolves drifts well below 1 meV/atom/ps)")
+    parser.add_argument("--relax-max-atoms", type=int, default=None, help="downstream work "
+                        "only on test structures with at most this many atoms (default: all)")
     parser.add_argument("--md-temperature", type=float, default=300.0, help="MD temperature (K)")
     parser.add_argument("--max-test", type=int, default=None, help="cap on test structures")
     parser.add_argument("--no-downstream", action="store_true", help="test metrics only")
@@ -304,7 +310,8 @@ def run(args: argparse.Namespace) -> int:
                                  md_steps=args.md_steps, jobs=args.jobs,
                                  results_path=args.results, data=args.data,
                                  downstream=not args.no_downstream, max_test=args.max_test,
-                                 md_temperature=args.md_temperature, progress=not args.quiet)
+                                 md_temperature=args.md_temperature, progress=not args.quiet,
+                                 relax_max_atoms=args.relax_max_atoms)
     failed = [r for r in records if r["status"] != "ok"]
     target = args.results or Path(args.directory) / RESULTS_NAME
     print(f"{len(records)} model files, {len(failed)} failed -> {target}")
