@@ -148,6 +148,7 @@ def test_trained_models_downstream_and_exit_codes(trained, monkeypatch, capsys) 
         assert rec["status"] == "ok" and rec["error"] is None
         assert rec["family"] == "transformer" and rec["model"] == "transformer-1.2k"
         assert rec["flops"] > 0 and rec["dataset_name"] == "emt"
+        assert rec["budget"] == "epochs" and 0 < rec["flops_matmul"] < rec["flops"]
         m = rec["metrics"]
         for key in ("test_loss", "force_mae", "relax_energy_error", "relax_rmsd",
                     "relax_failure_rate", "md_drift", "md_stability", "rdf_error"):

@@ -146,6 +146,7 @@ def _record(path: Path, root: Path, digest: str, ckpt: dict | None, settings: di
             "n_params": train.get("n_params"), "n_train": train.get("n_train_structures"),
             "flops": train.get("flops"), "dataset_name": train.get("dataset_name"),
             "dataset_hash": train.get("dataset_hash"), "status": "ok", "error": None,
+            "budget": train.get("budget"), "flops_matmul": train.get("flops_matmul"),
             "metrics": {}, "settings": settings}
 
 
