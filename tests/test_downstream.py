@@ -186,3 +186,12 @@ def test_rdf_peak_at_nearest_neighbour() -> None:
     g = md.rdf([atoms.positions], atoms, r_max, n_bins=50)
     centres = (np.arange(50) + 0.5) * r_max / 50
     assert abs(centres[np.argmax(g)] - 3.61 / np.sqrt(2)) < r_max / 50
+
+
+def test_md_start_is_one_the_oracle_can_hold() -> None:
+    oracle = LennardJones(sigma=3.4, epsilon=1.0, rc=6.0)
+    bad = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((3, 3, 3))
+    bad.rattle(0.05, seed=3)  # compressed for this LJ: the oracle's own run blows up
+    good = bulk("Cu", "fcc", a=3.4 * 2 ** (1 / 6) * np.sqrt(2), cubic=True).repeat((2, 2, 2))
+    assert md.stable_start([bad, good], oracle, "lj-test", 300.0, 40) is good
+    assert md.stable_start([bad], oracle, "lj-test", 300.0, 40) is bad

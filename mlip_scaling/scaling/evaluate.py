@@ -36,6 +36,7 @@ FORMAT = "mlip-scaling-results/1"
 MD_MIN_LENGTH = 8.0  # Å: the MD cell is repeated until every cell height reaches this
 K_RELAX = 20  # structures relaxed per model: enough for a standard error of each mean
 MD_STEPS = 500  # NVE steps: a perfect model then reads drift < 1e-3 meV/atom/ps
+MD_CANDIDATES = 3  # MD starts tried: the first on which the oracle's own run is stable
 
 
 def find_models(directory: str | os.PathLike) -> list[Path]:
@@ -113,11 +114,12 @@ def downstream_metrics(model_file: Path, structures: list, oracle_name: str, k_r
                        progress: bool = False, max_atoms: int | None = None) -> dict:
     """Relaxation and MD metrics of a model file against oracle ``oracle_name``: the first
     ``k_relax`` periodic structures relaxed with a free cell (energy, RMSD, failures) and with
-    a fixed cell (``relax_adwt``); NVE MD from the first one. ``max_atoms``: only structures
+    a fixed cell (``relax_adwt``); NVE MD from the first of the first three on which the
+    oracle's own run is stable. ``max_atoms``: only structures
     with at most that many atoms are used (cheaper downstream work)."""
     from mlip_scaling.calculators.ase import ScalingCalculator
     from mlip_scaling.data.oracles import get_oracle
-    from mlip_scaling.scaling.downstream.md import md_errors
+    from mlip_scaling.scaling.downstream.md import md_errors, stable_start
     from mlip_scaling.scaling.downstream.relax import relaxation_errors
 
     get_oracle(oracle_name)  # fail early on an unknown name
@@ -132,8 +134,10 @@ def downstream_metrics(model_file: Path, structures: list, oracle_name: str, k_r
                                   jobs=jobs, progress=progress, oracle_key=oracle_name)
         out.update({k: fixed[k] for k in ("relax_adwt", "relax_adwt_se")})
     if md_steps and periodic:
-        start = _md_start(periodic[0], oracle, oracle_name)
-        out.update(md_errors(start, model(), oracle(), temperature_K=md_temperature,
+        reference = oracle()
+        starts = [_md_start(a, oracle, oracle_name) for a in periodic[:MD_CANDIDATES]]
+        start = stable_start(starts, reference, oracle_name, md_temperature, md_steps)
+        out.update(md_errors(start, model(), reference, temperature_K=md_temperature,
                              steps=md_steps, oracle_key=oracle_name))
     return out
 

@@ -39,7 +39,7 @@ from ase.neighborlist import neighbor_list
 from mlip_scaling.scaling.downstream.relax import too_close
 
 __all__ = ["MDRun", "run_nve", "energy_drift", "drift_with_error", "rdf", "rdf_cutoff",
-           "rdf_error", "md_errors"]
+           "rdf_error", "md_errors", "oracle_run", "stable_start"]
 
 T_RUNAWAY = 5.0  # blow-up when T > T_RUNAWAY × target
 MIN_DISTANCE = 0.5  # Å
@@ -180,7 +180,7 @@ def _rdf_errors(mine: MDRun, ref: MDRun, atoms: Atoms, n_bins: int) -> dict[str,
     return {"rdf_error": error, "rdf_error_se": se}
 
 
-def _oracle_run(atoms: Atoms, oracle: Calculator, key: str | None, *args) -> MDRun:
+def oracle_run(atoms: Atoms, oracle: Calculator, key: str | None, *args) -> MDRun:
     """The oracle's NVE run from ``atoms``, remembered per process under ``key``."""
     if key is None:
         return run_nve(atoms, oracle, *args)
@@ -189,6 +189,18 @@ def _oracle_run(atoms: Atoms, oracle: Calculator, key: str | None, *args) -> MDR
     if ident not in _ORACLE_RUNS:
         _ORACLE_RUNS[ident] = run_nve(atoms, oracle, *args)
     return _ORACLE_RUNS[ident]
+
+
+def stable_start(candidates: list[Atoms], oracle: Calculator, key: str | None,
+                 temperature_K: float, steps: int, dt_fs: float = 1.0, seed: int = 0,
+                 every: int = 5) -> Atoms:
+    """The first candidate start on which the oracle's own NVE run completes every step
+    (a start the oracle cannot hold says nothing about the model); else the first."""
+    for atoms in candidates:
+        if oracle_run(atoms, oracle, key, temperature_K, steps, dt_fs, seed,
+                      every).stability == 1.0:
+            return atoms
+    return candidates[0]
 
 
 def _finite(value: float) -> float | None:
@@ -202,7 +214,7 @@ def md_errors(atoms: Atoms, model: Calculator, oracle: Calculator, temperature_K
     md_drift_se (meV/atom/ps), md_drift_resolved, md_stability, md_unstable, rdf_error,
     rdf_error_se, and the oracle's md_oracle_drift and md_oracle_stability."""
     mine = run_nve(atoms, model, temperature_K, steps, dt_fs, seed, every)
-    ref = _oracle_run(atoms, oracle, oracle_key, temperature_K, steps, dt_fs, seed, every)
+    ref = oracle_run(atoms, oracle, oracle_key, temperature_K, steps, dt_fs, seed, every)
     drift, se = drift_with_error(mine.energy_per_atom, dt_fs)
     resolved = float(drift > 2.0 * se) if np.isfinite(drift) and np.isfinite(se) else None
     return {"md_drift": _finite(drift), "md_drift_se": _finite(se),
