@@ -171,7 +171,8 @@ def test_relax_max_atoms_limits_downstream_structures(folder, tmp_path) -> None:
     _, store, _ = folder
     _model_file(tmp_path / "m.pt", store, 0)
     rec = evaluate.evaluate_directory(tmp_path, k_relax=2, md_steps=5, relax_max_atoms=1,
-                                      progress=False)[0]
+                                      md_min_length=6.0, progress=False)[0]
     assert rec["status"] == "ok" and rec["settings"]["relax_max_atoms"] == 1
+    assert rec["settings"]["md_min_length"] == 6.0
     assert "relax_rmsd" not in rec["metrics"] and "md_drift" not in rec["metrics"]
     assert rec["metrics"]["test_loss"] is not None

@@ -98,10 +98,10 @@ def test_report_evaluates_only_model_files_without_results(results_dir, monkeypa
     model = results_dir / "new.pt"
     torch.save({"weights": torch.zeros(2)}, model)
     argv = ["report", str(results_dir), "--quiet", "--n-boot", "5"]
-    assert main(argv + ["--md-steps", "9", "--relax-max-atoms", "6"]) == 0
+    assert main(argv + ["--md-steps", "9", "--relax-max-atoms", "6", "--md-min-length", "7"]) == 0
     assert len(calls) == 1
     assert calls[0]["k_relax"] == 1 and calls[0]["max_test"] == 4 and calls[0]["md_steps"] == 9
-    assert calls[0]["relax_max_atoms"] == 6
+    assert calls[0]["relax_max_atoms"] == 6 and calls[0]["md_min_length"] == 7.0
     records[0]["hash"] = evaluate.file_hash(model)  # now every model file has a record
     write_results(results_dir / "scaling_results.json", records)
     assert main(argv) == 0 and len(calls) == 1

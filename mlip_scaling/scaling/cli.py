@@ -18,7 +18,7 @@ __all__ = ["main"]
 
 _FMT = argparse.ArgumentDefaultsHelpFormatter
 _EVAL_KEYS = ("oracle", "data", "k_relax", "md_steps", "downstream", "max_test",
-              "md_temperature", "relax_max_atoms")
+              "md_temperature", "relax_max_atoms", "md_min_length")
 
 
 def _split_list(values: list[str] | None) -> list[str] | None:
@@ -84,7 +84,7 @@ def _evaluate_missing(directory: Path, args: argparse.Namespace) -> None:
     settings = _existing_settings(results)
     given = {"oracle": args.oracle, "data": args.data, "k_relax": args.k_relax,
              "md_steps": args.md_steps, "max_test": args.max_test,
-             "relax_max_atoms": args.relax_max_atoms,
+             "relax_max_atoms": args.relax_max_atoms, "md_min_length": args.md_min_length,
              "downstream": False if args.no_downstream else None}
     settings.update({k: v for k, v in given.items() if v is not None})
     if not args.quiet:
@@ -180,6 +180,8 @@ def _add_report(sub) -> None:
     p.add_argument("--max-test", type=int, default=None, help="evaluate: cap on test structures")
     p.add_argument("--relax-max-atoms", type=int, default=None, help="evaluate: downstream "
                    "work only on test structures with at most this many atoms")
+    p.add_argument("--md-min-length", type=float, default=None, help="evaluate: smallest MD "
+                   "cell height (Å)")
     p.add_argument("--jobs", type=int, default=1, help="evaluate: parallel relaxations")
     p.add_argument("--quiet", action="store_true", help="no progress or tables")
     p.set_defaults(func=_report)

@@ -97,21 +97,23 @@ def _atoms(source: Any, index: int):
     return source[int(index)].copy()
 
 
-def _md_start(atoms, oracle, oracle_key: str):
-    """The MD start: the structure relaxed by the oracle (fixed cell), repeated to >= 8 Å."""
+def _md_start(atoms, oracle, oracle_key: str, min_length: float = MD_MIN_LENGTH):
+    """The MD start: the structure relaxed by the oracle (fixed cell), repeated until every
+    cell height is >= ``min_length`` Å."""
     from mlip_scaling.scaling.downstream.relax import oracle_relax
 
     cell = atoms.cell.array
     volume = abs(np.linalg.det(cell))
     heights = [volume / np.linalg.norm(np.cross(cell[i - 2], cell[i - 1])) for i in range(3)]
-    reps = [max(1, math.ceil(MD_MIN_LENGTH / h)) for h in heights]
+    reps = [max(1, math.ceil(min_length / h)) for h in heights]
     start = oracle_relax(atoms, oracle, oracle_key, 0.05, 200, True).atoms
     return start.repeat(reps)
 
 
 def downstream_metrics(model_file: Path, structures: list, oracle_name: str, k_relax: int,
                        md_steps: int, md_temperature: float = 300.0, jobs: int = 1,
-                       progress: bool = False, max_atoms: int | None = None) -> dict:
+                       progress: bool = False, max_atoms: int | None = None,
+                       md_min_length: float | None = None) -> dict:
     """Relaxation and MD metrics of a model file against oracle ``oracle_name``: the first
     ``k_relax`` periodic structures relaxed with a free cell (energy, RMSD, failures) and with
     a fixed cell (``relax_adwt``); NVE MD from the first of the first three on which the
@@ -135,7 +137,8 @@ def downstream_metrics(model_file: Path, structures: list, oracle_name: str, k_r
         out.update({k: fixed[k] for k in ("relax_adwt", "relax_adwt_se")})
     if md_steps and periodic:
         reference = oracle()
-        starts = [_md_start(a, oracle, oracle_name) for a in periodic[:MD_CANDIDATES]]
+        starts = [_md_start(a, oracle, oracle_name, md_min_length or MD_MIN_LENGTH)
+                  for a in periodic[:MD_CANDIDATES]]
         start = stable_start(starts, reference, oracle_name, md_temperature, md_steps)
         out.update(md_errors(start, model(), reference, temperature_K=md_temperature,
                              steps=md_steps, oracle_key=oracle_name))
@@ -175,7 +178,8 @@ def evaluate_file(path: Path, root: Path, ckpt: dict, digest: str, settings: dic
             structures = [_atoms(source, i) for i in test]
             rec["metrics"].update(downstream_metrics(
                 path, structures, name, settings["k_relax"], settings["md_steps"],
-                settings["md_temperature"], jobs, progress, settings.get("relax_max_atoms")))
+                settings["md_temperature"], jobs, progress, settings.get("relax_max_atoms"),
+                settings.get("md_min_length")))
     except (CheckpointError, ConfigError, DataError, RuntimeError, ValueError, KeyError,
             OSError) as exc:
         rec["status"] = "failed"
@@ -205,7 +209,8 @@ def evaluate_directory(directory: str | os.PathLike, oracle: str | None = None,
                        results_path: str | os.PathLike | None = None, data: str | None = None,
                        downstream: bool = True, max_test: int | None = None,
                        md_temperature: float = 300.0, progress: bool = True,
-                       relax_max_atoms: int | None = None) -> list[dict]:
+                       relax_max_atoms: int | None = None,
+                       md_min_length: float | None = None) -> list[dict]:
     """Evaluate every new model file under ``directory`` -> the records of all model files.
 
     ``jobs`` processes (0: all cores) evaluate files side by side, or relax one file's
@@ -227,6 +232,8 @@ def evaluate_directory(directory: str | os.PathLike, oracle: str | None = None,
                 "max_test": max_test, "md_temperature": md_temperature}
     if relax_max_atoms:  # absent when unused: earlier results stay valid cache entries
         settings["relax_max_atoms"] = relax_max_atoms
+    if md_min_length:
+        settings["md_min_length"] = md_min_length
     cached = {(r.get("hash"), json.dumps(r.get("settings"), sort_keys=True)): r
               for r in _load_cache(results_path)}
     key_settings = json.dumps(settings, sort_keys=True)
@@ -299,6 +306,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         "model (>= 500 resolves drifts well below 1 meV/atom/ps)")
     parser.add_argument("--relax-max-atoms", type=int, default=None, help="downstream work "
                         "only on test structures with at most this many atoms (default: all)")
+    parser.add_argument("--md-min-length", type=float, default=None, help="the MD cell is "
+                        f"repeated until every height is >= this (Å; default {MD_MIN_LENGTH})")
     parser.add_argument("--md-temperature", type=float, default=300.0, help="MD temperature (K)")
     parser.add_argument("--max-test", type=int, default=None, help="cap on test structures")
     parser.add_argument("--no-downstream", action="store_true", help="test metrics only")
@@ -316,7 +325,8 @@ def run(args: argparse.Namespace) -> int:
                                  results_path=args.results, data=args.data,
                                  downstream=not args.no_downstream, max_test=args.max_test,
                                  md_temperature=args.md_temperature, progress=not args.quiet,
-                                 relax_max_atoms=args.relax_max_atoms)
+                                 relax_max_atoms=args.relax_max_atoms,
+                                 md_min_length=args.md_min_length)
     failed = [r for r in records if r["status"] != "ok"]
     target = args.results or Path(args.directory) / RESULTS_NAME
     print(f"{len(records)} model files, {len(failed)} failed -> {target}")
