@@ -26,7 +26,7 @@ demo: $(STAMP)
 	$(VENV)/bin/mlip-scaling sweep --plan examples/demo_transformer.yaml --out $(DEMO_DIR) --jobs 2
 	$(VENV)/bin/mlip-scaling sweep --plan examples/demo_eqv2.yaml --out $(DEMO_DIR) --jobs 2
 	$(VENV)/bin/mlip-scaling report $(DEMO_DIR) --out $(DEMO_DIR)/report \
-	  --k-relax 1 --md-steps 50 --max-test 100 --jobs 2
+	  --k-relax 20 --md-steps 500 --relax-max-atoms 4 --md-min-length 7 --max-test 200 --jobs 2
 	$(PY) examples/demo_summary.py $(DEMO_DIR)/report --readme README.md \
 	  --figure docs/demo_test_loss.png
 

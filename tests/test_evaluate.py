@@ -68,7 +68,8 @@ def test_evaluate_records_and_cache(folder, monkeypatch) -> None:
         assert rec["status"] == "ok", rec["error"]
         m = rec["metrics"]
         for key in ("energy_mae", "energy_rmse", "force_mae", "force_rmse", "stress_mae",
-                    "test_loss", "relax_rmsd", "relax_failure_rate", "md_stability"):
+                    "test_loss", "relax_rmsd", "relax_failure_rate", "md_stability",
+                    "relax_adwt", "md_unstable"):
             assert m[key] is not None and m[key] >= 0
         assert m["energy_rmse"] >= m["energy_mae"]
         assert m["test_loss"] >= 2.5 * m["energy_mae"]
@@ -147,6 +148,7 @@ def test_trained_models_downstream_and_exit_codes(trained, monkeypatch, capsys) 
         assert rec["status"] == "ok" and rec["error"] is None
         assert rec["family"] == "transformer" and rec["model"] == "transformer-1.2k"
         assert rec["flops"] > 0 and rec["dataset_name"] == "emt"
+        assert rec["budget"] == "epochs" and 0 < rec["flops_matmul"] < rec["flops"]
         m = rec["metrics"]
         for key in ("test_loss", "force_mae", "relax_energy_error", "relax_rmsd",
                     "relax_failure_rate", "md_drift", "md_stability", "rdf_error"):
@@ -163,3 +165,14 @@ def test_trained_models_downstream_and_exit_codes(trained, monkeypatch, capsys) 
         main(["report", str(trained / "nothing-here")])
     assert exit_info.value.code == 2
     assert "nothing-here" in capsys.readouterr().err
+
+
+def test_relax_max_atoms_limits_downstream_structures(folder, tmp_path) -> None:
+    _, store, _ = folder
+    _model_file(tmp_path / "m.pt", store, 0)
+    rec = evaluate.evaluate_directory(tmp_path, k_relax=2, md_steps=5, relax_max_atoms=1,
+                                      md_min_length=6.0, progress=False)[0]
+    assert rec["status"] == "ok" and rec["settings"]["relax_max_atoms"] == 1
+    assert rec["settings"]["md_min_length"] == 6.0
+    assert "relax_rmsd" not in rec["metrics"] and "md_drift" not in rec["metrics"]
+    assert rec["metrics"]["test_loss"] is not None

@@ -110,6 +110,7 @@ def test_report_evaluates_models_whose_record_failed(tmp_path, store, monkeypatc
     calls = []
     monkeypatch.setattr(evaluate, "evaluate_directory", lambda d, **kw: calls.append(d))
     args = argparse.Namespace(oracle=None, data=None, k_relax=None, md_steps=None,
-                              max_test=None, no_downstream=True, quiet=True, jobs=1)
+                              max_test=None, relax_max_atoms=None, md_min_length=None,
+                              no_downstream=True, quiet=True, jobs=1)
     cli._evaluate_missing(tmp_path, args)
     assert calls == [tmp_path]

@@ -101,9 +101,10 @@ def test_report_evaluates_only_model_files_without_results(results_dir, monkeypa
     model = results_dir / "new.pt"
     torch.save({"weights": torch.zeros(2)}, model)
     argv = ["report", str(results_dir), "--quiet", "--n-perm", "50"]
-    assert main(argv + ["--md-steps", "9"]) == 0
+    assert main(argv + ["--md-steps", "9", "--relax-max-atoms", "6", "--md-min-length", "7"]) == 0
     assert len(calls) == 1
     assert calls[0]["k_relax"] == 1 and calls[0]["max_test"] == 4 and calls[0]["md_steps"] == 9
+    assert calls[0]["relax_max_atoms"] == 6 and calls[0]["md_min_length"] == 7.0
     records[0]["hash"] = evaluate.file_hash(model)  # now every model file has a record
     write_results(results_dir / "scaling_results.json", records)
     assert main(argv) == 0 and len(calls) == 1
@@ -114,7 +115,7 @@ def test_bias_from_npz(tmp_path, capsys):
     labels = rng.normal(size=30)
     np.savez(tmp_path / "p.npz", predictions=labels + rng.normal(0, 0.02, (8, 30)),
              labels=labels)
-    assert main(["bias", str(tmp_path / "p.npz"), "--tau", "0.02", "--n-boot", "10",
+    assert main(["bias", str(tmp_path / "p.npz"), "--tau", "0.02",
                  "--json", str(tmp_path / "b.json")]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["replicates"] == 8 and printed["bound_slack_bits"] >= 0
@@ -156,14 +157,13 @@ def test_bias_from_replicate_model_files(tmp_path, capsys):
     for seed in range(3):
         _replicate(reps / f"r{seed}.pt", store, seed)
     torch.save({"weights": torch.zeros(2)}, reps / "not-a-model.pt")  # skipped, and named
-    assert main(["bias", str(reps), "--tau", "0.05", "--n-boot", "5", "--bins", "16"]) == 0
+    assert main(["bias", str(reps), "--tau", "0.05", "--bins", "16"]) == 0
     captured = capsys.readouterr()
     out = json.loads(captured.out)
     assert "skipped" in captured.err and "not-a-model.pt" in captured.err
     assert out["replicates"] == 3 and out["probes"] == 3  # the 3-structure test split
     assert out["bound_slack_bits"] >= 0
-    assert main(["bias", str(reps), "--quantity", "forces", "--n-boot", "5",
-                 "--tau", "0.1"]) == 0
+    assert main(["bias", str(reps), "--quantity", "forces", "--tau", "0.1"]) == 0
     assert json.loads(capsys.readouterr().out)["probes"] == 3 * 4 * 3  # 3 structures x 4 atoms
     for name in ("r1.pt", "r2.pt", "not-a-model.pt"):
         (reps / name).unlink()

@@ -173,3 +173,46 @@ def test_real_two_run_sweep_is_idempotent_and_resumes(tmp_path, tiny_data, capsy
     assert "1 finished, 1 to run" in out and "[1/1] transformer-1.2k-n8: done" in out
     resumed = torch.load(exports[1], weights_only=True)["train"]
     assert resumed["steps"] == train["steps"]  # nothing retrained
+
+
+def test_fixed_steps_is_the_default_and_excludes_epochs(tmp_path, capsys) -> None:
+    assert main(["sweep", "--models", "transformer-1.2k", "--train-sizes", "10,40",
+                 "--out", str(tmp_path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.count(f"--epochs {sweep.DEFAULT_FIXED_STEPS} --max-steps "
+                     f"{sweep.DEFAULT_FIXED_STEPS}") == 2
+    runs = sweep.plan_runs(tmp_path, ["transformer-1.2k"], [10, 40], None, fixed_steps=7)
+    for r in runs:
+        assert r.command[r.command.index("--max-steps") + 1] == "7"
+        assert r.command[r.command.index("--epochs") + 1] == "7"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sweep", "--fixed-steps", "10", "--epochs", "3", "--out", str(tmp_path),
+              "--dry-run"])
+    assert exit_info.value.code == 2 and "not both" in capsys.readouterr().err
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("models: [transformer-1.2k]\ntrain_sizes: [4, 8]\nfixed_steps: 12\n")
+    assert main(["sweep", "--plan", str(plan), "--out", str(tmp_path), "--dry-run"]) == 0
+    assert capsys.readouterr().out.count("--epochs 12 --max-steps 12") == 2
+
+
+def test_fixed_steps_runs_share_steps_and_schedule(tmp_path, tiny_data) -> None:
+    """The sweep's fixed-steps arguments give every data size the same steps and cosine
+    schedule (ending at the floor on the last step); the record says budget "steps"."""
+    from mlip_scaling.training.cli import parse_config
+    from mlip_scaling.training.runner import run_training
+    from mlip_scaling.training.state import load_state
+
+    runs = sweep.plan_runs(tmp_path, ["transformer-1.2k"], [8, 24], None, data=str(tiny_data),
+                           fixed_steps=6, train_args=["--batch-size", "4", "--threads", "1",
+                                                      "--val-size", "4", "--test-size", "4",
+                                                      "--max-val-structures", "2"])
+    for r in runs:
+        train = run_training(parse_config(r.command[3:]), verbose=False)["train"]
+        assert train["steps"] == 6 and train["budget"] == "steps"
+        schedule = load_state(r.out / "last.pt")["scheduler"]
+        assert schedule["total_steps"] == 6 and schedule["step_count"] == 6
+    epochs = sweep.plan_runs(tmp_path / "e", ["transformer-1.2k"], [8], 2, data=str(tiny_data),
+                             train_args=["--batch-size", "4", "--threads", "1", "--val-size",
+                                         "4", "--test-size", "4", "--max-val-structures", "2"])
+    train = run_training(parse_config(epochs[0].command[3:]), verbose=False)["train"]
+    assert train["budget"] == "epochs" and train["steps"] == 4

@@ -5,9 +5,18 @@ from __future__ import annotations
 import pytest
 import torch
 from test_training_helpers import make_trainer, prepared
+from torch.utils.flop_counter import FlopCounterMode
 
 from mlip_scaling.data.atomic_data import collate
-from mlip_scaling.training.flops import PF_DAY, FlopModel, batch_features, count_flops, pf_days
+from mlip_scaling.training.flops import (
+    PF_DAY,
+    ElementwiseCounter,
+    FlopModel,
+    batch_features,
+    count_flop_kinds,
+    count_flops,
+    pf_days,
+)
 
 
 @pytest.fixture(scope="module")
@@ -70,3 +79,33 @@ def test_max_flops_budget_stops_training(tmp_path, items):
     assert trainer.scheduler.total_steps == 3  # the schedule is planned for the budget
     trainer.fit()
     assert trainer.step == 3 and trainer.flops >= budget
+
+
+def test_elementwise_counter_counts_pointwise_reductions_and_scatters():
+    x, w = torch.randn(10, 20), torch.randn(20, 5)
+    with FlopCounterMode(display=False) as matmul, ElementwiseCounter() as elementwise:
+        y = torch.exp(x * 2.0 + 1.0)  # 3 pointwise ops x 200 elements
+        total = y.sum()  # a reduction over 200 elements
+        z = x @ w  # matmul: FlopCounterMode's share only
+        out = torch.zeros(3, 5).index_add_(0, torch.tensor([0, 1, 1, 2] * 2 + [0, 2]), z)
+        view = x.view(20, 10)[:5]  # data movement: 0
+    assert elementwise.flops == 3 * 200 + 200 + z.numel()
+    assert matmul.get_total_flops() == 2 * 10 * 20 * 5
+    assert count_flop_kinds(lambda _: x @ w + 1.0, None) == (2000, 2050)
+    del total, out, view
+
+
+def test_training_records_total_and_matmul_flops(tmp_path, items):
+    trainer = make_trainer(tmp_path, items[:8], items[8:10], max_steps=3, epochs=100,
+                           batch_size=4, save_every=100)
+    trainer.prepare(resume=False)
+    batch = collate(items[:4])
+    matmul_only, total = count_flop_kinds(trainer._flop_probe, batch)
+    trainer.optimizer.zero_grad(set_to_none=True)
+    assert total > matmul_only > 0  # elementwise work is counted on top of the matmuls
+    feats = batch_features(batch)
+    assert trainer.flop_model.predict(feats) == pytest.approx(total, rel=0.05)
+    assert trainer.flop_model_matmul.predict(feats) == pytest.approx(matmul_only, rel=0.05)
+    trainer.fit()
+    assert trainer.flops > trainer.flops_matmul > 0
+    assert trainer.flops / trainer.flops_matmul == pytest.approx(total / matmul_only, rel=0.05)

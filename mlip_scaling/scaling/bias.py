@@ -1,9 +1,11 @@
 """Bias and entropic expressivity of a training algorithm from replicate predictions.
 
-Outcome space Ω: the prediction error ``pred − label`` of one probe, binned into a fixed grid
-of ``n_bins`` bins over ``[−span, span]`` (label units, e.g. eV/atom). The target set T is
-the k bins whose centres lie within ±τ of zero error. An information resource F (a training
-subset + seed: one replicate) induces an outcome distribution P_F over Ω:
+Outcome space Ω: the prediction error ``pred − label`` of one probe, binned into a FIXED grid
+of ``n_bins`` bins over ``[−span, span]`` (label units, e.g. eV/atom; ``span`` defaults to
+``SPAN_TAUS × τ``, never to a data-dependent range, so one outlier cannot move the grid);
+errors beyond ±span fall into the end bins (reported as ``clipped_fraction``). The target
+set T is the k bins whose centres lie within ±τ of zero error. An information resource F
+(a training subset + seed: one replicate) induces an outcome distribution P_F over Ω:
 
 * point predictions ``[R, P]``: P_F is a point mass (H(P_F) = 0);
 * stochastic predictions ``[R, S, P]`` (S draws per replicate, e.g. MC dropout or several
@@ -12,20 +14,29 @@ subset + seed: one replicate) induces an outcome distribution P_F over Ω:
 Per probe: P̄ = mean of the P_F over replicates; Bias(τ) = tᵀP̄ − k/|Ω|; entropic
 expressivity H(P̄) (bits); expected expressivity E[H(P_F)]; capacity = H(P̄) − E[H(P_F)];
 trade-off bound H(P̄) ≤ log₂|Ω| − 2·Bias² and its slack; famine bound
-Pr[tᵀP_F ≥ q] ≤ (k/|Ω| + Bias)/q. Entropies are given plug-in and Miller–Madow corrected
-(the bounds are checked with the plug-in values, for which they hold exactly); summaries are
-means over probes, with 95 % intervals from a bootstrap over replicates.
+Pr[tᵀP_F ≥ q] ≤ (k/|Ω| + Bias)/q. Summaries are means over probes.
+
+Few replicates bias the plug-in entropy of P̄ down (R = 5 samples cannot show more than
+log₂5 bits). ``entropy_bits`` is the jackknife (leave-one-replicate-out) bias-corrected
+estimate; ``entropy_mm_bits`` the Miller–Madow one and ``entropy_plugin_bits`` the plug-in
+(the bounds are checked with the plug-in values, for which they hold exactly); E[H(P_F)] is
+Miller–Madow corrected with n = S. 95 % intervals: estimate ± t(R−1)·(jackknife standard
+error over replicates), so each interval contains its estimate. Compared models must have
+the same R (:func:`compare_bias_expressivity` refuses otherwise): the correction leaves an
+R-dependent residual bias.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 
 import numpy as np
 
 __all__ = ["entropy_bits", "bias_of", "tradeoff_bound", "famine_bound", "outcome_histograms",
-           "bias_expressivity"]
+           "bias_expressivity", "compare_bias_expressivity", "SPAN_TAUS"]
 
+SPAN_TAUS = 16.0  # default grid half-width in units of tau
 _CI_KEYS = ("bias", "entropy_bits", "expected_entropy_bits", "capacity_bits",
             "bound_slack_bits")
 
@@ -82,10 +93,11 @@ def _summaries(p_f: np.ndarray, target: np.ndarray, n_draws: int, q_min: float) 
     success = (p_f[..., target].sum(axis=-1) >= q_min).mean(axis=0)  # [P]
     return {
         "bias": float(bias.mean()), "bias_abs": float(np.abs(bias).mean()),
-        "entropy_bits": float(h_mm.mean()), "entropy_plugin_bits": float(h_plug.mean()),
+        "entropy_bits": float(h_plug.mean()), "entropy_mm_bits": float(h_mm.mean()),
+        "entropy_plugin_bits": float(h_plug.mean()),
         "expected_entropy_bits": float(hf_mm.mean()),
         "expected_entropy_plugin_bits": float(hf_plug.mean()),
-        "capacity_bits": float((h_mm - hf_mm).mean()),
+        "capacity_bits": float((h_plug - hf_mm).mean()),
         "capacity_plugin_bits": float((h_plug - hf_plug).mean()),
         "tradeoff_bound_bits": float(bound.mean()),
         "bound_slack_bits": float((bound - h_plug).mean()),
@@ -95,14 +107,44 @@ def _summaries(p_f: np.ndarray, target: np.ndarray, n_draws: int, q_min: float) 
     }
 
 
+def _jackknife(p_f: np.ndarray, target: np.ndarray, n_draws: int, q_min: float) -> dict:
+    """Summaries with jackknife bias correction of the entropies and 95 % intervals."""
+    full = _summaries(p_f, target, n_draws, q_min)
+    n_rep = len(p_f)
+    loo = [_summaries(np.delete(p_f, i, axis=0), target, n_draws, q_min) for i in range(n_rep)]
+    from scipy.stats import t as student_t
+
+    t_crit = float(student_t.ppf(0.975, n_rep - 1))
+    ci = {}
+    for key in _CI_KEYS:
+        values = np.array([d[key] for d in loo])
+        if key in ("entropy_bits", "capacity_bits"):  # plug-in H(P̄) -> jackknife estimate
+            full[key] = float(n_rep * full[key] - (n_rep - 1) * values.mean())
+        se = float(np.sqrt((n_rep - 1) / n_rep * np.sum((values - values.mean()) ** 2)))
+        ci[key] = [full[key] - t_crit * se, full[key] + t_crit * se]
+    full["ci"] = ci
+    return full
+
+
+def _grid(tau: float, span: float | None, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """(edges [|Ω|+1], target [|Ω|] bool) of the fixed outcome grid."""
+    span = float(span) if span else SPAN_TAUS * tau
+    edges = np.linspace(-span, span, n_bins + 1)
+    target = np.abs(0.5 * (edges[1:] + edges[:-1])) <= tau * (1 + 1e-9)
+    if not target.any():
+        raise ValueError(f"no bin centre within ±tau={tau:g} (bin width {2 * span / n_bins:.3g}"
+                         "); use more bins or a larger tau")
+    return edges, target
+
+
 def bias_expressivity(predictions: np.ndarray, labels: np.ndarray, tau: float,
-                      span: float | None = None, n_bins: int = 64, n_boot: int = 200,
-                      q_min: float = 0.5, seed: int = 0) -> dict:
+                      span: float | None = None, n_bins: int = 64,
+                      q_min: float = 0.5) -> dict:
     """Bias/expressivity of predictions [R, P] or [R, S, P] against labels [P].
 
-    ``tau`` and ``span`` are in label units; ``span`` defaults to the largest |error|
-    (at least 2τ) so that no error falls outside the grid. Raises ValueError on shapes
-    that do not match, fewer than 2 replicates, non-finite values or an empty target.
+    ``tau`` and ``span`` are in label units; ``span`` defaults to ``SPAN_TAUS × tau`` (a
+    fixed grid: the data never move it). Raises ValueError on shapes that do not match,
+    fewer than 3 replicates, non-finite values or an empty target.
     """
     predictions, labels = np.asarray(predictions, float), np.asarray(labels, float)
     if predictions.ndim == 2:
@@ -110,33 +152,33 @@ def bias_expressivity(predictions: np.ndarray, labels: np.ndarray, tau: float,
     if predictions.ndim != 3 or labels.ndim != 1 or predictions.shape[2] != labels.shape[0]:
         raise ValueError(f"predictions {predictions.shape} do not match labels {labels.shape}"
                          " (need [R, P] or [R, S, P] and [P])")
-    if predictions.shape[0] < 2 or labels.size == 0:
-        raise ValueError(f"need >= 2 replicates and >= 1 probe, got {predictions.shape}")
+    if predictions.shape[0] < 3 or labels.size == 0:
+        raise ValueError(f"need >= 3 replicates and >= 1 probe, got {predictions.shape}")
     if not (np.isfinite(predictions).all() and np.isfinite(labels).all()):
         raise ValueError("predictions or labels contain NaN/inf")
-    if not tau > 0 or n_bins < 2 or not 0 < q_min <= 1:
-        raise ValueError(f"need tau > 0, n_bins >= 2, 0 < q_min <= 1 (got {tau}, {n_bins}, "
-                         f"{q_min})")
+    if not tau > 0 or n_bins < 2 or not 0 < q_min <= 1 or (span is not None and span <= 0):
+        raise ValueError(f"need tau > 0, span > 0, n_bins >= 2, 0 < q_min <= 1 (got {tau}, "
+                         f"{span}, {n_bins}, {q_min})")
     errors = predictions - labels[None, None, :]
-    span = float(span or max(np.abs(errors).max(), 2.0 * tau) * 1.01)
-    edges = np.linspace(-span, span, n_bins + 1)
-    target = np.abs(0.5 * (edges[1:] + edges[:-1])) <= tau * (1 + 1e-9)
-    if not target.any():
-        raise ValueError(f"no bin centre within ±tau={tau:g} (bin width {2 * span / n_bins:.3g}"
-                         "); use more bins or a larger tau")
+    edges, target = _grid(tau, span, n_bins)
     p_f = outcome_histograms(errors, edges)
-    n_draws = errors.shape[1]
-    result = _summaries(p_f, target, n_draws, q_min)
-    rng = np.random.default_rng(seed)
-    draws = [_summaries(p_f[rng.integers(len(p_f), size=len(p_f))], target, n_draws, q_min)
-             for _ in range(n_boot)]
-    if draws:
-        result["ci"] = {k: [float(np.percentile([d[k] for d in draws], 2.5)),
-                            float(np.percentile([d[k] for d in draws], 97.5))]
-                        for k in _CI_KEYS}
-    result.update(tau=float(tau), span=span, replicates=int(len(p_f)), draws=int(n_draws),
-                  probes=int(labels.size))
+    result = _jackknife(p_f, target, errors.shape[1], q_min)
+    result.update(tau=float(tau), span=float(edges[-1]), replicates=int(len(p_f)),
+                  draws=int(errors.shape[1]), probes=int(labels.size),
+                  clipped_fraction=float((np.abs(errors) > edges[-1]).mean()))
     return result
+
+
+def compare_bias_expressivity(sets: Sequence[tuple[np.ndarray, np.ndarray]], tau: float,
+                              span: float | None = None, n_bins: int = 64,
+                              q_min: float = 0.5) -> list[dict]:
+    """:func:`bias_expressivity` of several models (``(predictions, labels)`` each) on one
+    grid; raises ValueError unless every model has the same number of replicates R."""
+    counts = [np.asarray(p).shape[0] for p, _ in sets]
+    if len(set(counts)) > 1:
+        raise ValueError(f"compared models need the same replicate count R (got {counts}); "
+                         "the entropy estimate's residual bias depends on R")
+    return [bias_expressivity(p, lab, tau, span, n_bins, q_min) for p, lab in sets]
 
 
 def replicate_predictions(directory, data=None, n_probes: int = 64, quantity: str = "energy"

@@ -31,7 +31,7 @@ _FMT = argparse.ArgumentDefaultsHelpFormatter
 BINS = Number(integer=True, low=2, high=4096)
 Q_MIN = Number(low=0, low_open=True, high=1)
 _EVAL_KEYS = ("oracle", "data", "k_relax", "md_steps", "downstream", "max_test",
-              "md_temperature")
+              "md_temperature", "relax_max_atoms", "md_min_length")
 
 
 def _split_list(values: list[str] | None) -> list[str] | None:
@@ -102,6 +102,7 @@ def _evaluate_missing(directory: Path, args: argparse.Namespace) -> None:
         check_oracle(settings["oracle"], trusted=False, where=f"{results}: settings")
     given = {"oracle": args.oracle, "data": args.data, "k_relax": args.k_relax,
              "md_steps": args.md_steps, "max_test": args.max_test,
+             "relax_max_atoms": args.relax_max_atoms, "md_min_length": args.md_min_length,
              "downstream": False if args.no_downstream else None}
     settings.update({k: v for k, v in given.items() if v is not None})
     if not args.quiet:
@@ -133,24 +134,30 @@ def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
                         f" ({type(exc).__name__}: {exc})") from None
 
 
+def _bias_input(path: Path, args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
+    from mlip_scaling.scaling.bias import replicate_predictions
+
+    if path.is_dir():
+        return replicate_predictions(path, data=args.data, n_probes=args.probes,
+                                     quantity=args.quantity)
+    if path.is_file():
+        return _load_npz(path)
+    raise DataError(f"{path}: no such file or directory")
+
+
 def _bias(args: argparse.Namespace) -> int:
     from mlip_scaling.io_utils import atomic_write_text
-    from mlip_scaling.scaling.bias import bias_expressivity, replicate_predictions
+    from mlip_scaling.scaling.bias import compare_bias_expressivity
 
-    path = Path(args.input)
-    if path.is_dir():
-        preds, labels = replicate_predictions(path, data=args.data, n_probes=args.probes,
-                                              quantity=args.quantity)
-    elif path.is_file():
-        preds, labels = _load_npz(path)
-    else:
-        raise DataError(f"{path}: no such file or directory")
+    paths = [Path(p) for p in args.input]
+    sets = [_bias_input(path, args) for path in paths]
     try:
-        result = bias_expressivity(preds, labels, tau=args.tau, span=args.span,
-                                   n_bins=args.bins, n_boot=args.n_boot, q_min=args.q_min)
+        results = compare_bias_expressivity(sets, tau=args.tau, span=args.span,
+                                            n_bins=args.bins, q_min=args.q_min)
     except ValueError as exc:
-        raise DataError(f"{path}: {exc}") from None
-    text = json.dumps(result, indent=1)
+        raise DataError(f"{', '.join(map(str, paths))}: {exc}") from None
+    payload = results[0] if len(results) == 1 else dict(zip(args.input, results))
+    text = json.dumps(payload, indent=1)
     print(text)
     if args.json:
         atomic_write_text(text + "\n", args.json)
@@ -199,6 +206,11 @@ def _add_report(sub) -> None:
                    help="evaluate: NVE steps per model")
     p.add_argument("--max-test", type=POSITIVE_INT, default=None,
                    help="evaluate: cap on test structures")
+    p.add_argument("--relax-max-atoms", type=POSITIVE_INT, default=None,
+                   help="evaluate: downstream work only on test structures with at most this "
+                        "many atoms")
+    p.add_argument("--md-min-length", type=POSITIVE, default=None,
+                   help="evaluate: smallest MD cell height (Å)")
     p.add_argument("--jobs", type=NON_NEGATIVE_INT, default=1,
                    help="evaluate: parallel relaxations (0: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress or tables")
@@ -211,15 +223,14 @@ def _add_bias(sub) -> None:
                        description="INPUT: a .npz with arrays 'predictions' [R,P] (or [R,S,P],"
                        " S draws per replicate) and 'labels' [P], or a folder of replicate "
                        "model files (same dataset) evaluated on test-split probes.")
-    p.add_argument("input", help=".npz file or folder of replicate model files")
+    p.add_argument("input", nargs="+", help=".npz file or folder of replicate model files; "
+                   "several are compared on one grid (same replicate count required)")
     p.add_argument("--tau", type=POSITIVE, default=0.01,
                    help="target half-width in label units (eV/atom or eV/Å)")
     p.add_argument("--span", type=POSITIVE, default=None,
-                   help="outcome grid half-width (default: the largest |error|)")
+                   help="fixed outcome grid half-width (default: 16 x tau)")
     p.add_argument("--bins", type=BINS, default=64, help="bins of the outcome grid |Ω|")
     p.add_argument("--q-min", type=Q_MIN, default=0.5, help="famine-bound threshold")
-    p.add_argument("--n-boot", type=POSITIVE_INT, default=200,
-                   help="bootstrap resamples of replicates")
     p.add_argument("--quantity", choices=["energy", "forces"], default="energy",
                    help="folder input: predicted quantity")
     p.add_argument("--probes", type=POSITIVE_INT, default=64,

@@ -47,6 +47,9 @@ __all__ = ["evaluate_directory", "find_models", "configure", "run", "RESULTS_NAM
 RESULTS_NAME = "scaling_results.json"
 FORMAT = "mlip-scaling-results/1"
 MD_MIN_LENGTH = 8.0  # Å: the MD cell is repeated until every cell height reaches this
+K_RELAX = 20  # structures relaxed per model: enough for a standard error of each mean
+MD_STEPS = 500  # NVE steps: a perfect model then reads drift < 1e-3 meV/atom/ps
+MD_CANDIDATES = 3  # MD starts tried: the first on which the oracle's own run is stable
 
 
 def find_models(directory: str | os.PathLike) -> list[Path]:
@@ -107,42 +110,52 @@ def _atoms(source: Any, index: int):
     return source[int(index)].copy()
 
 
-def _md_start(atoms, oracle):
-    """The MD start: the structure relaxed by the oracle (fixed cell), repeated to >= 8 Å."""
-    from mlip_scaling.scaling.downstream.relax import relax
+def _md_start(atoms, oracle, oracle_key: str, min_length: float = MD_MIN_LENGTH):
+    """The MD start: the structure relaxed by the oracle (fixed cell), repeated until every
+    cell height is >= ``min_length`` Å."""
+    from mlip_scaling.scaling.downstream.relax import oracle_relax
 
     cell = atoms.cell.array
     volume = abs(np.linalg.det(cell))
     heights = [volume / np.linalg.norm(np.cross(cell[i - 2], cell[i - 1])) for i in range(3)]
-    reps = [max(1, math.ceil(MD_MIN_LENGTH / h)) for h in heights]
-    return relax(atoms, oracle, max_steps=200, fixed_cell=True).atoms.repeat(reps)
+    reps = [max(1, math.ceil(min_length / h)) for h in heights]
+    start = oracle_relax(atoms, oracle, oracle_key, 0.05, 200, True).atoms
+    return start.repeat(reps)
 
 
 def downstream_metrics(model_file: Path, structures: list, oracle_name: str, k_relax: int,
                        md_steps: int, md_temperature: float = 300.0, jobs: int = 1,
-                       progress: bool = False, trusted: bool = False,
-                       where: str = "") -> dict:
-    """Relaxation and MD metrics of a model file against oracle ``oracle_name``.
-
-    ``trusted``: the user typed the name (only then may it import code); ``where``: its origin.
-    """
+                       progress: bool = False, trusted: bool = False, where: str = "",
+                       max_atoms: int | None = None, md_min_length: float | None = None) -> dict:
+    """Relaxation and MD metrics of a model file against oracle ``oracle_name``: the first
+    ``k_relax`` periodic structures relaxed with a free cell (energy, RMSD, failures) and with
+    a fixed cell (``relax_adwt``); NVE MD from the first of the first three on which the
+    oracle's own run is stable. ``max_atoms``: only structures with at most that many atoms
+    are used (cheaper downstream work). ``trusted``: the user typed the oracle name (only then
+    may it import code); ``where``: its origin."""
     from mlip_scaling.calculators.ase import ScalingCalculator
     from mlip_scaling.data.oracles import get_oracle
-    from mlip_scaling.scaling.downstream.md import md_errors
+    from mlip_scaling.scaling.downstream.md import md_errors, stable_start
     from mlip_scaling.scaling.downstream.relax import relaxation_errors
 
     get_oracle(oracle_name, trusted, where)  # fail early on an unknown or refused name
     oracle = functools.partial(get_oracle, oracle_name, trusted, where)
     model = functools.partial(ScalingCalculator, str(model_file), device="cpu", dtype="float64")
-    periodic = [a for a in structures if a.pbc.all()]
+    periodic = [a for a in structures if a.pbc.all() and len(a) <= (max_atoms or len(a))]
     out: dict = {}
     if k_relax and periodic:
         out.update(relaxation_errors(periodic[:k_relax], model, oracle, jobs=jobs,
-                                     progress=progress))
+                                     progress=progress, oracle_key=oracle_name))
+        fixed = relaxation_errors(periodic[:k_relax], model, oracle, fixed_cell=True,
+                                  jobs=jobs, progress=progress, oracle_key=oracle_name)
+        out.update({k: fixed[k] for k in ("relax_adwt", "relax_adwt_se")})
     if md_steps and periodic:
-        start = _md_start(periodic[0], oracle())
-        out.update(md_errors(start, model(), oracle(), temperature_K=md_temperature,
-                             steps=md_steps))
+        reference = oracle()
+        starts = [_md_start(a, oracle, oracle_name, md_min_length or MD_MIN_LENGTH)
+                  for a in periodic[:MD_CANDIDATES]]
+        start = stable_start(starts, reference, oracle_name, md_temperature, md_steps)
+        out.update(md_errors(start, model(), reference, temperature_K=md_temperature,
+                             steps=md_steps, oracle_key=oracle_name))
     return out
 
 
@@ -154,6 +167,7 @@ def _record(path: Path, root: Path, digest: str, ckpt: dict | None, settings: di
             "n_params": train.get("n_params"), "n_train": train.get("n_train_structures"),
             "flops": train.get("flops"), "dataset_name": train.get("dataset_name"),
             "dataset_hash": train.get("dataset_hash"), "status": "ok", "error": None,
+            "budget": train.get("budget"), "flops_matmul": train.get("flops_matmul"),
             "metrics": {}, "settings": settings}
 
 
@@ -190,7 +204,8 @@ def evaluate_file(path: Path, root: Path, ckpt: dict, digest: str, settings: dic
             structures = [_atoms(source, i) for i in test]
             rec["metrics"].update(downstream_metrics(
                 path, structures, name, settings["k_relax"], settings["md_steps"],
-                settings["md_temperature"], jobs, progress, trusted, where))
+                settings["md_temperature"], jobs, progress, trusted, where,
+                settings.get("relax_max_atoms"), settings.get("md_min_length")))
     except (CheckpointError, ConfigError, DataError, RuntimeError, ValueError, KeyError,
             IndexError, TypeError, OSError) as exc:
         rec["status"] = "failed"
@@ -253,11 +268,12 @@ def _reusable(rec: dict | None, settings: dict) -> bool:
 
 
 def evaluate_directory(directory: str | os.PathLike, oracle: str | None = None,
-                       k_relax: int = 8, md_steps: int = 500, jobs: int = 1,
+                       k_relax: int = K_RELAX, md_steps: int = MD_STEPS, jobs: int = 1,
                        results_path: str | os.PathLike | None = None, data: str | None = None,
                        downstream: bool = True, max_test: int | None = None,
                        md_temperature: float = 300.0, progress: bool = True,
-                       oracle_trusted: bool = False) -> list[dict]:
+                       oracle_trusted: bool = False, relax_max_atoms: int | None = None,
+                       md_min_length: float | None = None) -> list[dict]:
     """Evaluate every new model file under ``directory`` -> the records of its model files.
 
     ``jobs`` processes (0: all cores) evaluate files side by side, or relax one file's
@@ -285,6 +301,10 @@ def evaluate_directory(directory: str | os.PathLike, oracle: str | None = None,
                 "k_relax": k_relax, "md_steps": md_steps if downstream else 0,
                 "downstream": downstream, "max_test": max_test,
                 "md_temperature": md_temperature}
+    if relax_max_atoms:  # absent when unused: earlier results stay valid cache entries
+        settings["relax_max_atoms"] = relax_max_atoms
+    if md_min_length:
+        settings["md_min_length"] = md_min_length
     cached = {r["hash"]: r for r in _load_cache(results_path)}
     files: dict[str, Path] = {}  # content hash -> first file with that content
     for path in candidates:
@@ -366,10 +386,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         "name (default: the oracle recorded in the dataset)")
     parser.add_argument("--data", default=None, help="dataset file (default: the one each "
                         "model was trained on)")
-    parser.add_argument("--k-relax", type=NON_NEGATIVE_INT, default=8,
-                        help="test structures relaxed per model")
-    parser.add_argument("--md-steps", type=NON_NEGATIVE_INT, default=500,
-                        help="NVE steps (1 fs) per model")
+    parser.add_argument("--k-relax", type=NON_NEGATIVE_INT, default=K_RELAX,
+                        help="test structures relaxed per model (>= 20 gives each relaxation "
+                             "metric a usable error bar)")
+    parser.add_argument("--md-steps", type=NON_NEGATIVE_INT, default=MD_STEPS,
+                        help="NVE steps (1 fs) per model (>= 500 resolves drifts well below "
+                             "1 meV/atom/ps)")
+    parser.add_argument("--relax-max-atoms", type=POSITIVE_INT, default=None,
+                        help="downstream work only on test structures with at most this many "
+                             "atoms (default: all)")
+    parser.add_argument("--md-min-length", type=POSITIVE, default=None,
+                        help="the MD cell is repeated until every height is >= this (Å; "
+                             f"default {MD_MIN_LENGTH})")
     parser.add_argument("--md-temperature", type=POSITIVE, default=300.0,
                         help="MD temperature (K)")
     parser.add_argument("--max-test", type=POSITIVE_INT, default=None,
@@ -390,7 +418,9 @@ def run(args: argparse.Namespace) -> int:
                                  results_path=args.results, data=args.data,
                                  downstream=not args.no_downstream, max_test=args.max_test,
                                  md_temperature=args.md_temperature, progress=not args.quiet,
-                                 oracle_trusted=True)  # --oracle is typed by the user
+                                 oracle_trusted=True,  # --oracle is typed by the user
+                                 relax_max_atoms=args.relax_max_atoms,
+                                 md_min_length=args.md_min_length)
     failed = [r for r in records if r["status"] != "ok"]
     target = args.results or Path(args.directory) / RESULTS_NAME
     print(f"{len(records)} model files, {len(failed)} failed -> {target}")

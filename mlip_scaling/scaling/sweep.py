@@ -9,8 +9,15 @@ Arguments after ``--`` go to every mlip-train call::
 
     mlip-scaling sweep --models transformer-1.2k,eqv2-5.6k --train-sizes 100,300 -- --lr 1e-3
 
-A YAML plan file (``--plan``) holds the same keys: models, train_sizes, epochs, max_flops,
-data, seed, out, train_args (a list of mlip-train arguments).
+A YAML plan file (``--plan``) holds the same keys: models, train_sizes, fixed_steps or
+epochs, max_flops, data, seed, out, train_args (a list of mlip-train arguments).
+
+Training length: ``--fixed-steps S`` (the default, S = 500) gives every run exactly S
+optimiser steps with the cosine schedule spanning those S steps, whatever its data size, so
+the data axis varies data only (mlip-train gets ``--max-steps S --epochs S``: an epoch has
+at least one step, so the epoch cap never binds). ``--epochs E`` instead trains E passes
+over each training set (more steps for larger sets); the checkpoint's ``train.budget``
+records which ("steps", "epochs" or "flops").
 """
 
 from __future__ import annotations
@@ -33,7 +40,9 @@ from mlip_scaling.procs import preexec_die_with_parent
 
 __all__ = ["Run", "plan_runs", "is_finished", "configure", "run"]
 
-PLAN_KEYS = {"models", "train_sizes", "epochs", "max_flops", "data", "seed", "train_args", "out"}
+PLAN_KEYS = {"models", "train_sizes", "epochs", "fixed_steps", "max_flops", "data", "seed",
+             "train_args", "out"}
+DEFAULT_FIXED_STEPS = 500
 
 
 @dataclass
@@ -55,18 +64,27 @@ def _items(value: str | list | None) -> list[str]:
     return list(dict.fromkeys(str(x).strip() for x in items if str(x).strip()))
 
 
-def plan_runs(out: str | Path, models: list[str], train_sizes: list[int], epochs: int,
+def plan_runs(out: str | Path, models: list[str], train_sizes: list[int], epochs: int | None,
               max_flops: list[float] | None = None, data: str | None = None,
-              train_args: list[str] | None = None, seed: int | None = None) -> list[Run]:
-    """The grid models x train sizes x FLOP budgets as runs (commands of mlip-train)."""
+              train_args: list[str] | None = None, seed: int | None = None,
+              fixed_steps: int | None = None) -> list[Run]:
+    """The grid models x train sizes x FLOP budgets as runs (commands of mlip-train).
+
+    Each run trains ``fixed_steps`` optimiser steps, or ``epochs`` passes when
+    ``fixed_steps`` is None (exactly one of the two is given).
+    """
     if not models or not train_sizes:
         raise ConfigError("a sweep needs at least one --models entry and one --train-sizes entry")
+    if (epochs is None) == (fixed_steps is None):
+        raise ConfigError("a sweep trains either --fixed-steps S or --epochs E (give one)")
+    length = (["--epochs", str(epochs)] if fixed_steps is None else
+              ["--epochs", str(fixed_steps), "--max-steps", str(fixed_steps)])
     runs = []
     for model, n, flops in itertools.product(models, train_sizes, max_flops or [None]):
         name = f"{model}-n{int(n)}" + (f"-c{flops:.3g}".replace("+", "") if flops else "")
         out_dir = Path(out) / name
         cmd = [sys.executable, "-m", "mlip_scaling.training.cli", "--model", model,
-               "--train-size", str(int(n)), "--epochs", str(epochs), "--out", str(out_dir),
+               "--train-size", str(int(n)), *length, "--out", str(out_dir),
                "--resume", "--export", f"{name}.pt"]
         cmd += ["--max-flops", f"{flops:g}"] if flops else []
         cmd += ["--data", str(data)] if data else []
@@ -107,16 +125,30 @@ def _runs_from_args(args: argparse.Namespace) -> list[Run]:
                                  for f in _items(plan.get("max_flops", args.max_flops))))
     extra = [str(x) for x in plan.get("train_args", shlex.split(args.train_args or ""))]
     seed = plan.get("seed", args.seed)
-    epochs = POSITIVE_INT.value("--epochs", plan.get("epochs", args.epochs))
+    epochs, steps = _length(plan, args)
     seed = None if seed is None else SEED.value("--seed", seed)
     out = plan.get("out", args.out)
     if not args.dry_run:
         check_output_dir(out, "--out")
     runs = plan_runs(out, _items(plan.get("models", args.models)),
                      sizes, epochs, budgets, plan.get("data", args.data),
-                     extra + list(args.forward), seed)
+                     extra + list(args.forward), seed, steps)
     _check_commands(runs)
     return runs
+
+
+def _length(plan: dict, args: argparse.Namespace) -> tuple[int | None, int | None]:
+    """(epochs, fixed steps) of the sweep: one of them, fixed steps by default."""
+    epochs = plan.get("epochs", args.epochs)
+    steps = plan.get("fixed_steps", args.fixed_steps)
+    if epochs is not None and steps is not None:
+        raise ConfigError("give either fixed_steps (--fixed-steps) or epochs (--epochs), "
+                          "not both")
+    if epochs is None and steps is None:
+        steps = DEFAULT_FIXED_STEPS
+    epochs = None if epochs is None else POSITIVE_INT.value("--epochs", epochs)
+    steps = None if steps is None else POSITIVE_INT.value("--fixed-steps", steps)
+    return epochs, steps
 
 
 def _check_commands(runs: list[Run]) -> None:
@@ -235,7 +267,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated presets or families (their default preset)")
     parser.add_argument("--train-sizes", default="100,300,1000",
                         help="comma-separated numbers of training structures")
-    parser.add_argument("--epochs", type=POSITIVE_INT, default=30, help="epochs per run")
+    parser.add_argument("--fixed-steps", type=POSITIVE_INT, default=None,
+                        help="optimiser steps of every run, whatever its data size (the "
+                        f"schedule spans exactly these; default {DEFAULT_FIXED_STEPS} unless "
+                        "--epochs is given)")
+    parser.add_argument("--epochs", type=POSITIVE_INT, default=None,
+                        help="epochs per run instead of fixed steps (larger training sets "
+                        "then train for more steps)")
     parser.add_argument("--max-flops", default=None, help="comma-separated FLOP budgets (one "
                         "run per budget)")
     parser.add_argument("--data", default=None, help="dataset (default: the embedded one)")

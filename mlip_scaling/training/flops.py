@@ -1,10 +1,19 @@
 """FLOP accounting of real training steps.
 
 A training step = forward (energy), the force/stress backward (``create_graph=True``) and
-the parameter backward. :class:`torch.utils.flop_counter.FlopCounterMode` counts the
-matmul/convolution/attention FLOPs of a few sample steps; a non-negative linear model in
-the batch's atoms, edges and atom pairs (``Σ_b n_b²``, for models with attention over all
-atoms of a structure) then predicts every step actually taken. 1 PF-day = 8.64e19 FLOP.
+the parameter backward. Two counts are taken on a few sample steps:
+
+* matmul FLOP: :class:`torch.utils.flop_counter.FlopCounterMode` (matmul, convolution and
+  attention kernels only; the paper's convention);
+* total FLOP: matmul FLOP plus elementwise work counted by :class:`ElementwiseCounter`:
+  1 FLOP per output element of every pointwise aten op (add, mul, silu, exp, where, ... and
+  the bias add of ``addmm``), 1 per input element of reductions, softmaxes and scatter/index
+  additions; pure data movement (views, copies, gathers, concatenation) counts 0.
+
+The compute axis uses the total (the checkpoint's ``train.flops``; ``train.flops_matmul``
+holds the matmul-only count). A non-negative linear model per count in the batch's atoms,
+edges and atom pairs (``Σ_b n_b²``, for models with attention over all atoms of a
+structure) then predicts every step actually taken. 1 PF-day = 8.64e19 FLOP.
 """
 
 from __future__ import annotations
@@ -12,14 +21,30 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from torch.utils.flop_counter import FlopCounterMode
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
 from mlip_scaling import keys
 from mlip_scaling.data.atomic_data import AtomicData
 
-__all__ = ["PF_DAY", "batch_features", "count_flops", "FlopModel", "pf_days"]
+__all__ = ["PF_DAY", "FLOPS_COUNTING", "batch_features", "count_flops", "count_flop_kinds",
+           "ElementwiseCounter", "FlopModel", "pf_days"]
 
 PF_DAY = 8.64e19  # FLOP in one petaFLOP/s-day
+FLOPS_COUNTING = ("flops: matmul + elementwise FLOP (the compute axis); flops_matmul: "
+                  "matmul/convolution/attention FLOP only (FlopCounterMode)")
+_aten = torch.ops.aten
+_BIAS_ADDS = {_aten.addmm, _aten.baddbmm}  # matmul kernels with an elementwise add
+_REDUCING = {_aten.sum, _aten.mean, _aten.amax, _aten.amin, _aten.max, _aten.min, _aten.prod,
+             _aten.norm, _aten.linalg_vector_norm, _aten.var, _aten.std, _aten.logsumexp,
+             _aten._softmax, _aten._log_softmax, _aten._softmax_backward_data,
+             _aten._log_softmax_backward_data, _aten.cumsum}
+_SCATTERING = {_aten.index_add: 3, _aten.index_add_: 3, _aten.scatter_add: 3,
+               _aten.scatter_add_: 3, _aten.scatter_reduce: 3, _aten.scatter_reduce_: 3,
+               _aten.index_put: 2, _aten.index_put_: 2, _aten._index_put_impl_: 2,
+               _aten.embedding_dense_backward: 0}  # op -> argument whose elements are added
 
 
 def pf_days(flops: float) -> float:
@@ -34,11 +59,45 @@ def batch_features(batch: AtomicData) -> np.ndarray:
     return np.array([float(n.sum()), float(edges), float((n * n).sum())])
 
 
-def count_flops(step: Callable[[AtomicData], object], batch: AtomicData) -> int:
-    """FLOPs counted by FlopCounterMode while ``step(batch)`` runs (one training step)."""
-    with FlopCounterMode(display=False) as counter:
+def _numel(value: object) -> int:
+    return sum(t.numel() for t in tree_leaves(value) if isinstance(t, torch.Tensor))
+
+
+class ElementwiseCounter(TorchDispatchMode):
+    """Counts the elementwise FLOPs of the aten ops run inside it (see the module doc)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        packet = func.overloadpacket
+        if packet in _BIAS_ADDS:
+            self.flops += _numel(out)
+        elif packet in flop_registry:
+            pass  # matmul-type work: FlopCounterMode's share
+        elif torch.Tag.pointwise in func.tags:
+            self.flops += _numel(out)
+        elif packet in _REDUCING:
+            self.flops += _numel(args[0])
+        elif packet in _SCATTERING:
+            index = _SCATTERING[packet]
+            self.flops += _numel(args[index]) if len(args) > index else 0
+        return out
+
+
+def count_flop_kinds(step: Callable[[AtomicData], object], batch: AtomicData) -> tuple[int, int]:
+    """(matmul FLOP, total FLOP) while ``step(batch)`` runs (one training step)."""
+    with FlopCounterMode(display=False) as matmul, ElementwiseCounter() as elementwise:
         step(batch)
-    return int(counter.get_total_flops())
+    counted = int(matmul.get_total_flops())
+    return counted, counted + int(elementwise.flops)
+
+
+def count_flops(step: Callable[[AtomicData], object], batch: AtomicData) -> int:
+    """Total FLOP (matmul + elementwise) while ``step(batch)`` runs (one training step)."""
+    return count_flop_kinds(step, batch)[1]
 
 
 class FlopModel:
@@ -62,10 +121,13 @@ class FlopModel:
     @classmethod
     def measure(
         cls, step: Callable[[AtomicData], object], batches: Sequence[AtomicData]
-    ) -> tuple[FlopModel, list[int]]:
-        """Count FLOPs of ``step`` on each sample batch and fit the model."""
-        counted = [count_flops(step, b) for b in batches]
-        return cls.fit([batch_features(b) for b in batches], counted), counted
+    ) -> tuple[FlopModel, FlopModel, list[int]]:
+        """Count FLOPs of ``step`` on each sample batch -> (total model, matmul-only model,
+        the counted totals)."""
+        kinds = [count_flop_kinds(step, b) for b in batches]
+        feats = [batch_features(b) for b in batches]
+        total = [k[1] for k in kinds]
+        return cls.fit(feats, total), cls.fit(feats, [k[0] for k in kinds]), total
 
     def predict(self, features: np.ndarray) -> float:
         """Predicted FLOPs of one step on a batch with these features."""

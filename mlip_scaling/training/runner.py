@@ -25,7 +25,7 @@ from mlip_scaling.training import data as tdata
 from mlip_scaling.training import finetune
 from mlip_scaling.training.config import TrainConfig, check_model_config
 from mlip_scaling.training.distributed import DistInfo, init_distributed, shutdown
-from mlip_scaling.training.flops import pf_days
+from mlip_scaling.training.flops import FLOPS_COUNTING, pf_days
 from mlip_scaling.training.normalization import energy_scale, fit_reference_energies
 from mlip_scaling.training.trainer import Trainer, TrainingDiverged
 
@@ -177,10 +177,22 @@ def _progress(trainer: Trainer, enabled: bool) -> tuple[Any, Any]:
     return bar, update
 
 
+def training_budget(cfg: TrainConfig, trainer: Trainer) -> str:
+    """What set the run's length (and its cosine schedule): ``"steps"`` (--max-steps),
+    ``"flops"`` (--max-flops) or ``"epochs"``."""
+    by_epochs = cfg.epochs * trainer.steps_per_epoch
+    by_steps = min(by_epochs, cfg.max_steps) if cfg.max_steps is not None else by_epochs
+    if cfg.max_flops is not None and trainer.total_steps() < by_steps:
+        return "flops"
+    return "steps" if by_steps < by_epochs or cfg.max_steps == by_epochs else "epochs"
+
+
 def _train_record(cfg: TrainConfig, trainer: Trainer, n_params: int, info: dict) -> dict:
     return {
         "n_train_structures": len(trainer.train_items), "n_params": n_params,
         "flops": trainer.flops, "pf_days": pf_days(trainer.flops),
+        "flops_matmul": trainer.flops_matmul, "flops_counting": FLOPS_COUNTING,
+        "budget": training_budget(cfg, trainer),
         "epochs": trainer.step / trainer.steps_per_epoch, "steps": trainer.step,
         "skipped_steps": trainer.skipped, "lr": cfg.lr, "amp": trainer.precision,
         "batch_size": cfg.batch_size, "seed": cfg.seed, **info,

@@ -85,7 +85,9 @@ class Trainer:
         self.ema = EMA(self.potential, cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.step = self.epoch = self.batch_in_epoch = self.skipped = 0
         self.flops, self.wall_time, self.last_val = 0.0, 0.0, {}
-        self.flop_model: FlopModel | None = None
+        self.flop_model: FlopModel | None = None  # total FLOP (matmul + elementwise)
+        self.flop_model_matmul: FlopModel | None = None
+        self.flops_matmul = 0.0
         self.scheduler: CosineWarmup | None = None
         self.logger = MetricsLogger(self.run_dir, enabled=dist.is_main)
 
@@ -150,7 +152,8 @@ class Trainer:
     def _measure_flops(self) -> None:
         picks = tdata.sample_batches(len(self.train_items), self.local_batch, self.cfg.seed)
         batches = [self._batch(p) for p in picks]
-        self.flop_model, _ = FlopModel.measure(self._flop_probe, batches)
+        self.flop_model, self.flop_model_matmul, _ = FlopModel.measure(self._flop_probe,
+                                                                       batches)
         self.optimizer.zero_grad(set_to_none=True)
 
     def _flop_probe(self, batch: AtomicData) -> None:
@@ -183,10 +186,13 @@ class Trainer:
         self.scaler.unscale_(self.optimizer)
         clip = self.cfg.clip_grad if self.cfg.clip_grad > 0 else float("inf")
         norm = torch.nn.utils.clip_grad_norm_(self.potential.model.parameters(), clip)
-        local = [self.flop_model.predict(batch_features(batch)),
+        feats = batch_features(batch)
+        local = [self.flop_model.predict(feats), self.flop_model_matmul.predict(feats),
                  float(not (torch.isfinite(loss) and torch.isfinite(norm)))]
-        flops, bad = all_reduce_sum(torch.tensor(local, dtype=torch.float64), self.dist).tolist()
+        flops, matmul, bad = all_reduce_sum(torch.tensor(local, dtype=torch.float64),
+                                            self.dist).tolist()
         self.flops += flops
+        self.flops_matmul += matmul
         if bad:
             self._skip(float(loss.detach()), float(norm))
         else:
@@ -244,7 +250,8 @@ class Trainer:
             "scaler": self.scaler.state_dict(), "rng": capture_rng(),
             "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
             "skipped": self.skipped, "flops": self.flops,
-            "flop_model": self.flop_model.state_dict(),
+            "flop_model": self.flop_model.state_dict(), "flops_matmul": self.flops_matmul,
+            "flop_model_matmul": self.flop_model_matmul.state_dict(),
             "wall_time": self.wall_time + self._elapsed(), "last_val": self.last_val,
             "metrics_bytes": self.logger.size(), "finished": finished,
             "dataset_hash": self.dataset_hash, "previous_datasets": self.previous_datasets,
@@ -269,6 +276,9 @@ class Trainer:
             self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.flop_model = FlopModel.from_state(state["flop_model"])
+        self.flop_model_matmul = FlopModel.from_state(state.get("flop_model_matmul",
+                                                                state["flop_model"]))
+        self.flops_matmul = float(state.get("flops_matmul", state["flops"]))
         self._make_scheduler()
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])

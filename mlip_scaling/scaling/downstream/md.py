@@ -5,12 +5,24 @@ zero total momentum) and use velocity Verlet with ``dt_fs`` (ASE time = ``dt_fs 
 
 * ``md_drift``: |OLS slope| of E_total/N (eV) against time after dropping the first 20 % of
   the completed steps, in meV/atom/ps (time kept in fs: slope_eV/fs × 1e3 meV/eV × 1e3 fs/ps).
+  ``md_drift_se`` is its standard error (OLS, with the residuals' lag-1 autocorrelation
+  shrinking the effective number of points); ``md_drift_resolved`` is 1.0 when the drift
+  exceeds twice that noise floor, else 0.0 (a drift at the noise floor says only "below
+  it"). ``md_oracle_drift`` is the oracle's own drift under the same integrator, the
+  smallest drift a perfect model can read.
 * ``md_stability``: fraction of the requested steps completed before a blow-up: non-finite
   energy/positions, temperature above ``5 × T`` (runaway), two atoms closer than 0.5 Å, or a
   nearest-neighbour bond of the start (pairs within 1.2 × the shortest distance, followed
   with their periodic image) stretched or compressed by more than 0.5 Å.
+  ``md_unstable`` is 1.0 when the model's run blew up, else 0.0.
 * ``rdf_error``: ∫|g_model − g_oracle| dr / ∫|g_oracle − 1| dr, g(r) averaged over frames of
-  each trajectory on one fixed r grid up to a cutoff below half the smallest cell height.
+  each trajectory on one fixed r grid up to a cutoff below half the smallest cell height;
+  only when both trajectories completed every step (equal length, stable), else None (the
+  instability is reported by ``md_stability``). ``rdf_error_se``: standard error from
+  ``RDF_BLOCKS`` consecutive blocks of frames, each compared with the oracle's same block.
+
+With an ``oracle_key`` the oracle's trajectory is kept in memory per process, so evaluating
+several models runs it only once.
 """
 
 from __future__ import annotations
@@ -24,12 +36,17 @@ from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 from ase.md.verlet import VelocityVerlet
 from ase.neighborlist import neighbor_list
 
-__all__ = ["MDRun", "run_nve", "energy_drift", "rdf", "rdf_cutoff", "rdf_error", "md_errors"]
+from mlip_scaling.scaling.downstream.relax import too_close
+
+__all__ = ["MDRun", "run_nve", "energy_drift", "drift_with_error", "rdf", "rdf_cutoff",
+           "rdf_error", "md_errors", "oracle_run", "stable_start"]
 
 T_RUNAWAY = 5.0  # blow-up when T > T_RUNAWAY × target
 MIN_DISTANCE = 0.5  # Å
 BOND_TOLERANCE = 0.5  # Å
 BOND_FACTOR = 1.2  # start bonds: pairs within this × the shortest distance
+RDF_BLOCKS = 4  # blocks of frames for the standard error of the RDF error
+_ORACLE_RUNS: dict[tuple, MDRun] = {}
 
 
 @dataclass
@@ -44,13 +61,29 @@ class MDRun:
 
 def energy_drift(energy_per_atom: np.ndarray, dt_fs: float, burn_in: float = 0.2) -> float:
     """|OLS slope| of E_total/N (eV, one value per step) vs time, in meV/atom/ps."""
+    return drift_with_error(energy_per_atom, dt_fs, burn_in)[0]
+
+
+def drift_with_error(energy_per_atom: np.ndarray, dt_fs: float,
+                     burn_in: float = 0.2) -> tuple[float, float]:
+    """(|OLS slope|, its standard error) of E_total/N vs time, both in meV/atom/ps.
+
+    The OLS error is inflated by sqrt((1 + ρ)/(1 − ρ)), ρ ≥ 0 the lag-1 autocorrelation of
+    the residuals (energy fluctuations of consecutive steps are correlated).
+    """
     e = np.asarray(energy_per_atom, dtype=float)
-    t_fs = np.arange(len(e)) * dt_fs
     start = int(len(e) * burn_in)
-    if len(e) - start < 3:
-        return float("nan")
-    slope_ev_per_fs = np.polyfit(t_fs[start:], e[start:], 1)[0]
-    return float(abs(slope_ev_per_fs) * 1e6)
+    t, y = np.arange(start, len(e)) * dt_fs, e[start:]
+    if len(y) < 4:
+        return float("nan"), float("nan")
+    slope, intercept = np.polyfit(t, y, 1)
+    resid = y - (slope * t + intercept)
+    tc = t - t.mean()
+    se = np.sqrt(resid @ resid / (len(y) - 2) / (tc @ tc))
+    denom = resid @ resid
+    rho = float(np.clip(resid[1:] @ resid[:-1] / denom, 0.0, 0.99)) if denom > 0 else 0.0
+    se *= np.sqrt((1 + rho) / (1 - rho))
+    return float(abs(slope) * 1e6), float(se * 1e6)
 
 
 def rdf_cutoff(atoms: Atoms, r_max: float = 6.0) -> float:
@@ -94,7 +127,7 @@ def _blow_up(atoms: Atoms, bonds: tuple, temperature_K: float) -> str | None:
         return "non-finite energy or positions"
     if atoms.get_temperature() > T_RUNAWAY * temperature_K:
         return f"temperature above {T_RUNAWAY:g} x {temperature_K:g} K"
-    if neighbor_list("i", atoms, MIN_DISTANCE).size:
+    if too_close(atoms, MIN_DISTANCE):
         return f"atoms closer than {MIN_DISTANCE} Å"
     i, j, shift, d0 = bonds
     if d0.size:
@@ -133,18 +166,59 @@ def run_nve(atoms: Atoms, calc: Calculator, temperature_K: float, steps: int,
     return run
 
 
+def _rdf_errors(mine: MDRun, ref: MDRun, atoms: Atoms, n_bins: int) -> dict[str, float | None]:
+    """rdf_error over the whole runs and its block standard error (module docstring)."""
+    if not (mine.stability == 1.0 and ref.stability == 1.0 and mine.frames
+            and len(mine.frames) == len(ref.frames)):
+        return {"rdf_error": None, "rdf_error_se": None}
+    r_max = rdf_cutoff(atoms)
+    error = rdf_error(rdf(mine.frames, atoms, r_max, n_bins), rdf(ref.frames, atoms, r_max, n_bins))
+    blocks = np.array_split(np.arange(len(mine.frames)), min(RDF_BLOCKS, len(mine.frames)))
+    per_block = [rdf_error(rdf([mine.frames[i] for i in b], atoms, r_max, n_bins),
+                           rdf([ref.frames[i] for i in b], atoms, r_max, n_bins)) for b in blocks]
+    se = float(np.std(per_block, ddof=1) / np.sqrt(len(blocks))) if len(blocks) > 1 else None
+    return {"rdf_error": error, "rdf_error_se": se}
+
+
+def oracle_run(atoms: Atoms, oracle: Calculator, key: str | None, *args) -> MDRun:
+    """The oracle's NVE run from ``atoms``, remembered per process under ``key``."""
+    if key is None:
+        return run_nve(atoms, oracle, *args)
+    ident = (key, *args, atoms.numbers.tobytes(), atoms.positions.tobytes(),
+             atoms.cell.array.tobytes())
+    if ident not in _ORACLE_RUNS:
+        _ORACLE_RUNS[ident] = run_nve(atoms, oracle, *args)
+    return _ORACLE_RUNS[ident]
+
+
+def stable_start(candidates: list[Atoms], oracle: Calculator, key: str | None,
+                 temperature_K: float, steps: int, dt_fs: float = 1.0, seed: int = 0,
+                 every: int = 5) -> Atoms:
+    """The first candidate start on which the oracle's own NVE run completes every step
+    (a start the oracle cannot hold says nothing about the model); else the first."""
+    for atoms in candidates:
+        if oracle_run(atoms, oracle, key, temperature_K, steps, dt_fs, seed,
+                      every).stability == 1.0:
+            return atoms
+    return candidates[0]
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
 def md_errors(atoms: Atoms, model: Calculator, oracle: Calculator, temperature_K: float = 300.0,
               steps: int = 500, dt_fs: float = 1.0, seed: int = 0, every: int = 5,
-              n_bins: int = 60) -> dict[str, float | None]:
-    """md_drift (meV/atom/ps), md_stability and rdf_error of the model's run vs the oracle's."""
+              n_bins: int = 60, oracle_key: str | None = None) -> dict[str, float | None]:
+    """MD metrics of the model's NVE run vs the oracle's (module docstring): md_drift,
+    md_drift_se (meV/atom/ps), md_drift_resolved, md_stability, md_unstable, rdf_error,
+    rdf_error_se, and the oracle's md_oracle_drift and md_oracle_stability."""
     mine = run_nve(atoms, model, temperature_K, steps, dt_fs, seed, every)
-    ref = run_nve(atoms, oracle, temperature_K, steps, dt_fs, seed, every)
-    r_max = rdf_cutoff(atoms)
-    error = None
-    if mine.frames and ref.frames:
-        error = rdf_error(rdf(mine.frames, atoms, r_max, n_bins),
-                          rdf(ref.frames, atoms, r_max, n_bins))
-    drift = energy_drift(mine.energy_per_atom, dt_fs)
-    return {"md_drift": drift if np.isfinite(drift) else None,
-            "md_stability": float(mine.stability), "rdf_error": error,
+    ref = oracle_run(atoms, oracle, oracle_key, temperature_K, steps, dt_fs, seed, every)
+    drift, se = drift_with_error(mine.energy_per_atom, dt_fs)
+    resolved = float(drift > 2.0 * se) if np.isfinite(drift) and np.isfinite(se) else None
+    return {"md_drift": _finite(drift), "md_drift_se": _finite(se),
+            "md_drift_resolved": resolved, "md_stability": float(mine.stability),
+            "md_unstable": float(mine.stability < 1.0), **_rdf_errors(mine, ref, atoms, n_bins),
+            "md_oracle_drift": _finite(drift_with_error(ref.energy_per_atom, dt_fs)[0]),
             "md_oracle_stability": float(ref.stability)}
