@@ -9,10 +9,12 @@ from ase.build import add_adsorbate, fcc100
 from ase.filters import FrechetCellFilter
 from ase.mep import NEB
 from ase.optimize import FIRE
-from test_calculator import rattled_cu, smooth_potential
+from test_calculator import methane, rattled_cu, smooth_potential
 
+from mlip_scaling import relax
 from mlip_scaling.calculators.ase import ScalingCalculator, sorted_neighbors
 from mlip_scaling.calculators.neighbor_cache import NeighborCache
+from mlip_scaling.errors import DataError
 
 
 def _calc(**kwargs) -> ScalingCalculator:
@@ -104,3 +106,59 @@ def test_cache_drops_the_oldest_lists_beyond_its_limits():
     for atoms in structures[:2]:
         small(atoms.positions, atoms.cell.array, atoms.pbc, atoms.numbers)
     assert len(small.entries) == 1  # over the pair budget: only the newest list stays
+
+
+def _structure(atoms):
+    from pymatgen.core import Lattice, Structure
+
+    return Structure(Lattice(atoms.cell.array), atoms.get_chemical_symbols(), atoms.positions,
+                     coords_are_cartesian=True)
+
+
+def test_predict_accepts_pymatgen_structures_and_molecules():
+    from pymatgen.core import Molecule
+
+    crystal, mol = rattled_cu(strain=0.01), methane()
+    structure = _structure(crystal)
+    molecule = Molecule(mol.get_chemical_symbols(), mol.positions)
+    calc = _calc()
+    got = calc.predict([structure, molecule, crystal])
+    want = calc.predict([crystal, mol, crystal])
+    for g, w in zip(got, want):
+        assert sorted(g) == sorted(w)
+        for key in w:
+            np.testing.assert_allclose(g[key], w[key], rtol=1e-12, atol=1e-12)
+    assert "stress" in got[0] and "stress" not in got[1]  # a Molecule has no cell
+
+
+def test_predict_names_an_object_it_cannot_use():
+    with pytest.raises(DataError, match=r"structure 1: expected ase.Atoms or a pymatgen "
+                                        r"Structure/Molecule, got builtins.str"):
+        _calc().predict([rattled_cu(), "Cu.cif"])
+
+
+def test_relax_returns_a_relaxed_pymatgen_structure():
+    from pymatgen.core import Structure
+
+    structure = _structure(rattled_cu(strain=0.03))
+    result = relax(structure, _calc(), fmax=1e-3, steps=1000)
+    final = result["final_structure"]
+    assert isinstance(final, Structure) and result["converged"]
+    assert final.volume != pytest.approx(structure.volume, rel=1e-3)
+    assert np.abs(result["forces"]).max() < 1e-3 and np.abs(result["stress"]).max() < 1e-3
+    assert structure.volume == pytest.approx(_structure(rattled_cu(strain=0.03)).volume)
+    again = _calc().predict([final])[0]  # the returned structure is the relaxed one
+    assert float(again["energy"]) == pytest.approx(result["energy"], abs=1e-9)
+
+
+def test_relax_keeps_the_cell_when_asked_and_takes_molecules():
+    from pymatgen.core import Molecule
+
+    atoms = rattled_cu(strain=0.03)
+    result = relax(atoms, _calc(), fmax=1e-2, relax_cell=False)
+    np.testing.assert_allclose(result["final_structure"].cell.array, atoms.cell.array)
+    mol = methane()
+    out = relax(Molecule(mol.get_chemical_symbols(), mol.positions), _calc(), fmax=5e-3,
+                steps=1000)
+    assert isinstance(out["final_structure"], Molecule) and out["converged"]
+    assert "stress" not in out

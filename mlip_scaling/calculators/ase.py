@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from functools import partial
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,6 +36,7 @@ from mlip_scaling.calculators.committee import (
     stds,
 )
 from mlip_scaling.calculators.neighbor_cache import NeighborCache
+from mlip_scaling.calculators.structures import as_atoms
 from mlip_scaling.data.neighbors import Where, check_geometry, neighbor_list
 from mlip_scaling.errors import ConfigError, DataError
 from mlip_scaling.models.potential import MAX_Z, Potential
@@ -246,9 +248,10 @@ class ScalingCalculator(Calculator):
         return {k: v for k, v in self._cached.items() if k != "key"}
 
     def predict(
-        self, structures: Sequence[Atoms], batch_size: int = 32
+        self, structures: Sequence[Atoms | Any], batch_size: int = 32
     ) -> list[dict[str, np.ndarray]]:
-        """Evaluate many structures in batches of ``batch_size``.
+        """Evaluate many structures (ASE Atoms, pymatgen Structures or Molecules) in
+        batches of ``batch_size``.
 
         Returns one dict per structure: ``energy`` (eV, 0-d), ``forces`` [N,3] (eV/Å),
         ``energies`` [N] (eV) and, for fully periodic structures, ``stress`` [6]
@@ -257,6 +260,7 @@ class ScalingCalculator(Calculator):
         """
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        structures = [as_atoms(s, k) for k, s in enumerate(structures)]
         results: list[dict[str, np.ndarray]] = []
         for start in range(0, len(structures), batch_size):
             chunk = structures[start : start + batch_size]
