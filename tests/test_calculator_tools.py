@@ -162,3 +162,46 @@ def test_relax_keeps_the_cell_when_asked_and_takes_molecules():
                 steps=1000)
     assert isinstance(out["final_structure"], Molecule) and out["converged"]
     assert "stress" not in out
+
+
+def _bilayer(spacing: float):
+    """AB-stacked graphite (4 atoms), layers ``spacing`` Å apart."""
+    from ase.build import graphene
+
+    layer = graphene(a=2.46, vacuum=0.0)
+    layer.cell[2, 2] = 2 * spacing
+    top = layer.copy()
+    top.positions += [0.0, 2.46 / 3**0.5, spacing]  # B stacking: shifted by one bond
+    bilayer = layer + top
+    bilayer.pbc = True
+    return bilayer
+
+
+def test_d3_adds_the_dispersion_energy_on_a_layered_structure():
+    pytest.importorskip("dftd3.ase")
+    from mlip_scaling.calculators.dispersion import d3_calculator, with_d3
+
+    atoms, alone, model = _bilayer(3.35), _bilayer(3.35), _bilayer(3.35)
+    atoms.calc = with_d3(_calc(), method="PBE")
+    alone.calc, model.calc = d3_calculator("PBE"), _calc()
+    for name in ("get_potential_energy", "get_forces", "get_stress"):
+        total = getattr(atoms, name)()
+        np.testing.assert_allclose(total, getattr(model, name)() + getattr(alone, name)(),
+                                   rtol=1e-12, atol=1e-12)
+    apart = _bilayer(12.0)
+    apart.calc = d3_calculator("PBE")
+    binding = (alone.get_potential_energy() - apart.get_potential_energy()) / len(atoms)
+    assert -0.08 < binding < -0.02  # eV/atom: D3(BJ)-PBE binds the layers by ~68 meV/atom
+    assert alone.get_stress()[2] > 0  # the layers pull together: dE/dstrain_zz > 0
+
+
+def test_d3_without_the_package_says_how_to_install(monkeypatch):
+    import sys
+
+    from mlip_scaling.calculators.dispersion import with_d3
+    from mlip_scaling.errors import ConfigError
+
+    monkeypatch.setitem(sys.modules, "dftd3.ase", None)
+    with pytest.raises(ConfigError, match=r"needs the dftd3 package: pip install "
+                                          r"'mlip-scaling\[dispersion\]'"):
+        with_d3(_calc())
