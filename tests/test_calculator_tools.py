@@ -3,8 +3,17 @@ pymatgen structures, DFT-D3 dispersion, and serving over ASE's socket protocol."
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import subprocess
+import sys
+import uuid
+
+import ase.io
 import numpy as np
 import pytest
+from ase import units
 from ase.build import add_adsorbate, fcc100
 from ase.filters import FrechetCellFilter
 from ase.mep import NEB
@@ -205,3 +214,101 @@ def test_d3_without_the_package_says_how_to_install(monkeypatch):
     with pytest.raises(ConfigError, match=r"needs the dftd3 package: pip install "
                                           r"'mlip-scaling\[dispersion\]'"):
         with_d3(_calc())
+
+
+def _socket_name() -> str:
+    return f"mlip-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def test_model_served_over_ase_socketio_runs_md(tmp_path):
+    from ase.calculators.socketio import SocketIOCalculator
+    from ase.md.verlet import VelocityVerlet
+    from test_committee import cu_cell, random_model
+
+    model = random_model(tmp_path / "model.pt", seed=0)
+    atoms = cu_cell(seed=1)
+    ase.io.write(tmp_path / "start.xyz", atoms)
+    name = _socket_name()
+    direct = ScalingCalculator(model, dtype="float64")
+    with SocketIOCalculator(unixsocket=name, timeout=120) as server:
+        client = subprocess.Popen(
+            [sys.executable, "-m", "mlip_scaling.calculators.socket_client", str(model),
+             str(tmp_path / "start.xyz"), "--unix", name, "--device", "cpu"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        atoms.calc = server
+        probe = atoms.copy()
+        probe.calc = direct
+        dyn = VelocityVerlet(atoms, timestep=1 * units.fs)
+        for _ in range(5):
+            dyn.run(1)
+            probe.positions = atoms.positions
+            assert atoms.get_potential_energy() == pytest.approx(
+                probe.get_potential_energy(), rel=1e-10)
+            np.testing.assert_allclose(atoms.get_forces(), probe.get_forces(), atol=1e-10)
+            np.testing.assert_allclose(atoms.get_stress(), probe.get_stress(), atol=1e-10)
+    out, err = client.communicate(timeout=60)
+    assert client.returncode == 0, err
+    assert out.startswith("served ")
+
+
+def test_socket_client_without_a_server_is_one_line(tmp_path):
+    ase.io.write(tmp_path / "start.xyz", rattled_cu())
+    from test_committee import random_model
+
+    model = random_model(tmp_path / "model.pt", seed=0)
+    run = subprocess.run(
+        [sys.executable, "-m", "mlip_scaling.calculators.socket_client", str(model),
+         str(tmp_path / "start.xyz"), "--unix", _socket_name(), "--wait", "0.3"],
+        capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert re.fullmatch(r"error: no socket server at /tmp/ipi_mlip-test-\S+ after 0.3 s "
+                        r"\(.*\); start the server \(i-PI\) first\n", run.stderr)
+
+
+_IPI_SERVER = """
+import json, sys
+import ase.io
+from ase import units
+from ipi.scripting import InteractiveSimulation, forcefield_xml, motion_nvt_xml, simulation_xml
+
+atoms = ase.io.read(sys.argv[1])
+xml = simulation_xml(atoms, forcefield_xml("mlip", mode="unix", address=sys.argv[2]),
+                     motion_nvt_xml(timestep=1.0 * units.fs), temperature=300.0)
+sim = InteractiveSimulation(xml)
+record = []
+for _ in range(int(sys.argv[3])):
+    sim.run(1)
+    frame = sim.get_structures()  # "ase" units: Å, eV, eV/Å, K
+    record.append({"positions": frame.positions.tolist(), "cell": frame.cell.tolist(),
+                   "forces": frame.get_forces().tolist(),
+                   "potential": float(sim.properties("potential")),
+                   "temperature": float(sim.properties("temperature"))})
+json.dump(record, open(sys.argv[4], "w"))
+"""
+
+
+def test_ipi_drives_nvt_with_the_served_model(tmp_path):
+    pytest.importorskip("ipi")
+    from mlip_scaling.calculators.socket_client import serve
+
+    atoms = rattled_cu(strain=0.0)
+    ase.io.write(tmp_path / "start.xyz", atoms)
+    (tmp_path / "server.py").write_text(_IPI_SERVER)
+    name, steps = _socket_name(), 8
+    server = subprocess.Popen(
+        [sys.executable, str(tmp_path / "server.py"), str(tmp_path / "start.xyz"), name,
+         str(steps), str(tmp_path / "record.json")],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    served = serve(atoms, _calc(), unixsocket=name, wait=120)
+    out, err = server.communicate(timeout=120)
+    assert server.returncode == 0, err[-2000:]
+    record = json.loads((tmp_path / "record.json").read_text())
+    assert len(record) == steps and served >= steps
+    check = _calc()
+    for frame in record:
+        probe = atoms.copy()
+        probe.positions, probe.cell = frame["positions"], frame["cell"]
+        probe.calc = check
+        assert frame["potential"] == pytest.approx(probe.get_potential_energy(), rel=1e-8)
+        np.testing.assert_allclose(frame["forces"], probe.get_forces(), atol=1e-8)
+    assert all(50 < f["temperature"] < 1000 for f in record)  # K: thermostatted at 300 K
