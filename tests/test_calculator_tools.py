@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import ase.io
 import numpy as np
@@ -216,11 +217,16 @@ def test_d3_without_the_package_says_how_to_install(monkeypatch):
         with_d3(_calc())
 
 
-def _socket_name() -> str:
-    return f"mlip-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+@pytest.fixture
+def socket_name():
+    """A fresh UNIX socket name; its file /tmp/ipi_NAME is removed afterwards (i-PI
+    leaves it behind)."""
+    name = f"mlip-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    yield name
+    Path(f"/tmp/ipi_{name}").unlink(missing_ok=True)
 
 
-def test_model_served_over_ase_socketio_runs_md(tmp_path):
+def test_model_served_over_ase_socketio_runs_md(tmp_path, socket_name):
     from ase.calculators.socketio import SocketIOCalculator
     from ase.md.verlet import VelocityVerlet
     from test_committee import cu_cell, random_model
@@ -228,7 +234,7 @@ def test_model_served_over_ase_socketio_runs_md(tmp_path):
     model = random_model(tmp_path / "model.pt", seed=0)
     atoms = cu_cell(seed=1)
     ase.io.write(tmp_path / "start.xyz", atoms)
-    name = _socket_name()
+    name = socket_name
     direct = ScalingCalculator(model, dtype="float64")
     with SocketIOCalculator(unixsocket=name, timeout=120) as server:
         client = subprocess.Popen(
@@ -251,14 +257,14 @@ def test_model_served_over_ase_socketio_runs_md(tmp_path):
     assert out.startswith("served ")
 
 
-def test_socket_client_without_a_server_is_one_line(tmp_path):
+def test_socket_client_without_a_server_is_one_line(tmp_path, socket_name):
     ase.io.write(tmp_path / "start.xyz", rattled_cu())
     from test_committee import random_model
 
     model = random_model(tmp_path / "model.pt", seed=0)
     run = subprocess.run(
         [sys.executable, "-m", "mlip_scaling.calculators.socket_client", str(model),
-         str(tmp_path / "start.xyz"), "--unix", _socket_name(), "--wait", "0.3"],
+         str(tmp_path / "start.xyz"), "--unix", socket_name, "--wait", "0.3"],
         capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert re.fullmatch(r"error: no socket server at /tmp/ipi_mlip-test-\S+ after 0.3 s "
@@ -287,14 +293,14 @@ json.dump(record, open(sys.argv[4], "w"))
 """
 
 
-def test_ipi_drives_nvt_with_the_served_model(tmp_path):
+def test_ipi_drives_nvt_with_the_served_model(tmp_path, socket_name):
     pytest.importorskip("ipi")
     from mlip_scaling.calculators.socket_client import serve
 
     atoms = rattled_cu(strain=0.0)
     ase.io.write(tmp_path / "start.xyz", atoms)
     (tmp_path / "server.py").write_text(_IPI_SERVER)
-    name, steps = _socket_name(), 8
+    name, steps = socket_name, 8
     server = subprocess.Popen(
         [sys.executable, str(tmp_path / "server.py"), str(tmp_path / "start.xyz"), name,
          str(steps), str(tmp_path / "record.json")],
