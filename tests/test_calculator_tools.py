@@ -55,11 +55,18 @@ def _run_neb(shared: bool, steps: int = 15) -> tuple[int, np.ndarray]:
     return sum(c._neighbors.builds for c in calcs), energies
 
 
-def test_shared_calculator_in_neb_keeps_one_list_per_image():
+def test_shared_calculator_in_neb_keeps_one_list_per_image(monkeypatch):
+    evaluations = []
+    inputs = ScalingCalculator._data
+    monkeypatch.setattr(ScalingCalculator, "_data",
+                        lambda self, atoms: evaluations.append(1) or inputs(self, atoms))
     shared_builds, shared_energies = _run_neb(shared=True)
+    shared_evaluations = len(evaluations)
     copied_builds, copied_energies = _run_neb(shared=False)
-    # before: the one list thrashed between images (310 builds in 20 steps against 6)
+    # before: the one list thrashed between images (310 builds and 310 model evaluations
+    # in 20 steps, against 6 and 65 with one calculator per image)
     assert shared_builds <= copied_builds
+    assert shared_evaluations <= len(evaluations) - shared_evaluations
     np.testing.assert_allclose(shared_energies, copied_energies, rtol=1e-12)
 
 
@@ -78,6 +85,27 @@ def test_cell_relaxation_reuses_the_list_and_matches_a_fresh_one():
     assert steps > 40 and np.abs(atoms.get_stress()).max() < 1e-3
     # before: one build per step (96 builds in 95 steps)
     assert calc._neighbors.builds <= 5
+
+
+def test_results_kept_per_structure_are_never_stale():
+    calc = _calc()
+    first, second = rattled_cu(seed=1), rattled_cu(seed=2)
+    first.calc = second.calc = calc
+    e1, e2 = first.get_potential_energy(), second.get_potential_energy()
+    f1 = first.get_forces()  # served from the kept results: no new evaluation
+    assert calc._results.hits == 1 and e1 != pytest.approx(e2, rel=1e-6)
+    alone = rattled_cu(seed=1)
+    alone.calc = _calc()
+    np.testing.assert_allclose(f1, alone.get_forces(), rtol=1e-14, atol=1e-14)
+    stress = first.get_stress()  # not in the kept results: evaluated
+    assert calc._results.hits == 1
+    np.testing.assert_allclose(stress, alone.get_stress(), rtol=1e-14, atol=1e-14)
+    first.positions[0, 0] += 1e-9  # a different structure: evaluated again
+    moved = first.copy()
+    moved.calc = _calc()
+    assert first.get_potential_energy() == pytest.approx(moved.get_potential_energy(),
+                                                         rel=1e-14)
+    assert first.get_potential_energy() != e1 and calc._results.hits == 1
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -35,7 +35,7 @@ from mlip_scaling.calculators.committee import (
     spread,
     stds,
 )
-from mlip_scaling.calculators.neighbor_cache import NeighborCache
+from mlip_scaling.calculators.neighbor_cache import NeighborCache, ResultCache
 from mlip_scaling.calculators.structures import as_atoms
 from mlip_scaling.data.neighbors import Where, check_geometry, neighbor_list
 from mlip_scaling.errors import ConfigError, DataError
@@ -133,7 +133,8 @@ class ScalingCalculator(Calculator):
     relaxations and NPT then need one model evaluation per step). Structures that are not
     periodic in all three directions have no stress (``PropertyNotImplementedError``).
     ``parameters`` (and ``todict()``, which ASE databases and trajectories store) name the
-    model file(s) and their sha256 digests.
+    model file(s) and their sha256 digests. Neighbour lists and results of the last few
+    structures are kept, so one calculator can serve several structures (NEB images).
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
@@ -167,6 +168,7 @@ class ScalingCalculator(Calculator):
         if committee:
             self.implemented_properties = [*self.implemented_properties, *STD_KEYS.values()]
         self._neighbors = NeighborCache(self.cutoff, self.skin, sorted_neighbors)
+        self._results = ResultCache()
         self._cached: dict[str, object] = {}
         self._stress_wanted = False
 
@@ -202,6 +204,10 @@ class ScalingCalculator(Calculator):
                     "stress needs a structure periodic in all three directions"
                 )
             self._stress_wanted = True
+        cached = self._results.get(atoms, ("stress",) if "stress" in properties else ())
+        if cached is not None:
+            self.results = cached
+            return
         data = self._data(atoms)
         out = self._runner(data, compute_forces=True,
                            compute_stress=periodic and self._stress_wanted)
@@ -215,6 +221,7 @@ class ScalingCalculator(Calculator):
         if keys.STRESS in out:
             self.results["stress"] = _numpy(out[keys.STRESS][0])[VOIGT]
         self.results.update(spread(stds(out), 0, slice(None), "stress" in self.results))
+        self._results.put(atoms, self.results)
 
     def _data(self, atoms: Atoms) -> dict[str, torch.Tensor]:
         positions = atoms.positions

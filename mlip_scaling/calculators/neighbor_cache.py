@@ -20,7 +20,7 @@ import numpy as np
 
 from mlip_scaling.data.neighbors import Where, check_distances
 
-__all__ = ["NeighborCache", "MAX_ENTRIES", "MAX_PAIRS"]
+__all__ = ["NeighborCache", "ResultCache", "MAX_ENTRIES", "MAX_PAIRS"]
 
 #: Most lists kept at once (one per structure served by a calculator).
 MAX_ENTRIES = 16
@@ -122,3 +122,39 @@ class NeighborCache:
                 del self.entries[k:]
                 break
         return entry
+
+
+class ResultCache:
+    """Results of the last ``size`` structures, given back for identical inputs (same
+    numbers, positions, cell, pbc; the model's weights are fixed once loaded).
+
+    ASE keeps one result per calculator, so a calculator shared by the images of a NEB,
+    asked for each image's forces and then energies in turn, would otherwise evaluate every
+    image several times per step.
+    """
+
+    def __init__(self, size: int = MAX_ENTRIES) -> None:
+        self.size = int(size)
+        self.items: list[tuple[tuple[np.ndarray, ...], dict]] = []
+        self.hits = 0
+
+    @staticmethod
+    def _key(atoms) -> tuple[np.ndarray, ...]:
+        return (atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc)
+
+    def get(self, atoms, need: tuple[str, ...] = ()) -> dict | None:
+        """The stored results of ``atoms`` holding every name in ``need``, or None."""
+        key = self._key(atoms)
+        for k, (stored, results) in enumerate(self.items):
+            if all(a.shape == b.shape and np.array_equal(a, b) for a, b in zip(key, stored)) \
+                    and all(name in results for name in need):
+                self.items.insert(0, self.items.pop(k))
+                self.hits += 1
+                return dict(results)
+        return None
+
+    def put(self, atoms, results: dict) -> None:
+        """Store a copy of ``atoms``' key with ``results`` (most recent first)."""
+        key = tuple(np.array(a, copy=True) for a in self._key(atoms))
+        self.items.insert(0, (key, dict(results)))
+        del self.items[self.size:]
