@@ -346,3 +346,49 @@ def test_ipi_drives_nvt_with_the_served_model(tmp_path, socket_name):
         assert frame["potential"] == pytest.approx(probe.get_potential_energy(), rel=1e-8)
         np.testing.assert_allclose(frame["forces"], probe.get_forces(), atol=1e-8)
     assert all(50 < f["temperature"] < 1000 for f in record)  # K: thermostatted at 300 K
+
+
+def _labelled_cu(count: int) -> list:
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+
+    structures = []
+    for seed in range(count):
+        atoms = bulk("Cu", "fcc", a=3.61, cubic=True)
+        atoms.rattle(0.05, seed=seed)
+        atoms.calc = EMT()
+        atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
+        structures.append(atoms)
+    return structures
+
+
+def test_convert_writes_files_that_pymatgen_reads(tmp_path):
+    from pymatgen.core import Structure
+    from pymatgen.io.cif import CifParser
+
+    from mlip_scaling.data.cli import main
+
+    structures = _labelled_cu(3)
+    ase.io.write(tmp_path / "cu.extxyz", structures)
+    ase.io.write(tmp_path / "one.extxyz", structures[:1])
+    # before: the output was extxyz whatever its name, which pymatgen cannot parse as CIF
+    assert main(["convert", str(tmp_path / "cu.extxyz"), str(tmp_path / "cu.cif")]) == 0
+    parsed = CifParser(tmp_path / "cu.cif").parse_structures(primitive=False)
+    assert len(parsed) == 3 and all(s.composition.reduced_formula == "Cu" for s in parsed)
+    assert main(["convert", str(tmp_path / "one.extxyz"), str(tmp_path / "POSCAR")]) == 0
+    poscar = Structure.from_file(tmp_path / "POSCAR")
+    np.testing.assert_allclose(poscar.lattice.matrix, structures[0].cell.array, atol=1e-8)
+    np.testing.assert_allclose(poscar.cart_coords, structures[0].positions, atol=1e-6)
+
+
+def test_convert_to_a_one_structure_format_is_one_line(tmp_path, capsys):
+    from mlip_scaling.data.cli import main
+
+    ase.io.write(tmp_path / "cu.extxyz", _labelled_cu(2))
+    with pytest.raises(SystemExit) as exit_:
+        main(["convert", str(tmp_path / "cu.extxyz"), str(tmp_path / "POSCAR")])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1
+    assert re.fullmatch(r"error: \S+POSCAR: cannot write 2 structures as vasp \(vasp-format "
+                        r"can only store 1 Atoms object.\)\n", err)
+    assert not (tmp_path / "POSCAR").exists()
