@@ -285,18 +285,19 @@ def test_model_served_over_ase_socketio_runs_md(tmp_path, socket_name):
     assert out.startswith("served ")
 
 
-def test_socket_client_without_a_server_is_one_line(tmp_path, socket_name):
-    ase.io.write(tmp_path / "start.xyz", rattled_cu())
+def test_socket_client_without_a_server_is_one_line(tmp_path, socket_name, capsys):
     from test_committee import random_model
 
+    from mlip_scaling.calculators.socket_client import main
+
+    ase.io.write(tmp_path / "start.xyz", rattled_cu())
     model = random_model(tmp_path / "model.pt", seed=0)
-    run = subprocess.run(
-        [sys.executable, "-m", "mlip_scaling.calculators.socket_client", str(model),
-         str(tmp_path / "start.xyz"), "--unix", socket_name, "--wait", "0.3"],
-        capture_output=True, text=True, timeout=120)
-    assert run.returncode == 2 and "Traceback" not in run.stderr
+    with pytest.raises(SystemExit) as exit_:
+        main([str(model), str(tmp_path / "start.xyz"), "--unix", socket_name, "--wait", "0.3"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2
     assert re.fullmatch(r"error: no socket server at /tmp/ipi_mlip-test-\S+ after 0.3 s "
-                        r"\(.*\); start the server \(i-PI\) first\n", run.stderr)
+                        r"\(.*\); start the server \(i-PI\) first\n", err)
 
 
 _IPI_SERVER = """
