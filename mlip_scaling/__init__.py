@@ -4,7 +4,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["ScalingCalculator", "Potential", "load_potential", "__version__"]
+__all__ = ["ScalingCalculator", "Potential", "load_potential", "relax", "__version__"]
 
 
 def __getattr__(name: str):  # lazy: importing the package stays cheap
@@ -20,4 +20,8 @@ def __getattr__(name: str):  # lazy: importing the package stays cheap
         from mlip_scaling.checkpoint import load_potential
 
         return load_potential
+    if name == "relax":
+        from mlip_scaling.calculators.structures import relax
+
+        return relax
     raise AttributeError(f"module 'mlip_scaling' has no attribute {name!r}")

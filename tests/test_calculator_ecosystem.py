@@ -89,7 +89,7 @@ def test_npt_berendsen_changes_the_cell(calc):
     pressure = -atoms.get_stress()[:3].mean()
     assert atoms.get_volume() < 0.99 * volume0
     assert abs(pressure) < 0.3 * abs(pressure0)  # the barostat drives the pressure towards zero
-    assert calc._neighbors.builds > 100  # the cell changed each step: the list was rebuilt
+    assert calc._neighbors.builds < 20  # small cell changes each step: the list was reused
 
 
 def test_pymatgen_structure_through_ase_adaptor(calc):

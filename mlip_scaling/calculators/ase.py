@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from functools import partial
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,7 +35,9 @@ from mlip_scaling.calculators.committee import (
     spread,
     stds,
 )
-from mlip_scaling.data.neighbors import Where, check_distances, check_geometry, neighbor_list
+from mlip_scaling.calculators.neighbor_cache import NeighborCache, ResultCache
+from mlip_scaling.calculators.structures import as_atoms
+from mlip_scaling.data.neighbors import Where, check_geometry, neighbor_list
 from mlip_scaling.errors import ConfigError, DataError
 from mlip_scaling.models.potential import MAX_Z, Potential
 
@@ -112,63 +115,6 @@ class StructureChecker:
         check_geometry(positions, cell, pbc, self.cutoff, where)
 
 
-class _NeighborCache:
-    """A neighbour list built at ``cutoff + skin`` and reused while it stays valid.
-
-    Valid while no atom moved more than ``skin / 2`` since the build and the cell,
-    periodicity and atomic numbers are unchanged; each call filters the stored pairs to
-    the current distance < ``cutoff``, so the pairs equal those of a fresh list.
-    """
-
-    def __init__(self, cutoff: float, skin: float) -> None:
-        self.cutoff, self.skin = float(cutoff), float(skin)
-        self.ref: tuple[np.ndarray, ...] | None = None
-        self.builds = 0
-
-    def _valid(self, positions, cell, pbc, numbers) -> bool:
-        if self.ref is None:
-            return False
-        ref_pos, ref_cell, ref_pbc, ref_numbers = self.ref
-        if len(numbers) != len(ref_numbers) or not (
-            np.array_equal(numbers, ref_numbers)
-            and np.array_equal(pbc, ref_pbc)
-            and np.array_equal(cell, ref_cell)
-        ):
-            return False
-        moved = np.einsum("ij,ij->i", positions - ref_pos, positions - ref_pos)
-        return bool(moved.max(initial=0.0) <= (0.5 * self.skin) ** 2)
-
-    def __call__(
-        self, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, numbers: np.ndarray,
-        where: Where = "structure",
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """``edge_index`` [2,E] and ``shifts`` [E,3] of the pairs closer than ``cutoff``
-        (DataError naming ``where`` when two atoms overlap)."""
-        if not self._valid(positions, cell, pbc, numbers):
-            self._build(positions, cell, pbc, numbers, where)
-        vec = self._vec
-        np.subtract(positions.take(self._j, axis=0), positions.take(self._i, axis=0), out=vec)
-        vec += self._offsets
-        dist_sq = np.einsum("ij,ij->i", vec, vec)
-        check_distances(dist_sq, self._i, self._j, where)
-        keep = dist_sq < self.cutoff**2
-        pairs = self._pairs if keep.all() else self._pairs[keep]
-        return pairs[:, :2].T, pairs[:, 2:]
-
-    def _build(
-        self, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, numbers: np.ndarray,
-        where: Where,
-    ) -> None:
-        edge_index, shifts = sorted_neighbors(positions, cell, pbc, self.cutoff + self.skin,
-                                              where)
-        self._pairs = np.concatenate([edge_index.T, shifts], axis=1)  # [E, 5]: i, j, shift
-        self._i, self._j = edge_index[0].copy(), edge_index[1].copy()
-        self._offsets = shifts @ cell
-        self._vec = np.empty_like(self._offsets)
-        self.ref = (positions.copy(), cell.copy(), pbc.copy(), numbers.copy())
-        self.builds += 1
-
-
 class ScalingCalculator(Calculator):
     """ASE calculator for mlip-scaling models (energy, forces, stress, per-atom energies).
 
@@ -187,7 +133,8 @@ class ScalingCalculator(Calculator):
     relaxations and NPT then need one model evaluation per step). Structures that are not
     periodic in all three directions have no stress (``PropertyNotImplementedError``).
     ``parameters`` (and ``todict()``, which ASE databases and trajectories store) name the
-    model file(s) and their sha256 digests.
+    model file(s) and their sha256 digests. Neighbour lists and results of the last few
+    structures are kept, so one calculator can serve several structures (NEB images).
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
@@ -220,7 +167,8 @@ class ScalingCalculator(Calculator):
                                skin=self.skin)
         if committee:
             self.implemented_properties = [*self.implemented_properties, *STD_KEYS.values()]
-        self._neighbors = _NeighborCache(self.cutoff, self.skin)
+        self._neighbors = NeighborCache(self.cutoff, self.skin, sorted_neighbors)
+        self._results = ResultCache()
         self._cached: dict[str, object] = {}
         self._stress_wanted = False
 
@@ -256,6 +204,10 @@ class ScalingCalculator(Calculator):
                     "stress needs a structure periodic in all three directions"
                 )
             self._stress_wanted = True
+        cached = self._results.get(atoms, ("stress",) if "stress" in properties else ())
+        if cached is not None:
+            self.results = cached
+            return
         data = self._data(atoms)
         out = self._runner(data, compute_forces=True,
                            compute_stress=periodic and self._stress_wanted)
@@ -269,6 +221,7 @@ class ScalingCalculator(Calculator):
         if keys.STRESS in out:
             self.results["stress"] = _numpy(out[keys.STRESS][0])[VOIGT]
         self.results.update(spread(stds(out), 0, slice(None), "stress" in self.results))
+        self._results.put(atoms, self.results)
 
     def _data(self, atoms: Atoms) -> dict[str, torch.Tensor]:
         positions = atoms.positions
@@ -302,9 +255,10 @@ class ScalingCalculator(Calculator):
         return {k: v for k, v in self._cached.items() if k != "key"}
 
     def predict(
-        self, structures: Sequence[Atoms], batch_size: int = 32
+        self, structures: Sequence[Atoms | Any], batch_size: int = 32
     ) -> list[dict[str, np.ndarray]]:
-        """Evaluate many structures in batches of ``batch_size``.
+        """Evaluate many structures (ASE Atoms, pymatgen Structures or Molecules) in
+        batches of ``batch_size``.
 
         Returns one dict per structure: ``energy`` (eV, 0-d), ``forces`` [N,3] (eV/Å),
         ``energies`` [N] (eV) and, for fully periodic structures, ``stress`` [6]
@@ -313,6 +267,7 @@ class ScalingCalculator(Calculator):
         """
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        structures = [as_atoms(s, k) for k, s in enumerate(structures)]
         results: list[dict[str, np.ndarray]] = []
         for start in range(0, len(structures), batch_size):
             chunk = structures[start : start + batch_size]

@@ -110,14 +110,40 @@ def _convert(args: argparse.Namespace) -> int:
         meta = {"name": out.stem, "source": str(src), "oracle": args.oracle}
         write_store(out, structures, meta)
     else:
-        import ase.io
-
-        from mlip_scaling.io_utils import atomic_path
-
-        with atomic_path(out) as tmp:
-            ase.io.write(str(tmp), structures, format=args.format or "extxyz")
+        _write_ase(out, structures, args.format or _format_of(out))
     print(f"wrote {len(structures)} structures to {out}")
     return 0
+
+
+def _format_of(path: Path) -> str:
+    """The ase.io format that the name ``path`` implies (``.cif``, ``POSCAR``, ...);
+    extxyz when the name implies none."""
+    from ase.io.formats import filetype, ioformats
+
+    try:
+        fmt = filetype(str(path), read=False)
+    except Exception:  # ase raises several types for names it cannot place
+        return "extxyz"
+    return fmt if fmt in ioformats and ioformats[fmt].can_write else "extxyz"
+
+
+def _write_ase(out: Path, structures: list, fmt: str) -> None:
+    """Write ``structures`` with ase.io as ``fmt`` (DataError naming ``out`` on refusal,
+    e.g. a one-structure format such as POSCAR given several)."""
+    import ase.io
+    from ase.io.formats import UnknownFileTypeError
+
+    from mlip_scaling.io_utils import atomic_path
+
+    try:
+        with atomic_path(out) as tmp:
+            ase.io.write(str(tmp), structures, format=fmt)
+    except (ValueError, TypeError, KeyError, NotImplementedError,
+            UnknownFileTypeError) as exc:
+        message = ("no such ase.io format" if isinstance(exc, UnknownFileTypeError)
+                   else str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__)
+        raise DataError(f"{out}: cannot write {len(structures)} structures as {fmt} "
+                        f"({message})") from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -130,13 +156,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--verify", action="store_true",
                    help="also check the content hash and every structure's geometry")
     p.set_defaults(func=_info)
-    p = sub.add_parser("convert", help="convert between extxyz / ASE db / aselmdb / .h5",
+    p = sub.add_parser("convert", help="convert between extxyz / ASE db / aselmdb / .h5 / "
+                                       "anything ase.io writes (CIF, POSCAR for pymatgen)",
                        formatter_class=fmt)
     p.add_argument("input")
     p.add_argument("output", type=output_file,
                    help="output file: .h5 (store) or anything ase.io writes")
     p.add_argument("--oracle", default=None, help="oracle name to record in the store")
-    p.add_argument("--format", default=None, help="ase.io format for non-.h5 outputs")
+    p.add_argument("--format", default=None,
+                   help="ase.io format for non-.h5 outputs (default: from the output name, "
+                        "e.g. .cif, POSCAR; extxyz when the name implies none)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=_convert)
     p = sub.add_parser("generate", help="generate and label structures with an oracle",
