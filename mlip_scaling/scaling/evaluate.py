@@ -380,7 +380,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "of a single new file (0: all cores)")
     parser.add_argument("--results", type=output_file, default=None,
                         help=f"results file (default: DIR/{RESULTS_NAME})")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
