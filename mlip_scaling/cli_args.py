@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import math
 import os
+import re
 import sys
 import tempfile
 import time
@@ -176,13 +177,17 @@ def output_file(text: str) -> str:
     return text
 
 
+_SAYS_DEFAULT = re.compile(r"\(default|\bdefault\s*[:=]", re.IGNORECASE)
+
+
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows ``(default: X)`` once: not when the help text already speaks of the default,
-    nor for flags whose default is "off" (None, False, a count of 0)."""
+    """Shows ``(default: X)`` once: not when the help text already states the default
+    ("(default ...", "default: ..."), nor for flags whose default is "off" (None, False,
+    a count of 0)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if ("default" in text.lower() or action.default in (None, False)
+        if (_SAYS_DEFAULT.search(text) or action.default in (None, False)
                 or isinstance(action, argparse._CountAction)):
             return text
         return super()._get_help_string(action)

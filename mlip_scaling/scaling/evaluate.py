@@ -393,6 +393,10 @@ def run(args: argparse.Namespace) -> int:
     failed = [r for r in records if r["status"] != "ok"]
     target = args.results or Path(args.directory) / RESULTS_NAME
     print(f"{len(records)} model files, {len(failed)} failed -> {target}")
+    if args.verbose:
+        from mlip_scaling.scaling.report import print_models
+
+        print_models(records, [])
     for r in records:
         if r.get("error"):
             print(f"{r['status']} {r['checkpoint']}: {r['error']}")
