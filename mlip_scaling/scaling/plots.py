@@ -81,7 +81,13 @@ def log_ticks(lo: float, hi: float, at_least: int = 3, gap: float = 0.12) -> lis
             break
     digits = 2 if hi / lo > 1.5 else 3
     spread = np.geomspace(lo, hi, at_least + 1) if hi > lo else np.array([lo])
-    return sorted({float(f"{v:.{digits}g}") for v in spread})
+    ways = [np.ceil] + [np.round] * (len(spread) - 2) + [np.floor]  # ends stay inside
+    return sorted({_round_sig(v, digits, way) for v, way in zip(spread, ways)})
+
+
+def _round_sig(value: float, digits: int, way) -> float:
+    scale = 10.0 ** (np.floor(np.log10(value)) - digits + 1)
+    return float(f"{way(value / scale) * scale:.6g}")
 
 
 def _tick_text(value: float, _pos=None) -> str:
@@ -130,6 +136,10 @@ def _sel(rows: list[dict], family: str, metric: str, axis: str) -> dict[str, dic
             if (r["family"], r["metric"], r["axis"]) == (family, metric, axis)}
 
 
+def _positive_sizes(row: dict) -> int:
+    return len({x for x, y in zip(row["x"], row["y"]) if x > 0 and y > 0})
+
+
 def _panel(ax, rows: list[dict], metric: str, axis: str, colors: dict[str, str]) -> None:
     for family, color in colors.items():
         sel = _sel(rows, family, metric, axis)
@@ -148,9 +158,9 @@ def _panel(ax, rows: list[dict], metric: str, axis: str, colors: dict[str, str])
 def plot_metric(rows: list[dict], metric: str, out: Path) -> Paths:
     """Figure of ``metric``: a panel for each axis with points (data / params / compute);
     points of each family's fit rows, the pure power law (solid, band) and the floor form
-    when fitted (dashed). None when no axis has a positive value to draw."""
+    when fitted (dashed). None when no axis has two sizes with positive values to draw."""
     drawn = [a for a in ("data", "params", "compute")
-             if any(r["metric"] == metric and r["axis"] == a and any(v > 0 for v in r["y"])
+             if any(r["metric"] == metric and r["axis"] == a and _positive_sizes(r) >= 2
                     for r in rows)]
     if not drawn:
         return _nothing(out, metric)
