@@ -7,7 +7,6 @@ values that come from a config file, so a flag and its config-file key obey one 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import os
 import re
@@ -197,8 +196,8 @@ def add_output_flags(parser: argparse.ArgumentParser) -> None:
     """``-q/--quiet`` and ``-v/--verbose`` (repeatable) of every command."""
     group = parser.add_argument_group("output")
     group.add_argument("-q", "--quiet", action="store_true",
-                       help="no progress bars, tables or notes on the terminal (errors "
-                            "and written files are unaffected; the exit status still tells)")
+                       help="no progress bars, tables or notes (results, failures and "
+                            "errors are still printed; written files are unaffected)")
     group.add_argument("-v", "--verbose", action="count", default=0,
                        help="print more detail (every fit row, each model's metrics, the "
                             "resolved settings) and the command's run time")
@@ -213,12 +212,9 @@ def add_version(parser: argparse.ArgumentParser) -> None:
 
 
 def run_command(args: argparse.Namespace, func: Callable[[argparse.Namespace], int]) -> int:
-    """``func(args)`` with stdout silenced under ``--quiet``; ``--verbose`` adds the run
-    time on stderr."""
+    """``func(args)``; with ``--verbose`` the run time and exit status follow on stderr."""
     start = time.perf_counter()
-    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(
-            sink if args.quiet else sys.stdout):
-        status = func(args)
+    status = func(args)
     if args.verbose:
         print(f"done in {time.perf_counter() - start:.1f} s (exit status {status})",
               file=sys.stderr)

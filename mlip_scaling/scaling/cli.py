@@ -61,9 +61,10 @@ def _fit(args: argparse.Namespace) -> int:
         raise DataError(f"{args.results}: no usable records ({len(excluded)} excluded)")
     rows = fit_records(usable, metrics=metrics, axes=_split_list(args.axis),
                        n_perm=args.n_perm)
-    print_table(rows, verbose=args.verbose > 0)
-    for rec, why in excluded:
-        print(f"excluded {rec.get('checkpoint')}: {why}")
+    if not args.quiet:  # the exit status and --json still tell
+        print_table(rows, verbose=args.verbose > 0)
+        for rec, why in excluded:
+            print(f"excluded {rec.get('checkpoint')}: {why}")
     if args.json:
         atomic_write_text(json.dumps(rows, indent=1) + "\n", args.json)
     return exit_status(rows)
