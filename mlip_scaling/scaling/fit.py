@@ -398,7 +398,7 @@ def frontier_fit(form: str, c: np.ndarray, m: np.ndarray, p_perm: float,
     if fit.p_trend is None or fit.p_trend >= ALPHA:
         fit.status, fit.params, fit.ci, fit.band = "no-trend", {}, {}, {}
         fit.r2 = fit.extrapolation_error = None
-        fit.reason = (f"no dependence on compute: all-runs F-test p={fit.p_trend}" if p_all
+        fit.reason = (f"no dependence on compute: all-runs F-test p={fit.p_trend:.3g}" if p_all
                       is not None else f"frontier exponent within the permutation null "
                       f"(p={p_perm:.3g}: compute labels shuffled among frontier runs)")
     elif p_all is not None and fit.ok and not (fit.p_perm is not None and fit.p_perm < ALPHA):
