@@ -196,3 +196,18 @@ def test_version_quiet_and_verbose_everywhere(two_dir, capsys):
     assert main(["fit", str(two_dir), "--n-perm", "20", "-v"]) == 1
     captured = capsys.readouterr()
     assert "insufficient:" in captured.out and "done in" in captured.err
+
+
+def test_train_output_flags_are_not_config_and_reach_the_run(monkeypatch, capsys):
+    from mlip_scaling.training import runner
+    from mlip_scaling.training.cli import main as train_main
+    from mlip_scaling.training.cli import parse_config
+
+    assert parse_config(["-q", "-vv", "--epochs", "2"]).epochs == 2
+    seen = []
+    monkeypatch.setattr(runner, "run_training", lambda cfg, verbose=True: seen.append(verbose))
+    assert train_main(["--epochs", "2", "-q"]) == 0
+    assert train_main(["--epochs", "2", "-v"]) == 0
+    assert seen == [False, True]
+    err = capsys.readouterr().err
+    assert '"epochs": 2' in err and "done in" in err
