@@ -69,20 +69,16 @@ def model_table(records: list[dict], excluded: list[tuple[dict, str]]
     return header, rows
 
 
-def _have(values: list[int]) -> str:
-    return str(max(values))  # the best-covered metric (zeros or gaps lower the others)
-
-
 def _missing_part(axis: str, form: str, group: list[dict], power_short: bool) -> str:
+    """'needs 3 distinct sizes on the data axis; have 2 (14 metrics)': the shortfall of
+    the group's fits (the best-covered of those short, when metrics differ)."""
     sizes, points = NEEDED[form]
-    have_sizes = [r["n_sizes"] for r in group]
-    have_points = [r["n_points"] for r in group]
-    short_sizes = min(have_sizes) < sizes
-    short_points = min(have_points) < points and form != "power"  # power: sizes = points
+    short_sizes = [r["n_sizes"] for r in group if r["n_sizes"] < sizes]
+    short_points = [r["n_points"] for r in group if r["n_points"] < points
+                    ] if form != "power" else []  # power: as many points as sizes needed
     wants = ([f"{sizes} distinct sizes"] if short_sizes else []) + (
         [f"{points} runs"] if short_points else [])
-    haves = ([_have(have_sizes)] if short_sizes else []) + (
-        [_have(have_points)] if short_points else [])
+    haves = [str(max(v)) for v in (short_sizes, short_points) if v]
     what = "" if form == "power" or (form == "floor" and power_short) else (
         f"{_FORM_WORDS[form]} ")
     n = len({r["metric"] for r in group})
