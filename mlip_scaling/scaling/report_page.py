@@ -103,12 +103,13 @@ def missing_lines(rows: list[dict]) -> list[str]:
                 group = [r for r in on_axis if r["form"] == form]
                 if group and not (form == "floor" and power):
                     parts.append(_missing_part(axis, form, group, bool(power)))
+        text = f"no law fitted where the runs are too few: {'; '.join(parts)}" if parts else ""
         if empty:
-            parts.append("no positive value to fit on a log scale: "
-                         + ", ".join(metric(m).label for m in empty))
-        if parts:
-            lines.append(f"{family}: no law fitted where the runs are too few: "
-                         + "; ".join(parts))
+            text += ("; " if text else "") + (
+                f"no law fitted for {', '.join(metric(m).label for m in empty)}: no positive "
+                "value to fit on a log scale")
+        if text:
+            lines.append(f"{family}: {text}")
     return lines
 
 
