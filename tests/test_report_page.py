@@ -105,7 +105,7 @@ def test_plot_labels_carry_units_ticks_and_plain_legends(two_dir, monkeypatch):
     xlabel, ylabel, ticks, legend = axes[0]
     assert ylabel == "force MAE (eV/Å)" and xlabel == "parameters N_params"
     assert len(ticks) >= 3  # 1240..7010 lies within one decade
-    assert legend == ["transformer: no law (2 sizes)"]
+    assert legend == ["transformer: no law (only 2 sizes)"]
     assert not any("insufficient" in label for _, _, _, labels in axes for label in labels)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mlip_scaling.scaling.fit import predict
+from mlip_scaling.scaling.fit import ALPHA, predict
 from mlip_scaling.scaling.metrics import axis_label
 from mlip_scaling.scaling.metrics import metric as metric_info
 
@@ -69,7 +69,7 @@ def log_ticks(lo: float, hi: float, at_least: int = 3, gap: float = 0.12) -> lis
     """Tick values for a log axis over [lo, hi] (0 < lo <= hi): the sparsest of 1, 1-3,
     1-2-5 and 1..9 per decade giving ``at_least`` ticks inside the span, none closer than
     ``gap`` of the span (log scale); else ``at_least + 1`` values spread geometrically
-    across it, rounded to 2 significant digits (3 over spans below a factor 1.5)."""
+    across it, rounded to the fewest significant digits (2 to 4) that keep them apart."""
     span = np.log10(hi / lo)
     for mantissas in _MANTISSAS:
         ticks = [float(f"{m * 10.0**e:.6g}") for e in range(int(np.floor(np.log10(lo))),
@@ -79,10 +79,13 @@ def log_ticks(lo: float, hi: float, at_least: int = 3, gap: float = 0.12) -> lis
             if np.diff(np.log10(ticks)).min() >= gap * span:
                 return ticks
             break
-    digits = 2 if hi / lo > 1.5 else 3
     spread = np.geomspace(lo, hi, at_least + 1) if hi > lo else np.array([lo])
     ways = [np.ceil] + [np.round] * (len(spread) - 2) + [np.floor]  # ends stay inside
-    return sorted({_round_sig(v, digits, way) for v, way in zip(spread, ways)})
+    for digits in (2, 3, 4):  # the fewest digits that keep the values apart
+        ticks = sorted({_round_sig(v, digits, way) for v, way in zip(spread, ways)})
+        if len(ticks) == len(spread):
+            break
+    return ticks
 
 
 def _round_sig(value: float, digits: int, way) -> float:
@@ -140,6 +143,17 @@ def _positive_sizes(row: dict) -> int:
     return len({x for x, y in zip(row["x"], row["y"]) if x > 0 and y > 0})
 
 
+def _no_law(row: dict) -> str:
+    """Why a row's points carry no law, in a few words for the legend."""
+    if row["status"] == "insufficient":
+        return f"no law (only {row['n_sizes']} sizes)"
+    if row["status"] == "no-trend" and row.get("p_trend") is not None:
+        if row["p_trend"] < ALPHA:  # a trend, but not a decrease
+            return "no decrease"
+        return f"no significant trend (p={row['p_trend']:.2g})"
+    return f"no law ({row['status']})"
+
+
 def _panel(ax, rows: list[dict], metric: str, axis: str, colors: dict[str, str]) -> None:
     for family, color in colors.items():
         sel = _sel(rows, family, metric, axis)
@@ -148,7 +162,7 @@ def _panel(ax, rows: list[dict], metric: str, axis: str, colors: dict[str, str])
             continue
         fitted = power["status"] == "ok"
         ax.scatter(power["x"], power["y"], color=color, s=18,
-                   label=None if fitted else f"{family}: no law ({power['n_sizes']} sizes)")
+                   label=None if fitted else f"{family}: {_no_law(power)}")
         if fitted:
             _draw_law(ax, power, color)
         if sel.get("floor", {}).get("status") == "ok":
