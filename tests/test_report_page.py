@@ -10,13 +10,13 @@ import re
 import matplotlib
 import numpy as np
 import pytest
+from test_report import _record, synthetic_records, write_results
 
 from mlip_scaling.scaling import plots
 from mlip_scaling.scaling.cli import main
 from mlip_scaling.scaling.metrics import REGISTRY, metric
 from mlip_scaling.scaling.report import fit_records, write_report
 from mlip_scaling.scaling.report_page import missing_lines, model_table
-from tests.test_report import _record, synthetic_records, write_results
 
 matplotlib.use("Agg")
 
