@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import re
 
-import matplotlib
 import numpy as np
 import pytest
 from test_report import _record, synthetic_records, write_results
@@ -17,8 +16,6 @@ from mlip_scaling.scaling.cli import main
 from mlip_scaling.scaling.metrics import REGISTRY, metric
 from mlip_scaling.scaling.report import fit_records, write_report
 from mlip_scaling.scaling.report_page import missing_lines, model_table
-
-matplotlib.use("Agg")
 
 
 def two_models() -> list[dict]:
