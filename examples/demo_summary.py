@@ -16,9 +16,12 @@ import shutil
 import sys
 from pathlib import Path
 
-METRICS = {"test_loss": "test loss", "energy_mae": "energy MAE", "force_mae": "force MAE",
-           "stress_mae": "stress MAE", "relax_energy_error": "relaxed-energy error",
-           "relax_rmsd": "relaxation RMSD", "rdf_error": "MD RDF error"}
+from mlip_scaling.scaling.metrics import metric as metric_info
+
+#: the metrics tabulated, with label and unit from the package's metric registry
+METRICS = {name: metric_info(name).heading() for name in (
+    "test_loss", "energy_mae", "force_mae", "stress_mae", "relax_energy_error", "relax_rmsd",
+    "rdf_error")}
 AXES = {"data": "data β", "params": "parameters β", "compute": "compute-frontier β"}
 START, END = "<!-- demo:start -->", "<!-- demo:end -->"
 
@@ -35,6 +38,8 @@ def cell(fit: dict | None) -> str:
     """``β [lo, hi] p=…`` of a power-law fit (marked when indicative), or why there is none."""
     if fit is None:
         return "–"
+    if fit["status"] == "insufficient":
+        return f"no exponent (only {fit.get('n_sizes')} sizes)"
     if fit["status"] != "ok":
         return "; ".join(v for v in (f"no exponent ({fit['status']})", _p(fit)) if v)
     lo, hi = fit["ci"]["beta"]

@@ -9,16 +9,21 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
+import sys
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
 from mlip_scaling.errors import ConfigError
 
-__all__ = ["Number", "OneLineParser", "POSITIVE", "NON_NEGATIVE", "POSITIVE_INT",
-           "NON_NEGATIVE_INT", "SEED", "FRACTION", "OPEN_FRACTION", "check_output_dir",
-           "check_output_file", "output_dir", "output_file", "number_list"]
+__all__ = ["Number", "OneLineParser", "HelpFormatter", "add_output_flags", "add_version",
+           "run_command", "POSITIVE", "NON_NEGATIVE", "POSITIVE_INT", "NON_NEGATIVE_INT",
+           "SEED", "FRACTION", "OPEN_FRACTION", "check_output_dir", "check_output_file",
+           "output_dir", "output_file", "number_list"]
 
 
 def _bound(value: float | None) -> str:
@@ -169,3 +174,48 @@ def output_file(text: str) -> str:
     except ConfigError as exc:
         raise argparse.ArgumentTypeError(str(exc).removeprefix("file ")) from None
     return text
+
+
+_SAYS_DEFAULT = re.compile(r"\(default|\bdefault\s*[:=]", re.IGNORECASE)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: X)`` once: not when the help text already states the default
+    ("(default ...", "default: ..."), nor for flags whose default is "off" (None, False,
+    a count of 0)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (_SAYS_DEFAULT.search(text) or action.default in (None, False)
+                or isinstance(action, argparse._CountAction)):
+            return text
+        return super()._get_help_string(action)
+
+
+def add_output_flags(parser: argparse.ArgumentParser) -> None:
+    """``-q/--quiet`` and ``-v/--verbose`` (repeatable) of every command."""
+    group = parser.add_argument_group("output")
+    group.add_argument("-q", "--quiet", action="store_true",
+                       help="no progress bars, tables or notes (results, failures and "
+                            "errors are still printed; written files are unaffected)")
+    group.add_argument("-v", "--verbose", action="count", default=0,
+                       help="print more detail (every fit row, each model's metrics, the "
+                            "resolved settings) and the command's run time")
+
+
+def add_version(parser: argparse.ArgumentParser) -> None:
+    """``--version``: the package version."""
+    from mlip_scaling import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}",
+                        help="print the version and exit")
+
+
+def run_command(args: argparse.Namespace, func: Callable[[argparse.Namespace], int]) -> int:
+    """``func(args)``; with ``--verbose`` the run time and exit status follow on stderr."""
+    start = time.perf_counter()
+    status = func(args)
+    if args.verbose:
+        print(f"done in {time.perf_counter() - start:.1f} s (exit status {status})",
+              file=sys.stderr)
+    return status

@@ -160,7 +160,7 @@ def test_trained_models_downstream_and_exit_codes(trained, monkeypatch, capsys) 
     assert main(["evaluate", str(trained), "--k-relax", "1", "--md-steps", "20", "--quiet"]) == 0
     # two runs are too few for any law: fit says so and exits 1, never a bogus exponent
     assert main(["fit", str(trained), "--metric", "test_loss", "--n-perm", "5"]) == 1
-    assert "insufficient" in capsys.readouterr().out
+    assert "no law fitted where the runs are too few" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exit_info:
         main(["report", str(trained / "nothing-here")])
     assert exit_info.value.code == 2

@@ -60,7 +60,7 @@ def test_fit_without_any_law_exits_1(tmp_path, capsys):
     records = [r for r in synthetic_records() if r["checkpoint"].endswith("n3_d3.pt")]
     write_results(tmp_path / "scaling_results.json", records)
     assert main(["fit", str(tmp_path), "--n-perm", "50"]) == 1
-    assert "insufficient" in capsys.readouterr().out
+    assert "no law fitted where the runs are too few" in capsys.readouterr().out
 
 
 def test_report_on_results_file_and_bad_input(results_dir, tmp_path, capsys):

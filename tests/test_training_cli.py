@@ -130,7 +130,7 @@ def test_invalid_yaml_and_console_exit_code(tmp_path):
 def test_out_of_memory_suggests_a_smaller_batch(monkeypatch, capsys):
     from mlip_scaling.training import runner
 
-    def oom(cfg):
+    def oom(cfg, verbose=True):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(runner, "run_training", oom)

@@ -9,7 +9,14 @@ from pathlib import Path
 
 import numpy as np
 
-from mlip_scaling.cli_args import OneLineParser, output_file
+from mlip_scaling.cli_args import (
+    HelpFormatter,
+    OneLineParser,
+    add_output_flags,
+    add_version,
+    output_file,
+    run_command,
+)
 from mlip_scaling.data import generate_cli
 from mlip_scaling.data.embedded import default_data_path
 from mlip_scaling.data.readers import detect_format, read_structures
@@ -147,8 +154,9 @@ def _write_ase(out: Path, structures: list, fmt: str) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = HelpFormatter
     parser = OneLineParser(prog="mlip-data", description=__doc__, formatter_class=fmt)
+    add_version(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("info", help="counts, elements and label statistics", formatter_class=fmt)
     p.add_argument("file", nargs="?", default=None,
@@ -159,7 +167,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help="convert between extxyz / ASE db / aselmdb / .h5 / "
                                        "anything ase.io writes (CIF, POSCAR for pymatgen)",
                        formatter_class=fmt)
-    p.add_argument("input")
+    p.add_argument("input", help="dataset file: extxyz, ASE db, aselmdb or .h5")
     p.add_argument("output", type=output_file,
                    help="output file: .h5 (store) or anything ase.io writes")
     p.add_argument("--oracle", default=None, help="oracle name to record in the store")
@@ -172,6 +180,8 @@ def _parser() -> argparse.ArgumentParser:
                        formatter_class=fmt)
     generate_cli.configure(p)
     p.set_defaults(func=generate_cli.run)
+    for command in sub.choices.values():
+        add_output_flags(command)
     return parser
 
 
@@ -179,7 +189,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``mlip-data``."""
     args = _parser().parse_args(argv)
-    return args.func(args)
+    return run_command(args, args.func)
 
 
 if __name__ == "__main__":

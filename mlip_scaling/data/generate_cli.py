@@ -30,7 +30,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="processes (default: all cores)")
     parser.add_argument("--chunk-size", type=POSITIVE_INT, default=500,
                         help="structures per resumable chunk")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:

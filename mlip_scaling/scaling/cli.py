@@ -17,16 +17,20 @@ from mlip_scaling.cli_args import (
     NON_NEGATIVE_INT,
     POSITIVE,
     POSITIVE_INT,
+    HelpFormatter,
     Number,
     OneLineParser,
+    add_output_flags,
+    add_version,
     output_dir,
     output_file,
+    run_command,
 )
 from mlip_scaling.errors import ConfigError, DataError, cli_entry
 
 __all__ = ["main"]
 
-_FMT = argparse.ArgumentDefaultsHelpFormatter
+_FMT = HelpFormatter
 #: bins of the outcome grid: a one-hot array of R x S x P x bins floats is built
 BINS = Number(integer=True, low=2, high=4096)
 Q_MIN = Number(low=0, low_open=True, high=1)
@@ -42,6 +46,7 @@ def _fit(args: argparse.Namespace) -> int:
     from mlip_scaling.io_utils import atomic_write_text
     from mlip_scaling.scaling.report import (
         METRICS,
+        exit_status,
         fit_records,
         load_records,
         print_table,
@@ -57,12 +62,13 @@ def _fit(args: argparse.Namespace) -> int:
         raise DataError(f"{args.results}: no usable records ({len(excluded)} excluded)")
     rows = fit_records(usable, metrics=metrics, axes=_split_list(args.axis),
                        n_perm=args.n_perm)
-    print_table(rows)
-    for rec, why in excluded:
-        print(f"excluded {rec.get('checkpoint')}: {why}")
+    if not args.quiet:  # the exit status and --json still tell
+        print_table(rows, verbose=args.verbose > 0)
+        for rec, why in excluded:
+            print(f"excluded {rec.get('checkpoint')}: {why}")
     if args.json:
         atomic_write_text(json.dumps(rows, indent=1) + "\n", args.json)
-    return 0 if any(r["status"] == "ok" for r in rows) else 1
+    return exit_status(rows)
 
 
 def _existing_settings(results: Path) -> dict:
@@ -112,7 +118,7 @@ def _evaluate_missing(directory: Path, args: argparse.Namespace) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from mlip_scaling.scaling.report import build_report
+    from mlip_scaling.scaling.report import exit_status, write_report
 
     source = Path(args.directory)
     if not source.exists():
@@ -120,9 +126,9 @@ def _report(args: argparse.Namespace) -> int:
     if source.is_dir() and not args.no_evaluate:
         _evaluate_missing(source, args)
     out = Path(args.out) if args.out else (source if source.is_dir() else source.parent) / "report"
-    build_report(source, out, allow_mixed=args.allow_mixed, n_perm=args.n_perm,
-                 quiet=args.quiet)
-    return 0
+    _, rows = write_report(source, out, allow_mixed=args.allow_mixed, n_perm=args.n_perm,
+                           quiet=args.quiet, verbose=args.verbose > 0)
+    return exit_status(rows)
 
 
 def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -165,7 +171,8 @@ def _bias(args: argparse.Namespace) -> int:
 
 
 def _add_fit(sub) -> None:
-    p = sub.add_parser("fit", help="fit scaling laws to evaluation results", formatter_class=_FMT,
+    p = sub.add_parser("fit", help="fit scaling laws to evaluation results (exit status 1 "
+                       "when no law could be fitted)", formatter_class=_FMT,
                        description="Power law, floor form, joint law and compute frontier per "
                        "family, metric and axis: 95 % intervals (t for the power law, profile "
                        "likelihood for the floor and joint forms), trend-test p-values, the "
@@ -184,7 +191,8 @@ def _add_fit(sub) -> None:
 
 
 def _add_report(sub) -> None:
-    p = sub.add_parser("report", help="evaluate (as needed), fit, write plots + HTML + tables",
+    p = sub.add_parser("report", help="evaluate (as needed), fit, write plots + HTML + tables "
+                       "(exit status as fit's)",
                        formatter_class=_FMT,
                        description="Model files without results are evaluated first, with "
                        "the settings of the existing results unless flags override them.")
@@ -213,7 +221,6 @@ def _add_report(sub) -> None:
                    help="evaluate: smallest MD cell height (Å)")
     p.add_argument("--jobs", type=NON_NEGATIVE_INT, default=1,
                    help="evaluate: parallel relaxations (0: all cores)")
-    p.add_argument("--quiet", action="store_true", help="no progress or tables")
     p.set_defaults(func=_report)
 
 
@@ -245,6 +252,7 @@ def _parser() -> argparse.ArgumentParser:
     from mlip_scaling.scaling import evaluate, sweep
 
     parser = OneLineParser(prog="mlip-scaling", description=__doc__, formatter_class=_FMT)
+    add_version(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("sweep", help="train a grid of models x data sizes", formatter_class=_FMT)
     sweep.configure(p)
@@ -262,6 +270,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="convert a fairchem EquiformerV2 (OMat24) checkpoint to a model file")
     fairchem_cli.configure(p)
     p.set_defaults(func=fairchem_cli.run)
+    for command in sub.choices.values():
+        add_output_flags(command)
     return parser
 
 
@@ -269,7 +279,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``mlip-scaling``."""
     args = _parser().parse_args(argv)
-    return args.func(args)
+    return run_command(args, args.func)
 
 
 if __name__ == "__main__":

@@ -408,7 +408,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "of a single new file (0: all cores)")
     parser.add_argument("--results", type=output_file, default=None,
                         help=f"results file (default: DIR/{RESULTS_NAME})")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -424,6 +423,10 @@ def run(args: argparse.Namespace) -> int:
     failed = [r for r in records if r["status"] != "ok"]
     target = args.results or Path(args.directory) / RESULTS_NAME
     print(f"{len(records)} model files, {len(failed)} failed -> {target}")
+    if args.verbose:
+        from mlip_scaling.scaling.report import print_models
+
+        print_models(records, [])
     for r in records:
         if r.get("error"):
             print(f"{r['status']} {r['checkpoint']}: {r['error']}")

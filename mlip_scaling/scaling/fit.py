@@ -38,11 +38,12 @@ from mlip_scaling.scaling.fit_nonlinear import fit_floor_vp, fit_joint_vp
 
 __all__ = ["FitResult", "fit_power", "fit_floor", "fit_joint", "fit_law", "frontier",
            "frontier_indices", "frontier_null", "fit_frontier", "frontier_fits", "predict",
-           "ALPHA"]
+           "ALPHA", "NEEDED"]
 
 ALPHA = 0.05  # level of the trend and floor tests (95 % intervals)
 INDICATIVE_SIZES = 4
-_NEEDED = {"power": (3, 3), "floor": (4, 5), "joint": (3, 8)}  # distinct sizes, points
+#: minimum (distinct sizes, points) of each law form
+NEEDED = {"power": (3, 3), "floor": (4, 5), "joint": (3, 8)}
 _INTERVAL = {"power": "t (n-2 dof)", "floor": "profile likelihood, F(1, n-3)",
              "joint": "profile likelihood, F(1, n-5)"}
 
@@ -179,7 +180,7 @@ def _core(form: str, x, y, d, intervals: bool = True) -> tuple[dict, dict, dict,
 def _extrapolation(form: str, x, y, d) -> float | None:
     """Leave-largest-out relative error, refitted from scratch (no warm start)."""
     keep = x < x.max() if form != "joint" else (x * d) < (x * d).max()
-    sizes, points = _NEEDED[form]
+    sizes, points = NEEDED[form]
     if len(np.unique(x[keep])) < sizes or keep.sum() < points:
         return None
     dk = None if d is None else d[keep]
@@ -217,13 +218,13 @@ def fit_law(form: str, x, y, d=None) -> FitResult:
     significant decreasing trend, a floor that does not beat the pure power law, or an
     exponent whose interval is unbounded; ``reason`` says which, with the p-value.
     """
-    if form not in _NEEDED:
+    if form not in NEEDED:
         raise ValueError(f"unknown law form {form!r} (power, floor, joint)")
     x, y, d = _clean(x, y, d)
     sizes = len(np.unique(x)) if d is None else min(len(np.unique(x)), len(np.unique(d)))
     res = FitResult(form=form, n_points=int(len(x)), n_sizes=sizes, interval=_INTERVAL[form],
                     indicative=sizes <= INDICATIVE_SIZES)
-    need_sizes, need_points = _NEEDED[form]
+    need_sizes, need_points = NEEDED[form]
     if sizes < need_sizes or len(x) < need_points:
         res.status, res.reason = "insufficient", (
             f"{sizes} distinct sizes ({len(x)} valid points); the {form} form needs >= "
@@ -397,7 +398,7 @@ def frontier_fit(form: str, c: np.ndarray, m: np.ndarray, p_perm: float,
     if fit.p_trend is None or fit.p_trend >= ALPHA:
         fit.status, fit.params, fit.ci, fit.band = "no-trend", {}, {}, {}
         fit.r2 = fit.extrapolation_error = None
-        fit.reason = (f"no dependence on compute: all-runs F-test p={fit.p_trend}" if p_all
+        fit.reason = (f"no dependence on compute: all-runs F-test p={fit.p_trend:.3g}" if p_all
                       is not None else f"frontier exponent within the permutation null "
                       f"(p={p_perm:.3g}: compute labels shuffled among frontier runs)")
     elif p_all is not None and fit.ok and not (fit.p_perm is not None and fit.p_perm < ALPHA):

@@ -12,9 +12,7 @@ excluded and listed; a NaN downstream metric drops that point from that metric's
 from __future__ import annotations
 
 import csv
-import html
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -22,20 +20,27 @@ import numpy as np
 from mlip_scaling.errors import ConfigError, DataError
 from mlip_scaling.io_utils import atomic_path, atomic_write_text
 from mlip_scaling.scaling.fit import FitResult, fit_joint, fit_law, frontier_fits
+from mlip_scaling.scaling.metrics import FITTED, REGISTRY
+from mlip_scaling.scaling.metrics import metric as metric_info
+from mlip_scaling.scaling.report_page import (
+    FIT_COLUMNS,
+    fit_table,
+    missing_lines,
+    model_metrics,
+    model_table,
+    page,
+)
 from mlip_scaling.scaling.results import check_records, read_results
 from mlip_scaling.scaling.slices import AXES, axis_points, finite, slice_points
 
-__all__ = ["load_records", "split_records", "fit_records", "build_report", "print_table",
-           "axis_points", "METRICS", "AXES", "RESULTS_NAME"]
+__all__ = ["load_records", "split_records", "fit_records", "build_report", "write_report",
+           "print_table", "print_models", "exit_status", "axis_points", "METRICS", "AXES",
+           "RESULTS_NAME"]
 
 RESULTS_NAME = "scaling_results.json"
 FITS_FORMAT = "mlip-scaling-fits/1"
-METRICS = ("test_loss", "energy_mae", "energy_rmse", "force_mae", "force_rmse", "stress_mae",
-           "stress_rmse", "relax_energy_error", "relax_rmsd", "relax_failure_rate",
-           "relax_steps", "md_drift", "md_stability", "rdf_error")
-# metrics where larger is better are not errors: no decreasing power law is expected
-_NOT_ERRORS = {"md_stability", "relax_steps"}
-_EXPONENT = {"power": "beta", "floor": "b"}
+#: metrics whose scaling laws are fitted (from the registry in ``scaling.metrics``)
+METRICS = FITTED
 
 
 def load_records(source) -> list[dict]:
@@ -140,80 +145,53 @@ def _joint_row(family: str, metric: str, recs: list[dict]) -> dict:
 def _row(family: str, metric: str, axis: str, fit: FitResult, x, y, desc: dict) -> dict:
     row = {"family": family, "metric": metric, "axis": axis, **fit.to_dict(),
            "slice": desc, "x": [float(v) for v in x], "y": [float(v) for v in y]}
-    if metric in _NOT_ERRORS and not fit.ok:
+    if not REGISTRY[metric].error and not fit.ok:
         row["reason"] += f" ({metric} is not an error: a decreasing law is not expected)"
     return row
 
 
-def slice_text(row: dict) -> str:
-    """The fitted slice in words: 'n_params=6.4e+04 (largest complete slice)'."""
-    desc = row.get("slice") or {}
-    text = desc.get("rule", "")
-    if desc.get("fixed") and desc.get("value") is not None:
-        text = f"{desc['fixed']}={desc['value']:.3g} ({text})"
-    if desc.get("missing"):
-        text += f"; {len(desc['missing'])} run(s) without this metric"
-    return text
-
-
-def p_text(row: dict) -> str:
-    """Trend-test p-value, and the floor test's or the permutation null's when present."""
-    parts = [f"{row['p_trend']:.2g}" if row.get("p_trend") is not None else "—"]
-    if row.get("p_floor") is not None:
-        parts.append(f"floor {row['p_floor']:.2g}")
-    if row.get("p_perm") is not None and row.get("p_perm") != row.get("p_trend"):
-        parts.append(f"perm {row['p_perm']:.2g}")
-    return ", ".join(parts)
-
-
-def _fmt_exponent(r: dict) -> tuple[str, str]:
-    if not r["params"]:
-        return "—", ""
-    if r["form"] == "joint":
-        p, ci = r["params"], r["ci"]
-        return (f"a={p['a']:.3f} b={p['b']:.3f}",
-                f"a [{ci['a'][0]:.3f}, {ci['a'][1]:.3f}] b [{ci['b'][0]:.3f}, {ci['b'][1]:.3f}]")
-    key = _EXPONENT[r["form"]]
-    return f"{r['params'][key]:.3f}", f"[{r['ci'][key][0]:.3f}, {r['ci'][key][1]:.3f}]"
-
-
-def _status_text(r: dict) -> str:
-    text = r["status"] if r["status"] == "ok" else f"{r['status']}: {r['reason']}"
-    if r["status"] == "ok" and r.get("indicative"):
-        text = f"ok, indicative ({r.get('n_sizes')} sizes)"
-    if r["status"] == "ok" and r["reason"]:
-        text += f"; {r['reason']}"
-    return text
-
-
-def _table_rows(rows: list[dict]) -> list[list[str]]:
-    out = []
-    for r in rows:
-        exp_, ci = _fmt_exponent(r)
-        out.append([r["family"], r["metric"], r["axis"], slice_text(r), r["form"], exp_, ci,
-                    p_text(r), f"{r['r2']:.3f}" if r["r2"] is not None else "",
-                    f"{100 * r['extrapolation_error']:.1f} %"
-                    if r["extrapolation_error"] is not None else "", _status_text(r)])
-    return out
-
-
-_COLUMNS = ("family", "metric", "axis", "fitted slice", "form", "exponent", "95 % CI",
-            "p (trend)", "R²", "extrap. error", "status")
-
-
-def print_table(rows: list[dict], title: str = "Scaling exponents (95 % intervals: t for the "
-                "power law, profile likelihood otherwise; exponents only where the trend "
-                "test gives p < 0.05)") -> None:
-    """Rich terminal table of the fitted exponents."""
+def _rich_table(title: str, header, rows) -> None:
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=title)
-    for col in _COLUMNS:
+    for col in header:
         table.add_column(col, overflow="fold")
-    for cells in _table_rows(rows):
+    for cells in rows:
         table.add_row(*cells)
     Console(width=200).print(table)
+
+
+def print_table(rows: list[dict], title: str = "Scaling exponents (95 % intervals: t for the "
+                "power law, profile likelihood otherwise; exponents only where the trend "
+                "test gives p < 0.05)", verbose: bool = False) -> None:
+    """Rich terminal table of the fitted exponents; the fits that lack runs are one line per
+    family (each its own row with ``verbose``)."""
+    shown = rows if verbose else [r for r in rows if r["status"] != "insufficient"]
+    if shown:
+        _rich_table(title, FIT_COLUMNS, fit_table(shown))
+    if not verbose:
+        for line in missing_lines(rows):
+            print(line)
+
+
+def print_models(records: list[dict], excluded: list[tuple[dict, str]],
+                 transpose_up_to: int = 8) -> None:
+    """Rich terminal table of every run's size, data, compute and measured metrics: one
+    column per run (a row per quantity) for up to ``transpose_up_to`` runs, else one row
+    per run."""
+    header, rows = model_table(records, excluded)
+    if not any(r[-1] for r in rows):  # no run excluded: no note column
+        header, rows = header[:-1], [r[:-1] for r in rows]
+    if len(rows) <= transpose_up_to:
+        columns = [list(c) for c in zip(header, *rows)]
+        header, rows = ["", *columns[1][1:]], [columns[0], *columns[2:]]  # models on top
+    _rich_table("Models (measured values)", header, rows)
+
+
+def exit_status(rows: list[dict]) -> int:
+    """Exit status of ``fit`` and ``report``: 0 when at least one law was fitted, else 1."""
+    return 0 if any(r["status"] == "ok" for r in rows) else 1
 
 
 def _write_csv(path: Path, header: list[str], lines: list[list]) -> None:
@@ -243,19 +221,21 @@ def _write_tables(rows, records, excluded, out: Path) -> None:
                  *[r["ci"].get(k, [None, None])[i] for k in keys for i in (0, 1)]]
                 for r in rows])
     why = {id(rec): reason for rec, reason in excluded}
+    names = list(dict.fromkeys([*METRICS, *model_metrics(records)]))
     _write_csv(out / "points.csv",
                ["checkpoint", "family", "model", "n_params", "n_train", "flops",
-                "dataset_name", "status", "excluded", *METRICS],
+                "dataset_name", "status", "excluded", *names],
                [[r.get("checkpoint"), r.get("family"), r.get("model"), r.get("n_params"),
                  r.get("n_train"), r.get("flops"), r.get("dataset_name"), r.get("status"),
-                 why.get(id(r), ""), *[(r.get("metrics") or {}).get(k) for k in METRICS]]
+                 why.get(id(r), ""), *[(r.get("metrics") or {}).get(k) for k in names]]
                 for r in records])
 
 
-def build_report(source, out_dir, allow_mixed: bool = False, n_perm: int = 1000,
-                 quiet: bool = False) -> Path:
-    """Fit every metric and axis; write PNG+SVG plots, report.html, fits.json, fits.csv
-    and points.csv to ``out_dir``. Returns the HTML path."""
+def write_report(source, out_dir, allow_mixed: bool = False, n_perm: int = 1000,
+                 quiet: bool = False, verbose: bool = False) -> tuple[Path, list[dict]]:
+    """Fit every metric and axis; write PNG+SVG plots (figures with nothing to draw are
+    skipped), report.html, fits.json, fits.csv and points.csv to ``out_dir``.
+    Returns (HTML path, fit rows); prints the tables unless ``quiet``."""
     from mlip_scaling.scaling.plots import plot_frontier, plot_metric, plot_quality
 
     records = load_records(source)
@@ -269,52 +249,27 @@ def build_report(source, out_dir, allow_mixed: bool = False, n_perm: int = 1000,
     out.mkdir(parents=True, exist_ok=True)
     rows = fit_records(usable, n_perm=n_perm)
     metrics = [m for m in METRICS if any(r["metric"] == m for r in rows)]
-    figures = [(m, *plot_metric(rows, m, out)) for m in metrics]
-    figures.insert(1 if figures else 0, ("compute frontier (test_loss)",
-                                         *plot_frontier(usable, rows, out)))
-    figures.insert(2 if len(figures) > 1 else 1, ("fit quality (test_loss)",
-                                                  *plot_quality(rows, "test_loss", out)))
+    drawn = [(metric_info(m).heading(), plot_metric(rows, m, out)) for m in metrics]
+    drawn.insert(min(1, len(drawn)), ("compute frontier: test loss",
+                                      plot_frontier(usable, rows, out)))
+    drawn.insert(min(2, len(drawn)), ("fit quality: test loss",
+                                      plot_quality(rows, "test_loss", out)))
+    figures = [(title, *paths) for title, paths in drawn if paths is not None]
     _write_tables(rows, records, excluded, out)
     html_path = out / "report.html"
-    atomic_write_text(_html(rows, figures, excluded, usable), html_path)
+    atomic_write_text(page(records, usable, rows, excluded, figures), html_path)
     if not quiet:
-        print_table([r for r in rows if r["form"] == "power" or r["axis"] == "joint"])
+        print_models(records, excluded)
+        print_table(rows if verbose else
+                    [r for r in rows if r["form"] == "power" or r["axis"] == "joint"],
+                    verbose=verbose)
         for rec, why in excluded:
             print(f"excluded {rec.get('checkpoint')}: {why}")
         print(f"report written to {html_path}")
-    return html_path
+    return html_path, rows
 
 
-def _inline_svg(path: Path) -> str:
-    text = path.read_text()
-    return re.sub(r"^.*?(?=<svg)", "", text, count=1, flags=re.S)
-
-
-def _html(rows, figures, excluded, usable) -> str:
-    esc = html.escape
-    families = sorted({str(r.get("family") or "?") for r in usable})
-    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>mlip-scaling report"
-             "</title><style>body{font-family:sans-serif;max-width:1300px;margin:auto}"
-             "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;"
-             "padding:3px 6px}svg{max-width:100%;height:auto}</style></head><body>",
-             "<h1>Scaling report</h1>",
-             f"<p>{len(usable)} runs used ({esc(', '.join(families))}); {len(excluded)} "
-             "exclusions listed below. Laws: L = α·N^−β (log-log least squares; solid, 95 % "
-             "t-band) and L = E + A·N^−b (least squares of log residuals; dashed, 95 % "
-             "profile-likelihood band). An exponent is given only where the test against no "
-             "dependence rejects at 5 % (p in the table), a floor only where it beats the pure "
-             "power law; 'indicative' rows have <= 4 sizes. Data and parameter axes use the "
-             "largest complete slice (the fitted slice is in each row); the compute frontier "
-             "is chosen by test loss and compared with a permutation null.</p>",
-             "<h2>Exponents</h2><table><tr>"
-             + "".join(f"<th>{esc(c)}</th>" for c in _COLUMNS) + "</tr>"]
-    parts += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>"
-              for cells in _table_rows(rows)]
-    parts.append("</table>")
-    for title, _png, svg in figures:
-        parts.append(f"<h2>{esc(title)}</h2>{_inline_svg(svg)}")
-    parts.append("<h2>Excluded runs</h2><ul>")
-    parts += [f"<li>{esc(str(rec.get('checkpoint')))}: {esc(why)}</li>"
-              for rec, why in excluded] or ["<li>none</li>"]
-    parts.append("</ul></body></html>")
-    return "\n".join(parts)
+def build_report(source, out_dir, allow_mixed: bool = False, n_perm: int = 1000,
+                 quiet: bool = False) -> Path:
+    """:func:`write_report` returning the HTML path only."""
+    return write_report(source, out_dir, allow_mixed, n_perm, quiet)[0]

@@ -164,8 +164,9 @@ def _check_commands(runs: list[Run]) -> None:
         resolve_model(cfg)
 
 
-def _run_local(runs: list[Run], jobs: int = 1) -> int:
-    """Run the trainings here, ``jobs`` at a time (each run's output -> ``train.log`` then).
+def _run_local(runs: list[Run], jobs: int = 1, quiet: bool = False) -> int:
+    """Run the trainings here, ``jobs`` at a time (each run's output -> ``train.log`` then,
+    and with ``quiet``).
 
     The trainings die with this process: by the parent-death signal when it is killed,
     and by SIGTERM here when it is stopped or fails.
@@ -174,7 +175,7 @@ def _run_local(runs: list[Run], jobs: int = 1) -> int:
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_exit) if main else None
     try:
-        return _schedule(runs, jobs, active)
+        return _schedule(runs, jobs, active, log=jobs > 1 or quiet)
     finally:
         if main:
             signal.signal(signal.SIGTERM, previous)
@@ -195,7 +196,7 @@ def _stop(procs: Iterable[subprocess.Popen]) -> None:
             proc.kill()
 
 
-def _schedule(runs: list[Run], jobs: int, active: list) -> int:
+def _schedule(runs: list[Run], jobs: int, active: list, log: bool = False) -> int:
     """Start and reap the runs, ``jobs`` at a time (``active``: the running ones)."""
     failed: list[str] = []
     queue = list(reversed(runs)) if jobs > 1 else list(runs)  # largest (last in grid) first
@@ -205,7 +206,7 @@ def _schedule(runs: list[Run], jobs: int, active: list) -> int:
             r = queue.pop(0)
             started += 1
             print(f"[{started}/{len(runs)}] {r.name}: {shlex.join(r.command)}", flush=True)
-            active.append((r, _start(r, log=jobs > 1), time.perf_counter(), started))
+            active.append((r, _start(r, log=log), time.perf_counter(), started))
         time.sleep(0.2)
         for item in [a for a in active if a[1].poll() is not None]:
             active.remove(item)
@@ -283,14 +284,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plan", default=None, help="YAML plan file (overrides the flags)")
     parser.add_argument("--train-args", default="", help="extra mlip-train arguments, quoted, "
                         "e.g. \"--batch-size 16 --lr 1e-3\" (or give them after --)")
-    parser.add_argument("--launcher", choices=["local", "slurm"], default="local")
+    parser.add_argument("--launcher", choices=["local", "slurm"], default="local",
+                        help="where the runs go: this machine, or a Slurm array (submitit)")
     parser.add_argument("--jobs", type=POSITIVE_INT, default=1, help="local runs at the same time "
                         "(each gets its own process; give each --threads cores/jobs)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     parser.add_argument("forward", nargs="*", metavar="-- MLIP_TRAIN_ARGS",
                         help="arguments after -- are passed to every mlip-train call")
     slurm = parser.add_argument_group("slurm (with --launcher slurm)")
-    slurm.add_argument("--slurm-partition", default=None)
+    slurm.add_argument("--slurm-partition", default=None,
+                       help="Slurm partition (default: the cluster's default partition)")
     slurm.add_argument("--slurm-time", type=POSITIVE_INT, default=240, help="minutes per run")
     slurm.add_argument("--slurm-parallel", type=POSITIVE_INT, default=16,
                        help="runs at the same time")
@@ -309,4 +312,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"{len(runs)} runs, {len(runs) - len(todo)} finished, {len(todo)} to run")
     if args.dry_run or not todo:
         return 0
-    return _submit_slurm(todo, args) if args.launcher == "slurm" else _run_local(todo, args.jobs)
+    if args.launcher == "slurm":
+        return _submit_slurm(todo, args)
+    return _run_local(todo, args.jobs, args.quiet)

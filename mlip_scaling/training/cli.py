@@ -18,7 +18,13 @@ from collections.abc import Sequence
 
 import torch
 
-from mlip_scaling.cli_args import OneLineParser
+from mlip_scaling.cli_args import (
+    HelpFormatter,
+    OneLineParser,
+    add_output_flags,
+    add_version,
+    run_command,
+)
 from mlip_scaling.errors import ConfigError, cli_entry
 from mlip_scaling.training.config import (
     AMP_CHOICES,
@@ -31,6 +37,7 @@ from mlip_scaling.training.config import (
 __all__ = ["build_parser", "parse_config", "main"]
 
 D = TrainConfig()
+_OUTPUT_FLAGS = ("quiet", "verbose")  # how much is printed: not part of the run's config
 
 
 def _json_mapping(text: str) -> dict:
@@ -122,8 +129,9 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     """The argument parser (with ``suppress_defaults`` only explicit flags are set)."""
     p = OneLineParser(
         prog="mlip-train", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    for add in (_model_args, _optim_args, _run_args):
+        formatter_class=HelpFormatter)
+    add_version(p)
+    for add in (_model_args, _optim_args, _run_args, add_output_flags):
         add(p)
     if suppress_defaults:
         for action in p._actions:
@@ -137,6 +145,8 @@ def parse_config(argv: Sequence[str] | None = None) -> TrainConfig:
     argv = list(sys.argv[1:] if argv is None else argv)
     build_parser().parse_args(argv)  # full validation and --help with defaults
     explicit = vars(build_parser(suppress_defaults=True).parse_args(argv))
+    for output_flag in _OUTPUT_FLAGS:
+        explicit.pop(output_flag, None)
     config_file = explicit.pop("config", None)
     file_options = load_config_file(config_file) if config_file else {}
     return merge_config(file_options, explicit)
@@ -151,11 +161,20 @@ def _is_oom(exc: BaseException) -> bool:
 @cli_entry
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``mlip-train``."""
+    cfg = parse_config(argv)
+    output = build_parser().parse_args(argv)
+    return run_command(output, lambda flags: _train(cfg, flags))
+
+
+def _train(cfg: TrainConfig, flags: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
     from mlip_scaling.training.runner import run_training
 
-    cfg = parse_config(argv)
+    if flags.verbose:
+        print(json.dumps(asdict(cfg), indent=1, default=str), file=sys.stderr)
     try:
-        run_training(cfg)
+        run_training(cfg, verbose=not flags.quiet)
     except RuntimeError as exc:
         if not _is_oom(exc):
             raise

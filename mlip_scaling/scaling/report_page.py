@@ -1,0 +1,249 @@
+"""What the report shows: the per-model table, the exponent table, one line per family for
+the laws that could not be fitted for lack of runs, and the HTML page holding them.
+
+Shared by the terminal output and ``report.html``; every metric heading (label, unit,
+definition) comes from :mod:`mlip_scaling.scaling.metrics`.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from pathlib import Path
+
+from mlip_scaling.scaling.fit import NEEDED
+from mlip_scaling.scaling.metrics import REGISTRY, metric
+from mlip_scaling.scaling.slices import finite
+
+__all__ = ["model_metrics", "model_table", "missing_lines", "no_floor_lines", "fit_table",
+           "slice_text",
+           "p_text", "page", "FIT_COLUMNS"]
+
+_EXPONENT = {"power": "beta", "floor": "b"}
+_AXIS_WORDS = {"data": "the data axis", "params": "the parameter axis",
+               "compute": "the compute frontier", "joint": "both axes"}
+_FORM_WORDS = {"power": "a power law", "floor": "the floor form", "joint": "the joint law"}
+FIT_COLUMNS = ("family", "metric", "axis", "fitted slice", "form", "exponent", "95 % CI",
+               "p (trend)", "R²", "extrap. error", "status")
+
+
+def _num(value, fmt: str = "{:.3g}") -> str:
+    return fmt.format(value) if finite(value) else ""
+
+
+def _count(value) -> str:
+    """A count: '7,010' below a million, '1.25e+06' above."""
+    if not finite(value):
+        return ""
+    return f"{value:,.0f}" if abs(value) < 1e6 and value == int(value) else f"{value:.3g}"
+
+
+def model_metrics(records: list[dict]) -> list[str]:
+    """Metric names measured on at least one model, registry order first, then unknown
+    names sorted; reference-run (oracle) properties are left out."""
+    seen = {k for r in records for k, v in (r.get("metrics") or {}).items() if finite(v)}
+    known = [m for m in REGISTRY if m in seen and REGISTRY[m].role != "oracle"]
+    return known + sorted(seen - set(REGISTRY))
+
+
+def model_table(records: list[dict], excluded: list[tuple[dict, str]]
+                ) -> tuple[list[str], list[list[str]]]:
+    """(header, rows): family, model, N_params, N_train, FLOPs and every measured metric
+    (with units) of each run, sorted by family, size and data; excluded runs say why."""
+    names = model_metrics(records)
+    why = {id(rec): reason for rec, reason in excluded}
+    header = ["family", "model", "N_params", "N_train", "FLOPs",
+              *[metric(m).heading() for m in names], "note"]
+
+    def key(r: dict) -> tuple:
+        return (str(r.get("family") or "?"), r.get("n_params") or 0, r.get("n_train") or 0,
+                str(r.get("checkpoint")))
+
+    rows = []
+    for r in sorted(records, key=key):
+        values = r.get("metrics") or {}
+        rows.append([str(r.get("family") or "?"), str(r.get("model") or ""),
+                     _count(r.get("n_params")), _count(r.get("n_train")),
+                     _num(r.get("flops")), *[_num(values.get(m), "{:.4g}") for m in names],
+                     why.get(id(r), "")])
+    return header, rows
+
+
+def _missing_part(axis: str, form: str, group: list[dict], power_short: bool) -> str:
+    """'needs 3 distinct sizes on the data axis; have 2 (14 metrics)': the shortfall of
+    the group's fits (the best-covered of those short, when metrics differ)."""
+    sizes, points = NEEDED[form]
+    short_sizes = [r["n_sizes"] for r in group if r["n_sizes"] < sizes]
+    short_points = [r["n_points"] for r in group if r["n_points"] < points
+                    ] if form != "power" else []  # power: as many points as sizes needed
+    wants = ([f"{sizes} distinct sizes"] if short_sizes else []) + (
+        [f"{points} runs"] if short_points else [])
+    haves = [str(max(v)) for v in (short_sizes, short_points) if v]
+    what = "" if form == "power" or (form == "floor" and power_short) else (
+        f"{_FORM_WORDS[form]} ")
+    n = len({r["metric"] for r in group})
+    return (f"{what}needs {' and '.join(wants)} on {_AXIS_WORDS[axis]}; have "
+            f"{' and '.join(haves)} ({n} metric{'s' if n > 1 else ''})")
+
+
+def missing_lines(rows: list[dict]) -> list[str]:
+    """One line per family naming what the 'insufficient' fits lack, axis by axis (and the
+    metrics with no positive value to fit on a log scale at all)."""
+    lines = []
+    for family in sorted({r["family"] for r in rows}):
+        mine = [r for r in rows if r["family"] == family]
+        empty = [m for m in dict.fromkeys(r["metric"] for r in mine)
+                 if all(r["n_points"] == 0 for r in mine if r["metric"] == m)]
+        short = [r for r in mine if r["status"] == "insufficient" and r["metric"] not in empty]
+        parts = []
+        for axis in ("data", "params", "compute", "joint"):
+            on_axis = [r for r in short if r["axis"] == axis]
+            power = [r for r in on_axis if r["form"] == "power"]
+            for form in ("power", "floor", "joint"):
+                group = [r for r in on_axis if r["form"] == form]
+                if group and not (form == "floor" and power):
+                    parts.append(_missing_part(axis, form, group, bool(power)))
+        text = f"no law fitted where the runs are too few: {'; '.join(parts)}" if parts else ""
+        if empty:
+            text += ("; " if text else "") + (
+                f"no law fitted for {', '.join(metric(m).label for m in empty)}: no positive "
+                "value to fit on a log scale")
+        if text:
+            lines.append(f"{family}: {text}")
+    return lines
+
+
+def no_floor_lines(rows: list[dict]) -> list[str]:
+    """One line per family for the floor-form fits that were tried and not kept."""
+    lines = []
+    for family in sorted({r["family"] for r in rows}):
+        dropped = [r for r in rows if r["family"] == family and r["form"] == "floor"
+                   and r["status"] not in ("ok", "insufficient")]
+        if dropped:
+            axes = ", ".join(dict.fromkeys(_AXIS_WORDS[r["axis"]] for r in dropped))
+            lines.append(f"{family}: no floor kept in {len(dropped)} floor-form fit(s) on "
+                         f"{axes} (E + A·N^-b not better than the pure power law, or not "
+                         "identifiable; reasons in fits.csv)")
+    return lines
+
+
+def slice_text(row: dict) -> str:
+    """The fitted slice in words: 'n_params=6.4e+04 (largest complete slice)'."""
+    desc = row.get("slice") or {}
+    text = desc.get("rule", "")
+    if desc.get("fixed") and desc.get("value") is not None:
+        text = f"{desc['fixed']}={desc['value']:.3g} ({text})"
+    if desc.get("missing"):
+        text += f"; {len(desc['missing'])} run(s) without this metric"
+    return text
+
+
+def p_text(row: dict) -> str:
+    """Trend-test p-value, and the floor test's or the permutation null's when present."""
+    parts = [f"{row['p_trend']:.2g}" if row.get("p_trend") is not None else "—"]
+    if row.get("p_floor") is not None:
+        parts.append(f"floor {row['p_floor']:.2g}")
+    if row.get("p_perm") is not None and row.get("p_perm") != row.get("p_trend"):
+        parts.append(f"perm {row['p_perm']:.2g}")
+    return ", ".join(parts)
+
+
+def _fmt_exponent(r: dict) -> tuple[str, str]:
+    if not r["params"]:
+        return "—", ""
+    if r["form"] == "joint":
+        p, ci = r["params"], r["ci"]
+        return (f"a={p['a']:.3f} b={p['b']:.3f}",
+                f"a [{ci['a'][0]:.3f}, {ci['a'][1]:.3f}] b [{ci['b'][0]:.3f}, {ci['b'][1]:.3f}]")
+    key = _EXPONENT[r["form"]]
+    return f"{r['params'][key]:.3f}", f"[{r['ci'][key][0]:.3f}, {r['ci'][key][1]:.3f}]"
+
+
+def _status_text(r: dict) -> str:
+    text = r["status"] if r["status"] == "ok" else f"{r['status']}: {r['reason']}"
+    if r["status"] == "ok" and r.get("indicative"):
+        text = f"ok, indicative ({r.get('n_sizes')} sizes)"
+    if r["status"] == "ok" and r["reason"]:
+        text += f"; {r['reason']}"
+    return text
+
+
+def fit_table(rows: list[dict]) -> list[list[str]]:
+    """Cells of the exponent table, one row per fit (columns :data:`FIT_COLUMNS`)."""
+    out = []
+    for r in rows:
+        exp_, ci = _fmt_exponent(r)
+        out.append([r["family"], metric(r["metric"]).heading(), r["axis"], slice_text(r),
+                    r["form"], exp_, ci, p_text(r),
+                    f"{r['r2']:.3f}" if r["r2"] is not None else "",
+                    f"{100 * r['extrapolation_error']:.1f} %"
+                    if r["extrapolation_error"] is not None else "", _status_text(r)])
+    return out
+
+
+_STYLE = ("body{font-family:sans-serif;max-width:1300px;margin:auto;padding:0 8px}"
+          "table{border-collapse:collapse;font-size:13px;margin-bottom:8px}"
+          "td,th{border:1px solid #ccc;padding:3px 6px}th{background:#f2f2f2}"
+          "td.n{text-align:right;white-space:nowrap}svg{max-width:100%;height:auto}"
+          ".note{color:#555}.wide{overflow-x:auto}.models td{white-space:nowrap}")
+_INTRO = ("Laws: L = α·N^−β (log-log least squares; solid, 95 % t-band) and L = E + A·N^−b "
+          "(least squares of log residuals; dashed, 95 % profile-likelihood band). An exponent "
+          "is given only where the test against no dependence rejects at 5 % (p in the table), "
+          "a floor only where it beats the pure power law; 'indicative' rows have <= 4 sizes. "
+          "Data and parameter axes use the largest complete slice (the fitted slice is in each "
+          "row); the compute frontier is chosen by test loss and compared with a permutation "
+          "null.")
+
+
+def _table(header: list[str], rows: list[list[str]], titles: list[str] | None = None,
+           numeric_from: int = 99, css: str = "") -> str:
+    esc = html.escape
+    titles = titles or [""] * len(header)
+    head = "".join(f"<th title='{esc(t)}'>{esc(h)}</th>" if t else f"<th>{esc(h)}</th>"
+                   for h, t in zip(header, titles))
+    body = ["<tr>" + "".join(f"<td class='n'>{esc(c)}</td>" if numeric_from <= i < len(cells) - 1
+                             else f"<td>{esc(c)}</td>" for i, c in enumerate(cells)) + "</tr>"
+            for cells in rows]
+    return (f"<div class='wide'><table class='{css}'><tr>{head}</tr>" + "".join(body)
+            + "</table></div>")
+
+
+def _inline_svg(path: Path) -> str:
+    text = path.read_text()
+    return re.sub(r"^.*?(?=<svg)", "", text, count=1, flags=re.S)
+
+
+def page(records: list[dict], usable: list[dict], rows: list[dict],
+         excluded: list[tuple[dict, str]], figures: list[tuple[str, Path, Path]]) -> str:
+    """The report's HTML: per-model table, exponent table (fitted and untestable laws; the
+    'insufficient' ones as one line per family), metric definitions, figures, exclusions."""
+    esc = html.escape
+    families = sorted({str(r.get("family") or "?") for r in usable})
+    header, model_rows = model_table(records, excluded)
+    names = model_metrics(records)
+    titles = ["", "", "parameters", "training structures", "training compute (FLOP)",
+              *[metric(m).definition for m in names], ""]
+    shown = [r for r in rows if r["status"] != "insufficient"
+             and (r["form"] != "floor" or r["status"] == "ok")]
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>mlip-scaling report"
+             f"</title><style>{_STYLE}</style></head><body>", "<h1>Scaling report</h1>",
+             f"<p>{len(usable)} runs used ({esc(', '.join(families))}); {len(excluded)} "
+             "exclusions (in the table's note column and at the end).</p>",
+             "<h2>Models</h2>", _table(header, model_rows, titles, numeric_from=2, css="models"),
+             "<h2>Exponents</h2>"]
+    parts.append(_table(list(FIT_COLUMNS), fit_table(shown)) if shown
+                 else "<p>No law could be tested on these runs.</p>")
+    parts += [f"<p class='note'>{esc(line)}</p>"
+              for line in missing_lines(rows) + no_floor_lines(rows)]
+    parts.append(f"<p class='note'>{esc(_INTRO)}</p><h2>Metrics</h2><ul>")
+    parts += [f"<li><b>{esc(metric(m).heading())}</b>: {esc(metric(m).definition)}"
+              f"{'' if metric(m).lower_is_better else ' (higher is better)'}</li>"
+              for m in names]
+    parts.append("</ul>")
+    for title, _png, svg in figures:
+        parts.append(f"<h2>{esc(title)}</h2>{_inline_svg(svg)}")
+    parts.append("<h2>Excluded runs</h2><ul>")
+    parts += [f"<li>{esc(str(rec.get('checkpoint')))}: {esc(why)}</li>"
+              for rec, why in excluded] or ["<li>none</li>"]
+    parts.append("</ul></body></html>")
+    return "\n".join(parts)
