@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import math
 import os
 from collections.abc import Iterator
@@ -33,19 +32,24 @@ from mlip_scaling.checkpoint import CheckpointError, load_checkpoint, potential_
 from mlip_scaling.cli_args import NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, output_file
 from mlip_scaling.errors import ConfigError, DataError
 from mlip_scaling.io_utils import (
-    atomic_write_text,
-    exclusive_lock,
     file_hash,
-    remove_stale_temps,
 )
 from mlip_scaling.procs import die_with_parent
 from mlip_scaling.scaling.metrics import test_metrics
+from mlip_scaling.scaling.results import (
+    RESULTS_FORMAT,
+    load_cache,
+    named_records,
+    other_records,
+    reusable,
+    save_records,
+)
 
 __all__ = ["evaluate_directory", "find_models", "configure", "run", "RESULTS_NAME", "FORMAT",
            "is_run_state", "other_records"]
 
 RESULTS_NAME = "scaling_results.json"
-FORMAT = "mlip-scaling-results/1"
+FORMAT = RESULTS_FORMAT
 MD_MIN_LENGTH = 8.0  # Å: the MD cell is repeated until every cell height reaches this
 K_RELAX = 20  # structures relaxed per model: enough for a standard error of each mean
 MD_STEPS = 500  # NVE steps: a perfect model then reads drift < 1e-3 meV/atom/ps
@@ -213,60 +217,6 @@ def evaluate_file(path: Path, root: Path, ckpt: dict, digest: str, settings: dic
     return _clean(rec)
 
 
-def _load_cache(results_path: Path) -> list[dict]:
-    from mlip_scaling.scaling.results import read_results
-
-    if not results_path.is_file():
-        return []
-    records = read_results(results_path)
-    for i, rec in enumerate(records):
-        if not isinstance(rec.get("hash"), str):
-            raise DataError(f"{results_path}: record {i} has no content 'hash'")
-    return records
-
-
-def _merge(existing: list[dict], fresh: dict[str, dict]) -> list[dict]:
-    """``existing`` with the records of the same content hash replaced by ``fresh`` ones
-    (in place), the new ones appended; no other record is dropped."""
-    out, placed = [], set()
-    for rec in existing:
-        digest = rec["hash"]
-        if digest not in fresh:
-            out.append(rec)
-        elif digest not in placed:
-            out.append(fresh[digest])
-            placed.add(digest)
-    return out + [r for d, r in fresh.items() if d not in placed]
-
-
-def _save(results_path: Path, fresh: dict[str, dict]) -> None:
-    """Merge ``fresh`` records into the results file (re-read under a lock, so that
-    evaluations of other folders sharing the file are never lost) and write it atomically."""
-    lock = results_path.with_name(f".{results_path.name}.lock")
-    with exclusive_lock(lock, wait=True):
-        remove_stale_temps(results_path)  # left by a killed writer: none is writing now
-        records = _merge(_load_cache(results_path), fresh)
-        atomic_write_text(json.dumps({"format": FORMAT, "records": records}, indent=1) + "\n",
-                          results_path)
-
-
-def _stored_name(path: Path, results_path: Path) -> str:
-    """A model file's path as recorded: relative to the results file's folder when inside
-    it, else absolute (both resolve from any working directory)."""
-    path = path.resolve()
-    try:
-        return str(path.relative_to(results_path.resolve().parent))
-    except ValueError:
-        return str(path)
-
-
-def _reusable(rec: dict | None, settings: dict) -> bool:
-    """A cached record is reused when it succeeded with the same settings (failures are
-    retried)."""
-    return rec is not None and rec.get("status") == "ok" and (
-        json.dumps(rec.get("settings"), sort_keys=True) == json.dumps(settings, sort_keys=True))
-
-
 def evaluate_directory(directory: str | os.PathLike, oracle: str | None = None,
                        k_relax: int = K_RELAX, md_steps: int = MD_STEPS, jobs: int = 1,
                        results_path: str | os.PathLike | None = None, data: str | None = None,
@@ -305,43 +255,22 @@ def evaluate_directory(directory: str | os.PathLike, oracle: str | None = None,
         settings["relax_max_atoms"] = relax_max_atoms
     if md_min_length:
         settings["md_min_length"] = md_min_length
-    cached = {r["hash"]: r for r in _load_cache(results_path)}
+    cached = {r["hash"]: r for r in load_cache(results_path)}
     files: dict[str, Path] = {}  # content hash -> first file with that content
     for path in candidates:
         files.setdefault(file_hash(path), path)
-    done = {d: cached[d] for d in files if _reusable(cached.get(d), settings)}
+    done = {d: cached[d] for d in files if reusable(cached.get(d), settings)}
     todo = [(p, d) for d, p in files.items() if d not in done]
     bar = tqdm(total=len(files), initial=len(done), desc="evaluate", disable=not progress)
     for digest, rec in _evaluate_all(todo, root, settings, jobs, progress,
                                      oracle_trusted):
         done[digest] = rec
         bar.update()
-        _save(results_path, _named(files, done, results_path))
+        save_records(results_path, named_records(files, done, results_path))
     bar.close()
-    records = _named(files, done, results_path)
-    _save(results_path, records)
+    records = named_records(files, done, results_path)
+    save_records(results_path, records)
     return list(records.values())
-
-
-def _named(files: dict[str, Path], done: dict, results_path: Path) -> dict[str, dict]:
-    """Records by content hash in file order, each naming its file; run states left out."""
-    records = {}
-    for digest, path in files.items():
-        if done.get(digest) is not None:
-            records[digest] = {**done[digest], "checkpoint": _stored_name(path, results_path)}
-    return records
-
-
-def other_records(results_path: str | os.PathLike, records: list[dict]
-                  ) -> tuple[list[dict], list[dict]]:
-    """(kept, stale): records of the results file not in ``records``, and those of them
-    whose model file no longer exists (listed, never deleted)."""
-    results_path = Path(results_path)
-    mine = {r["hash"] for r in records}
-    kept = [r for r in _load_cache(results_path) if r["hash"] not in mine]
-    base = results_path.parent
-    stale = [r for r in kept if not (base / str(r.get("checkpoint"))).is_file()]
-    return kept, stale
 
 
 def _evaluate_path(path: Path, root: Path, digest: str, settings: dict, jobs: int = 1,

@@ -12,8 +12,10 @@ import os
 from pathlib import Path
 
 from mlip_scaling.errors import DataError
+from mlip_scaling.io_utils import atomic_write_text, exclusive_lock, remove_stale_temps
 
-__all__ = ["RESULTS_FORMAT", "read_results", "check_records"]
+__all__ = ["RESULTS_FORMAT", "read_results", "check_records", "load_cache", "merge_records",
+           "save_records", "stored_name", "reusable", "named_records", "other_records"]
 
 RESULTS_FORMAT = "mlip-scaling-results/1"
 
@@ -89,3 +91,78 @@ def read_results(path: str | os.PathLike) -> list[dict]:
     if "records" not in payload:
         raise DataError(f"{path}: results file has no 'records'")
     return check_records(payload["records"], str(path))
+
+
+def load_cache(results_path: Path) -> list[dict]:
+    """The records of an existing results file, each with its content ``hash`` ([] when
+    there is no file)."""
+    if not results_path.is_file():
+        return []
+    records = read_results(results_path)
+    for i, rec in enumerate(records):
+        if not isinstance(rec.get("hash"), str):
+            raise DataError(f"{results_path}: record {i} has no content 'hash'")
+    return records
+
+
+def merge_records(existing: list[dict], fresh: dict[str, dict]) -> list[dict]:
+    """``existing`` with the records of the same content hash replaced by ``fresh`` ones
+    (in place), the new ones appended; no other record is dropped."""
+    out, placed = [], set()
+    for rec in existing:
+        digest = rec["hash"]
+        if digest not in fresh:
+            out.append(rec)
+        elif digest not in placed:
+            out.append(fresh[digest])
+            placed.add(digest)
+    return out + [r for d, r in fresh.items() if d not in placed]
+
+
+def save_records(results_path: Path, fresh: dict[str, dict]) -> None:
+    """Merge ``fresh`` records into the results file (re-read under a lock, so that
+    evaluations of other folders sharing the file are never lost) and write it atomically."""
+    lock = results_path.with_name(f".{results_path.name}.lock")
+    with exclusive_lock(lock, wait=True):
+        remove_stale_temps(results_path)  # left by a killed writer: none is writing now
+        records = merge_records(load_cache(results_path), fresh)
+        payload = {"format": RESULTS_FORMAT, "records": records}
+        atomic_write_text(json.dumps(payload, indent=1) + "\n", results_path)
+
+
+def stored_name(path: Path, results_path: Path) -> str:
+    """A model file's path as recorded: relative to the results file's folder when inside
+    it, else absolute (both resolve from any working directory)."""
+    path = path.resolve()
+    try:
+        return str(path.relative_to(results_path.resolve().parent))
+    except ValueError:
+        return str(path)
+
+
+def reusable(rec: dict | None, settings: dict) -> bool:
+    """A cached record is reused when it succeeded with the same settings (failures are
+    retried)."""
+    return rec is not None and rec.get("status") == "ok" and (
+        json.dumps(rec.get("settings"), sort_keys=True) == json.dumps(settings, sort_keys=True))
+
+
+def named_records(files: dict[str, Path], done: dict, results_path: Path) -> dict[str, dict]:
+    """Records by content hash in file order, each naming its file; run states left out."""
+    records = {}
+    for digest, path in files.items():
+        if done.get(digest) is not None:
+            records[digest] = {**done[digest], "checkpoint": stored_name(path, results_path)}
+    return records
+
+
+def other_records(results_path: str | os.PathLike, records: list[dict]
+                  ) -> tuple[list[dict], list[dict]]:
+    """(kept, stale): records of the results file not in ``records``, and those of them
+    whose model file no longer exists (listed, never deleted)."""
+    results_path = Path(results_path)
+    mine = {r["hash"] for r in records}
+    kept = [r for r in load_cache(results_path) if r["hash"] not in mine]
+    base = results_path.parent
+    stale = [r for r in kept if not (base / str(r.get("checkpoint"))).is_file()]
+    return kept, stale
