@@ -39,7 +39,8 @@ def cell(fit: dict | None) -> str:
     if fit is None:
         return "–"
     if fit["status"] == "insufficient":
-        return f"no exponent (only {fit.get('n_sizes')} sizes)"
+        n = fit.get('n_sizes')
+        return f"no exponent (only {n} size{'' if n == 1 else 's'})"
     if fit["status"] != "ok":
         return "; ".join(v for v in (f"no exponent ({fit['status']})", _p(fit)) if v)
     lo, hi = fit["ci"]["beta"]

@@ -146,7 +146,8 @@ def _positive_sizes(row: dict) -> int:
 def _no_law(row: dict) -> str:
     """Why a row's points carry no law, in a few words for the legend."""
     if row["status"] == "insufficient":
-        return f"no law (only {row['n_sizes']} sizes)"
+        n = row['n_sizes']
+        return f"no law (only {n} size{'' if n == 1 else 's'})"
     if row["status"] == "no-trend" and row.get("p_trend") is not None:
         if row["p_trend"] < ALPHA:  # a trend, but not a decrease
             return "no decrease"
