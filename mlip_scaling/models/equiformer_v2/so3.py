@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from functools import cache
 
+import numpy as np
 import torch
 from e3nn import o3
 from torch import nn
@@ -164,20 +165,25 @@ class SO3Linear(nn.Module):
         return torch.cat([out[:, :1] + self.bias, out[:, 1:]], dim=1)
 
 
+def _quadrature_weights(b: int) -> torch.Tensor:
+    """Kostelec–Rockmore quadrature weights of a 2b-point latitude grid, in float64 [2b]."""
+    j = np.arange(2 * b)[:, None]
+    k = np.arange(b)[None, :]
+    inner = (np.sin((2 * j + 1) * (2 * k + 1) * math.pi / (4.0 * b)) / (2 * k + 1)).sum(axis=1)
+    w = (2.0 / b) * np.sin(math.pi * (2 * np.arange(2 * b) + 1) / (4.0 * b)) * inner
+    return torch.from_numpy(w / (2.0 * (2 * b) ** 2))
+
+
 @cache
 def _grid_matrices(lmax: int, mmax: int, resolution: int | None, m_primary: bool):
     """(to_grid [G, K], from_grid [G, K]) float64 CPU for coefficients with ``|m| <= mmax``.
 
-    e3nn computes its quadrature weights in the default dtype, so it is float64 here for
-    the duration of the call (and restored), which makes the matrices exact to float64.
+    e3nn computes its quadrature weights in the default dtype whatever ``dtype`` it is
+    given, so the projection back is rescaled by weights computed here in float64: the
+    matrices are exact to float64 without touching the global default dtype.
     """
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        with torch.device("cpu"):
-            return _grid_matrices_cpu(lmax, mmax, resolution, m_primary)
-    finally:
-        torch.set_default_dtype(previous)
+    with torch.device("cpu"):
+        return _grid_matrices_cpu(lmax, mmax, resolution, m_primary)
 
 
 def _grid_matrices_cpu(lmax: int, mmax: int, resolution: int | None, m_primary: bool):
@@ -186,8 +192,10 @@ def _grid_matrices_cpu(lmax: int, mmax: int, resolution: int | None, m_primary: 
     lon = lon if resolution is None else resolution
     to_grid = o3.ToS2Grid(lmax, (lat, lon), normalization="component", dtype=torch.float64)
     from_grid = o3.FromS2Grid((lat, lon), lmax, normalization="component", dtype=torch.float64)
+    e3nn_weights = o3._s2grid._quadrature_weights(lat // 2, dtype=torch.float64)
+    from_shb = from_grid.shb * (_quadrature_weights(lat // 2) / e3nn_weights)[None, :, None]
     to_mat = torch.einsum("mbi,am->bai", to_grid.shb, to_grid.sha).reshape(lat * lon, -1)
-    from_mat = torch.einsum("am,mbi->bai", from_grid.sha, from_grid.shb).reshape(lat * lon, -1)
+    from_mat = torch.einsum("am,mbi->bai", from_grid.sha, from_shb).reshape(lat * lon, -1)
     scale = torch.tensor(
         [1.0 if l <= mmax else math.sqrt((2 * l + 1) / (2 * mmax + 1)) for l in range(lmax + 1)],
         dtype=torch.float64,
