@@ -11,6 +11,7 @@ the host to write its error. The pairs and their order equal those of
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import numpy as np
 import torch
@@ -82,7 +83,7 @@ class DeviceNeighborList:
         if not bool(finite):
             for b, part in enumerate(parts):
                 check_geometry(positions[part].detach().cpu().numpy(), cells_np[b], pbc[b],
-                               self.cutoff, name(b))
+                               self.cutoff, partial(name, b))
         extents = []
         for b, part in enumerate(parts):
             if pbc[b].all() or part.stop == part.start:
@@ -94,7 +95,8 @@ class DeviceNeighborList:
         extents_np = torch.cat(extents).cpu().numpy().astype(np.float64)
         sizes = np.cumsum([len(e) for e in extents])[:-1]
         for b, (part, ext) in enumerate(zip(parts, np.split(extents_np, sizes))):
-            check_shape(cells_np[b], pbc[b], ext, part.stop - part.start, self.cutoff, name(b))
+            check_shape(cells_np[b], pbc[b], ext, part.stop - part.start, self.cutoff,
+                        partial(name, b))
         return cells_np
 
     def _raise_overlap(
@@ -109,7 +111,7 @@ class DeviceNeighborList:
                 box=torch.from_numpy(cells_np[b]), periodic=torch.from_numpy(pbc[b].copy()),
                 quantities="ijSd",
             )
-            check_distances(np.square(d.numpy()), i.numpy(), j.numpy(), name(b))
+            check_distances(np.square(d.numpy()), i.numpy(), j.numpy(), partial(name, b))
 
 
 def _canonical(
