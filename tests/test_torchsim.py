@@ -11,7 +11,7 @@ ts = pytest.importorskip("torch_sim")
 from ase.build import bulk  # noqa: E402
 from test_calculator import CUTOFF, lj_potential, methane, rattled_cu, smooth_potential  # noqa: E402
 
-from mlip_scaling.calculators.ase import ScalingCalculator  # noqa: E402
+from mlip_scaling.calculators.ase import ScalingCalculator, sorted_neighbors  # noqa: E402
 from mlip_scaling.calculators.torchsim import ScalingTorchSimModel  # noqa: E402
 from mlip_scaling.errors import DataError  # noqa: E402
 
@@ -103,3 +103,141 @@ def test_overlapping_atoms_are_named(model):
     state = ts.io.atoms_to_state([rattled_cu(), bad], model.device, model.dtype)
     with pytest.raises(DataError, match=r"^system 1 \(Cu2\): atoms 0 and 1 are 0 Å apart"):
         model(state)
+
+
+def slab(size: tuple[int, int, int], seed: int):
+    from ase.build import fcc111
+
+    atoms = fcc111("Cu", size=size, vacuum=6.0, a=3.65)
+    atoms.rattle(0.03, seed=seed)
+    return atoms
+
+
+def wire(repeat: int, seed: int):
+    atoms = bulk("Cu", "fcc", a=3.65, cubic=True) * (repeat, 1, 1)
+    atoms.pbc = (True, False, False)
+    atoms.rattle(0.03, seed=seed)
+    return atoms
+
+
+def ethane():
+    from ase.build import molecule
+
+    atoms = molecule("C2H6")
+    atoms.positions *= 1.5
+    atoms.rattle(0.02, seed=9)
+    return atoms
+
+
+BATCHES = {  # systems of different sizes sharing one pbc, as torch-sim batches them
+    "periodic": lambda: [rattled_cu(seed=1), rattled_cu(repeat=(1, 2, 2), seed=2, strain=0.04)],
+    "slabs": lambda: [slab((2, 2, 3), seed=5), slab((3, 2, 2), seed=6)],
+    "wires": lambda: [wire(2, seed=7), wire(3, seed=8)],
+    "molecules": lambda: [methane(), ethane()],
+}
+
+
+def state_of(systems: list, model: ScalingTorchSimModel):
+    """A torch-sim state of ``systems`` keeping their (shared, possibly mixed) pbc."""
+    state = ts.io.atoms_to_state(systems, model.device, model.dtype)
+    state.pbc = torch.tensor(systems[0].pbc)
+    return state
+
+
+@pytest.mark.parametrize("kind", sorted(BATCHES))
+def test_device_lists_equal_the_host_lists(model, kind):
+    systems = BATCHES[kind]()
+    batch = model._batch(state_of(systems, model))
+    edges, shifts, start = [], [], 0
+    for atoms in systems:
+        edge_index, shift = sorted_neighbors(atoms.positions, atoms.cell.array, atoms.pbc,
+                                             CUTOFF)
+        edges.append(edge_index + start)
+        shifts.append(shift)
+        start += len(atoms)
+    assert batch["edge_index"].shape[1] > 0
+    np.testing.assert_array_equal(batch["edge_index"].numpy(), np.concatenate(edges, axis=1))
+    np.testing.assert_array_equal(batch["edge_cell_shift"].numpy(), np.concatenate(shifts))
+
+
+@pytest.mark.parametrize("kind", sorted(BATCHES))
+def test_device_lists_give_the_host_results(model, kind):
+    systems = BATCHES[kind]()
+    out = model(state_of(systems, model))
+    expected = ScalingCalculator(smooth_potential(), dtype="float64").predict(systems)
+    start = 0
+    for k, (atoms, ref) in enumerate(zip(systems, expected)):
+        np.testing.assert_allclose(float(out["energy"][k]), ref["energy"], rtol=1e-12,
+                                   atol=1e-10)
+        forces = out["forces"][start : start + len(atoms)].numpy()
+        np.testing.assert_allclose(forces, ref["forces"], rtol=0, atol=1e-10)
+        if atoms.pbc.all():
+            np.testing.assert_allclose(out["stress"][k].numpy()[VOIGT], ref["stress"],
+                                       rtol=0, atol=1e-10)
+        else:
+            assert out["stress"][k].abs().max() == 0
+        start += len(atoms)
+
+
+def test_positions_are_not_copied_to_the_host(model, monkeypatch):
+    atoms = rattled_cu(repeat=(4, 4, 4), seed=7, strain=0.0)  # 256 atoms
+    state = ts.io.atoms_to_state([atoms], model.device, model.dtype)
+    sizes = []
+    for method in ("cpu", "numpy", "tolist"):
+        original = getattr(torch.Tensor, method)
+
+        def spy(self, *args, _original=original, **kwargs):
+            sizes.append(self.numel())
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, method, spy)
+    model(state)
+    assert sizes and max(sizes) < len(atoms)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("nan", r"^system 1 \(Cu8\): position of atom 3 is not finite"),
+        ("thin", r"^system 1 \(Cu8\): the periodic cell is 0.2 Å thick along cell vector 2"),
+        ("span", r"^system 1 \(Cu8\): the atoms span 1.2e\+03 Å along a non-periodic"),
+    ],
+)
+def test_geometry_checks_run_on_the_device_path(model, change, message):
+    bad = bulk("Cu", "fcc", a=3.65, cubic=True) * (2, 1, 1)
+    if change == "nan":
+        bad.positions[3, 1] = np.nan
+    elif change == "thin":
+        bad.set_cell(np.diag([7.3, 3.65, 0.2]))
+    else:
+        bad.pbc = (True, True, False)
+        bad.positions[5, 2] = 1200.0
+    good = rattled_cu()
+    good.pbc = bad.pbc
+    state = state_of([good, bad], model)
+    with pytest.raises(DataError, match=message):
+        model(state)
+
+
+@pytest.mark.parametrize(("python", "pinned"), [("3.11", "==0.3.0"), ("3.12", "==0.6.2"),
+                                                ("3.13", "==0.6.2")])
+def test_torchsim_extra_is_pinned_per_python_version(python, pinned):
+    from pathlib import Path
+
+    import tomllib
+    from packaging.requirements import Requirement
+
+    pyproject = Path(__file__).parents[1] / "pyproject.toml"
+    extra = tomllib.loads(pyproject.read_text())["project"]["optional-dependencies"]["torchsim"]
+    requirements = [Requirement(line) for line in extra]
+    chosen = {r.name: str(r.specifier) for r in requirements
+              if r.marker is None or r.marker.evaluate({"python_version": python})}
+    assert chosen == {"torch-sim-atomistic": pinned, "vesin-torch": ">=0.3.7"}
+
+
+def test_installed_torch_sim_is_the_pinned_one():
+    import sys
+    from importlib.metadata import version
+
+    expected = "0.3.0" if sys.version_info[:2] == (3, 11) else "0.6.2"
+    assert version("torch-sim-atomistic") == expected

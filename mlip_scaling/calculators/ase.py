@@ -102,6 +102,11 @@ class StructureChecker:
     def __call__(self, numbers: np.ndarray, positions: np.ndarray, cell: np.ndarray,
                  pbc: np.ndarray, where: Where) -> None:
         """Raise :class:`DataError` naming ``where`` and the problem; return if fine."""
+        self.elements(numbers, where)
+        check_geometry(positions, cell, pbc, self.cutoff, where)
+
+    def elements(self, numbers: np.ndarray, where: Where) -> None:
+        """Raise :class:`DataError` naming ``where`` if an element is unknown to the model."""
         bad = (numbers < 0) | (numbers > MAX_Z)
         bad[~bad] = ~self._known[numbers[~bad]]
         if bad.any():
@@ -112,7 +117,6 @@ class StructureChecker:
                 f"{where() if callable(where) else where}: element {name} (Z={z}) is not "
                 f"known to this model (trained on {trained})"
             )
-        check_geometry(positions, cell, pbc, self.cutoff, where)
 
 
 class ScalingCalculator(Calculator):

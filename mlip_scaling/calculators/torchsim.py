@@ -25,14 +25,15 @@ from mlip_scaling.calculators.ase import (
     prepare_potential,
     resolve_device,
     resolve_dtype,
-    sorted_neighbors,
     structure_name,
 )
-from mlip_scaling.models.potential import Potential
+from mlip_scaling.models.potential import MAX_Z, Potential
 
 try:
     import torch_sim as ts
     from torch_sim.models.interface import ModelInterface
+
+    from mlip_scaling.data.device_neighbors import DeviceNeighborList
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "the torch-sim interface needs torch-sim: pip install 'mlip-scaling[torchsim]' "
@@ -54,7 +55,8 @@ class ScalingTorchSimModel(ModelInterface):
             are not periodic in all three directions).
 
     ``forward(state)`` returns ``{"energy": [B], "forces": [N,3], "stress": [B,3,3]}``.
-    Neighbour lists are built per system on the CPU (vesin) at every call.
+    Neighbour lists are built per system at every call on the model's device (vesin's
+    torch interface): positions are not copied to the host.
     """
 
     def __init__(
@@ -74,6 +76,9 @@ class ScalingTorchSimModel(ModelInterface):
         self.potential = prepare_potential(model, self._device, self._dtype)
         self.cutoff = self.potential.cutoff
         self.check = StructureChecker(self.potential.species, self.cutoff)
+        self.neighbors = DeviceNeighborList(self.cutoff)
+        self._known = torch.zeros(MAX_Z + 1, dtype=torch.bool, device=self._device)
+        self._known[self.potential.species] = True
 
     def forward(self, state, **kwargs) -> dict[str, torch.Tensor]:
         """Energy [B] (eV), forces [N,3] (eV/Å) and stress [B,3,3] (eV/Å^3) of ``state``.
@@ -95,7 +100,8 @@ class ScalingTorchSimModel(ModelInterface):
         return results
 
     def _batch(self, state) -> dict[str, torch.Tensor]:
-        """The model's batch dict (neighbour lists included) of a torch-sim state."""
+        """The model's batch dict (neighbour lists included) of a torch-sim state; the
+        positions stay on the device (only per-system summaries reach the host)."""
         positions = state.positions.detach().to(device=self._device, dtype=self._dtype)
         cells = state.row_vector_cell.detach().to(device=self._device, dtype=self._dtype)
         numbers = state.atomic_numbers.to(self._device, torch.long)
@@ -103,19 +109,15 @@ class ScalingTorchSimModel(ModelInterface):
         n_systems = cells.shape[0]
         counts = torch.bincount(system_idx, minlength=n_systems)
         pbc = _pbc(state.pbc, n_systems)
-        pos_np = positions.cpu().numpy().astype(np.float64)
-        cell_np = cells.cpu().numpy().astype(np.float64)
-        numbers_np = numbers.cpu().numpy()
-        bounds = np.concatenate([[0], np.cumsum(counts.cpu().numpy())])
-        edges, shifts = [], []
-        for b in range(n_systems):
-            part = slice(int(bounds[b]), int(bounds[b + 1]))
-            where = partial(structure_name, numbers_np[part], b, "system")
-            self.check(numbers_np[part], pos_np[part], cell_np[b], pbc[b], where)
-            edge_index, shift = sorted_neighbors(pos_np[part], cell_np[b], pbc[b], self.cutoff,
-                                                 where)
-            edges.append(torch.from_numpy(edge_index + bounds[b]))
-            shifts.append(torch.from_numpy(shift))
+        counts_np = counts.cpu().numpy()
+        self._check_elements(numbers, counts_np)
+
+        def name(b: int) -> str:
+            start = int(counts_np[:b].sum())
+            return structure_name(numbers[start:start + int(counts_np[b])].cpu().numpy(), b,
+                                  "system")
+
+        edge_index, shifts = self.neighbors(positions, cells, pbc, counts_np.tolist(), name)
         return {
             keys.POSITIONS: positions,
             keys.CELL: cells,
@@ -123,9 +125,22 @@ class ScalingTorchSimModel(ModelInterface):
             keys.ATOMIC_NUMBERS: numbers,
             keys.BATCH: system_idx,
             keys.NUM_ATOMS: counts,
-            keys.EDGE_INDEX: torch.cat(edges, dim=1).to(self._device),
-            keys.EDGE_CELL_SHIFT: torch.cat(shifts).to(device=self._device, dtype=self._dtype),
+            keys.EDGE_INDEX: edge_index,
+            keys.EDGE_CELL_SHIFT: shifts.to(self._dtype),
         }
+
+    def _check_elements(self, numbers: torch.Tensor, counts: np.ndarray) -> None:
+        """Raise the checker's error naming the first system with an element unknown to
+        the model; one flag reaches the host when all are known."""
+        inside = (numbers >= 0) & (numbers < len(self._known))
+        known = self._known[numbers.clamp(0, len(self._known) - 1)] & inside
+        if bool(known.all()):
+            return
+        bounds = np.concatenate([[0], np.cumsum(counts)])
+        numbers_np = numbers.cpu().numpy()
+        for b in range(len(counts)):
+            part = numbers_np[bounds[b]:bounds[b + 1]]
+            self.check.elements(part, partial(structure_name, part, b, "system"))
 
 
 def _pbc(pbc, n_systems: int) -> np.ndarray:

@@ -19,6 +19,7 @@ from mlip_scaling import keys
 from mlip_scaling.errors import DataError
 
 __all__ = ["neighbor_list", "NeighborListTransform", "check_geometry", "check_distances",
+           "check_shape", "non_periodic_basis",
            "MIN_DISTANCE", "MIN_CELL_HEIGHT", "MAX_SPAN_CUTOFFS", "MAX_NEIGHBORS"]
 
 #: Closest allowed approach of two atoms (or of an atom and its periodic image), Å.
@@ -71,12 +72,20 @@ def _thinnest(cell: np.ndarray, periodic: np.ndarray, heights: list[float]) -> i
     return int(periodic[np.lexsort((norms, rests_zero, heights))[0]])
 
 
-def _extents(positions: np.ndarray, cell: np.ndarray, periodic: np.ndarray) -> np.ndarray:
-    """Extent (Å) of the atoms along orthonormal directions perpendicular to the periodic
-    cell vectors."""
-    if len(periodic) == 3:
+def non_periodic_basis(cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
+    """[K,3] orthonormal directions perpendicular to the periodic cell vectors (K = number
+    of non-periodic directions)."""
+    periodic = np.flatnonzero(pbc)
+    if len(periodic) == 0:
+        return np.eye(3)
+    return np.linalg.svd(cell[periodic])[2][len(periodic):]
+
+
+def _extents(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
+    """Extent (Å) of the atoms along the directions of :func:`non_periodic_basis`."""
+    if np.all(pbc):
         return np.zeros(0)
-    basis = np.eye(3) if len(periodic) == 0 else np.linalg.svd(cell[periodic])[2][len(periodic):]
+    basis = non_periodic_basis(cell, pbc)
     projected = positions @ basis.T
     return projected.max(axis=0) - projected.min(axis=0)
 
@@ -95,6 +104,17 @@ def check_geometry(
         raise DataError(f"{_name(where)}: position of atom {atom} is not finite (NaN or inf)")
     if not np.isfinite(cell).all():
         raise DataError(f"{_name(where)}: the cell contains NaN or inf")
+    check_shape(cell, pbc, _extents(positions, cell, pbc), len(positions), cutoff, where)
+
+
+def check_shape(
+    cell: np.ndarray, pbc: np.ndarray, extents: np.ndarray, n_atoms: int, cutoff: float,
+    where: Where,
+) -> None:
+    """The checks of :func:`check_geometry` after the finite ones, from the cell [3,3] (Å),
+    ``pbc`` [3] and the atoms' ``extents`` (Å) along the directions of
+    :func:`non_periodic_basis` (so a caller holding positions elsewhere, e.g. on a GPU,
+    needs to bring only these few numbers to the host)."""
     periodic = np.flatnonzero(pbc)
     heights, measure = _cell_heights(cell, periodic)
     if heights and min(heights) < MIN_CELL_HEIGHT:
@@ -102,7 +122,6 @@ def check_geometry(
         raise DataError(f"{_name(where)}: the periodic cell is {min(heights):.3g} Å thick "
                         f"along cell vector {k} (minimum {MIN_CELL_HEIGHT} Å): a degenerate or "
                         "non-reduced cell (reduce it, e.g. ase.geometry.minkowski_reduce)")
-    extents = _extents(positions, cell, periodic)
     if len(extents) and extents.max() > MAX_SPAN_CUTOFFS * cutoff:
         raise DataError(f"{_name(where)}: the atoms span {extents.max():.3g} Å along a "
                         f"non-periodic direction, more than {MAX_SPAN_CUTOFFS:g} times the "
@@ -110,7 +129,7 @@ def check_geometry(
                         "structure or make it periodic)")
     reach = 2.0 * cutoff
     # atoms in a cube of side 2·cutoff around an atom (spread evenly), times sphere / cube
-    estimate = len(positions) * reach ** len(periodic) / measure * math.pi / 6.0
+    estimate = n_atoms * reach ** len(periodic) / measure * math.pi / 6.0
     for extent in extents.tolist():
         estimate *= min(1.0, reach / extent) if extent > 0 else 1.0
     if estimate > MAX_NEIGHBORS:
