@@ -48,13 +48,17 @@ def m_sizes(lmax: int, mmax: int) -> list[int]:
     return [lmax + 1 - m for m in range(mmax + 1)]
 
 
-def m_primary_index(lmax: int, mmax: int) -> torch.Tensor:
-    """[K] long: positions (in the full l-major layout) of the m-primary reduced layout."""
+def _m_primary_positions(lmax: int, mmax: int) -> list[int]:
     idx = [l * l + l for l in range(lmax + 1)]
     for m in range(1, mmax + 1):
         idx += [l * l + l + m for l in range(m, lmax + 1)]
         idx += [l * l + l - m for l in range(m, lmax + 1)]
-    return torch.tensor(idx, dtype=torch.long, device="cpu")
+    return idx
+
+
+def m_primary_index(lmax: int, mmax: int) -> torch.Tensor:
+    """[K] long: positions (in the full l-major layout) of the m-primary reduced layout."""
+    return torch.tensor(_m_primary_positions(lmax, mmax), dtype=torch.long, device="cpu")
 
 
 def _default_device() -> torch.device:
@@ -139,7 +143,7 @@ def _reduced_l_major_positions(lmax: int, mmax: int) -> torch.Tensor:
     ]
     where = {full: i for i, full in enumerate(reduced)}
     return torch.tensor(
-        [where[int(i)] for i in m_primary_index(lmax, mmax)], dtype=torch.long, device="cpu"
+        [where[i] for i in _m_primary_positions(lmax, mmax)], dtype=torch.long, device="cpu"
     )
 
 
