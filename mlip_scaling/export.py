@@ -14,7 +14,9 @@ inputs (float tensors in the dtype named in the metadata):
     strain [3, 3]: zeros (a symmetric strain ``ε = (s + sᵀ)/2`` applied to positions and cell).
 outputs: energy [] (eV) and per-atom energies [N] (eV), reference energies included.
 
-N and E are dynamic. Forces and stress are derivatives taken on the loaded program::
+N >= 1 and E >= 0 are dynamic (with E = 0 the energy does not depend on the positions:
+pass ``allow_unused=True`` to ``torch.autograd.grad`` and read ``None`` as zeros).
+Forces and stress are derivatives taken on the loaded program::
 
     positions.requires_grad_(True); strain.requires_grad_(True)
     energy, _ = program.module()(positions, cell, numbers, edge_index, shifts, strain)
@@ -103,7 +105,7 @@ def export_potential(potential: Potential) -> torch.export.ExportedProgram:
     module = StructureEnergy(potential).eval()
     example = _example_inputs(potential)
     module(*example)  # fills the models' lazily built constant tables before tracing
-    atoms, edges = torch.export.Dim("atoms", min=1), torch.export.Dim("edges", min=1)
+    atoms, edges = torch.export.Dim("atoms", min=1), torch.export.Dim("edges", min=0)
     dynamic = ({0: atoms}, None, {0: atoms}, {1: edges}, {0: edges}, None)
     return torch.export.export(module, example, dynamic_shapes=dynamic, strict=False)
 
@@ -128,7 +130,7 @@ def save_exported(model_path: str | Path, out: str | Path,
         "inputs": INPUTS, "outputs": OUTPUTS, "source": str(Path(model_path).name),
     }
     out = Path(out)
-    tmp = out.with_name(out.name + ".tmp")
+    tmp = out.with_suffix(".tmp.pt2")
     torch.export.save(program, tmp, extra_files={"metadata.json": json.dumps(metadata)})
     tmp.replace(out)
     return metadata
