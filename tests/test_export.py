@@ -15,7 +15,7 @@ from numpy.testing import assert_allclose
 
 from mlip_scaling import keys
 from mlip_scaling.checkpoint import load_potential, save_potential
-from mlip_scaling.data.atomic_data import from_atoms
+from mlip_scaling.data.atomic_data import compute_edge_vectors, from_atoms
 from mlip_scaling.data.neighbors import neighbor_list
 from mlip_scaling.models.potential import Potential
 from mlip_scaling.models.presets import PRESETS
@@ -146,13 +146,19 @@ def test_export_refuses_a_bad_model_file(tmp_path, capsys):
     assert not (tmp_path / "bad.pt2").exists()
 
 
-def test_compiled_model_has_no_graph_breaks():
-    family, config = PRESETS["transformer-2.3k"]
+@pytest.mark.parametrize("preset", FAMILIES)
+def test_compiled_model_has_no_graph_breaks(preset):
+    """EquiformerV2 selects edges within its cutoff (an output of data-dependent size):
+    dynamo captures that only with ``capture_dynamic_output_shape_ops``."""
+    family, config = PRESETS[preset]
     model = build_model(family, config).double().eval()
     atoms = _structures()[0]
     inputs = _inputs(atoms, config["cutoff"])
     data = from_atoms(atoms, labels=False)
     data[keys.EDGE_INDEX], data[keys.EDGE_CELL_SHIFT] = inputs[3], inputs[4]
-    data[keys.EDGE_LENGTHS] = torch.rand(inputs[3].shape[1], dtype=torch.float64) + 2.0
-    explanation = torch._dynamo.explain(model)(data)
+    data[keys.BATCH] = torch.zeros(len(atoms), dtype=torch.long)
+    data = compute_edge_vectors(data)
+    torch._dynamo.reset()
+    with torch._dynamo.config.patch(capture_dynamic_output_shape_ops=True):
+        explanation = torch._dynamo.explain(model)(data)
     assert explanation.graph_break_count == 0, explanation.break_reasons

@@ -33,7 +33,11 @@ from mlip_scaling.models.equiformer_v2.radial import (
     GaussianSmearing,
     smooth_cutoff,
 )
-from mlip_scaling.models.equiformer_v2.so3 import EdgeRotation, num_coefficients
+from mlip_scaling.models.equiformer_v2.so3 import (
+    EdgeRotation,
+    num_coefficients,
+    prepare_couplings,
+)
 
 __all__ = ["EquiformerV2"]
 
@@ -126,6 +130,7 @@ class EquiformerV2(nn.Module):
         cfg.pop("self")
         cfg.pop("__class__", None)
         self.cutoff, self.lmax, self.mmax = float(cutoff), lmax, mmax
+        prepare_couplings(lmax)
         self.max_num_elements, self.max_neighbors = max_num_elements, max_neighbors
         self.max_neighbors_strict, self.use_envelope = bool(max_neighbors_strict), bool(envelope)
         self.direct_forces = bool(direct_forces)

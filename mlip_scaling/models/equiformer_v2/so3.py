@@ -27,6 +27,7 @@ __all__ = [
     "m_primary_index",
     "m_sizes",
     "num_coefficients",
+    "prepare_couplings",
     "wigner_d_blocks",
 ]
 
@@ -65,12 +66,24 @@ def _default_device() -> torch.device:
     return torch.get_default_device()
 
 
-@cache
+#: coupling tables by degree; a plain dict (not ``functools.cache``) so that compiled and
+#: exported forwards read a filled table as a constant instead of tracing e3nn
+_COUPLINGS: dict[int, torch.Tensor] = {}
+
+
 def _coupling(l: int) -> torch.Tensor:
     """[3(2l-1), 2l+1] float64 isometry coupling ``(l-1) ⊗ 1 -> l`` (e3nn's 3j symbols)."""
-    with torch.device("cpu"):
-        w3j = o3.wigner_3j(l - 1, 1, l, dtype=torch.float64)
-    return (w3j * math.sqrt(2 * l + 1)).reshape(3 * (2 * l - 1), 2 * l + 1)
+    if l not in _COUPLINGS:
+        with torch.device("cpu"):
+            w3j = o3.wigner_3j(l - 1, 1, l, dtype=torch.float64)
+        _COUPLINGS[l] = (w3j * math.sqrt(2 * l + 1)).reshape(3 * (2 * l - 1), 2 * l + 1)
+    return _COUPLINGS[l]
+
+
+def prepare_couplings(lmax: int) -> None:
+    """Build the coupling tables of degrees ``2..lmax`` now, outside any traced forward."""
+    for l in range(2, lmax + 1):
+        _coupling(l)
 
 
 def wigner_d_blocks(rot: torch.Tensor, lmax: int) -> list[torch.Tensor]:
