@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 __all__ = [
+    "check_atomic_numbers",
     "BesselBasis",
     "CosineCutoff",
     "GaussianSmearing",
@@ -215,3 +216,18 @@ def segment_softmax(
     denom = denom.clamp_min(torch.finfo(work).tiny)
     p = (num / denom.index_select(0, index)).to(dtype)
     return p, None if extra is None else (extra / denom).to(dtype)
+
+
+def check_atomic_numbers(numbers: torch.Tensor, max_num_elements: int) -> None:
+    """Raise ``ValueError`` when an atomic number in ``numbers`` [N] is ``>= max_num_elements``.
+
+    The check reads tensor values, so it runs in eager mode only: under ``torch.compile``
+    and ``torch.export`` it is skipped (no graph break, no data-dependent guard), and an
+    out-of-range number fails in the embedding lookup instead.
+    """
+    if torch.compiler.is_compiling() or torch.compiler.is_exporting():
+        return
+    if numbers.numel() and int(numbers.max()) >= max_num_elements:
+        raise ValueError(
+            f"atomic number {int(numbers.max())} >= max_num_elements={max_num_elements}"
+        )

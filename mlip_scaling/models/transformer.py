@@ -30,6 +30,7 @@ from mlip_scaling import keys
 from mlip_scaling.models.blocks import (
     build_envelope,
     build_radial_basis,
+    check_atomic_numbers,
     mlp,
     scatter_sum,
     segment_softmax,
@@ -168,11 +169,7 @@ class TransformerEnergyModel(nn.Module):
 
     def forward(self, data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         numbers = data[keys.ATOMIC_NUMBERS]
-        if numbers.numel() and int(numbers.max()) >= self.max_num_elements:
-            raise ValueError(
-                f"atomic number {int(numbers.max())} exceeds the model's "
-                f"max_num_elements={self.max_num_elements}"
-            )
+        check_atomic_numbers(numbers, self.max_num_elements)
         edge_index = data[keys.EDGE_INDEX]
         lengths = data[keys.EDGE_LENGTHS]
         x = self.embedding(numbers)

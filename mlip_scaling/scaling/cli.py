@@ -270,6 +270,12 @@ def _parser() -> argparse.ArgumentParser:
                        help="convert a fairchem EquiformerV2 (OMat24) checkpoint to a model file")
     fairchem_cli.configure(p)
     p.set_defaults(func=fairchem_cli.run)
+    from mlip_scaling import export
+
+    p = sub.add_parser("export", formatter_class=_FMT,
+                       help="write a torch.export program (.pt2) of a model file")
+    export.configure(p)
+    p.set_defaults(func=export.run)
     for command in sub.choices.values():
         add_output_flags(command)
     return parser

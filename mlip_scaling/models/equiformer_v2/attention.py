@@ -122,13 +122,14 @@ class GraphAttention(nn.Module):
         alpha_feat = alpha_feat.reshape(-1, self.num_heads, self.alpha_channels)
         alpha_feat = smooth_leaky_relu(self.alpha_norm(alpha_feat))
         logits = torch.einsum("ehk,hk->eh", alpha_feat, self.alpha_dot)
-        alpha = envelope_softmax(logits, edges.envelope, centre, len(x)) * edges.envelope[:, None]
+        alpha = envelope_softmax(logits, edges.envelope, centre, x.shape[0])
+        alpha = alpha * edges.envelope[:, None]
         if self.alpha_dropout is not None:
             alpha = self.alpha_dropout(alpha)
         msg = msg.reshape(msg.shape[0], msg.shape[1], self.num_heads, self.value_channels)
         msg = (msg * alpha[:, None, :, None]).flatten(2)
         msg = edges.rotation.from_edge(msg)
-        out = msg.new_zeros(len(x), msg.shape[1], msg.shape[2]).index_add(0, centre, msg)
+        out = msg.new_zeros(x.shape[0], msg.shape[1], msg.shape[2]).index_add(0, centre, msg)
         return self.proj(out)
 
 

@@ -60,7 +60,7 @@ def edge_rotation(edge_vectors: torch.Tensor, eps: float = 1e-8) -> torch.Tensor
     near = (1.0 + c) < eps
     denom = torch.where(near, torch.ones_like(c), 1.0 + c)
     kx = _skew(k)
-    eye = torch.eye(3, dtype=u.dtype, device=u.device).expand(len(u), 3, 3)
+    eye = torch.eye(3, dtype=u.dtype, device=u.device).expand(u.shape[0], 3, 3)
     a = eye + kx + kx @ kx / denom[:, None, None]
     flip = torch.diag(torch.tensor([1.0, -1.0, -1.0], dtype=u.dtype, device=u.device))
     a = torch.where(near[:, None, None], flip.expand_as(a), a)

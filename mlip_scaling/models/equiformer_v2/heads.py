@@ -126,10 +126,10 @@ class Rank2StressHead(ExactConstants):
         x_edge = self.xedge_layer_norm(torch.einsum("ekc,ek->ec", x_edge, sh))
         sh2 = o3.spherical_harmonics(2, vectors, True, normalization="component")
         w = edges.envelope
-        node_w = w.new_zeros(len(x)).index_add(0, centre, w).clamp_min(1e-12)
-        scal = x.new_zeros(len(x), x_edge.shape[1]).index_add(0, centre, x_edge * w[:, None])
+        node_w = w.new_zeros(x.shape[0]).index_add(0, centre, w).clamp_min(1e-12)
+        scal = x.new_zeros(x.shape[0], x_edge.shape[1]).index_add(0, centre, x_edge * w[:, None])
         irr = sh2[:, :, None] * x_edge[:, None, :] * w[:, None, None]
-        irr = x.new_zeros(len(x), 5, x_edge.shape[1]).index_add(0, centre, irr)
+        irr = x.new_zeros(x.shape[0], 5, x_edge.shape[1]).index_add(0, centre, irr)
         scal = self.scalar_mlp(scal / node_w[:, None])[:, 0]
         irr = self._irrep2(irr / node_w[:, None, None])
         count = x.new_zeros(num_structures).index_add(0, batch, torch.ones_like(scal))
@@ -195,10 +195,10 @@ class FairchemRank2StressHead(ExactConstants):
         x_edge = self.xedge_layer_norm(torch.einsum("ekc,ek->ec", x_edge, sh))
         sh2 = o3.spherical_harmonics(2, vectors, True)
         w = edges.envelope
-        node_w = w.new_zeros(len(x)).index_add(0, centre, w).clamp_min(1e-12)
-        scal = x.new_zeros(len(x), x_edge.shape[1]).index_add(0, centre, x_edge * w[:, None])
+        node_w = w.new_zeros(x.shape[0]).index_add(0, centre, w).clamp_min(1e-12)
+        scal = x.new_zeros(x.shape[0], x_edge.shape[1]).index_add(0, centre, x_edge * w[:, None])
         irr = sh2[:, :, None] * x_edge[:, None, :] * w[:, None, None]
-        irr = x.new_zeros(len(x), 5, x_edge.shape[1]).index_add(0, centre, irr)
+        irr = x.new_zeros(x.shape[0], 5, x_edge.shape[1]).index_add(0, centre, irr)
         scal = self.scalar_mlp(scal / node_w[:, None])[:, 0]
         irr = self.irrep2_mlp(irr / node_w[:, None, None])[:, :, 0]
         count = x.new_zeros(num_structures).index_add(0, batch, torch.ones_like(scal))

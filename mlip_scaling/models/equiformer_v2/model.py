@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from mlip_scaling import keys
+from mlip_scaling.models.blocks import check_atomic_numbers
 from mlip_scaling.models.equiformer_v2.attention import EdgeContext, TransformerBlock
 from mlip_scaling.models.equiformer_v2.edge_frame import edge_rotation
 from mlip_scaling.models.equiformer_v2.heads import (
@@ -32,7 +33,11 @@ from mlip_scaling.models.equiformer_v2.radial import (
     GaussianSmearing,
     smooth_cutoff,
 )
-from mlip_scaling.models.equiformer_v2.so3 import EdgeRotation, num_coefficients
+from mlip_scaling.models.equiformer_v2.so3 import (
+    EdgeRotation,
+    num_coefficients,
+    prepare_couplings,
+)
 
 __all__ = ["EquiformerV2"]
 
@@ -125,6 +130,7 @@ class EquiformerV2(nn.Module):
         cfg.pop("self")
         cfg.pop("__class__", None)
         self.cutoff, self.lmax, self.mmax = float(cutoff), lmax, mmax
+        prepare_couplings(lmax)
         self.max_num_elements, self.max_neighbors = max_num_elements, max_neighbors
         self.max_neighbors_strict, self.use_envelope = bool(max_neighbors_strict), bool(envelope)
         self.direct_forces = bool(direct_forces)
@@ -161,17 +167,14 @@ class EquiformerV2(nn.Module):
     def backbone(self, data: dict) -> tuple[torch.Tensor, EdgeContext]:
         """Node embeddings [N, (lmax+1)^2, sphere_channels] after the final norm."""
         numbers = data[keys.ATOMIC_NUMBERS]
-        if numbers.numel() and int(numbers.max()) >= self.max_num_elements:
-            raise ValueError(
-                f"atomic number {int(numbers.max())} >= max_num_elements={self.max_num_elements}"
-            )
+        check_atomic_numbers(numbers, self.max_num_elements)
         edges = self.edge_context(data)
         x = self.sphere_embedding(numbers)
         x = torch.cat(
-            [x[:, None], x.new_zeros(len(x), num_coefficients(self.lmax) - 1, x.shape[1])], 1
+            [x[:, None], x.new_zeros(x.shape[0], num_coefficients(self.lmax) - 1, x.shape[1])], 1
         )
         x = x + self.edge_degree_embedding(
-            numbers, edges.features, edges.index, edges.envelope, edges.rotation, len(numbers)
+            numbers, edges.features, edges.index, edges.envelope, edges.rotation, numbers.shape[0]
         )
         for block in self.blocks:
             x = block(x, edges)
@@ -184,7 +187,7 @@ class EquiformerV2(nn.Module):
         keep = lengths < self.cutoff
         if self.max_neighbors is not None:
             cap = _nearest_mask if self.max_neighbors_strict else _nearest_mask_with_ties
-            keep &= cap(index[0], lengths, self.max_neighbors, len(data[keys.ATOMIC_NUMBERS]))
+            keep &= cap(index[0], lengths, self.max_neighbors, data[keys.ATOMIC_NUMBERS].shape[0])
         index, vectors, lengths = index[:, keep], vectors[keep], lengths[keep]
         rotation = EdgeRotation(edge_rotation(vectors), self.lmax, self.mmax)
         features = self.distance_expansion(lengths)
@@ -195,7 +198,7 @@ class EquiformerV2(nn.Module):
         numbers = data[keys.ATOMIC_NUMBERS]
         batch = data.get(keys.BATCH)
         if batch is None:
-            batch = torch.zeros(len(numbers), dtype=torch.long, device=numbers.device)
+            batch = torch.zeros(numbers.shape[0], dtype=torch.long, device=numbers.device)
         return EdgeContext(index, features, envelope, rotation, numbers, batch, vectors)
 
     def forward(self, data: dict) -> dict:
@@ -203,12 +206,12 @@ class EquiformerV2(nn.Module):
         batch = data.get(keys.BATCH)
         if batch is None:
             batch = torch.zeros(
-                len(data[keys.ATOMIC_NUMBERS]),
+                data[keys.ATOMIC_NUMBERS].shape[0],
                 dtype=torch.long,
                 device=data[keys.EDGE_INDEX].device,
             )
         num_structures = data[keys.CELL].shape[0] if keys.CELL in data else int(batch.max()) + 1
-        n = len(batch)
+        n = batch.shape[0]
         if self.parity_average:
             data = _with_inverted_copy(data, batch, num_structures)
             batch = data[keys.BATCH]
@@ -233,7 +236,7 @@ class EquiformerV2(nn.Module):
 
 def _with_inverted_copy(data: dict, batch: torch.Tensor, num_structures: int) -> dict:
     """The batch followed by its point inversion (atoms ``N..2N-1``, edge vectors negated)."""
-    n = len(batch)
+    n = batch.shape[0]
     index = data[keys.EDGE_INDEX]
     return {
         keys.ATOMIC_NUMBERS: data[keys.ATOMIC_NUMBERS].repeat(2),
@@ -252,7 +255,7 @@ def _nearest_mask(
     counts = torch.bincount(centre, minlength=num_nodes)
     starts = torch.cumsum(counts, 0) - counts
     rank = torch.empty_like(order)
-    rank[order] = torch.arange(len(order), device=order.device) - starts[centre[order]]
+    rank[order] = torch.arange(order.shape[0], device=order.device) - starts[centre[order]]
     return rank < k
 
 

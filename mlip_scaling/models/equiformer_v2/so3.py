@@ -28,6 +28,7 @@ __all__ = [
     "m_primary_index",
     "m_sizes",
     "num_coefficients",
+    "prepare_couplings",
     "wigner_d_blocks",
 ]
 
@@ -49,25 +50,41 @@ def m_sizes(lmax: int, mmax: int) -> list[int]:
     return [lmax + 1 - m for m in range(mmax + 1)]
 
 
-def m_primary_index(lmax: int, mmax: int) -> torch.Tensor:
-    """[K] long: positions (in the full l-major layout) of the m-primary reduced layout."""
+def _m_primary_positions(lmax: int, mmax: int) -> list[int]:
     idx = [l * l + l for l in range(lmax + 1)]
     for m in range(1, mmax + 1):
         idx += [l * l + l + m for l in range(m, lmax + 1)]
         idx += [l * l + l - m for l in range(m, lmax + 1)]
-    return torch.tensor(idx, dtype=torch.long, device="cpu")
+    return idx
+
+
+def m_primary_index(lmax: int, mmax: int) -> torch.Tensor:
+    """[K] long: positions (in the full l-major layout) of the m-primary reduced layout."""
+    return torch.tensor(_m_primary_positions(lmax, mmax), dtype=torch.long, device="cpu")
 
 
 def _default_device() -> torch.device:
     return torch.get_default_device()
 
 
-@cache
+#: coupling tables by degree; a plain dict (not ``functools.cache``) so that compiled and
+#: exported forwards read a filled table as a constant instead of tracing e3nn
+_COUPLINGS: dict[int, torch.Tensor] = {}
+
+
 def _coupling(l: int) -> torch.Tensor:
     """[3(2l-1), 2l+1] float64 isometry coupling ``(l-1) ⊗ 1 -> l`` (e3nn's 3j symbols)."""
-    with torch.device("cpu"):
-        w3j = o3.wigner_3j(l - 1, 1, l, dtype=torch.float64)
-    return (w3j * math.sqrt(2 * l + 1)).reshape(3 * (2 * l - 1), 2 * l + 1)
+    if l not in _COUPLINGS:
+        with torch.device("cpu"):
+            w3j = o3.wigner_3j(l - 1, 1, l, dtype=torch.float64)
+        _COUPLINGS[l] = (w3j * math.sqrt(2 * l + 1)).reshape(3 * (2 * l - 1), 2 * l + 1)
+    return _COUPLINGS[l]
+
+
+def prepare_couplings(lmax: int) -> None:
+    """Build the coupling tables of degrees ``2..lmax`` now, outside any traced forward."""
+    for l in range(2, lmax + 1):
+        _coupling(l)
 
 
 def wigner_d_blocks(rot: torch.Tensor, lmax: int) -> list[torch.Tensor]:
@@ -140,7 +157,7 @@ def _reduced_l_major_positions(lmax: int, mmax: int) -> torch.Tensor:
     ]
     where = {full: i for i, full in enumerate(reduced)}
     return torch.tensor(
-        [where[int(i)] for i in m_primary_index(lmax, mmax)], dtype=torch.long, device="cpu"
+        [where[i] for i in _m_primary_positions(lmax, mmax)], dtype=torch.long, device="cpu"
     )
 
 
