@@ -116,7 +116,7 @@ DATA_CASES = [
     (["generate", "--structures", "-5"], "--structures"),
     (["generate", "--structures", "nan"], "--structures"),
     (["generate", "--seed", "-1"], "--seed"),
-    (["generate", "--workers", "0"], "--workers"),
+    (["generate", "--jobs", "0"], "--jobs"),
     (["generate", "--chunk-size", "0"], "--chunk-size"),
 ]
 

@@ -97,7 +97,7 @@ def test_embedded_dataset_regenerates():
 def test_cli_generate_info_convert(tmp_path, capsys):
     out = tmp_path / "sw.h5"
     assert main(["generate", "--recipe", "sw", "--structures", "3", "--out", str(out),
-                 "--workers", "1", "--quiet"]) == 0
+                 "--jobs", "1", "--quiet"]) == 0
     assert main(["info", str(out)]) == 0
     assert "structures" in capsys.readouterr().out
     assert main(["convert", str(out), str(tmp_path / "sw.extxyz")]) == 0

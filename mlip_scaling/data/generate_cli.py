@@ -26,8 +26,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="number of structures")
     parser.add_argument("--out", type=output_file, required=True, help="output .h5 file")
     parser.add_argument("--seed", type=SEED, default=0, help="random seed")
-    parser.add_argument("--workers", type=POSITIVE_INT, default=None,
-                        help="processes (default: all cores)")
+    parser.add_argument("--jobs", "--workers", dest="workers", type=POSITIVE_INT, default=None,
+                        help="processes, as --jobs everywhere (default: all cores; --workers "
+                             "is the old name)")
     parser.add_argument("--chunk-size", type=POSITIVE_INT, default=500,
                         help="structures per resumable chunk")
 
