@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
-from ase.stress import voigt_6_to_full_3x3_stress
+from ase.stress import full_3x3_to_voigt_6_stress, voigt_6_to_full_3x3_stress
 
 from mlip_scaling import keys
 
@@ -83,7 +83,7 @@ def to_atoms(data: AtomicData) -> Atoms:
         results["forces"] = data[keys.FORCES].detach().cpu().numpy()
     if keys.STRESS in data:
         full = data[keys.STRESS].reshape(3, 3).detach().cpu().numpy()
-        results["stress"] = full[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+        results["stress"] = full_3x3_to_voigt_6_stress(full)
     if results:
         atoms.calc = SinglePointCalculator(atoms, **results)
     return atoms

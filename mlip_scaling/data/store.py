@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
+from ase.stress import full_3x3_to_voigt_6_stress
 
 from mlip_scaling import keys
 from mlip_scaling.data.atomic_data import AtomicData, atoms_labels
@@ -240,8 +241,7 @@ class StructureStore:
         results = {"energy": float(self.array("energy")[i]),
                    "forces": self.array("forces")[sl].copy()}
         if self.has_stress[i]:
-            s = self.array("stress")[i]
-            results["stress"] = s[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+            results["stress"] = full_3x3_to_voigt_6_stress(self.array("stress")[i])
         atoms.calc = SinglePointCalculator(atoms, **results)
         return atoms
 
