@@ -2,17 +2,17 @@
 
 fairchem's training checkpoints are ``torch.save`` archives that hold, besides tensors and
 plain containers, a few numpy objects (metric values as numpy scalars, their dtypes,
-sometimes arrays). :func:`read_fairchem_file` unpickles them with an unpickler that maps
-exactly those classes to plain data and refuses every other global: nothing named by the
-file is imported or called beyond tensor, array and scalar reconstruction.
+sometimes arrays). :func:`read_fairchem_file` reads them with torch's weights-only
+unpickler, allowing in addition only those numpy names, each served by a stand-in that
+returns plain data and refuses object dtypes: nothing named by the file is imported or
+called beyond tensor, array and scalar reconstruction.
 """
 
 from __future__ import annotations
 
-import collections
 import os
 import pickle
-import types
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -52,43 +52,18 @@ def _numpy_array(subtype: Any, shape: tuple, dtype_code: bytes) -> np.ndarray:
     return np.ndarray.__new__(np.ndarray, shape, np.dtype(dtype_code))
 
 
-def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
-    """``_codecs.encode`` as pickle protocol 2 uses it for raw bytes (latin-1 only)."""
-    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
-        raise pickle.UnpicklingError("refused global _codecs.encode with another encoding")
-    return text.encode("latin1")
-
-
-_ALLOWED: dict[tuple[str, str], Any] = {
-    ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
-    ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
-    ("collections", "OrderedDict"): collections.OrderedDict,
-    ("numpy", "dtype"): _numpy_dtype,
-    ("numpy", "ndarray"): np.ndarray,
-    ("_codecs", "encode"): _latin1_bytes,
-}
+#: the numpy globals such checkpoints name, each served by a restricted stand-in above
+_NUMPY_GLOBALS: list[tuple[Any, str]] = [(_numpy_dtype, "numpy.dtype"),
+                                         (np.ndarray, "numpy.ndarray")]
+for _code in "?bhilqBHILQefdgFDG":  # the plain dtype classes, so their state can be set
+    _kind = type(np.dtype(_code))
+    _NUMPY_GLOBALS.append((_kind, f"numpy.dtypes.{_kind.__name__}"))
 for _core in ("numpy.core.multiarray", "numpy._core.multiarray"):
-    _ALLOWED[(_core, "scalar")] = _numpy_scalar
-    _ALLOWED[(_core, "_reconstruct")] = _numpy_array
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    """Unpickler whose globals are only those of :data:`_ALLOWED`."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return _ALLOWED[(module, name)]
-        except KeyError:
-            raise pickle.UnpicklingError(f"refused global {module}.{name}") from None
-
-
-_PICKLE_MODULE = types.ModuleType("mlip_scaling_restricted_pickle")
-_PICKLE_MODULE.Unpickler = _RestrictedUnpickler
-_PICKLE_MODULE.load = lambda f, **kw: _RestrictedUnpickler(f, **kw).load()
+    _NUMPY_GLOBALS += [(_numpy_scalar, f"{_core}.scalar"), (_numpy_array, f"{_core}._reconstruct")]
 
 
 def read_fairchem_file(path: str | os.PathLike) -> Any:
-    """The object stored in a fairchem ``.pt`` archive, read with the restricted unpickler.
+    """The object stored in a fairchem ``.pt`` archive, read as data only (module docstring).
 
     Raises :class:`FairchemFileError` (one line naming the file) when the file is missing,
     not a torch zip archive, or holds any object other than tensors, plain containers and
@@ -100,13 +75,15 @@ def read_fairchem_file(path: str | os.PathLike) -> Any:
     if not zipfile.is_zipfile(path):
         raise FairchemFileError(f"{path}: not a torch zip archive (empty, truncated or corrupt)")
     try:
-        # weights_only=False only because the restricted unpickler above replaces torch's;
-        # it never resolves a global outside _ALLOWED
-        return torch.load(
-            path, map_location="cpu", pickle_module=_PICKLE_MODULE, weights_only=False
-        )
+        with torch.serialization.safe_globals(_NUMPY_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise FairchemFileError(f"{path}: refused to load: {str(exc)[:160]}") from None
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        refused = re.search(r"refused global [^.\n]+", str(exc))
+        what = (f"refused global {found.group(1)}" if found else
+                refused.group(0) if refused else "not plain data")
+        raise FairchemFileError(f"{path}: refused to load: {what} (read as tensors, plain "
+                                "containers and numpy numbers only)") from None
     except Exception as exc:  # corrupt archives raise many types
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise FairchemFileError(f"{path}: unreadable checkpoint ({first[:120]})") from None

@@ -78,7 +78,23 @@ def _rank2_basis() -> torch.Tensor:
         return o3.wigner_3j(1, 1, 2, dtype=torch.float64).permute(2, 0, 1) * math.sqrt(5.0)
 
 
-class Rank2StressHead(ExactConstants):
+class _Rank2Layers(ExactConstants):
+    """The layers both rank-2 stress heads hold (same names and shapes as fairchem's):
+    a norm of the edge harmonics, a LayerNorm of edge features, a scalar and an ``l = 2``
+    MLP, and the head's constant ``basis`` of stress tensors."""
+
+    def __init__(self, cfg: dict, basis: torch.Tensor) -> None:
+        super().__init__()
+        lmax, emb = cfg["lmax"], 2 * cfg["sphere_channels"]
+        self.lmax = lmax
+        self.sphharm_norm = make_norm(cfg["norm_type"], lmax, 1)
+        self.xedge_layer_norm = nn.LayerNorm(emb)
+        self.scalar_mlp = nn.Sequential(nn.Linear(emb, emb), nn.SiLU(), nn.Linear(emb, 1))
+        self.irrep2_mlp = nn.Sequential(nn.Linear(emb, emb), nn.SiLU(), nn.Linear(emb, 1))
+        self.register_constant("basis", basis)
+
+
+class Rank2StressHead(_Rank2Layers):
     """Stress [B, 3, 3] = isotropic part + symmetric traceless (l = 2) part.
 
     Edge features contract the concatenated node embeddings of both atoms with the
@@ -89,14 +105,7 @@ class Rank2StressHead(ExactConstants):
     """
 
     def __init__(self, cfg: dict) -> None:
-        super().__init__()
-        lmax, emb = cfg["lmax"], 2 * cfg["sphere_channels"]
-        self.lmax = lmax
-        self.sphharm_norm = make_norm(cfg["norm_type"], lmax, 1)
-        self.xedge_layer_norm = nn.LayerNorm(emb)
-        self.scalar_mlp = nn.Sequential(nn.Linear(emb, emb), nn.SiLU(), nn.Linear(emb, 1))
-        self.irrep2_mlp = nn.Sequential(nn.Linear(emb, emb), nn.SiLU(), nn.Linear(emb, 1))
-        self.register_constant("basis", _rank2_basis())
+        super().__init__(cfg, _rank2_basis())
 
     def _irrep2(self, irr: torch.Tensor) -> torch.Tensor:
         """Equivariant MLP of l = 2 features [N, 5, C] -> [N, 5].
@@ -154,7 +163,7 @@ def _fairchem_rank2_basis() -> torch.Tensor:
     return b
 
 
-class FairchemRank2StressHead(ExactConstants):
+class FairchemRank2StressHead(_Rank2Layers):
     """fairchem 1.10's rank-2 stress head (``decompose``, node-level MLPs), as published.
 
     Edge features contract ``[x_neighbour, x_centre]`` with the normed spherical
@@ -166,14 +175,7 @@ class FairchemRank2StressHead(ExactConstants):
     """
 
     def __init__(self, cfg: dict) -> None:
-        super().__init__()
-        lmax, emb = cfg["lmax"], 2 * cfg["sphere_channels"]
-        self.lmax = lmax
-        self.sphharm_norm = make_norm(cfg["norm_type"], lmax, 1)
-        self.xedge_layer_norm = nn.LayerNorm(emb)
-        self.scalar_mlp = nn.Sequential(nn.Linear(emb, emb), nn.SiLU(), nn.Linear(emb, 1))
-        self.irrep2_mlp = nn.Sequential(nn.Linear(emb, emb), nn.SiLU(), nn.Linear(emb, 1))
-        self.register_constant("basis", _fairchem_rank2_basis())
+        super().__init__(cfg, _fairchem_rank2_basis())
         norms = cfg.get("output_normalizers") or {}
         iso, aniso = norms.get("stress_isotropic", [1.0]), norms.get("stress_anisotropic", [1.0])
         self.iso_rmsd, self.iso_mean = float(iso[0]), float(iso[1]) if len(iso) > 1 else 0.0
