@@ -6,17 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from mlip_scaling.scaling.fit import (
-    fit_floor,
-    fit_frontier,
-    fit_joint,
-    fit_law,
-    fit_power,
-    frontier,
-    frontier_fits,
-    frontier_null,
-    predict,
-)
+from mlip_scaling.scaling.fit import fit_floor, fit_joint, fit_law, fit_power, predict
+from mlip_scaling.scaling.frontier import fit_frontier, frontier, frontier_fits, frontier_null
 
 
 def test_pure_power_law_is_exact_without_noise():

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mlip_scaling.scaling.fit import fit_law, frontier_fits
+from mlip_scaling.scaling.fit import fit_law
+from mlip_scaling.scaling.frontier import frontier_fits
 
 __all__ = ["SETTINGS", "Summary", "run_setting"]
 

@@ -19,7 +19,8 @@ import numpy as np
 
 from mlip_scaling.errors import ConfigError, DataError
 from mlip_scaling.io_utils import atomic_path, atomic_write_text
-from mlip_scaling.scaling.fit import FitResult, fit_joint, fit_law, frontier_fits
+from mlip_scaling.scaling.fit import FitResult, fit_joint, fit_law
+from mlip_scaling.scaling.frontier import frontier_fits
 from mlip_scaling.scaling.metrics import FITTED, REGISTRY
 from mlip_scaling.scaling.metrics import metric as metric_info
 from mlip_scaling.scaling.report_page import (

@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from mlip_scaling.scaling.fit import frontier_indices
+from mlip_scaling.scaling.frontier import frontier_indices
 
 __all__ = ["AXES", "choose_slice", "slice_points", "axis_points", "finite"]
 
