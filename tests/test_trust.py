@@ -11,12 +11,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from ase.build import bulk
 from ase.calculators.emt import EMT
-from ase.calculators.singlepoint import SinglePointCalculator
+from test_evaluate import _structures as labelled  # n rattled Cu cells labelled by EMT
 
 from mlip_scaling.checkpoint import save_potential
 from mlip_scaling.data import oracles
@@ -30,20 +28,6 @@ from mlip_scaling.scaling.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 LABCALC = "open('LABCALC_RAN', 'w').close()\n\ndef make():\n    raise SystemExit(0)\n"
-
-
-def labelled(n: int, seed: int = 0) -> list:
-    """``n`` rattled Cu cells labelled by EMT."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n):
-        atoms = bulk("Cu", "fcc", a=3.61 * rng.uniform(0.98, 1.02), cubic=True)
-        atoms.rattle(0.05, rng=rng)
-        atoms.calc = EMT()
-        e, f, s = atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
-        atoms.calc = SinglePointCalculator(atoms, energy=e, forces=f, stress=s)
-        out.append(atoms)
-    return out
 
 
 def model_on(path: Path, store: Path) -> Path:
