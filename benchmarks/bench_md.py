@@ -110,7 +110,7 @@ def build_potential(spec: str | None) -> Potential | str:
 
     try:
         name = spec or registry.nearest_preset(MACE_PARAMS, "transformer")
-        family, config = registry.resolve_model(name)
+        _, family, config = registry.resolve_model(name)
     except ImportError:  # the full preset table is absent: EquiformerV2 presets still work
         from mlip_scaling.models.equiformer_v2.presets import EQV2_PRESETS
 

@@ -32,7 +32,6 @@ Models with direct force heads are refused (their forces are not energy derivati
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -44,8 +43,7 @@ from mlip_scaling.data.atomic_data import compute_edge_vectors
 from mlip_scaling.errors import ConfigError
 from mlip_scaling.models.potential import Potential
 
-__all__ = ["EXPORT_FORMAT", "StructureEnergy", "export_potential", "save_exported",
-           "configure", "run"]
+__all__ = ["EXPORT_FORMAT", "StructureEnergy", "export_potential", "save_exported"]
 
 EXPORT_FORMAT = "mlip-scaling-export/1"
 INPUTS = ["positions", "cell", "atomic_numbers", "edge_index", "edge_cell_shift", "strain"]
@@ -134,27 +132,3 @@ def save_exported(model_path: str | Path, out: str | Path,
     torch.export.save(program, tmp, extra_files={"metadata.json": json.dumps(metadata)})
     tmp.replace(out)
     return metadata
-
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``export``."""
-    parser.add_argument("model", help="model file (.pt) to export")
-    parser.add_argument("--out", default=None,
-                        help="program file to write (default: MODEL with suffix .pt2)")
-    parser.add_argument("--dtype", choices=["float32", "float64"], default="float32",
-                        help="floating-point dtype of the program's inputs and weights")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Export the model file and print what was written."""
-    from mlip_scaling.cli_args import check_output_file
-
-    source = Path(args.model)
-    out = Path(args.out) if args.out else source.with_suffix(".pt2")
-    if out.resolve() == source.resolve():
-        raise ConfigError(f"{out}: --out would overwrite the model file")
-    check_output_file(str(out), "--out")
-    meta = save_exported(source, out, getattr(torch, args.dtype))
-    print(f"wrote {out}: torch.export program of {meta['family']} ({meta['dtype']}, "
-          f"cutoff {meta['cutoff']} Å, species {meta['species']})")
-    return 0

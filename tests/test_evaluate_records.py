@@ -98,9 +98,7 @@ def test_results_file_of_the_wrong_structure(tmp_path, store, payload):
 
 
 def test_report_evaluates_models_whose_record_failed(tmp_path, store, monkeypatch):
-    import argparse
-
-    from mlip_scaling.scaling import cli
+    from mlip_scaling.scaling.eval_settings import evaluate_missing, missing_models
 
     _model_file(tmp_path / "m.pt", store, 0)
     failed = {"checkpoint": "m.pt", "hash": file_hash(tmp_path / "m.pt"), "status": "failed",
@@ -108,9 +106,8 @@ def test_report_evaluates_models_whose_record_failed(tmp_path, store, monkeypatc
     (tmp_path / evaluate.RESULTS_NAME).write_text(
         json.dumps({"format": evaluate.FORMAT, "records": [failed]}))
     calls = []
-    monkeypatch.setattr(evaluate, "evaluate_directory", lambda d, **kw: calls.append(d))
-    args = argparse.Namespace(oracle=None, data=None, k_relax=None, md_steps=None,
-                              max_test=None, relax_max_atoms=None, md_min_length=None,
-                              no_downstream=True, quiet=True, jobs=1)
-    cli._evaluate_missing(tmp_path, args)
-    assert calls == [tmp_path]
+    monkeypatch.setattr(evaluate, "evaluate_directory",
+                        lambda d, **kw: calls.append((d, kw["downstream"])))
+    assert missing_models(tmp_path) == [tmp_path / "m.pt"]
+    evaluate_missing(tmp_path, {"oracle": None, "downstream": False}, progress=False)
+    assert calls == [(tmp_path, False)]

@@ -27,9 +27,8 @@ def test_every_preset_has_a_count_and_every_family_a_default():
     for family, name in DEFAULT_PRESET.items():
         assert PRESETS[name][0] == family
     assert 1_000 <= PRESET_PARAMS[DEFAULT_PRESET["transformer"]] <= 150_000
-    assert registry.resolve_model("transformer") == registry.get_preset(
-        DEFAULT_PRESET["transformer"]
-    )
+    name = DEFAULT_PRESET["transformer"]
+    assert registry.resolve_model("transformer") == (name, *registry.get_preset(name))
 
 
 @pytest.mark.parametrize("family,smallest,largest,steps", LADDERS)

@@ -20,6 +20,7 @@ from test_training_helpers import emt_structures
 from mlip_scaling.data.store import write_store
 from mlip_scaling.procs import HAS_PDEATHSIG
 from mlip_scaling.scaling import sweep
+from mlip_scaling.train_config import TrainConfig
 from mlip_scaling.training.runner import LOCK_NAME
 
 
@@ -122,8 +123,9 @@ def test_second_trainer_on_a_busy_run_folder_refuses(tmp_path) -> None:
 
 
 def test_interrupted_sweep_stops_its_trainings(tmp_path, monkeypatch) -> None:
-    run = sweep.Run("sleeper", tmp_path / "sleeper",
-                    [sys.executable, "-c", "import time; time.sleep(120)"])
+    run = sweep.Run("sleeper", TrainConfig(out=str(tmp_path / "sleeper")))
+    monkeypatch.setattr(sweep.Run, "command",
+                        property(lambda r: [sys.executable, "-c", "import time; time.sleep(120)"]))
     started = []
     real_start = sweep._start
     monkeypatch.setattr(sweep, "_start", lambda r, log: started.append(real_start(r, log))

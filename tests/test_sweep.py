@@ -31,9 +31,10 @@ def test_plan_grid_and_commands(tmp_path) -> None:
     assert cmd[:3] == [sys.executable, "-m", "mlip_scaling.training.cli"]
     for flag, value in (("--model", "transformer-1.2k"), ("--train-size", "10"),
                         ("--epochs", "3"), ("--max-flops", "1e+09"), ("--data", "d.h5"),
-                        ("--export", "transformer-1.2k-n10-c1e09.pt"), ("--lr", "1e-3")):
+                        ("--export", "transformer-1.2k-n10-c1e09.pt"), ("--lr", "0.001")):
         assert cmd[cmd.index(flag) + 1] == value
     assert "--resume" in cmd and runs[0].export.parent == runs[0].out
+    assert runs[0].config.lr == 1e-3 and runs[0].config.max_flops == 1e9
 
 
 def test_dry_run_marks_finished_runs(tmp_path, capsys) -> None:
@@ -89,7 +90,8 @@ def test_forwarded_args_seed_and_distinct_budget_names(tmp_path, capsys) -> None
     out = capsys.readouterr().out
     assert "2 runs" in out  # the repeated size is planned once
     assert "transformer-1.2k-n10-c1.5e12 " in out and "transformer-1.2k-n10-c2e12 " in out
-    assert out.count("--seed 3 --lr 1e-3 --batch-size 4") == 2
+    for flags in ("--lr 0.001 --batch-size 4", "--seed 3"):
+        assert out.count(flags) == 2
     with pytest.raises(SystemExit) as exit_info:
         main(["sweep", "--train-sizes", "10", "--out", str(tmp_path), "--dry-run", "--",
               "--no-such-flag"])
@@ -198,7 +200,6 @@ def test_fixed_steps_is_the_default_and_excludes_epochs(tmp_path, capsys) -> Non
 def test_fixed_steps_runs_share_steps_and_schedule(tmp_path, tiny_data) -> None:
     """The sweep's fixed-steps arguments give every data size the same steps and cosine
     schedule (ending at the floor on the last step); the record says budget "steps"."""
-    from mlip_scaling.training.cli import parse_config
     from mlip_scaling.training.runner import run_training
     from mlip_scaling.training.state import load_state
 
@@ -207,12 +208,12 @@ def test_fixed_steps_runs_share_steps_and_schedule(tmp_path, tiny_data) -> None:
                                                       "--val-size", "4", "--test-size", "4",
                                                       "--max-val-structures", "2"])
     for r in runs:
-        train = run_training(parse_config(r.command[3:]), verbose=False)["train"]
+        train = run_training(r.config, verbose=False)["train"]
         assert train["steps"] == 6 and train["budget"] == "steps"
         schedule = load_state(r.out / "last.pt")["scheduler"]
         assert schedule["total_steps"] == 6 and schedule["step_count"] == 6
     epochs = sweep.plan_runs(tmp_path / "e", ["transformer-1.2k"], [8], 2, data=str(tiny_data),
                              train_args=["--batch-size", "4", "--threads", "1", "--val-size",
                                          "4", "--test-size", "4", "--max-val-structures", "2"])
-    train = run_training(parse_config(epochs[0].command[3:]), verbose=False)["train"]
+    train = run_training(epochs[0].config, verbose=False)["train"]
     assert train["budget"] == "epochs" and train["steps"] == 4

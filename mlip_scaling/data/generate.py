@@ -240,15 +240,14 @@ def _chunk_done(path: Path, expected: int) -> bool:
 
 
 def _run_jobs(todo: list, workers: int | None, progress: bool, done: int, total: int) -> None:
-    from tqdm import tqdm
+    from mlip_scaling.progress import progress_bar
 
-    bar = tqdm(total=total, initial=done, disable=not progress, desc="labelling", unit="struct")
     workers = max(1, min(workers or mp.cpu_count(), len(todo) or 1))
-    if workers == 1:
-        for job in todo:
-            bar.update(_label_chunk(job)[1])
-    else:
-        with mp.get_context("spawn").Pool(workers) as pool:
-            for _, n in pool.imap_unordered(_label_chunk, todo):
-                bar.update(n)
-    bar.close()
+    with progress_bar(total, done, "labelling", "structures", progress) as bar:
+        if workers == 1:
+            for job in todo:
+                bar.advance(_label_chunk(job)[1])
+        else:
+            with mp.get_context("spawn").Pool(workers) as pool:
+                for _, n in pool.imap_unordered(_label_chunk, todo):
+                    bar.advance(n)

@@ -5,17 +5,22 @@ from __future__ import annotations
 import importlib
 import inspect
 import math
+from collections.abc import Callable
 from contextlib import nullcontext
+from typing import Any
 
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from mlip_scaling.cli_args import POSITIVE, POSITIVE_INT
 from mlip_scaling.errors import ConfigError
+from mlip_scaling.models.presets import DEFAULT_PRESET, PRESET_PARAMS, PRESETS, format_size
 
 __all__ = [
     "FAMILIES",
     "build_model",
+    "check_model_config",
     "count_parameters",
     "meta_shapes",
     "format_size",
@@ -23,6 +28,7 @@ __all__ = [
     "list_presets",
     "nearest_preset",
     "resolve_model",
+    "size_name",
     "validate_config",
 ]
 
@@ -176,29 +182,14 @@ def count_parameters(family: str, config: dict) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def format_size(n_params: int) -> str:
-    """Human size used in preset names: 2300 -> '2.3k', 86_589_068 -> '87M'."""
-    for unit, div in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
-        if n_params >= div:
-            value = n_params / div
-            return f"{value:.1f}{unit}" if value < 10 else f"{round(value)}{unit}"
-    return str(n_params)
-
-
-def _presets() -> dict[str, tuple[str, dict]]:
-    from mlip_scaling.models.presets import PRESETS
-
-    return PRESETS
-
-
 def list_presets(family: str | None = None) -> list[str]:
     """Preset names, optionally of one family, in the order they are defined."""
-    return [n for n, (f, _) in _presets().items() if family is None or f == family]
+    return [n for n, (f, _) in PRESETS.items() if family is None or f == family]
 
 
 def get_preset(name: str) -> tuple[str, dict]:
     """``(family, config)`` of a preset name such as ``'eqv2-86M'``."""
-    presets = _presets()
+    presets = PRESETS
     if name not in presets:
         raise ValueError(f"unknown model preset {name!r}; known: {', '.join(presets)}")
     family, config = presets[name]
@@ -207,18 +198,66 @@ def get_preset(name: str) -> tuple[str, dict]:
 
 def nearest_preset(n_params: float, family: str) -> str:
     """The preset of ``family`` whose parameter count is nearest ``n_params`` (log scale)."""
-    from mlip_scaling.models.presets import PRESET_PARAMS
-
     names = list_presets(family)
     if not names:
         raise ValueError(f"no presets for family {family!r}")
     return min(names, key=lambda n: abs(math.log(PRESET_PARAMS[n] / float(n_params))))
 
 
-def resolve_model(spec: str) -> tuple[str, dict]:
-    """A preset name, or a family name (its default preset) -> ``(family, config)``."""
-    from mlip_scaling.models.presets import DEFAULT_PRESET
+def _model_value_rule(old: Any) -> tuple[Callable[[Any], bool], str]:
+    """How an override of a preset value ``old`` is checked, and the rule in words."""
+    if isinstance(old, bool):
+        return (lambda v: isinstance(v, bool)), "true or false"
+    if isinstance(old, int):
+        return (lambda v: isinstance(v, int) and POSITIVE_INT.accepts(v)), POSITIVE_INT.describe()
+    if old is None:
+        return (lambda v: v is None or POSITIVE.accepts(v)), POSITIVE.describe() + " or null"
+    return POSITIVE.accepts, POSITIVE.describe()
 
-    if spec in FAMILIES:
-        return get_preset(DEFAULT_PRESET[spec])
-    return get_preset(spec)
+
+def check_model_config(family: str, base: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """``--model-config`` overrides of a preset ``base``: known keys, same kinds of value,
+    numbers finite and > 0 (every numeric hyperparameter is a size, count or length)."""
+    for key, value in overrides.items():
+        if key not in base:
+            raise ConfigError(f"--model-config: {family!r} has no hyperparameter {key!r}; known: "
+                              f"{', '.join(sorted(base))}")
+        accepts, rule = _model_value_rule(base[key])
+        if not accepts(value):
+            raise ConfigError(f"--model-config: {key} must be {rule}, got {value!r}")
+
+
+def size_name(family: str, config: dict) -> str:
+    """``<family>-<size>`` of a model, e.g. ``transformer-7.0k`` (exact parameter count)."""
+    return f"{family}-{format_size(count_parameters(family, config))}"
+
+
+def _preset_of(spec: str, params: float | None) -> str:
+    """The preset that ``spec`` (preset or family) and ``params`` (nearest size) name."""
+    if params is not None:
+        family = spec if spec in FAMILIES else get_preset(spec)[0]
+        return nearest_preset(params, family)
+    return DEFAULT_PRESET.get(spec, spec)
+
+
+def resolve_model(spec: str, params: float | None = None,
+                  overrides: dict[str, Any] | None = None) -> tuple[str, str, dict]:
+    """``(name, family, config)`` of a preset or family name (its default preset, or with
+    ``params`` its preset nearest that many parameters) with hyperparameter ``overrides``
+    (then the name is ``<family>-<size>`` of the built model). ConfigError naming --model
+    or --model-config when they do not resolve."""
+    try:
+        name = _preset_of(spec, params)
+        family, config = get_preset(name)
+    except (ValueError, KeyError) as exc:
+        raise ConfigError(f"--model {spec!r}: {str(exc).strip(chr(39))}") from None
+    if not overrides:
+        return name, family, config
+    check_model_config(family, config, overrides)
+    config = {**config, **overrides}
+    try:
+        return size_name(family, config), family, config
+    except (TypeError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(f"--model-config: {family!r} rejects these hyperparameters "
+                          f"({first})") from None

@@ -30,11 +30,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
-__all__ = ["entropy_bits", "bias_of", "tradeoff_bound", "famine_bound", "outcome_histograms",
-           "bias_expressivity", "compare_bias_expressivity", "SPAN_TAUS"]
+__all__ = ["load_predictions", "entropy_bits", "bias_of", "tradeoff_bound", "famine_bound",
+           "outcome_histograms", "bias_expressivity", "compare_bias_expressivity", "SPAN_TAUS"]
 
 SPAN_TAUS = 16.0  # default grid half-width in units of tau
 _CI_KEYS = ("bias", "entropy_bits", "expected_entropy_bits", "capacity_bits",
@@ -236,3 +237,16 @@ def replicate_predictions(directory, data=None, n_probes: int = 64, quantity: st
     preds = [values(ScalingCalculator(str(path), device="cpu", dtype="float64").predict(atoms))
              for path, _ in models]
     return np.stack(preds), labels
+
+
+def load_predictions(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """``(predictions [R,P] or [R,S,P], labels [P])`` of a ``.npz`` file (DataError naming
+    it)."""
+    from mlip_scaling.errors import DataError
+
+    try:
+        with np.load(path, allow_pickle=False) as fh:
+            return np.asarray(fh["predictions"]), np.asarray(fh["labels"])
+    except (KeyError, ValueError, OSError, EOFError) as exc:
+        raise DataError(f"{path}: needs arrays 'predictions' [R,P] or [R,S,P] and 'labels' [P]"
+                        f" ({type(exc).__name__}: {exc})") from None

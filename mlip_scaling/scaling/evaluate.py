@@ -16,7 +16,6 @@ oracle; ``module:...`` runs only when typed as ``--oracle`` (``oracle_trusted``)
 
 from __future__ import annotations
 
-import argparse
 import functools
 import math
 import os
@@ -29,12 +28,12 @@ from typing import Any
 import numpy as np
 
 from mlip_scaling.checkpoint import CheckpointError, load_checkpoint, potential_from_dict
-from mlip_scaling.cli_args import NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, output_file
 from mlip_scaling.errors import ConfigError, DataError
 from mlip_scaling.io_utils import (
     file_hash,
 )
 from mlip_scaling.procs import die_with_parent
+from mlip_scaling.scaling.eval_settings import MD_MIN_LENGTH, EvalSettings
 from mlip_scaling.scaling.metrics import test_metrics
 from mlip_scaling.scaling.results import (
     RESULTS_FORMAT,
@@ -45,14 +44,11 @@ from mlip_scaling.scaling.results import (
     save_records,
 )
 
-__all__ = ["evaluate_directory", "find_models", "configure", "run", "RESULTS_NAME", "FORMAT",
-           "is_run_state", "other_records"]
+__all__ = ["evaluate_directory", "find_models", "RESULTS_NAME", "FORMAT", "is_run_state",
+           "other_records"]
 
 RESULTS_NAME = "scaling_results.json"
 FORMAT = RESULTS_FORMAT
-MD_MIN_LENGTH = 8.0  # Å: the MD cell is repeated until every cell height reaches this
-K_RELAX = 20  # structures relaxed per model: enough for a standard error of each mean
-MD_STEPS = 500  # NVE steps: a perfect model then reads drift < 1e-3 meV/atom/ps
 MD_CANDIDATES = 3  # MD starts tried: the first on which the oracle's own run is stable
 
 
@@ -217,25 +213,21 @@ def evaluate_file(path: Path, root: Path, ckpt: dict, digest: str, settings: dic
     return _clean(rec)
 
 
-def evaluate_directory(directory: str | os.PathLike, oracle: str | None = None,
-                       k_relax: int = K_RELAX, md_steps: int = MD_STEPS, jobs: int = 1,
-                       results_path: str | os.PathLike | None = None, data: str | None = None,
-                       downstream: bool = True, max_test: int | None = None,
-                       md_temperature: float = 300.0, progress: bool = True,
-                       oracle_trusted: bool = False, relax_max_atoms: int | None = None,
-                       md_min_length: float | None = None) -> list[dict]:
+def evaluate_directory(directory: str | os.PathLike, jobs: int = 1,
+                       results_path: str | os.PathLike | None = None, progress: bool = True,
+                       oracle_trusted: bool = False, **options: Any) -> list[dict]:
     """Evaluate every new model file under ``directory`` -> the records of its model files.
 
+    ``options``: the fields of :class:`~mlip_scaling.scaling.eval_settings.EvalSettings`.
     ``jobs`` processes (0: all cores) evaluate files side by side, or relax one file's
     structures in parallel when it is the only new one. Records are keyed by content hash:
     one that succeeded with the same settings is reused, failed ones are retried, and
     records of model files elsewhere (a shared results file, a moved file) are kept.
-    ``oracle_trusted``: the user typed ``oracle`` (only then may it be
+    ``oracle_trusted``: the user typed the oracle (only then may it be
     ``module:pkg.mod:factory``).
     """
-    from tqdm import tqdm
-
     from mlip_scaling.data.oracles import check_oracle
+    from mlip_scaling.progress import progress_bar
 
     root = Path(directory)
     if not root.is_dir():
@@ -244,30 +236,26 @@ def evaluate_directory(directory: str | os.PathLike, oracle: str | None = None,
     if not candidates:
         raise DataError(f"{root}: no model files (*.pt) found")
     results_path = Path(results_path) if results_path else root / RESULTS_NAME
-    if oracle:
-        check_oracle(oracle, oracle_trusted, "--oracle" if oracle_trusted else "oracle setting")
+    try:
+        settings = EvalSettings(**options).record()
+    except TypeError as exc:
+        raise ConfigError(f"evaluate: {exc}") from None
+    if settings["oracle"]:
+        check_oracle(settings["oracle"], oracle_trusted,
+                     "--oracle" if oracle_trusted else "oracle setting")
     jobs = jobs if jobs > 0 else (os.cpu_count() or 1)
-    settings = {"oracle": oracle, "data": str(Path(data).resolve()) if data else None,
-                "k_relax": k_relax, "md_steps": md_steps if downstream else 0,
-                "downstream": downstream, "max_test": max_test,
-                "md_temperature": md_temperature}
-    if relax_max_atoms:  # absent when unused: earlier results stay valid cache entries
-        settings["relax_max_atoms"] = relax_max_atoms
-    if md_min_length:
-        settings["md_min_length"] = md_min_length
     cached = {r["hash"]: r for r in load_cache(results_path)}
     files: dict[str, Path] = {}  # content hash -> first file with that content
     for path in candidates:
         files.setdefault(file_hash(path), path)
     done = {d: cached[d] for d in files if reusable(cached.get(d), settings)}
     todo = [(p, d) for d, p in files.items() if d not in done]
-    bar = tqdm(total=len(files), initial=len(done), desc="evaluate", disable=not progress)
-    for digest, rec in _evaluate_all(todo, root, settings, jobs, progress,
-                                     oracle_trusted):
-        done[digest] = rec
-        bar.update()
-        save_records(results_path, named_records(files, done, results_path))
-    bar.close()
+    with progress_bar(len(files), len(done), "evaluate", "files", progress) as bar:
+        for digest, rec in _evaluate_all(todo, root, settings, jobs, progress,
+                                         oracle_trusted):
+            done[digest] = rec
+            bar.advance()
+            save_records(results_path, named_records(files, done, results_path))
     records = named_records(files, done, results_path)
     save_records(results_path, records)
     return list(records.values())
@@ -306,62 +294,3 @@ def _evaluate_all(todo: list[tuple[Path, str]], root: Path, settings: dict, jobs
         return
     for path, digest in todo:
         yield digest, _evaluate_path(path, root, digest, settings, jobs, progress, trusted)
-
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    """Options of ``mlip-scaling evaluate``."""
-    parser.add_argument("directory", help="folder of exported model files (searched recursively)")
-    parser.add_argument("--oracle", default=None, help="downstream reference calculator by "
-                        "name (default: the oracle recorded in the dataset)")
-    parser.add_argument("--data", default=None, help="dataset file (default: the one each "
-                        "model was trained on)")
-    parser.add_argument("--k-relax", type=NON_NEGATIVE_INT, default=K_RELAX,
-                        help="test structures relaxed per model (>= 20 gives each relaxation "
-                             "metric a usable error bar)")
-    parser.add_argument("--md-steps", type=NON_NEGATIVE_INT, default=MD_STEPS,
-                        help="NVE steps (1 fs) per model (>= 500 resolves drifts well below "
-                             "1 meV/atom/ps)")
-    parser.add_argument("--relax-max-atoms", type=POSITIVE_INT, default=None,
-                        help="downstream work only on test structures with at most this many "
-                             "atoms (default: all)")
-    parser.add_argument("--md-min-length", type=POSITIVE, default=None,
-                        help="the MD cell is repeated until every height is >= this (Å; "
-                             f"default {MD_MIN_LENGTH})")
-    parser.add_argument("--md-temperature", type=POSITIVE, default=300.0,
-                        help="MD temperature (K)")
-    parser.add_argument("--max-test", type=POSITIVE_INT, default=None,
-                        help="cap on test structures")
-    parser.add_argument("--no-downstream", action="store_true", help="test metrics only")
-    parser.add_argument("--jobs", type=NON_NEGATIVE_INT, default=1,
-                        help="parallel processes: model files side by side, or the relaxations "
-                             "of a single new file (0: all cores)")
-    parser.add_argument("--results", type=output_file, default=None,
-                        help=f"results file (default: DIR/{RESULTS_NAME})")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run ``mlip-scaling evaluate``; exit status 1 when an evaluation failed."""
-    records = evaluate_directory(args.directory, oracle=args.oracle, k_relax=args.k_relax,
-                                 md_steps=args.md_steps, jobs=args.jobs,
-                                 results_path=args.results, data=args.data,
-                                 downstream=not args.no_downstream, max_test=args.max_test,
-                                 md_temperature=args.md_temperature, progress=not args.quiet,
-                                 oracle_trusted=True,  # --oracle is typed by the user
-                                 relax_max_atoms=args.relax_max_atoms,
-                                 md_min_length=args.md_min_length)
-    failed = [r for r in records if r["status"] != "ok"]
-    target = args.results or Path(args.directory) / RESULTS_NAME
-    print(f"{len(records)} model files, {len(failed)} failed -> {target}")
-    if args.verbose:
-        from mlip_scaling.scaling.report import print_models
-
-        print_models(records, [])
-    for r in records:
-        if r.get("error"):
-            print(f"{r['status']} {r['checkpoint']}: {r['error']}")
-    kept, stale = other_records(target, records)
-    if kept:
-        print(f"kept {len(kept)} record(s) of model files not in {args.directory}"
-              + (f"; {len(stale)} name a missing file (not deleted): "
-                 + ", ".join(str(r.get("checkpoint")) for r in stale) if stale else ""))
-    return 1 if failed else 0

@@ -1,28 +1,26 @@
 """``mlip-scaling sweep``: a grid of trainings (models x data sizes x compute budgets).
 
-Each run is one ``mlip-train`` call in ``OUT/<model>-n<N>[-c<FLOPs>]`` exporting ``<run>.pt``
-there. Runs whose exported model exists are skipped; the others start with ``--resume``
-(fresh when there is no ``last.pt``), so an interrupted sweep is resumed by re-running it.
-Locally the runs go one after another (``--jobs N``: N at a time); ``--launcher slurm``
-submits one submitit array job.
-Arguments after ``--`` go to every mlip-train call::
+Each run is one :class:`~mlip_scaling.train_config.TrainConfig`, trained by an ``mlip-train``
+process (its flags derived from the config) in ``OUT/<model>-n<N>[-c<FLOPs>]`` exporting
+``<run>.pt`` there. Runs whose exported model exists are skipped; the others start with
+``resume`` (fresh when there is no ``last.pt``), so an interrupted sweep is resumed by
+re-running it. Locally the runs go one after another (``jobs``: N at a time); Slurm gets one
+submitit array job.
 
-    mlip-scaling sweep --models transformer-1.2k,eqv2-5.6k --train-sizes 100,300 -- --lr 1e-3
+A YAML plan file holds the keys of :data:`PLAN_KEYS`: models, train_sizes, fixed_steps or
+epochs, max_flops, data, seed, out, train (a mapping of mlip-train options, as in its
+``--config`` file) and train_args (a list of mlip-train arguments).
 
-A YAML plan file (``--plan``) holds the same keys: models, train_sizes, fixed_steps or
-epochs, max_flops, data, seed, out, train_args (a list of mlip-train arguments).
-
-Training length: ``--fixed-steps S`` (the default, S = 500) gives every run exactly S
-optimiser steps with the cosine schedule spanning those S steps, whatever its data size, so
-the data axis varies data only (mlip-train gets ``--max-steps S --epochs S``: an epoch has
-at least one step, so the epoch cap never binds). ``--epochs E`` instead trains E passes
-over each training set (more steps for larger sets); the checkpoint's ``train.budget``
-records which ("steps", "epochs" or "flops").
+Training length: fixed steps S (the default, S = 500) gives every run exactly S optimiser
+steps with the cosine schedule spanning those S steps, whatever its data size, so the data
+axis varies data only (``max_steps = epochs = S``: an epoch has at least one step, so the
+epoch cap never binds). Epochs E instead trains E passes over each training set (more steps
+for larger sets); the checkpoint's ``train.budget`` records which ("steps", "epochs" or
+"flops").
 """
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import shlex
 import signal
@@ -31,31 +29,49 @@ import sys
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from mlip_scaling.cli_args import NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, SEED, check_output_dir
+from mlip_scaling.cli_args import POSITIVE, POSITIVE_INT, SEED, check_output_dir
 from mlip_scaling.errors import ConfigError
+from mlip_scaling.models.registry import resolve_model
+from mlip_scaling.options import coerce_options, load_mapping
 from mlip_scaling.procs import preexec_die_with_parent
+from mlip_scaling.train_config import (
+    TrainConfig,
+    config_args,
+    explicit_options,
+    train_parser,
+)
 
-__all__ = ["Run", "plan_runs", "is_finished", "configure", "run"]
+__all__ = ["Run", "plan_runs", "is_finished", "load_plan", "sweep_runs", "run_sweep",
+           "PLAN_KEYS", "DEFAULT_FIXED_STEPS"]
 
-PLAN_KEYS = {"models", "train_sizes", "epochs", "fixed_steps", "max_flops", "data", "seed",
-             "train_args", "out"}
+PLAN_KEYS = ("models", "train_sizes", "epochs", "fixed_steps", "max_flops", "data", "seed",
+             "train", "train_args", "out")
 DEFAULT_FIXED_STEPS = 500
 
 
 @dataclass
 class Run:
-    """One training of the sweep: its name, run directory and mlip-train command."""
+    """One training of the sweep: its name and its training options."""
 
     name: str
-    out: Path
-    command: list[str] = field(default_factory=list)
+    config: TrainConfig
+
+    @property
+    def out(self) -> Path:
+        return Path(str(self.config.out))
 
     @property
     def export(self) -> Path:
-        return self.out / f"{self.name}.pt"
+        return self.out / str(self.config.export)
+
+    @property
+    def command(self) -> list[str]:
+        """The ``mlip-train`` process that trains this run."""
+        return [sys.executable, "-m", "mlip_scaling.training.cli", *config_args(self.config)]
 
 
 def _items(value: str | list | None) -> list[str]:
@@ -64,32 +80,47 @@ def _items(value: str | list | None) -> list[str]:
     return list(dict.fromkeys(str(x).strip() for x in items if str(x).strip()))
 
 
+def _config(base: dict[str, Any], overrides: dict[str, Any], name: str) -> TrainConfig:
+    """The run's config: ``base`` (set by the sweep) < ``overrides`` (its train options),
+    checked like mlip-train checks its own (ConfigError naming the run)."""
+    try:
+        cfg = TrainConfig(**{**base, **overrides}).validate()
+        resolve_model(cfg.model, cfg.params, cfg.model_config)
+    except ConfigError as exc:
+        raise ConfigError(f"mlip-train rejects the options of run {name}: {exc}") from None
+    return cfg
+
+
 def plan_runs(out: str | Path, models: list[str], train_sizes: list[int], epochs: int | None,
               max_flops: list[float] | None = None, data: str | None = None,
               train_args: list[str] | None = None, seed: int | None = None,
-              fixed_steps: int | None = None) -> list[Run]:
-    """The grid models x train sizes x FLOP budgets as runs (commands of mlip-train).
+              fixed_steps: int | None = None, train: dict[str, Any] | None = None
+              ) -> list[Run]:
+    """The grid models x train sizes x FLOP budgets as runs (checked training configs).
 
     Each run trains ``fixed_steps`` optimiser steps, or ``epochs`` passes when
-    ``fixed_steps`` is None (exactly one of the two is given).
+    ``fixed_steps`` is None (exactly one of the two is given). ``train``: mlip-train options
+    of every run (as in a config file), ``train_args``: the same as mlip-train flags (they
+    win over ``train`` and over what the sweep sets).
     """
     if not models or not train_sizes:
         raise ConfigError("a sweep needs at least one --models entry and one --train-sizes entry")
     if (epochs is None) == (fixed_steps is None):
         raise ConfigError("a sweep trains either --fixed-steps S or --epochs E (give one)")
-    length = (["--epochs", str(epochs)] if fixed_steps is None else
-              ["--epochs", str(fixed_steps), "--max-steps", str(fixed_steps)])
+    length = ({"epochs": epochs} if fixed_steps is None else
+              {"epochs": fixed_steps, "max_steps": fixed_steps})
+    try:
+        overrides = {**(train or {}), **explicit_options(train_parser(), train_args or [])}
+    except ConfigError as exc:
+        raise ConfigError(f"mlip-train rejects the sweep's train arguments: {exc}") from None
     runs = []
     for model, n, flops in itertools.product(models, train_sizes, max_flops or [None]):
         name = f"{model}-n{int(n)}" + (f"-c{flops:.3g}".replace("+", "") if flops else "")
-        out_dir = Path(out) / name
-        cmd = [sys.executable, "-m", "mlip_scaling.training.cli", "--model", model,
-               "--train-size", str(int(n)), *length, "--out", str(out_dir),
-               "--resume", "--export", f"{name}.pt"]
-        cmd += ["--max-flops", f"{flops:g}"] if flops else []
-        cmd += ["--data", str(data)] if data else []
-        cmd += ["--seed", str(int(seed))] if seed is not None else []
-        runs.append(Run(name, out_dir, cmd + list(train_args or [])))
+        base = {"model": model, "train_size": int(n), **length, "out": str(Path(out) / name),
+                "resume": True, "export": f"{name}.pt", "max_flops": flops or None,
+                **({"data": str(data)} if data else {}),
+                **({"seed": int(seed)} if seed is not None else {})}
+        runs.append(Run(name, _config(base, overrides, name)))
     return runs
 
 
@@ -103,44 +134,41 @@ def is_finished(run: Run) -> bool:
         return False
 
 
-def _load_plan(path: str) -> dict:
-    import yaml
-
-    try:
-        plan = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: unreadable plan file ({' '.join(str(exc).split())})") from None
-    if not isinstance(plan, dict):
-        raise ConfigError(f"{path}: a plan file is a YAML mapping (models, train_sizes, ...)")
-    if set(plan) - PLAN_KEYS:
-        raise ConfigError(f"{path}: unknown plan keys {sorted(set(plan) - PLAN_KEYS)}")
+def load_plan(path: str) -> dict[str, Any]:
+    """A YAML plan file: known keys only; its ``train`` mapping checked as mlip-train options."""
+    plan = load_mapping(path, "plan")
+    unknown = sorted(set(plan) - set(PLAN_KEYS))
+    if unknown:
+        raise ConfigError(f"{path}: unknown plan keys {unknown}; known: {', '.join(PLAN_KEYS)}")
+    if "train" in plan:
+        if not isinstance(plan["train"], dict):
+            raise ConfigError(f"{path}: train must be a mapping of mlip-train options")
+        plan["train"] = coerce_options(TrainConfig, plan["train"], f"{path}: train: ")
     return plan
 
 
-def _runs_from_args(args: argparse.Namespace) -> list[Run]:
-    plan = _load_plan(args.plan) if args.plan else {}
+def sweep_runs(options: dict[str, Any], plan: dict[str, Any], check_out: bool = True
+               ) -> list[Run]:
+    """The runs of a sweep: ``options`` (the command line's, with ``forward``: extra
+    mlip-train arguments) overridden by a ``plan`` (see :func:`load_plan`)."""
+    merged = {**options, **plan}
     sizes = list(dict.fromkeys(POSITIVE_INT.value("--train-sizes", s)
-                               for s in _items(plan.get("train_sizes", args.train_sizes))))
+                               for s in _items(merged["train_sizes"])))
     budgets = list(dict.fromkeys(POSITIVE.value("--max-flops", f)
-                                 for f in _items(plan.get("max_flops", args.max_flops))))
-    extra = [str(x) for x in plan.get("train_args", shlex.split(args.train_args or ""))]
-    seed = plan.get("seed", args.seed)
-    epochs, steps = _length(plan, args)
-    seed = None if seed is None else SEED.value("--seed", seed)
-    out = plan.get("out", args.out)
-    if not args.dry_run:
-        check_output_dir(out, "--out")
-    runs = plan_runs(out, _items(plan.get("models", args.models)),
-                     sizes, epochs, budgets, plan.get("data", args.data),
-                     extra + list(args.forward), seed, steps)
-    _check_commands(runs)
-    return runs
+                                 for f in _items(merged["max_flops"])))
+    extra = [str(x) for x in plan.get("train_args", shlex.split(options["train_args"] or ""))]
+    seed = None if merged["seed"] is None else SEED.value("--seed", merged["seed"])
+    epochs, steps = _length(merged)
+    if check_out:
+        check_output_dir(merged["out"], "--out")
+    return plan_runs(merged["out"], _items(merged["models"]), sizes, epochs, budgets,
+                     merged["data"], extra + list(options.get("forward", [])), seed, steps,
+                     merged.get("train"))
 
 
-def _length(plan: dict, args: argparse.Namespace) -> tuple[int | None, int | None]:
+def _length(options: dict[str, Any]) -> tuple[int | None, int | None]:
     """(epochs, fixed steps) of the sweep: one of them, fixed steps by default."""
-    epochs = plan.get("epochs", args.epochs)
-    steps = plan.get("fixed_steps", args.fixed_steps)
+    epochs, steps = options["epochs"], options["fixed_steps"]
     if epochs is not None and steps is not None:
         raise ConfigError("give either fixed_steps (--fixed-steps) or epochs (--epochs), "
                           "not both")
@@ -149,19 +177,6 @@ def _length(plan: dict, args: argparse.Namespace) -> tuple[int | None, int | Non
     epochs = None if epochs is None else POSITIVE_INT.value("--epochs", epochs)
     steps = None if steps is None else POSITIVE_INT.value("--fixed-steps", steps)
     return epochs, steps
-
-
-def _check_commands(runs: list[Run]) -> None:
-    """Check every command with mlip-train's parser and model lookup before training."""
-    from mlip_scaling.training.cli import parse_config
-    from mlip_scaling.training.runner import resolve_model
-
-    for r in runs:
-        try:
-            cfg = parse_config(r.command[3:])
-        except ConfigError as exc:
-            raise ConfigError(f"mlip-train rejects the arguments of run {r.name}: {exc}") from None
-        resolve_model(cfg)
 
 
 def _run_local(runs: list[Run], jobs: int = 1, quiet: bool = False) -> int:
@@ -245,73 +260,30 @@ def _with_torchrun(command: list[str], gpus: int) -> list[str]:
             str(gpus), *command[1:]]
 
 
-def _submit_slurm(runs: list[Run], args: argparse.Namespace) -> int:
+def _submit_slurm(runs: list[Run], out: str | Path, slurm: dict[str, Any]) -> int:
+    """One submitit array job of ``runs``; ``slurm``: partition, time (min), parallel, gpus,
+    cpus."""
     try:
         import submitit
     except ImportError:
         raise ConfigError("--launcher slurm needs submitit: pip install "
                           "'mlip-scaling[slurm]'") from None
-    executor = submitit.AutoExecutor(folder=Path(args.out) / "slurm" / "%j")
-    partition = {"slurm_partition": args.slurm_partition} if args.slurm_partition else {}
-    executor.update_parameters(timeout_min=args.slurm_time, gpus_per_node=args.gpus,
-                               slurm_array_parallelism=args.slurm_parallel,
-                               cpus_per_task=args.cpus, **partition)
+    executor = submitit.AutoExecutor(folder=Path(out) / "slurm" / "%j")
+    partition = {"slurm_partition": slurm["partition"]} if slurm["partition"] else {}
+    executor.update_parameters(timeout_min=slurm["time"], gpus_per_node=slurm["gpus"],
+                               slurm_array_parallelism=slurm["parallel"],
+                               cpus_per_task=slurm["cpus"], **partition)
     with executor.batch():
-        jobs = [executor.submit(_run_command, _with_torchrun(r.command, args.gpus)) for r in runs]
+        jobs = [executor.submit(_run_command, _with_torchrun(r.command, slurm["gpus"]))
+                for r in runs]
     print(f"submitted {len(jobs)} runs as Slurm array job {jobs[0].job_id.split('_')[0]}")
     return 0
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
-    """Options of ``mlip-scaling sweep``."""
-    parser.add_argument("--models", default="transformer-1.2k,transformer-7.0k",
-                        help="comma-separated presets or families (their default preset)")
-    parser.add_argument("--train-sizes", default="100,300,1000",
-                        help="comma-separated numbers of training structures")
-    parser.add_argument("--fixed-steps", type=POSITIVE_INT, default=None,
-                        help="optimiser steps of every run, whatever its data size (the "
-                        f"schedule spans exactly these; default {DEFAULT_FIXED_STEPS} unless "
-                        "--epochs is given)")
-    parser.add_argument("--epochs", type=POSITIVE_INT, default=None,
-                        help="epochs per run instead of fixed steps (larger training sets "
-                        "then train for more steps)")
-    parser.add_argument("--max-flops", default=None, help="comma-separated FLOP budgets (one "
-                        "run per budget)")
-    parser.add_argument("--data", default=None, help="dataset (default: the embedded one)")
-    parser.add_argument("--seed", type=SEED, default=None, help="seed of every run "
-                        "(default: mlip-train's)")
-    parser.add_argument("--out", default="sweep", help="sweep folder (one sub-folder per run)")
-    parser.add_argument("--plan", default=None, help="YAML plan file (overrides the flags)")
-    parser.add_argument("--train-args", default="", help="extra mlip-train arguments, quoted, "
-                        "e.g. \"--batch-size 16 --lr 1e-3\" (or give them after --)")
-    parser.add_argument("--launcher", choices=["local", "slurm"], default="local",
-                        help="where the runs go: this machine, or a Slurm array (submitit)")
-    parser.add_argument("--jobs", type=POSITIVE_INT, default=1, help="local runs at the same time "
-                        "(each gets its own process; give each --threads cores/jobs)")
-    parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
-    parser.add_argument("forward", nargs="*", metavar="-- MLIP_TRAIN_ARGS",
-                        help="arguments after -- are passed to every mlip-train call")
-    slurm = parser.add_argument_group("slurm (with --launcher slurm)")
-    slurm.add_argument("--slurm-partition", default=None,
-                       help="Slurm partition (default: the cluster's default partition)")
-    slurm.add_argument("--slurm-time", type=POSITIVE_INT, default=240, help="minutes per run")
-    slurm.add_argument("--slurm-parallel", type=POSITIVE_INT, default=16,
-                       help="runs at the same time")
-    slurm.add_argument("--gpus", type=NON_NEGATIVE_INT, default=1,
-                       help="GPUs per run (> 1: torchrun DDP; 0: CPU nodes)")
-    slurm.add_argument("--cpus", type=POSITIVE_INT, default=8, help="CPU cores per run")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run ``mlip-scaling sweep``."""
-    runs = _runs_from_args(args)
-    todo = [r for r in runs if not is_finished(r)]
-    if args.dry_run:
-        for r in runs:
-            print(f"{'todo' if r in todo else 'done'}  {r.name}  {shlex.join(r.command)}")
-    print(f"{len(runs)} runs, {len(runs) - len(todo)} finished, {len(todo)} to run")
-    if args.dry_run or not todo:
-        return 0
-    if args.launcher == "slurm":
-        return _submit_slurm(todo, args)
-    return _run_local(todo, args.jobs, args.quiet)
+def run_sweep(todo: list[Run], out: str | Path, launcher: str = "local", jobs: int = 1,
+              quiet: bool = False, slurm: dict[str, Any] | None = None) -> int:
+    """Train the runs ``todo`` here (``jobs`` at a time) or as a Slurm array
+    (``launcher="slurm"``, in ``out``); exit status 1 when a local run failed."""
+    if launcher == "slurm":
+        return _submit_slurm(todo, out, slurm or {})
+    return _run_local(todo, jobs, quiet)

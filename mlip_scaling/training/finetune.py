@@ -39,7 +39,7 @@ from mlip_scaling.models.potential import Potential
 from mlip_scaling.training.config import TrainConfig
 from mlip_scaling.training.normalization import composition_matrix
 
-__all__ = ["Parent", "load_parent", "check_model_option", "resolve_model", "build_potential",
+__all__ = ["Parent", "load_parent", "check_model_option", "parent_model", "build_potential",
            "extend_elements", "refit_references", "freeze_except"]
 
 
@@ -75,7 +75,7 @@ def check_model_option(model: str, parent: Parent) -> None:
                           f"{preset or family} model): drop --model")
 
 
-def resolve_model(cfg: TrainConfig, parent: Parent) -> tuple[str, str, dict]:
+def parent_model(cfg: TrainConfig, parent: Parent) -> tuple[str, str, dict]:
     """``(name, family, config)`` of the source model; conflicting options are refused."""
     if cfg.params is not None or cfg.model_config:
         raise ConfigError(f"--init-from {parent.path} fixes the architecture: drop --params "
@@ -85,7 +85,7 @@ def resolve_model(cfg: TrainConfig, parent: Parent) -> tuple[str, str, dict]:
     family, config = parent.family, dict(parent.ckpt["model"]["config"])
     name = parent.ckpt.get("train", {}).get("model")
     if not isinstance(name, str):
-        name = f"{family}-{registry.format_size(registry.count_parameters(family, config))}"
+        name = registry.size_name(family, config)
     return name, family, config
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from mlip_scaling import keys
 from mlip_scaling.checkpoint import save_potential
@@ -21,46 +20,19 @@ from mlip_scaling.errors import ConfigError
 from mlip_scaling.io_utils import exclusive_lock, remove_stale_temps
 from mlip_scaling.models import registry
 from mlip_scaling.models.potential import Potential
+from mlip_scaling.progress import ProgressBar, progress_bar
 from mlip_scaling.training import data as tdata
 from mlip_scaling.training import finetune
-from mlip_scaling.training.config import TrainConfig, check_model_config
+from mlip_scaling.training.config import TrainConfig
 from mlip_scaling.training.distributed import DistInfo, init_distributed, shutdown
 from mlip_scaling.training.flops import FLOPS_COUNTING, pf_days
 from mlip_scaling.training.normalization import energy_scale, fit_reference_energies
 from mlip_scaling.training.trainer import Trainer, TrainingDiverged
 
-__all__ = ["resolve_model", "run_training", "run_paths", "LOCK_NAME"]
+__all__ = ["run_training", "run_paths", "LOCK_NAME"]
 
 #: Lock file of a run folder, held while a trainer writes it.
 LOCK_NAME = ".mlip-train.lock"
-
-
-def resolve_model(cfg: TrainConfig) -> tuple[str, str, dict]:
-    """``(preset name, family, config)`` from --model (family or preset), --params and
-    model_config (with overrides the name is ``<family>-<size>`` of the built model)."""
-    spec = cfg.model
-    try:
-        if cfg.params is not None:
-            family = spec if spec in registry.FAMILIES else registry.get_preset(spec)[0]
-            spec = registry.nearest_preset(cfg.params, family)
-        elif spec in registry.FAMILIES:
-            from mlip_scaling.models.presets import DEFAULT_PRESET
-
-            spec = DEFAULT_PRESET[spec]
-        family, config = registry.get_preset(spec)
-    except (ValueError, KeyError) as exc:
-        raise ConfigError(f"--model {cfg.model!r}: {str(exc).strip(chr(39))}") from None
-    if cfg.model_config:
-        check_model_config(family, config, cfg.model_config)
-        config = {**config, **cfg.model_config}
-        try:
-            n_params = registry.count_parameters(family, config)
-        except (TypeError, ValueError) as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise ConfigError(f"--model-config: {family!r} rejects these hyperparameters "
-                              f"({first})") from None
-        spec = f"{family}-{registry.format_size(n_params)}"
-    return spec, family, config
 
 
 def run_paths(cfg: TrainConfig, family: str, n_params: int) -> tuple[Path, Path]:
@@ -160,19 +132,18 @@ def _summary(trainer: Trainer, n_params: int, family: str, run_dir: Path) -> str
             f"{trainer.precision} | run dir {run_dir}")
 
 
-def _progress(trainer: Trainer, enabled: bool) -> tuple[Any, Any]:
-    bar = tqdm(total=trainer.scheduler.total_steps, initial=trainer.step, disable=not enabled,
-               unit="step", dynamic_ncols=True, file=sys.stderr)
+def _progress(trainer: Trainer, enabled: bool) -> tuple[ProgressBar, Any]:
+    bar = progress_bar(trainer.scheduler.total_steps, trainer.step, "train", "steps", enabled)
 
     def update(record: dict) -> None:
-        bar.update(1)
+        bar.advance()
         if record["step"] % 5 == 0 or record["step"] == 1:
             shown = {"loss": f"{record['loss']:.3g}", "lr": f"{record['lr']:.2e}",
                      "E": f"{record.get('energy_mae') or 0:.3g}",
                      "F": f"{record.get('force_mae') or 0:.3g}"}
             if trainer.last_val.get("force_mae") is not None:
                 shown["valF"] = f"{trainer.last_val['force_mae']:.3g}"
-            bar.set_postfix(shown, refresh=False)
+            bar.show(shown)
 
     return bar, update
 
@@ -211,8 +182,9 @@ def run_training(cfg: TrainConfig, source: Sequence | None = None,
     the file ``cfg.data`` (or the embedded dataset) is opened.
     """
     parent = finetune.load_parent(cfg.init_from) if cfg.init_from else None
-    preset, family, config = (finetune.resolve_model(cfg, parent) if parent
-                              else resolve_model(cfg))
+    preset, family, config = (
+        finetune.parent_model(cfg, parent) if parent
+        else registry.resolve_model(cfg.model, cfg.params, cfg.model_config))
     n_params = registry.count_parameters(family, config)
     run_dir, export = run_paths(cfg, family, n_params)
     check_output_dir(run_dir, "--out")  # before any data work: a bad path fails at once

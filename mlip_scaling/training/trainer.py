@@ -19,7 +19,7 @@ from mlip_scaling.data.atomic_data import AtomicData, collate, to_device
 from mlip_scaling.errors import ConfigError, MlipError
 from mlip_scaling.models.potential import Potential
 from mlip_scaling.training import data as tdata
-from mlip_scaling.training.config import TrainConfig
+from mlip_scaling.training.config import RESUME_KEYS, TrainConfig
 from mlip_scaling.training.distributed import DistInfo, all_reduce_sum
 from mlip_scaling.training.ema import EMA
 from mlip_scaling.training.flops import FlopModel, batch_features
@@ -47,10 +47,6 @@ from mlip_scaling.training.state import capture_rng, load_state, restore_rng, sa
 
 __all__ = ["Trainer", "TrainingDiverged", "RESUME_KEYS"]
 
-#: Options that must not change when a run is resumed.
-RESUME_KEYS = ("model", "params", "model_config", "train_size", "val_size", "test_size",
-               "split_seed", "batch_size", "seed", "energy_weight", "force_weight",
-               "stress_weight", "ema_decay", "init_from", "freeze_except")
 
 
 class TrainingDiverged(MlipError):

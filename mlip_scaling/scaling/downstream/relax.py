@@ -263,16 +263,16 @@ def relaxation_errors(structures: Sequence[Atoms], model: CalcSpec, oracle: Calc
     With ``jobs > 1`` the calculators must be picklable (factories are: each worker builds
     its own instance per structure).
     """
-    from tqdm import tqdm
+    from mlip_scaling.progress import track
 
     tasks = [(a, model, oracle, fmax, max_steps, fixed_cell, oracle_key) for a in structures]
-    bar = dict(total=len(tasks), desc="relax", disable=not progress, leave=False)
+    bar = dict(total=len(tasks), desc="relax", enabled=progress, transient=True)
     if jobs > 1 and len(tasks) > 1:
         with worker_env(), ProcessPoolExecutor(min(jobs, len(tasks)),
                                                 mp_context=get_context("spawn"),
                                                 initializer=die_with_parent,
                                                 initargs=(os.getpid(),)) as ex:
-            pairs = list(tqdm(ex.map(_pair_job, tasks), **bar))
+            pairs = list(track(ex.map(_pair_job, tasks), **bar))
     else:
-        pairs = [relax_pair(*t) for t in tqdm(tasks, **bar)]
+        pairs = [relax_pair(*t) for t in track(tasks, **bar)]
     return summarise(pairs, fixed_cell)

@@ -1,0 +1,5 @@
+"""``python -m mlip_scaling.scaling.cli``."""
+
+from mlip_scaling.scaling.cli import main
+
+raise SystemExit(main())

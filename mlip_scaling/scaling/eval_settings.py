@@ -1,0 +1,106 @@
+"""The settings of an evaluation, defined once: ``evaluate``'s flags, ``report``'s overrides,
+the ``settings`` stored in every record, and the evaluation of model files a report lacks."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlip_scaling.cli_args import NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT
+from mlip_scaling.errors import DataError
+from mlip_scaling.options import option
+
+__all__ = ["EvalSettings", "EVAL_KEYS", "K_RELAX", "MD_STEPS", "MD_MIN_LENGTH",
+           "stored_settings", "missing_models", "evaluate_missing"]
+
+MD_MIN_LENGTH = 8.0  # Å: the MD cell is repeated until every cell height reaches this
+K_RELAX = 20  # structures relaxed per model: enough for a standard error of each mean
+MD_STEPS = 500  # NVE steps: a perfect model then reads drift < 1e-3 meV/atom/ps
+
+
+@dataclass
+class EvalSettings:
+    """What an evaluation computes (units: K, Å); stored with every record."""
+
+    oracle: str | None = option(None, "downstream reference calculator by name (default: the "
+                                "oracle recorded in the dataset)")
+    data: str | None = option(None, "dataset file (default: the one each model was trained on)")
+    k_relax: int = option(K_RELAX, "test structures relaxed per model (>= 20 gives each "
+                          "relaxation metric a usable error bar)", rule=NON_NEGATIVE_INT)
+    md_steps: int = option(MD_STEPS, "NVE steps (1 fs) per model (>= 500 resolves drifts well "
+                           "below 1 meV/atom/ps)", rule=NON_NEGATIVE_INT)
+    relax_max_atoms: int | None = option(None, "downstream work only on test structures with "
+                                         "at most this many atoms (default: all)",
+                                         rule=POSITIVE_INT)
+    md_min_length: float | None = option(None, "the MD cell is repeated until every height is "
+                                         f">= this (Å; default {MD_MIN_LENGTH})", rule=POSITIVE)
+    md_temperature: float = option(300.0, "MD temperature (K)", rule=POSITIVE)
+    max_test: int | None = option(None, "cap on test structures", rule=POSITIVE_INT)
+    downstream: bool = option(True, "test metrics only", flag_name="--no-downstream")
+
+    def record(self) -> dict[str, Any]:
+        """The ``settings`` of a record (a cached record is reused when they are equal):
+        the dataset as an absolute path, no MD without downstream work, and the size caps
+        only when set (records written before they existed stay valid)."""
+        out = dataclasses.asdict(self)
+        out["data"] = str(Path(self.data).resolve()) if self.data else None
+        out["md_steps"] = self.md_steps if self.downstream else 0
+        for optional in ("relax_max_atoms", "md_min_length"):
+            if not out[optional]:
+                del out[optional]
+        return out
+
+
+#: Keys of a record's ``settings``.
+EVAL_KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(EvalSettings))
+
+
+def stored_settings(results: Path) -> dict[str, Any]:
+    """The settings of the first record in ``results`` that has them (``{}`` without)."""
+    from mlip_scaling.scaling.report import load_records
+
+    if not results.is_file():
+        return {}
+    for rec in load_records(results):
+        if isinstance(rec.get("settings"), dict):
+            return {k: rec["settings"][k] for k in EVAL_KEYS if k in rec["settings"]}
+    return {}
+
+
+def missing_models(directory: Path) -> list[Path]:
+    """Model files in ``directory`` without a successful record in its results (failed
+    evaluations are retried); DataError when there is neither a model file nor results."""
+    from mlip_scaling.io_utils import file_hash
+    from mlip_scaling.scaling import evaluate
+    from mlip_scaling.scaling.report import RESULTS_NAME, load_records
+
+    results = directory / RESULTS_NAME
+    known = {r.get("hash") for r in load_records(results) if r.get("status") == "ok"
+             } if results.is_file() else set()
+    missing = [p for p in evaluate.find_models(directory)
+               if file_hash(p) not in known and not evaluate.is_run_state(p)]
+    if not missing and not results.is_file():
+        raise DataError(f"{directory}: no model files (*.pt) and no {RESULTS_NAME}")
+    return missing
+
+
+def evaluate_missing(directory: Path, overrides: dict[str, Any], jobs: int = 1,
+                     progress: bool = True) -> None:
+    """Evaluate the :func:`missing_models` of ``directory`` with the settings of its
+    existing results updated by ``overrides`` (None = keep). An oracle typed in
+    ``overrides`` is trusted; one read from the results file resolves to a built-in only."""
+    from mlip_scaling.scaling import evaluate
+    from mlip_scaling.scaling.report import RESULTS_NAME
+
+    results = directory / RESULTS_NAME
+    settings = stored_settings(results)
+    typed = overrides.get("oracle") is not None
+    if not typed and settings.get("oracle"):  # read from a file: built-ins only
+        from mlip_scaling.data.oracles import check_oracle
+
+        check_oracle(settings["oracle"], trusted=False, where=f"{results}: settings")
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    evaluate.evaluate_directory(directory, jobs=jobs, progress=progress,
+                                oracle_trusted=typed, **settings)
