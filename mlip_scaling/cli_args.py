@@ -13,17 +13,17 @@ import re
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from mlip_scaling.errors import ConfigError
 
 __all__ = ["Number", "OneLineParser", "HelpFormatter", "add_output_flags", "add_version",
            "run_command", "POSITIVE", "NON_NEGATIVE", "POSITIVE_INT", "NON_NEGATIVE_INT",
            "SEED", "FRACTION", "OPEN_FRACTION", "check_output_dir", "check_output_file",
-           "output_dir", "output_file", "number_list"]
+           "output_dir", "output_file", "number_list", "subcommand_parser", "run_subcommand"]
 
 
 def _bound(value: float | None) -> str:
@@ -158,22 +158,24 @@ def check_output_file(path: str | os.PathLike, option: str = "--out") -> Path:
     return path
 
 
+def _argparse_check(check: Callable[[str, str], Path], text: str) -> str:
+    """Run ``check(text, option)`` as an argparse ``type=`` (its message without the
+    option name, which argparse adds)."""
+    try:
+        check(text, "path")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("path ")) from None
+    return text
+
+
 def output_dir(text: str) -> str:
     """argparse ``type=`` of an output directory (checked writable up front)."""
-    try:
-        check_output_dir(text, "directory")
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc).removeprefix("directory ")) from None
-    return text
+    return _argparse_check(check_output_dir, text)
 
 
 def output_file(text: str) -> str:
     """argparse ``type=`` of an output file (not a directory; its folder writable)."""
-    try:
-        check_output_file(text, "file")
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc).removeprefix("file ")) from None
-    return text
+    return _argparse_check(check_output_file, text)
 
 
 _SAYS_DEFAULT = re.compile(r"\(default|\bdefault\s*[:=]", re.IGNORECASE)
@@ -209,6 +211,27 @@ def add_version(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}",
                         help="print the version and exit")
+
+
+def subcommand_parser(prog: str, description: str,
+                      adders: Sequence[Callable[[Any, type], None]]) -> argparse.ArgumentParser:
+    """The parser of a command with subcommands: ``--version``, one subcommand per function
+    of ``adders`` (called as ``add(subparsers, HelpFormatter)``, each setting ``func``), and
+    ``-q``/``-v`` on every subcommand."""
+    parser = OneLineParser(prog=prog, description=description, formatter_class=HelpFormatter)
+    add_version(parser)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in adders:
+        add(sub, HelpFormatter)
+    for command in sub.choices.values():
+        add_output_flags(command)
+    return parser
+
+
+def run_subcommand(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
+    """Parse ``argv`` and run the chosen subcommand's ``func`` (see :func:`run_command`)."""
+    args = parser.parse_args(argv)
+    return run_command(args, args.func)
 
 
 def run_command(args: argparse.Namespace, func: Callable[[argparse.Namespace], int]) -> int:

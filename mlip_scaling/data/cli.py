@@ -10,12 +10,9 @@ from pathlib import Path
 from mlip_scaling.cli_args import (
     POSITIVE_INT,
     SEED,
-    HelpFormatter,
-    OneLineParser,
-    add_output_flags,
-    add_version,
     output_file,
-    run_command,
+    run_subcommand,
+    subcommand_parser,
 )
 from mlip_scaling.data.embedded import default_data_path
 from mlip_scaling.errors import cli_entry
@@ -101,17 +98,18 @@ def _add_generate(sub: argparse._SubParsersAction, fmt: type) -> None:
     parser.set_defaults(func=_generate)
 
 
-def _parser() -> argparse.ArgumentParser:
-    fmt = HelpFormatter
-    parser = OneLineParser(prog="mlip-data", description=__doc__, formatter_class=fmt)
-    add_version(parser)
-    sub = parser.add_subparsers(dest="command", required=True)
+def _add_info(sub: argparse._SubParsersAction, fmt: type) -> None:
+    """The ``info`` subcommand."""
     p = sub.add_parser("info", help="counts, elements and label statistics", formatter_class=fmt)
     p.add_argument("file", nargs="?", default=None,
                    help="dataset file (default: the embedded dataset shipped with the package)")
     p.add_argument("--verify", action="store_true",
                    help="also check the content hash and every structure's geometry")
     p.set_defaults(func=_info)
+
+
+def _add_convert(sub: argparse._SubParsersAction, fmt: type) -> None:
+    """The ``convert`` subcommand."""
     p = sub.add_parser("convert", help="convert between extxyz / ASE db / aselmdb / .h5 / "
                                        "anything ase.io writes (CIF, POSCAR for pymatgen)",
                        formatter_class=fmt)
@@ -124,17 +122,16 @@ def _parser() -> argparse.ArgumentParser:
                         "e.g. .cif, POSCAR; extxyz when the name implies none)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=_convert)
-    _add_generate(sub, fmt)
-    for command in sub.choices.values():
-        add_output_flags(command)
-    return parser
+
+
+def _parser() -> argparse.ArgumentParser:
+    return subcommand_parser("mlip-data", __doc__, (_add_info, _add_convert, _add_generate))
 
 
 @cli_entry
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``mlip-data``."""
-    args = _parser().parse_args(argv)
-    return run_command(args, args.func)
+    return run_subcommand(_parser(), argv)
 
 
 if __name__ == "__main__":

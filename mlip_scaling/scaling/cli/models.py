@@ -10,6 +10,15 @@ from mlip_scaling.errors import ConfigError
 __all__ = ["add_import_fairchem", "add_export"]
 
 
+def _output(source: Path, given: str | None, suffix: str, what: str,
+            error: type[Exception]) -> Path:
+    """``--out`` (default: ``source`` with ``suffix``), refused when it is ``source``."""
+    out = Path(given) if given else source.with_suffix(suffix)
+    if out.resolve() == source.resolve():
+        raise error(f"{out}: --out would overwrite {what}")
+    return out
+
+
 def _import_fairchem(args: argparse.Namespace) -> int:
     """Read the checkpoint safely, convert it, write an ``mlip-scaling/1`` file."""
     from mlip_scaling.io_utils import atomic_torch_save
@@ -19,9 +28,7 @@ def _import_fairchem(args: argparse.Namespace) -> int:
     )
 
     source = Path(args.checkpoint)
-    out = Path(args.out) if args.out else source.with_suffix(".mlip.pt")
-    if out.resolve() == source.resolve():
-        raise FairchemFileError(f"{out}: --out would overwrite the fairchem checkpoint")
+    out = _output(source, args.out, ".mlip.pt", "the fairchem checkpoint", FairchemFileError)
     converted = import_fairchem(source)
     atomic_torch_save(converted, out)
     train = converted["train"]
@@ -31,13 +38,21 @@ def _import_fairchem(args: argparse.Namespace) -> int:
     return 0
 
 
+def _converter(sub: argparse._SubParsersAction, fmt: type, name: str, about: str,
+               source: tuple[str, str], out_help: str) -> argparse.ArgumentParser:
+    """A subcommand that reads one file (``source``: its name and help) and writes one."""
+    p = sub.add_parser(name, formatter_class=fmt, help=about)
+    p.add_argument(source[0], help=source[1])
+    p.add_argument("--out", default=None, help=out_help)
+    return p
+
+
 def add_import_fairchem(sub: argparse._SubParsersAction, fmt: type) -> None:
     """The ``import-fairchem`` subcommand."""
-    p = sub.add_parser("import-fairchem", formatter_class=fmt,
-                       help="convert a fairchem EquiformerV2 (OMat24) checkpoint to a model file")
-    p.add_argument("checkpoint", help="fairchem-core 1.x EquiformerV2 checkpoint (.pt)")
-    p.add_argument("--out", default=None,
-                   help="model file to write (default: CHECKPOINT with suffix .mlip.pt)")
+    p = _converter(sub, fmt, "import-fairchem", "convert a fairchem EquiformerV2 (OMat24) "
+                   "checkpoint to a model file", ("checkpoint", "fairchem-core 1.x "
+                   "EquiformerV2 checkpoint (.pt)"), "model file to write (default: CHECKPOINT "
+                   "with suffix .mlip.pt)")
     p.set_defaults(func=_import_fairchem)
 
 
@@ -49,9 +64,7 @@ def _export(args: argparse.Namespace) -> int:
     from mlip_scaling.export import save_exported
 
     source = Path(args.model)
-    out = Path(args.out) if args.out else source.with_suffix(".pt2")
-    if out.resolve() == source.resolve():
-        raise ConfigError(f"{out}: --out would overwrite the model file")
+    out = _output(source, args.out, ".pt2", "the model file", ConfigError)
     check_output_file(str(out), "--out")
     meta = save_exported(source, out, getattr(torch, args.dtype))
     print(f"wrote {out}: torch.export program of {meta['family']} ({meta['dtype']}, "
@@ -61,11 +74,9 @@ def _export(args: argparse.Namespace) -> int:
 
 def add_export(sub: argparse._SubParsersAction, fmt: type) -> None:
     """The ``export`` subcommand."""
-    p = sub.add_parser("export", formatter_class=fmt,
-                       help="write a torch.export program (.pt2) of a model file")
-    p.add_argument("model", help="model file (.pt) to export")
-    p.add_argument("--out", default=None,
-                   help="program file to write (default: MODEL with suffix .pt2)")
+    p = _converter(sub, fmt, "export", "write a torch.export program (.pt2) of a model file",
+                   ("model", "model file (.pt) to export"),
+                   "program file to write (default: MODEL with suffix .pt2)")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32",
                    help="floating-point dtype of the program's inputs and weights")
     p.set_defaults(func=_export)
