@@ -15,6 +15,7 @@ import json
 import os
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,19 +28,25 @@ __all__ = ["option", "flag_name", "field_default", "add_arguments", "coerce_opti
 
 def option(default: Any = None, help: str = "", *, rule: Number | None = None,
            group: str = "", resume: bool = False, factory: Any = None,
-           flag_name: str | None = None, **flag: Any) -> Any:
+           flag_name: str | None = None, split: Callable[[str], list] | None = None,
+           **flag: Any) -> Any:
     """A dataclass field with its help text and, for numbers, the rule its values obey.
 
     ``group``: help section of its flag; ``resume``: must not change when a run is resumed;
     ``flag_name``: the flag when it is not ``--<name>`` (a true boolean's flag sets it
-    false, e.g. ``--no-downstream``); ``flag``: extra argparse keywords (``choices``,
-    ``nargs``, ``const``, ``metavar``).
+    false, e.g. ``--no-downstream``); ``split``: how the text of a list option is cut
+    (default: at commas; the rule then applies to each item); ``flag``: extra argparse
+    keywords (``choices``, ``nargs``, ``const``, ``metavar``).
     """
     meta = {"help": help, "rule": rule, "group": group, "resume": resume, "flag": flag,
-            "flag_name": flag_name}
+            "flag_name": flag_name, "split": split or _comma_split}
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
+
+
+def _comma_split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def flag_name(name: str, f: dataclasses.Field | None = None) -> str:
@@ -79,7 +86,10 @@ def _argument(cls: type, f: dataclasses.Field, defaults: bool, help_prefix: str
     meta, kind = f.metadata, _kind(cls, f.name)
     kwargs: dict[str, Any] = {"help": help_prefix + meta["help"],
                               "default": field_default(f) if defaults else None}
-    if kind is bool:
+    if kind is list:  # text, cut and checked by coerce_options
+        default = field_default(f)
+        kwargs["default"] = ",".join(map(str, default)) if defaults and default else None
+    elif kind is bool:
         kwargs["action"] = "store_false" if field_default(f) else "store_true"
         kwargs["default"] = field_default(f) if defaults else None
     elif meta["rule"] is not None:
@@ -113,6 +123,8 @@ def _coerce(cls: type, f: dataclasses.Field, value: Any, where: str) -> Any:
     if value is None and field_default(f) is None:
         return None
     kind, rule, flag = _kind(cls, f.name), f.metadata.get("rule"), flag_name(f.name, f)
+    if kind is list:
+        return _coerce_list(f, value, where + flag)
     if rule is not None:
         return rule.value(where + flag, value)
     if kind is bool and not isinstance(value, bool):
@@ -122,6 +134,19 @@ def _coerce(cls: type, f: dataclasses.Field, value: Any, where: str) -> Any:
     if kind is dict and not isinstance(value, dict):
         raise ConfigError(f"{where}{flag} must be a mapping, got {value!r}")
     return value
+
+
+def _coerce_list(f: dataclasses.Field, value: Any, option_name: str) -> list:
+    """A list option from text (cut by the field's ``split``) or a list; items checked by
+    the field's rule."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = f.metadata["split"](value)
+    elif not isinstance(value, list | tuple):
+        value = [value]
+    rule = f.metadata.get("rule")
+    return [rule.value(option_name, item) if rule else str(item) for item in value]
 
 
 def coerce_options(cls: type, options: dict[str, Any], where: str = "") -> dict[str, Any]:

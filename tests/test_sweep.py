@@ -217,3 +217,30 @@ def test_fixed_steps_runs_share_steps_and_schedule(tmp_path, tiny_data) -> None:
                                          "4", "--test-size", "4", "--max-val-structures", "2"])
     train = run_training(epochs[0].config, verbose=False)["train"]
     assert train["budget"] == "epochs" and train["steps"] == 4
+
+
+def test_runs_are_training_configs_from_flags_plan_and_train_options(tmp_path, capsys) -> None:
+    """A plan's ``train`` mapping, ``--config`` and flags after ``--`` all reach each run's
+    TrainConfig (flags win); -q stays an output flag; the plan's keys are checked."""
+    config = tmp_path / "train.yaml"
+    config.write_text("lr: 2e-3\nweight_decay: 0.5\n")
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("models: transformer-1.2k\ntrain_sizes: [4, 4, 8]\nepochs: 2\n"
+                    "train: {batch_size: 8, lr: 1e-2, max-val-structures: 2}\n")
+    options = sweep.load_plan(plan)
+    assert options["train_sizes"] == [4, 4, 8] and options["models"] == ["transformer-1.2k"]
+    flags = {"out": str(tmp_path / "s"), "train_args": f"--config {config} -q"}
+    runs = sweep.sweep_runs(sweep.sweep_plan(flags, options), ["--lr", "5e-3"])
+    assert [r.name for r in runs] == ["transformer-1.2k-n4", "transformer-1.2k-n8"]
+    cfg = runs[1].config
+    assert (cfg.batch_size, cfg.max_val_structures, cfg.weight_decay) == (8, 2, 0.5)
+    assert cfg.lr == pytest.approx(5e-3, rel=1e-12) and cfg.epochs == 2 and cfg.train_size == 8
+    assert cfg.resume and cfg.export == "transformer-1.2k-n8.pt"
+    assert runs[1].command[-1] == "-q" and "--config" not in runs[1].command
+    for text, message in (("train_size: [4]\n", "unknown option(s) train_size"),
+                          ("train: {lr: -1}\n", "plan.yaml: train: --lr must be a finite"),
+                          ("train_sizes: [4, x]\n", "--train-sizes must be a whole number")):
+        plan.write_text(text)
+        with pytest.raises(SystemExit) as exit_info:
+            main(["sweep", "--plan", str(plan), "--out", str(tmp_path), "--dry-run"])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err

@@ -21,6 +21,7 @@ for larger sets); the checkpoint's ``train.budget`` records which ("steps", "epo
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import shlex
 import signal
@@ -33,24 +34,59 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlip_scaling.cli_args import POSITIVE, POSITIVE_INT, SEED, check_output_dir
+from mlip_scaling.cli_args import (
+    POSITIVE,
+    POSITIVE_INT,
+    SEED,
+    add_output_flags,
+    check_output_dir,
+)
 from mlip_scaling.errors import ConfigError
 from mlip_scaling.models.registry import resolve_model
-from mlip_scaling.options import coerce_options, load_mapping
+from mlip_scaling.options import coerce_options, load_mapping, option
 from mlip_scaling.procs import preexec_die_with_parent
 from mlip_scaling.train_config import (
     TrainConfig,
     config_args,
     explicit_options,
+    load_config_file,
     train_parser,
 )
 
-__all__ = ["Run", "plan_runs", "is_finished", "load_plan", "sweep_runs", "run_sweep",
-           "PLAN_KEYS", "DEFAULT_FIXED_STEPS"]
+__all__ = ["Run", "SweepPlan", "plan_runs", "is_finished", "load_plan", "sweep_plan",
+           "sweep_runs", "run_sweep", "PLAN_KEYS", "DEFAULT_FIXED_STEPS"]
 
-PLAN_KEYS = ("models", "train_sizes", "epochs", "fixed_steps", "max_flops", "data", "seed",
-             "train", "train_args", "out")
 DEFAULT_FIXED_STEPS = 500
+
+
+@dataclass
+class SweepPlan:
+    """What a sweep trains: the flags of ``mlip-scaling sweep`` and the keys of a plan file."""
+
+    models: list = option(factory=lambda: ["transformer-1.2k", "transformer-7.0k"],
+                          help="comma-separated presets or families (their default preset)")
+    train_sizes: list = option(factory=lambda: [100, 300, 1000], rule=POSITIVE_INT,
+                               help="comma-separated numbers of training structures")
+    fixed_steps: int | None = option(
+        None, "optimiser steps of every run, whatever its data size (the schedule spans "
+        f"exactly these; default {DEFAULT_FIXED_STEPS} unless --epochs is given)",
+        rule=POSITIVE_INT)
+    epochs: int | None = option(None, "epochs per run instead of fixed steps (larger training "
+                                "sets then train for more steps)", rule=POSITIVE_INT)
+    max_flops: list = option(factory=list, rule=POSITIVE,
+                             help="comma-separated FLOP budgets (one run per budget)")
+    data: str | None = option(None, "dataset (default: the embedded one)")
+    seed: int | None = option(None, "seed of every run (default: mlip-train's)", rule=SEED)
+    out: str = option("sweep", "sweep folder (one sub-folder per run)")
+    train: dict = option(factory=dict, help="mlip-train options of every run: a JSON object "
+                         "(in a plan file a mapping, as in mlip-train's --config file)")
+    train_args: list = option(factory=list, split=shlex.split, help="extra mlip-train "
+                              "arguments, quoted, e.g. \"--batch-size 16 --lr 1e-3\" (or give "
+                              "them after --)")
+
+
+#: Keys of a plan file.
+PLAN_KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(SweepPlan))
 
 
 @dataclass
@@ -59,6 +95,7 @@ class Run:
 
     name: str
     config: TrainConfig
+    output_flags: tuple[str, ...] = ()  # -q / -v of mlip-train: not part of the config
 
     @property
     def out(self) -> Path:
@@ -71,13 +108,8 @@ class Run:
     @property
     def command(self) -> list[str]:
         """The ``mlip-train`` process that trains this run."""
-        return [sys.executable, "-m", "mlip_scaling.training.cli", *config_args(self.config)]
-
-
-def _items(value: str | list | None) -> list[str]:
-    """Unique entries of a comma-separated string or a list, as stripped text."""
-    items = value if isinstance(value, list) else str(value if value is not None else "").split(",")
-    return list(dict.fromkeys(str(x).strip() for x in items if str(x).strip()))
+        return [sys.executable, "-m", "mlip_scaling.training.cli", *config_args(self.config),
+                *self.output_flags]
 
 
 def _config(base: dict[str, Any], overrides: dict[str, Any], name: str) -> TrainConfig:
@@ -89,6 +121,22 @@ def _config(base: dict[str, Any], overrides: dict[str, Any], name: str) -> Train
     except ConfigError as exc:
         raise ConfigError(f"mlip-train rejects the options of run {name}: {exc}") from None
     return cfg
+
+
+def _train_overrides(train: dict[str, Any], train_args: list[str]
+                     ) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """(options, output flags) of mlip-train arguments: ``train`` < ``--config FILE`` <
+    the flags; ``-q``/``-v`` are kept as flags."""
+    parser = train_parser()
+    parser.add_argument("--config")
+    add_output_flags(parser)
+    try:
+        given = explicit_options(parser, train_args)
+    except ConfigError as exc:
+        raise ConfigError(f"mlip-train rejects the sweep's train arguments: {exc}") from None
+    output = ("-q",) * bool(given.pop("quiet", False)) + ("-v",) * given.pop("verbose", 0)
+    config = given.pop("config", None)
+    return {**train, **(load_config_file(config) if config else {}), **given}, output
 
 
 def plan_runs(out: str | Path, models: list[str], train_sizes: list[int], epochs: int | None,
@@ -109,10 +157,7 @@ def plan_runs(out: str | Path, models: list[str], train_sizes: list[int], epochs
         raise ConfigError("a sweep trains either --fixed-steps S or --epochs E (give one)")
     length = ({"epochs": epochs} if fixed_steps is None else
               {"epochs": fixed_steps, "max_steps": fixed_steps})
-    try:
-        overrides = {**(train or {}), **explicit_options(train_parser(), train_args or [])}
-    except ConfigError as exc:
-        raise ConfigError(f"mlip-train rejects the sweep's train arguments: {exc}") from None
+    overrides, output = _train_overrides(train or {}, train_args or [])
     runs = []
     for model, n, flops in itertools.product(models, train_sizes, max_flops or [None]):
         name = f"{model}-n{int(n)}" + (f"-c{flops:.3g}".replace("+", "") if flops else "")
@@ -120,7 +165,7 @@ def plan_runs(out: str | Path, models: list[str], train_sizes: list[int], epochs
                 "resume": True, "export": f"{name}.pt", "max_flops": flops or None,
                 **({"data": str(data)} if data else {}),
                 **({"seed": int(seed)} if seed is not None else {})}
-        runs.append(Run(name, _config(base, overrides, name)))
+        runs.append(Run(name, _config(base, overrides, name), output))
     return runs
 
 
@@ -134,49 +179,45 @@ def is_finished(run: Run) -> bool:
         return False
 
 
-def load_plan(path: str) -> dict[str, Any]:
-    """A YAML plan file: known keys only; its ``train`` mapping checked as mlip-train options."""
-    plan = load_mapping(path, "plan")
-    unknown = sorted(set(plan) - set(PLAN_KEYS))
-    if unknown:
-        raise ConfigError(f"{path}: unknown plan keys {unknown}; known: {', '.join(PLAN_KEYS)}")
-    if "train" in plan:
-        if not isinstance(plan["train"], dict):
-            raise ConfigError(f"{path}: train must be a mapping of mlip-train options")
-        plan["train"] = coerce_options(TrainConfig, plan["train"], f"{path}: train: ")
+def load_plan(path: str | Path) -> dict[str, Any]:
+    """The options of a YAML plan file (keys of :class:`SweepPlan`), typed and checked."""
+    options = coerce_options(SweepPlan, load_mapping(path, "plan"), f"{path}: ")
+    if "train" in options:
+        options["train"] = coerce_options(TrainConfig, options["train"], f"{path}: train: ")
+    return options
+
+
+def sweep_plan(flags: dict[str, Any], plan_file: dict[str, Any]) -> SweepPlan:
+    """The plan: the command line's ``flags`` (raw values) overridden by a plan file's
+    options (from :func:`load_plan`); its ``train`` checked as mlip-train options."""
+    plan = SweepPlan(**{**coerce_options(SweepPlan, flags), **plan_file})
+    plan.train = coerce_options(TrainConfig, plan.train, "train: ")
     return plan
 
 
-def sweep_runs(options: dict[str, Any], plan: dict[str, Any], check_out: bool = True
+def sweep_runs(plan: SweepPlan, forward: list[str] | None = None, check_out: bool = True
                ) -> list[Run]:
-    """The runs of a sweep: ``options`` (the command line's, with ``forward``: extra
-    mlip-train arguments) overridden by a ``plan`` (see :func:`load_plan`)."""
-    merged = {**options, **plan}
-    sizes = list(dict.fromkeys(POSITIVE_INT.value("--train-sizes", s)
-                               for s in _items(merged["train_sizes"])))
-    budgets = list(dict.fromkeys(POSITIVE.value("--max-flops", f)
-                                 for f in _items(merged["max_flops"])))
-    extra = [str(x) for x in plan.get("train_args", shlex.split(options["train_args"] or ""))]
-    seed = None if merged["seed"] is None else SEED.value("--seed", merged["seed"])
-    epochs, steps = _length(merged)
+    """The runs of ``plan`` (``forward``: more mlip-train arguments, after its own)."""
+    epochs, steps = _length(plan)
     if check_out:
-        check_output_dir(merged["out"], "--out")
-    return plan_runs(merged["out"], _items(merged["models"]), sizes, epochs, budgets,
-                     merged["data"], extra + list(options.get("forward", [])), seed, steps,
-                     merged.get("train"))
+        check_output_dir(plan.out, "--out")
+    return plan_runs(plan.out, _unique(plan.models), _unique(plan.train_sizes), epochs,
+                     _unique(plan.max_flops), plan.data, plan.train_args + list(forward or []),
+                     plan.seed, steps, plan.train)
 
 
-def _length(options: dict[str, Any]) -> tuple[int | None, int | None]:
+def _unique(items: list) -> list:
+    return list(dict.fromkeys(items))
+
+
+def _length(plan: SweepPlan) -> tuple[int | None, int | None]:
     """(epochs, fixed steps) of the sweep: one of them, fixed steps by default."""
-    epochs, steps = options["epochs"], options["fixed_steps"]
-    if epochs is not None and steps is not None:
+    if plan.epochs is not None and plan.fixed_steps is not None:
         raise ConfigError("give either fixed_steps (--fixed-steps) or epochs (--epochs), "
                           "not both")
-    if epochs is None and steps is None:
-        steps = DEFAULT_FIXED_STEPS
-    epochs = None if epochs is None else POSITIVE_INT.value("--epochs", epochs)
-    steps = None if steps is None else POSITIVE_INT.value("--fixed-steps", steps)
-    return epochs, steps
+    if plan.epochs is None and plan.fixed_steps is None:
+        return None, DEFAULT_FIXED_STEPS
+    return plan.epochs, plan.fixed_steps
 
 
 def _run_local(runs: list[Run], jobs: int = 1, quiet: bool = False) -> int:

@@ -6,7 +6,7 @@ import argparse
 import shlex
 from pathlib import Path
 
-from mlip_scaling.cli_args import NON_NEGATIVE_INT, POSITIVE_INT, SEED, output_file
+from mlip_scaling.cli_args import NON_NEGATIVE_INT, POSITIVE_INT, output_file
 from mlip_scaling.options import add_arguments
 from mlip_scaling.scaling.eval_settings import EVAL_KEYS, EvalSettings
 
@@ -14,28 +14,10 @@ __all__ = ["add_sweep", "add_evaluate"]
 
 
 def _sweep_flags(parser: argparse.ArgumentParser) -> None:
-    from mlip_scaling.scaling.sweep import DEFAULT_FIXED_STEPS
+    from mlip_scaling.scaling.sweep import SweepPlan
 
-    parser.add_argument("--models", default="transformer-1.2k,transformer-7.0k",
-                        help="comma-separated presets or families (their default preset)")
-    parser.add_argument("--train-sizes", default="100,300,1000",
-                        help="comma-separated numbers of training structures")
-    parser.add_argument("--fixed-steps", type=POSITIVE_INT, default=None,
-                        help="optimiser steps of every run, whatever its data size (the "
-                        f"schedule spans exactly these; default {DEFAULT_FIXED_STEPS} unless "
-                        "--epochs is given)")
-    parser.add_argument("--epochs", type=POSITIVE_INT, default=None,
-                        help="epochs per run instead of fixed steps (larger training sets "
-                        "then train for more steps)")
-    parser.add_argument("--max-flops", default=None, help="comma-separated FLOP budgets (one "
-                        "run per budget)")
-    parser.add_argument("--data", default=None, help="dataset (default: the embedded one)")
-    parser.add_argument("--seed", type=SEED, default=None, help="seed of every run "
-                        "(default: mlip-train's)")
-    parser.add_argument("--out", default="sweep", help="sweep folder (one sub-folder per run)")
+    add_arguments(parser, SweepPlan)
     parser.add_argument("--plan", default=None, help="YAML plan file (overrides the flags)")
-    parser.add_argument("--train-args", default="", help="extra mlip-train arguments, quoted, "
-                        "e.g. \"--batch-size 16 --lr 1e-3\" (or give them after --)")
     parser.add_argument("--launcher", choices=["local", "slurm"], default="local",
                         help="where the runs go: this machine, or a Slurm array (submitit)")
     parser.add_argument("--jobs", type=POSITIVE_INT, default=1, help="local runs at the same time "
@@ -57,8 +39,9 @@ def _sweep_flags(parser: argparse.ArgumentParser) -> None:
 def _sweep(args: argparse.Namespace) -> int:
     from mlip_scaling.scaling import sweep
 
-    plan = sweep.load_plan(args.plan) if args.plan else {}
-    runs = sweep.sweep_runs(vars(args), plan, check_out=not args.dry_run)
+    plan = sweep.sweep_plan({k: getattr(args, k) for k in sweep.PLAN_KEYS},
+                            sweep.load_plan(args.plan) if args.plan else {})
+    runs = sweep.sweep_runs(plan, args.forward, check_out=not args.dry_run)
     todo = [r for r in runs if not sweep.is_finished(r)]
     if args.dry_run:
         for r in runs:
@@ -68,8 +51,7 @@ def _sweep(args: argparse.Namespace) -> int:
         return 0
     slurm = {"partition": args.slurm_partition, "time": args.slurm_time,
              "parallel": args.slurm_parallel, "gpus": args.gpus, "cpus": args.cpus}
-    return sweep.run_sweep(todo, plan.get("out", args.out), args.launcher, args.jobs,
-                           args.quiet, slurm)
+    return sweep.run_sweep(todo, plan.out, args.launcher, args.jobs, args.quiet, slurm)
 
 
 def add_sweep(sub: argparse._SubParsersAction, fmt: type) -> None:
