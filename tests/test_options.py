@@ -116,3 +116,25 @@ def test_redirected_cli_output_has_no_carriage_returns_or_escapes(tmp_path):
     text = (tmp_path / "log.txt").read_bytes()
     assert b"wrote 3 structures" in text
     assert b"\r" not in text and b"\x1b" not in text
+
+
+def _subparser(parser, name):
+    import argparse
+
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices[name]
+
+
+def test_evaluate_flags_report_overrides_and_records_share_the_settings(tmp_path):
+    from mlip_scaling.scaling.cli import _parser
+    from mlip_scaling.scaling.eval_settings import EVAL_KEYS, EvalSettings
+
+    parser = _parser()
+    evaluate = vars(_subparser(parser, "evaluate").parse_args(["d"]))
+    assert {k: evaluate[k] for k in EVAL_KEYS} == dataclasses.asdict(EvalSettings())
+    report = vars(_subparser(parser, "report").parse_args(["d", "--no-downstream"]))
+    assert {k: report[k] for k in EVAL_KEYS} == {**dict.fromkeys(EVAL_KEYS), "downstream": False}
+    record = EvalSettings(data="x.h5", downstream=False, md_steps=7).record()
+    assert record["md_steps"] == 0 and record["data"] == str((tmp_path.cwd() / "x.h5").resolve())
+    assert set(record) == set(EVAL_KEYS) - {"relax_max_atoms", "md_min_length"}
+    assert EvalSettings(relax_max_atoms=4).record()["relax_max_atoms"] == 4
