@@ -23,7 +23,7 @@ from mlip_scaling.errors import ConfigError
 __all__ = ["Number", "OneLineParser", "HelpFormatter", "add_output_flags", "add_version",
            "run_command", "POSITIVE", "NON_NEGATIVE", "POSITIVE_INT", "NON_NEGATIVE_INT",
            "SEED", "FRACTION", "OPEN_FRACTION", "check_output_dir", "check_output_file",
-           "output_dir", "output_file", "number_list", "subcommand_parser", "run_subcommand"]
+           "output_dir", "output_file", "subcommand_parser", "run_subcommand"]
 
 
 def _bound(value: float | None) -> str:
@@ -99,19 +99,6 @@ NON_NEGATIVE_INT = Number(integer=True, low=0)
 SEED = Number(integer=True, low=0, high=2**63 - 1)
 FRACTION = Number(low=0, high=1)
 OPEN_FRACTION = Number(low=0, high=1, high_open=True)
-
-
-def number_list(rule: Number):
-    """argparse ``type=`` of a comma-separated list of numbers that each obey ``rule``."""
-
-    def parse(text: str) -> list[int | float]:
-        items = [part.strip() for part in text.split(",") if part.strip()]
-        if not items:
-            raise argparse.ArgumentTypeError(f"{text!r}: expected {rule.describe()}, "
-                                             "comma-separated")
-        return [rule(part) for part in items]
-
-    return parse
 
 
 class OneLineParser(argparse.ArgumentParser):

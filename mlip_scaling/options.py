@@ -100,16 +100,14 @@ def _argument(cls: type, f: dataclasses.Field, defaults: bool, help_prefix: str
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls: type, defaults: bool = True,
-                  help_prefix: str = "", skip: tuple[str, ...] = ()) -> None:
+                  help_prefix: str = "") -> None:
     """Add one flag per field of dataclass ``cls`` (grouped by their ``group``).
 
     ``defaults=False``: every flag defaults to None (unset), e.g. for overrides of stored
-    settings; ``help_prefix`` starts every help text; ``skip``: fields without a flag.
+    settings; ``help_prefix`` starts every help text.
     """
     groups: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
-        if "help" not in f.metadata or f.name in skip:
-            continue
         title = f.metadata["group"]
         if title and title not in groups:
             groups[title] = parser.add_argument_group(title)
