@@ -28,8 +28,14 @@ from typing import Any
 
 import numpy as np
 
-from mlip_scaling.checkpoint import CheckpointError, load_checkpoint, potential_from_dict
+from mlip_scaling.checkpoint import (
+    CheckpointError,
+    is_run_state,
+    load_checkpoint,
+    potential_from_dict,
+)
 from mlip_scaling.cli_args import NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, output_file
+from mlip_scaling.data.dataset import atoms_at, open_for_model, test_set
 from mlip_scaling.errors import ConfigError, DataError
 from mlip_scaling.io_utils import (
     file_hash,
@@ -46,7 +52,7 @@ from mlip_scaling.scaling.results import (
 )
 
 __all__ = ["evaluate_directory", "find_models", "configure", "run", "RESULTS_NAME", "FORMAT",
-           "is_run_state", "other_records"]
+           "other_records"]
 
 RESULTS_NAME = "scaling_results.json"
 FORMAT = RESULTS_FORMAT
@@ -61,17 +67,6 @@ def find_models(directory: str | os.PathLike) -> list[Path]:
     return sorted(p for p in Path(directory).rglob("*.pt") if p.is_file())
 
 
-def is_run_state(path: Path) -> bool:
-    """Whether ``path`` is a resumable training state (``last.pt``), judged by its content."""
-    from mlip_scaling.training.state import load_state
-
-    try:
-        load_state(path)
-    except ConfigError:
-        return False
-    return True
-
-
 def _clean(value: Any) -> Any:
     """JSON-safe numbers: NaN/inf -> None."""
     if isinstance(value, dict):
@@ -81,37 +76,6 @@ def _clean(value: Any) -> Any:
     if isinstance(value, np.integer):
         return int(value)
     return value
-
-
-def _open_data(path: Path, ckpt: dict, model_file: Path) -> Any:
-    from mlip_scaling.training.data import open_source
-
-    source, _ = open_source(path)
-    expected = ckpt.get("train", {}).get("dataset_hash")
-    actual = (getattr(source, "metadata", None) or {}).get("content_hash")
-    if actual is None and path.is_file() and path.suffix != ".h5":
-        actual = file_hash(path)
-    if expected and actual and expected != actual:
-        raise DataError(f"{model_file}: dataset {path} differs from the one the model was "
-                        "trained on (content hash mismatch); pass the right --data")
-    return source
-
-
-def _test_indices(n: int, ckpt: dict, max_test: int | None) -> np.ndarray:
-    from mlip_scaling.training.data import make_split
-
-    split = ckpt.get("train", {}).get("split") or {}
-    indices = make_split(n, split.get("val_size", 0.05), split.get("test_size", 0.05),
-                         split.get("seed", 0), None, "test split")["test"]
-    if len(indices) == 0:
-        raise DataError("the test split is empty (train with --test-size > 0)")
-    return indices[:max_test] if max_test else indices
-
-
-def _atoms(source: Any, index: int):
-    if hasattr(source, "get_atoms"):
-        return source.get_atoms(int(index))
-    return source[int(index)].copy()
 
 
 def _md_start(atoms, oracle, oracle_key: str, min_length: float = MD_MIN_LENGTH):
@@ -195,8 +159,8 @@ def evaluate_file(path: Path, root: Path, ckpt: dict, digest: str, settings: dic
         data = settings["data"] or ckpt.get("train", {}).get("dataset")
         if not data:
             raise ConfigError(f"{path}: the model file names no dataset; pass --data")
-        source = _open_data(Path(data), ckpt, path)
-        test = _test_indices(len(source), ckpt, settings["max_test"])
+        source = open_for_model(data, ckpt, path)
+        test = test_set(ckpt, source, settings["max_test"])
         potential = potential_from_dict(ckpt).double().eval()
         rec["metrics"] = test_metrics(potential, source, test)
         if settings["downstream"]:
@@ -205,7 +169,7 @@ def evaluate_file(path: Path, root: Path, ckpt: dict, digest: str, settings: dic
                 rec["error"] = (f"downstream metrics skipped: dataset {data} records no oracle; "
                                 "pass --oracle NAME (e.g. emt, sw, mixed:emt+sw)")
                 return _clean(rec)
-            structures = [_atoms(source, i) for i in test]
+            structures = [atoms_at(source, i) for i in test]
             rec["metrics"].update(downstream_metrics(
                 path, structures, name, settings["k_relax"], settings["md_steps"],
                 settings["md_temperature"], jobs, progress, trusted, where,

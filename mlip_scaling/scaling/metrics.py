@@ -136,18 +136,18 @@ def test_metrics(potential: Potential, source: Any, indices: Sequence[int],
     ``source[i]`` are labelled structures (store items or ASE Atoms); the potential is run
     in its own dtype on the CPU, in batches of ``batch_size`` structures.
     """
-    from mlip_scaling.data.atomic_data import collate
-    from mlip_scaling.training import data as tdata
-    from mlip_scaling.training.loss import (
+    from mlip_scaling.accuracy import (
         LossWeights,
         add_sums,
         error_sums,
         finish_metrics,
         loss_from_sums,
     )
+    from mlip_scaling.data.atomic_data import collate
+    from mlip_scaling.data.dataset import prepare
 
     dtype = potential.dtype
-    items = tdata.prepare(source, indices, potential.cutoff, {}, "test split", dtype)
+    items = prepare(source, indices, potential.cutoff, {}, "test split", dtype)
     sums: dict[str, float] = {}
     for k in range(0, len(items), batch_size):
         batch = collate(items[k:k + batch_size])

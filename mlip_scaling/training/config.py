@@ -20,10 +20,13 @@ from mlip_scaling.cli_args import (
     SEED,
     Number,
 )
+from mlip_scaling.data.splits import SplitSpec
 from mlip_scaling.errors import ConfigError
 
 __all__ = ["TrainConfig", "AMP_CHOICES", "RANGES", "load_config_file", "merge_config",
            "check_model_config"]
+
+_SPLIT = SplitSpec()  # the split defaults
 
 #: ``auto`` = bf16 on CUDA with bf16, fp16 + GradScaler on other CUDA, the faster on a CPU.
 AMP_CHOICES = ("auto", "bf16", "fp16", "off")
@@ -51,9 +54,9 @@ class TrainConfig:
     model_config: dict = field(default_factory=dict)  # overrides of the preset's hyperparameters
     data: str | None = None  # dataset file; None = the embedded dataset
     train_size: int | None = None  # nested subset of the training split; None = all of it
-    val_size: float = 0.05  # fraction (<1) or number of structures held out for validation
-    test_size: float = 0.05  # fraction (<1) or number held out for testing (never trained on)
-    split_seed: int = 0
+    val_size: float = _SPLIT.val_size  # fraction (<1) or number held out for validation
+    test_size: float = _SPLIT.test_size  # fraction (<1) or number held out for testing
+    split_seed: int = _SPLIT.seed
     epochs: int = 30
     max_steps: int | None = None
     max_flops: float | None = None  # compute budget (FLOP); stops when reached
