@@ -41,7 +41,7 @@ from mlip_scaling.io_utils import (
     file_hash,
 )
 from mlip_scaling.procs import die_with_parent
-from mlip_scaling.scaling.metrics import test_metrics
+from mlip_scaling.scaling.metrics import select, test_metrics
 from mlip_scaling.scaling.results import (
     RESULTS_FORMAT,
     load_cache,
@@ -112,18 +112,17 @@ def downstream_metrics(model_file: Path, structures: list, oracle_name: str, k_r
     periodic = [a for a in structures if a.pbc.all() and len(a) <= (max_atoms or len(a))]
     out: dict = {}
     if k_relax and periodic:
-        out.update(relaxation_errors(periodic[:k_relax], model, oracle, jobs=jobs,
-                                     progress=progress, oracle_key=oracle_name))
-        fixed = relaxation_errors(periodic[:k_relax], model, oracle, fixed_cell=True,
-                                  jobs=jobs, progress=progress, oracle_key=oracle_name)
-        out.update({k: fixed[k] for k in ("relax_adwt", "relax_adwt_se")})
+        for evaluation, fixed_cell in (("relax", False), ("relax_fixed", True)):
+            out.update(select(relaxation_errors(
+                periodic[:k_relax], model, oracle, fixed_cell=fixed_cell, jobs=jobs,
+                progress=progress, oracle_key=oracle_name), evaluation))
     if md_steps and periodic:
         reference = oracle()
         starts = [_md_start(a, oracle, oracle_name, md_min_length or MD_MIN_LENGTH)
                   for a in periodic[:MD_CANDIDATES]]
         start = stable_start(starts, reference, oracle_name, md_temperature, md_steps)
-        out.update(md_errors(start, model(), reference, temperature_K=md_temperature,
-                             steps=md_steps, oracle_key=oracle_name))
+        out.update(select(md_errors(start, model(), reference, temperature_K=md_temperature,
+                                    steps=md_steps, oracle_key=oracle_name), "md"))
     return out
 
 

@@ -203,9 +203,12 @@ def _write_csv(path: Path, header: list[str], lines: list[list]) -> None:
 
 
 def _write_tables(rows, records, excluded, out: Path) -> None:
+    measured = model_metrics(records, oracle=True)
     payload = {"format": FITS_FORMAT, "fits": rows,
                "excluded": [{"checkpoint": rec.get("checkpoint"), "reason": why}
                             for rec, why in excluded],
+               "not_fitted": {m: metric_info(m).not_fitted for m in measured
+                              if not metric_info(m).fitted},
                "n_records": len(records)}
     atomic_write_text(json.dumps(payload, indent=1) + "\n", out / "fits.json")
     keys = sorted({k for r in rows for k in r["params"]})
@@ -222,7 +225,7 @@ def _write_tables(rows, records, excluded, out: Path) -> None:
                  *[r["ci"].get(k, [None, None])[i] for k in keys for i in (0, 1)]]
                 for r in rows])
     why = {id(rec): reason for rec, reason in excluded}
-    names = list(dict.fromkeys([*METRICS, *model_metrics(records)]))
+    names = list(dict.fromkeys([*METRICS, *measured]))
     _write_csv(out / "points.csv",
                ["checkpoint", "family", "model", "n_params", "n_train", "flops",
                 "dataset_name", "status", "excluded", *names],
