@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from ase.build import bulk
 from ase.calculators.emt import EMT
-from ase.calculators.singlepoint import SinglePointCalculator
+from test_evaluate import _structures
 
 from mlip_scaling.accuracy import METRIC_FUNCTIONS
 from mlip_scaling.models.potential import Potential
@@ -32,23 +32,11 @@ PAIRS = [{"oracle_ok": True, "ok": False, "steps": 500, "energy_error": None, "r
           "displacement": None}]
 
 
-def _labelled(n: int) -> list:
-    out = []
-    for k in range(n):
-        atoms = bulk("Cu", "fcc", a=3.61, cubic=True)
-        atoms.rattle(0.05, seed=k)
-        atoms.calc = EMT()
-        e, f, s = atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
-        atoms.calc = SinglePointCalculator(atoms, energy=e, forces=f, stress=s)
-        out.append(atoms)
-    return out
-
-
 def test_test_split_metrics_match_the_registry():
     family, config = get_preset("transformer-1.2k")
     potential = Potential(build_model(family, config), family, config, species=[29],
                           reference_energies={29: 0.0}).double().eval()
-    out = test_metrics(potential, _labelled(3), range(3))
+    out = test_metrics(potential, _structures(3), range(3))
     assert set(out) == set(produced_by("test")) == {*METRIC_FUNCTIONS, "test_loss"}
     assert all(v is not None and v >= 0 for v in out.values())
 
