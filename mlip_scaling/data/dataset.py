@@ -65,9 +65,10 @@ def source_info(source: Any, path: Path | None) -> dict[str, Any]:
 
 
 def test_set(ckpt: dict, source: Any, max_test: int | None = None,
-             where: str = "test split") -> np.ndarray:
+             where: str = "dataset") -> np.ndarray:
     """Indices into ``source`` of the test split of the model file ``ckpt`` (the split it
-    stores; see :meth:`SplitSpec.from_checkpoint`), the first ``max_test`` when given."""
+    stores; see :meth:`SplitSpec.from_checkpoint`), the first ``max_test`` when given;
+    errors name the dataset ``where``."""
     indices = SplitSpec.from_checkpoint(ckpt).indices(len(source), where)["test"]
     if len(indices) == 0:
         raise DataError(f"{where}: the test split is empty (train with --test-size > 0)")

@@ -159,7 +159,7 @@ def evaluate_file(path: Path, root: Path, ckpt: dict, digest: str, settings: dic
         if not data:
             raise ConfigError(f"{path}: the model file names no dataset; pass --data")
         source = open_for_model(data, ckpt, path)
-        test = test_set(ckpt, source, settings["max_test"])
+        test = test_set(ckpt, source, settings["max_test"], str(data))
         potential = potential_from_dict(ckpt).double().eval()
         rec["metrics"] = test_metrics(potential, source, test)
         if settings["downstream"]:
