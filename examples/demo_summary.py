@@ -16,7 +16,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from mlip_scaling.scaling.metrics import REGISTRY
+from mlip_scaling.scaling.metrics import REGISTRY, SELECTION
 
 #: the metrics tabulated (``summary`` in the package's metric registry), with label and unit
 METRICS = {m.name: m.heading() for m in REGISTRY.values() if m.summary}
@@ -51,7 +51,7 @@ def slice_line(fits: list[dict], family: str) -> str:
     parts = []
     for axis, label in AXES.items():
         row = next((f for f in fits if (f["family"], f["metric"], f["axis"], f["form"])
-                    == (family, "test_loss", axis, "power")), None)
+                    == (family, SELECTION, axis, "power")), None)
         desc = (row or {}).get("slice") or {}
         if desc.get("fixed") and desc.get("value") is not None:
             parts.append(f"{label}: {desc['fixed']} = {desc['value']:.3g} ({desc['rule']})")

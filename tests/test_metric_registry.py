@@ -18,6 +18,7 @@ from mlip_scaling.scaling.metrics import (
     EVALUATIONS,
     FITTED,
     REGISTRY,
+    SELECTION,
     metric,
     produced_by,
     select,
@@ -67,6 +68,7 @@ def test_every_entry_is_complete():
     assert not metric("unknown_thing").fitted
     assert not REGISTRY["md_stability"].lower_is_better
     assert REGISTRY["relax_adwt_se"].produced_by == "relax_fixed"
+    assert REGISTRY[SELECTION].fitted and REGISTRY[SELECTION].produced_by == "test"
 
 
 def test_select_names_a_metric_the_code_did_not_produce():

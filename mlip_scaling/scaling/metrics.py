@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from mlip_scaling.models.potential import Potential
 
-__all__ = ["Metric", "REGISTRY", "FITTED", "EVALUATIONS", "metric", "produced_by", "select",
-           "axis_label", "test_metrics"]
+__all__ = ["Metric", "REGISTRY", "FITTED", "SELECTION", "EVALUATIONS", "metric", "produced_by",
+           "select", "axis_label", "test_metrics"]
 
 #: the evaluations that produce metrics: the test split, free-cell and fixed-cell
 #: relaxations against the oracle, NVE molecular dynamics
@@ -142,6 +142,8 @@ _ENTRIES = (
 REGISTRY: dict[str, Metric] = {m.name: m for m in _ENTRIES}
 #: names of the metrics whose scaling laws are fitted, in table order
 FITTED: tuple[str, ...] = tuple(m.name for m in _ENTRIES if m.fitted)
+#: the metric that chooses the runs (usable records, slices, the compute frontier)
+SELECTION = "test_loss"
 _AXES = {"data": "training structures N_data", "params": "parameters N_params",
          "compute": "training compute (FLOP)"}
 
