@@ -23,10 +23,10 @@ from pathlib import Path
 import torch
 
 from mlip_scaling import keys
+from mlip_scaling.data import dataset
 from mlip_scaling.data.atomic_data import collate, to_device
 from mlip_scaling.models import registry
 from mlip_scaling.models.potential import Potential
-from mlip_scaling.training import data as tdata
 from mlip_scaling.training.config import TrainConfig
 from mlip_scaling.training.distributed import DistInfo
 from mlip_scaling.training.normalization import energy_scale, fit_reference_energies
@@ -38,9 +38,9 @@ LABEL = {"off": "float32", "bf16": "bf16 autocast"}
 
 
 def _items(family_config: tuple[str, dict], n: int) -> list:
-    source, path = tdata.open_source(None)
+    source, path = dataset.open_source(None)
     need = {keys.FORCES: 20.0, keys.STRESS: 5.0}
-    return tdata.prepare(source, range(n), float(family_config[1]["cutoff"]), need, str(path))
+    return dataset.prepare(source, range(n), float(family_config[1]["cutoff"]), need, str(path))
 
 
 def _trainer(args: argparse.Namespace, precision: str, items: list, run_dir: Path) -> Trainer:

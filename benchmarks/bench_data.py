@@ -19,11 +19,11 @@ import torch
 from ase.build import bulk
 
 from mlip_scaling.data.atomic_data import collate, from_atoms
+from mlip_scaling.data.embedded import default_data_path
 from mlip_scaling.data.neighbors import NeighborListTransform, neighbor_list
 from mlip_scaling.data.store import StructureStore
 from mlip_scaling.models import registry
 from mlip_scaling.models.potential import Potential
-from mlip_scaling.training.data import default_data_path
 
 
 def _median_ms(fn, repeats: int = 7) -> float:

@@ -16,12 +16,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from mlip_scaling.scaling.metrics import metric as metric_info
+from mlip_scaling.scaling.metrics import REGISTRY, SELECTION
 
-#: the metrics tabulated, with label and unit from the package's metric registry
-METRICS = {name: metric_info(name).heading() for name in (
-    "test_loss", "energy_mae", "force_mae", "stress_mae", "relax_energy_error", "relax_rmsd",
-    "rdf_error")}
+#: the metrics tabulated (``summary`` in the package's metric registry), with label and unit
+METRICS = {m.name: m.heading() for m in REGISTRY.values() if m.summary}
 AXES = {"data": "data β", "params": "parameters β", "compute": "compute-frontier β"}
 START, END = "<!-- demo:start -->", "<!-- demo:end -->"
 
@@ -53,7 +51,7 @@ def slice_line(fits: list[dict], family: str) -> str:
     parts = []
     for axis, label in AXES.items():
         row = next((f for f in fits if (f["family"], f["metric"], f["axis"], f["form"])
-                    == (family, "test_loss", axis, "power")), None)
+                    == (family, SELECTION, axis, "power")), None)
         desc = (row or {}).get("slice") or {}
         if desc.get("fixed") and desc.get("value") is not None:
             parts.append(f"{label}: {desc['fixed']} = {desc['value']:.3g} ({desc['rule']})")

@@ -21,15 +21,19 @@ from typing import Any
 
 import torch
 
-from mlip_scaling.errors import MlipError
+from mlip_scaling.data.splits import SplitSpec
+from mlip_scaling.errors import ConfigError, MlipError
 from mlip_scaling.io_utils import atomic_torch_save
 from mlip_scaling.models.potential import MAX_Z, Potential
 from mlip_scaling.models.registry import build_model, meta_shapes, validate_config
 
 __all__ = ["FORMAT", "CheckpointError", "potential_to_dict", "save_potential", "load_checkpoint",
-           "load_potential", "validate_checkpoint", "load_error_reason"]
+           "load_potential", "validate_checkpoint", "load_error_reason", "STATE_FORMAT",
+           "save_state", "load_state", "is_run_state"]
 
 FORMAT = "mlip-scaling/1"
+#: format of a resumable training state (``last.pt``: weights, optimizer, RNG, ...)
+STATE_FORMAT = "mlip-scaling-train-state/1"
 
 
 class CheckpointError(MlipError, ValueError):
@@ -160,10 +164,10 @@ def _check_layout(ckpt: dict[str, Any]) -> None:
         if value is not None and (not isinstance(value, kind) or (
                 numeric and not _plain_number(value))):
             raise ValueError(f"train.{key} must be a {_KIND_NAMES[kind]}, got {value!r}")
-    split = train.get("split") or {}
-    for key in ("val_size", "test_size", "seed"):
-        if key in split and not (_plain_number(split[key]) and split[key] >= 0):
-            raise ValueError(f"train.split.{key} must be a number >= 0, got {split[key]!r}")
+    try:
+        SplitSpec.from_dict(train.get("split") or {})
+    except ValueError as exc:  # the message starts with the field's name
+        raise ValueError(f"train.split.{exc}") from None
 
 
 def _check_species(ckpt: dict[str, Any]) -> None:
@@ -252,3 +256,31 @@ def load_potential(
         detail = " ".join(str(exc).split())[:200]
         raise CheckpointError(f"{path}: model file is inconsistent: {detail}") from None
     return potential.to(device=device, dtype=dtype).eval()
+
+
+def save_state(state: dict[str, Any], path: str | os.PathLike) -> None:
+    """Write a training run state atomically (a kill leaves the previous file intact)."""
+    atomic_torch_save({"format": STATE_FORMAT, **state}, path)
+
+
+def load_state(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a run state written by :func:`save_state` (weights-only, on CPU); ConfigError
+    naming ``path`` when it is not one."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt archive / unsafe content: one line, no traceback
+        raise ConfigError(f"{path}: cannot resume from this file ({load_error_reason(exc)})"
+                          ) from None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise ConfigError(f"{path}: not a training state file of format {STATE_FORMAT!r}")
+    return state
+
+
+def is_run_state(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a resumable training state (``last.pt``), judged by its content."""
+    try:
+        load_state(path)
+    except ConfigError:
+        return False
+    return True

@@ -33,6 +33,7 @@ ENERGY: Final = "energy"  # [B] float, eV (total energy of each structure)
 FORCES: Final = "forces"  # [N, 3] float, eV/Å
 STRESS: Final = "stress"  # [B, 3, 3] float, eV/Å^3, ASE sign (positive = tensile)
 ATOMIC_ENERGIES: Final = "energies"  # [N] float, eV (per-atom contributions)
+HAS_STRESS: Final = "has_stress"  # [B] bool, whether the structure carries a stress label
 
 # --- bookkeeping ----------------------------------------------------------------
 STRUCTURE_INDEX: Final = "structure_index"  # [B] long, index in the source dataset

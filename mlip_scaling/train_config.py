@@ -25,6 +25,7 @@ from mlip_scaling.cli_args import (
     SEED,
     OneLineParser,
 )
+from mlip_scaling.data.splits import SplitSpec
 from mlip_scaling.errors import ConfigError
 from mlip_scaling.options import (
     add_arguments,
@@ -43,6 +44,7 @@ __all__ = ["TrainConfig", "AMP_CHOICES", "RESUME_KEYS", "add_train_arguments",
 AMP_CHOICES = ("auto", "bf16", "fp16", "off")
 
 _MODEL, _OPTIM, _RUN = "model and data", "optimisation", "run"
+_SPLIT = SplitSpec()  # the split defaults
 
 
 @dataclass
@@ -61,11 +63,13 @@ class TrainConfig:
     train_size: int | None = option(None, "train on a nested subset of this many structures "
                                     "(default: all)", rule=POSITIVE_INT, group=_MODEL,
                                     resume=True)
-    val_size: float = option(0.05, "validation split: fraction (<1) or number of structures",
+    val_size: float = option(_SPLIT.val_size,
+                             "validation split: fraction (<1) or number of structures",
                              rule=NON_NEGATIVE, group=_MODEL, resume=True)
-    test_size: float = option(0.05, "test split held out from training: fraction or number",
+    test_size: float = option(_SPLIT.test_size,
+                              "test split held out from training: fraction or number",
                               rule=NON_NEGATIVE, group=_MODEL, resume=True)
-    split_seed: int = option(0, "seed of the split", rule=SEED, group=_MODEL, resume=True)
+    split_seed: int = option(_SPLIT.seed, "seed of the split", rule=SEED, group=_MODEL, resume=True)
     max_val_structures: int | None = option(
         None, "validate on at most this many structures of the validation split",
         rule=POSITIVE_INT, group=_MODEL)

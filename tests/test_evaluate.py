@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
@@ -17,6 +18,8 @@ from mlip_scaling.models.potential import Potential
 from mlip_scaling.models.registry import build_model, count_parameters, get_preset
 from mlip_scaling.scaling import evaluate
 from mlip_scaling.scaling.cli import main
+from mlip_scaling.scaling.metrics import EVALUATIONS, metric, produced_by
+from mlip_scaling.scaling.report import write_report
 from mlip_scaling.training.state import STATE_FORMAT
 
 SPLIT = {"val_size": 2, "test_size": 3, "seed": 0}
@@ -82,6 +85,28 @@ def test_evaluate_records_and_cache(folder, monkeypatch) -> None:
     monkeypatch.setattr(evaluate, "evaluate_file", boom)
     again = evaluate.evaluate_directory(root, k_relax=1, md_steps=10, progress=False)
     assert again == records
+
+
+def test_every_computed_metric_reaches_points_csv_and_the_fits(folder, tmp_path) -> None:
+    root, _, _ = folder
+    records = evaluate.evaluate_directory(root, k_relax=1, md_steps=10, progress=False)
+    registered = {name for kind in EVALUATIONS for name in produced_by(kind)}
+    for rec in records:
+        assert set(rec["metrics"]) == registered  # relax_adwt, oracle metrics included
+    write_report(root / evaluate.RESULTS_NAME, tmp_path, n_perm=10, quiet=True)
+    with open(tmp_path / "points.csv", newline="") as fh:
+        points = {row["checkpoint"]: row for row in csv.DictReader(fh)}
+    fits = json.loads((tmp_path / "fits.json").read_text())
+    fitted = {row["metric"] for row in fits["fits"]}
+    for rec in records:
+        for name, value in rec["metrics"].items():
+            if value is None:
+                continue
+            assert float(points[rec["checkpoint"]][name]) == pytest.approx(value, rel=1e-12)
+            assert (name in fitted) != (name in fits["not_fitted"]), name
+    assert {"relax_adwt", "md_stability", "relax_failure_rate"} <= fitted
+    for name in ("md_oracle_stability", "relax_oracle_failures", "md_unstable"):
+        assert fits["not_fitted"][name] == metric(name).not_fitted
 
 
 def test_corrupt_file_is_a_failed_record(folder, tmp_path) -> None:

@@ -26,7 +26,7 @@ def _error(capsys, main, argv) -> str:
 @pytest.fixture
 def no_data(monkeypatch):
     """Opening the dataset fails the test: every check must come before data preparation."""
-    monkeypatch.setattr(runner.tdata, "open_source", pytest.fail)
+    monkeypatch.setattr(runner.dataset, "open_source", pytest.fail)
 
 
 def _unwritable(tmp_path: Path) -> Path:

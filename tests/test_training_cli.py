@@ -74,7 +74,7 @@ def test_train_export_and_resume(tmp_path, extxyz, capsys):
     train, metrics = ckpt["train"], ckpt["metrics"]
     assert train["n_train_structures"] == 8 and train["steps"] == 4 and train["epochs"] == 2
     assert train["flops"] > 0 and train["pf_days"] == pytest.approx(train["flops"] / 8.64e19)
-    assert train["split"] == {"val_size": 4, "test_size": 4, "seed": 0}
+    assert train["split"] == {"val_size": 4, "test_size": 4, "seed": 0, "train_size": 8}
     for key in ("n_params", "lr", "amp", "batch_size", "seed", "dataset", "dataset_name",
                 "dataset_hash", "oracle", "wall_time_s", "device"):
         assert key in train, key

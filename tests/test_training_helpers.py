@@ -16,8 +16,8 @@ from ase.calculators.emt import EMT
 from torch import nn
 
 from mlip_scaling import keys
+from mlip_scaling.data import dataset
 from mlip_scaling.models.potential import Potential
-from mlip_scaling.training import data as tdata
 from mlip_scaling.training.config import TrainConfig
 from mlip_scaling.training.distributed import DistInfo
 from mlip_scaling.training.normalization import energy_scale, fit_reference_energies
@@ -68,7 +68,7 @@ class TinyModel(nn.Module):
 def prepared(n: int, seed: int = 0) -> list:
     """``n`` EMT structures prepared for training (float32, neighbour lists)."""
     need = {keys.FORCES: 20.0, keys.STRESS: 5.0}
-    return tdata.prepare(emt_structures(n, seed), range(n), CUTOFF, need, "test")
+    return dataset.prepare(emt_structures(n, seed), range(n), CUTOFF, need, "test")
 
 
 def make_trainer(run_dir: Path, train: list, val: list, dist: DistInfo | None = None,

@@ -8,16 +8,15 @@ import pytest
 import torch
 
 from mlip_scaling import keys
-from mlip_scaling.training.loss import (
-    HAS_STRESS,
+from mlip_scaling.accuracy import (
     LossWeights,
     add_sums,
     error_sums,
     finish_metrics,
     loss_from_sums,
-    loss_terms,
-    total_loss,
 )
+from mlip_scaling.keys import HAS_STRESS
+from mlip_scaling.training.loss import loss_terms, total_loss
 
 
 def _batch(n_atoms=(2, 3), seed=0):

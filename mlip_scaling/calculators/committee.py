@@ -49,7 +49,7 @@ def model_sources(model: ModelSpec | Sequence[ModelSpec]) -> tuple[list[ModelSpe
     committee of at least two members.
     """
     if isinstance(model, (str, os.PathLike)) and Path(model).is_dir():
-        from mlip_scaling.scaling.evaluate import is_run_state
+        from mlip_scaling.checkpoint import is_run_state
 
         members: list[ModelSpec] = [p for p in sorted(Path(model).rglob("*.pt"))
                                     if not is_run_state(p)]

@@ -194,35 +194,30 @@ def replicate_predictions(directory, data=None, n_probes: int = 64, quantity: st
     from pathlib import Path
 
     from mlip_scaling.calculators.ase import ScalingCalculator
-    from mlip_scaling.checkpoint import CheckpointError, load_checkpoint
+    from mlip_scaling.checkpoint import CheckpointError, is_run_state, load_checkpoint
+    from mlip_scaling.data.dataset import atoms_at, open_for_model, test_set
     from mlip_scaling.errors import ConfigError, DataError
-    from mlip_scaling.scaling.evaluate import is_run_state
-    from mlip_scaling.training.data import make_split, open_source
 
     if quantity not in ("energy", "forces"):
         raise ConfigError(f"unknown quantity {quantity!r} (energy or forces)")
     models = []
     for path in sorted(Path(directory).rglob("*.pt")):
         try:
-            models.append((path, load_checkpoint(path).get("train", {})))
+            models.append((path, {"train": load_checkpoint(path).get("train", {})}))
         except CheckpointError as exc:  # run states are not replicates; bad files are named
             if not is_run_state(path):
                 print(f"skipped {exc}", file=sys.stderr)
     if len(models) < 2:
         raise DataError(f"{directory}: need >= 2 replicate model files, found {len(models)}")
-    hashes = {train.get("dataset_hash") for _, train in models}
+    hashes = {ckpt["train"].get("dataset_hash") for _, ckpt in models}
     if len(hashes) > 1:
         raise ConfigError(f"{directory}: replicates were trained on different datasets")
-    first = models[0][1]
-    data = data or first.get("dataset")
+    first_path, first = models[0]
+    data = data or first["train"].get("dataset")
     if not data:
-        raise ConfigError(f"{models[0][0]}: the model file names no dataset; pass --data")
-    source, _ = open_source(data)
-    split = first.get("split") or {}
-    test = make_split(len(source), split.get("val_size", 0.05), split.get("test_size", 0.05),
-                      split.get("seed", 0), None, str(data))["test"][:n_probes]
-    atoms = [source.get_atoms(int(i)) if hasattr(source, "get_atoms") else source[int(i)]
-             for i in test]
+        raise ConfigError(f"{first_path}: the model file names no dataset; pass --data")
+    source = open_for_model(data, first, first_path)
+    atoms = [atoms_at(source, i) for i in test_set(first, source, n_probes, str(data))]
 
     def values(results: list[dict]) -> np.ndarray:
         if quantity == "energy":

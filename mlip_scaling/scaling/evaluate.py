@@ -27,14 +27,20 @@ from typing import Any
 
 import numpy as np
 
-from mlip_scaling.checkpoint import CheckpointError, load_checkpoint, potential_from_dict
+from mlip_scaling.checkpoint import (
+    CheckpointError,
+    is_run_state,
+    load_checkpoint,
+    potential_from_dict,
+)
+from mlip_scaling.data.dataset import atoms_at, open_for_model, test_set
 from mlip_scaling.errors import ConfigError, DataError
 from mlip_scaling.io_utils import (
     file_hash,
 )
 from mlip_scaling.procs import die_with_parent
 from mlip_scaling.scaling.eval_settings import MD_MIN_LENGTH, EvalSettings
-from mlip_scaling.scaling.metrics import test_metrics
+from mlip_scaling.scaling.metrics import select, test_metrics
 from mlip_scaling.scaling.results import (
     RESULTS_FORMAT,
     load_cache,
@@ -57,17 +63,6 @@ def find_models(directory: str | os.PathLike) -> list[Path]:
     return sorted(p for p in Path(directory).rglob("*.pt") if p.is_file())
 
 
-def is_run_state(path: Path) -> bool:
-    """Whether ``path`` is a resumable training state (``last.pt``), judged by its content."""
-    from mlip_scaling.training.state import load_state
-
-    try:
-        load_state(path)
-    except ConfigError:
-        return False
-    return True
-
-
 def _clean(value: Any) -> Any:
     """JSON-safe numbers: NaN/inf -> None."""
     if isinstance(value, dict):
@@ -77,37 +72,6 @@ def _clean(value: Any) -> Any:
     if isinstance(value, np.integer):
         return int(value)
     return value
-
-
-def _open_data(path: Path, ckpt: dict, model_file: Path) -> Any:
-    from mlip_scaling.training.data import open_source
-
-    source, _ = open_source(path)
-    expected = ckpt.get("train", {}).get("dataset_hash")
-    actual = (getattr(source, "metadata", None) or {}).get("content_hash")
-    if actual is None and path.is_file() and path.suffix != ".h5":
-        actual = file_hash(path)
-    if expected and actual and expected != actual:
-        raise DataError(f"{model_file}: dataset {path} differs from the one the model was "
-                        "trained on (content hash mismatch); pass the right --data")
-    return source
-
-
-def _test_indices(n: int, ckpt: dict, max_test: int | None) -> np.ndarray:
-    from mlip_scaling.training.data import make_split
-
-    split = ckpt.get("train", {}).get("split") or {}
-    indices = make_split(n, split.get("val_size", 0.05), split.get("test_size", 0.05),
-                         split.get("seed", 0), None, "test split")["test"]
-    if len(indices) == 0:
-        raise DataError("the test split is empty (train with --test-size > 0)")
-    return indices[:max_test] if max_test else indices
-
-
-def _atoms(source: Any, index: int):
-    if hasattr(source, "get_atoms"):
-        return source.get_atoms(int(index))
-    return source[int(index)].copy()
 
 
 def _md_start(atoms, oracle, oracle_key: str, min_length: float = MD_MIN_LENGTH):
@@ -144,18 +108,17 @@ def downstream_metrics(model_file: Path, structures: list, oracle_name: str, k_r
     periodic = [a for a in structures if a.pbc.all() and len(a) <= (max_atoms or len(a))]
     out: dict = {}
     if k_relax and periodic:
-        out.update(relaxation_errors(periodic[:k_relax], model, oracle, jobs=jobs,
-                                     progress=progress, oracle_key=oracle_name))
-        fixed = relaxation_errors(periodic[:k_relax], model, oracle, fixed_cell=True,
-                                  jobs=jobs, progress=progress, oracle_key=oracle_name)
-        out.update({k: fixed[k] for k in ("relax_adwt", "relax_adwt_se")})
+        for evaluation, fixed_cell in (("relax", False), ("relax_fixed", True)):
+            out.update(select(relaxation_errors(
+                periodic[:k_relax], model, oracle, fixed_cell=fixed_cell, jobs=jobs,
+                progress=progress, oracle_key=oracle_name), evaluation))
     if md_steps and periodic:
         reference = oracle()
         starts = [_md_start(a, oracle, oracle_name, md_min_length or MD_MIN_LENGTH)
                   for a in periodic[:MD_CANDIDATES]]
         start = stable_start(starts, reference, oracle_name, md_temperature, md_steps)
-        out.update(md_errors(start, model(), reference, temperature_K=md_temperature,
-                             steps=md_steps, oracle_key=oracle_name))
+        out.update(select(md_errors(start, model(), reference, temperature_K=md_temperature,
+                                    steps=md_steps, oracle_key=oracle_name), "md"))
     return out
 
 
@@ -191,8 +154,8 @@ def evaluate_file(path: Path, root: Path, ckpt: dict, digest: str, settings: dic
         data = settings["data"] or ckpt.get("train", {}).get("dataset")
         if not data:
             raise ConfigError(f"{path}: the model file names no dataset; pass --data")
-        source = _open_data(Path(data), ckpt, path)
-        test = _test_indices(len(source), ckpt, settings["max_test"])
+        source = open_for_model(data, ckpt, path)
+        test = test_set(ckpt, source, settings["max_test"], str(data))
         potential = potential_from_dict(ckpt).double().eval()
         rec["metrics"] = test_metrics(potential, source, test)
         if settings["downstream"]:
@@ -201,7 +164,7 @@ def evaluate_file(path: Path, root: Path, ckpt: dict, digest: str, settings: dic
                 rec["error"] = (f"downstream metrics skipped: dataset {data} records no oracle; "
                                 "pass --oracle NAME (e.g. emt, sw, mixed:emt+sw)")
                 return _clean(rec)
-            structures = [_atoms(source, i) for i in test]
+            structures = [atoms_at(source, i) for i in test]
             rec["metrics"].update(downstream_metrics(
                 path, structures, name, settings["k_relax"], settings["md_steps"],
                 settings["md_temperature"], jobs, progress, trusted, where,

@@ -1,11 +1,13 @@
 """The metrics of a model: their registry (names, units, definitions) and the test-split ones.
 
-:data:`REGISTRY` is the one place where a metric's label, unit, definition and direction
-live; the report, its plots, the fit CLI and ``examples/demo_summary.py`` read it, so a
-metric added here is fitted, tabulated and labelled everywhere.
+:data:`REGISTRY` is the one place where a metric's label, unit, definition, direction, the
+evaluation that produces it and whether a scaling law is fitted live; evaluation, the fits,
+the report, its plots and ``examples/demo_summary.py`` read it. Adding a metric is one entry
+here plus its function (``mlip_scaling.accuracy.METRIC_FUNCTIONS`` for a test-split error,
+the return dict of ``scaling.downstream.relax.summarise`` or ``md.md_errors`` otherwise).
 
 :func:`test_metrics` computes the test-split errors with the sums and loss of training
-(``mlip_scaling.training.loss``): L = 2.5·MAE(E/atom) + 20·L2MAE(F) + 5·MAE(σ_iso) +
+(``mlip_scaling.accuracy``): L = 2.5·MAE(E/atom) + 20·L2MAE(F) + 5·MAE(σ_iso) +
 5·MAE(σ_aniso), with σ_iso the mean of the diagonal and σ_aniso the deviatoric part; stress
 terms only over labelled structures.
 """
@@ -13,106 +15,135 @@ terms only over labelled structures.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mlip_scaling.models.potential import Potential
 
-__all__ = ["Metric", "REGISTRY", "FITTED", "metric", "axis_label", "test_metrics"]
+__all__ = ["Metric", "REGISTRY", "FITTED", "SELECTION", "EVALUATIONS", "metric", "produced_by",
+           "select", "axis_label", "test_metrics"]
+
+#: the evaluations that produce metrics: the test split, free-cell and fixed-cell
+#: relaxations against the oracle, NVE molecular dynamics
+EVALUATIONS = ("test", "relax", "relax_fixed", "md")
 
 
 @dataclass(frozen=True)
 class Metric:
-    """One metric: ``label`` and ``unit`` for tables and axes, ``definition`` in words.
+    """One metric: ``label`` and ``unit`` for tables and plot axes (:meth:`heading`),
+    ``definition`` in words, ``produced_by`` one of :data:`EVALUATIONS`.
 
     ``lower_is_better``: the direction of improvement; ``error``: an error expected to fall
-    with scale (a decreasing power law is fitted and expected); ``role``: ``"fit"`` (scaling
-    laws fitted), ``"info"`` (tabulated per model, not fitted) or ``"oracle"`` (a property
-    of the reference run, not of the model: neither).
+    with scale (a decreasing power law is expected); ``not_fitted``: why no scaling law is
+    fitted ("" = fitted); ``oracle``: a property of the reference run, not of the model
+    (left out of the model table; still in the results and points.csv); ``summary``: one
+    of the rows of the demo's README table.
     """
 
     name: str
     label: str
     unit: str
     definition: str
+    produced_by: str
     lower_is_better: bool = True
     error: bool = True
-    role: str = "fit"
+    not_fitted: str = ""
+    oracle: bool = False
+    summary: bool = False
+
+    @property
+    def fitted(self) -> bool:
+        """Whether scaling laws of this metric are fitted."""
+        return not self.not_fitted
 
     def heading(self) -> str:
-        """``label (unit)``, or the label alone for dimensionless metrics."""
+        """Table heading and plot-axis label: ``label (unit)``, or the label alone for
+        dimensionless metrics."""
         return f"{self.label} ({self.unit})" if self.unit else self.label
+
+
+_SE = "an error bar of another metric, reported with it"
+_COUNT = "a count of the evaluation, not a property that scales"
+_FLAG = "a 0/1 flag of one run; its value is in the continuous metric it flags"
+_REFERENCE = "a property of the oracle's run, not of the model: it does not scale with it"
+
+
+def _with_se(base: Metric, detail: str = "over structures") -> tuple[Metric, Metric]:
+    """``base`` and its standard-error entry ``<name>_se`` (same unit and evaluation)."""
+    return base, replace(base, name=f"{base.name}_se", label=f"{base.label} SE",
+                         definition=f"standard error of the {base.label} {detail}",
+                         lower_is_better=True, not_fitted=_SE, summary=False)
 
 
 _LOSS = ("training loss on the test split: 2.5·MAE(E/atom) + 20·L2MAE(F) + 5·MAE(σ_iso) "
          "+ 5·MAE(σ_aniso)")
 _ENTRIES = (
-    Metric("test_loss", "test loss", "", _LOSS),
-    Metric("energy_mae", "energy MAE", "eV/atom", "mean |E − E_ref| / N over test structures"),
-    Metric("energy_rmse", "energy RMSE", "eV/atom", "root mean square of (E − E_ref) / N"),
-    Metric("force_mae", "force MAE", "eV/Å", "mean |F − F_ref| over force components"),
-    Metric("force_rmse", "force RMSE", "eV/Å", "root mean square of F − F_ref components"),
-    Metric("stress_mae", "stress MAE", "eV/Å³", "mean |σ − σ_ref| over stress components"),
-    Metric("stress_rmse", "stress RMSE", "eV/Å³", "root mean square of σ − σ_ref components"),
-    Metric("relax_energy_error", "relaxed-energy error", "eV/atom",
-           "mean |E/N| difference between the model's and the oracle's relaxed structures, "
-           "a failed model relaxation counted as 1 eV/atom"),
-    Metric("relax_energy_error_se", "relaxed-energy error SE", "eV/atom",
-           "standard error of the relaxed-energy error over structures", role="info"),
-    Metric("relax_energy_error_converged", "relaxed-energy error (converged)", "eV/atom",
-           "relaxed-energy error over the converged model relaxations only", role="info"),
-    Metric("relax_energy_error_converged_se", "converged relaxed-energy error SE", "eV/atom",
-           "standard error of the converged-only relaxed-energy error", role="info"),
-    Metric("relax_rmsd", "relaxation RMSD", "normalised",
-           "RMS minimum-image displacement between the two relaxed copies (same start, same "
-           "atom order, mean shift removed) / (V/N)^(1/3); a failed relaxation counts 1"),
-    Metric("relax_rmsd_se", "relaxation RMSD SE", "normalised",
-           "standard error of the relaxation RMSD over structures", role="info"),
+    Metric("test_loss", "test loss", "", _LOSS, "test", summary=True),
+    Metric("energy_mae", "energy MAE", "eV/atom", "mean |E − E_ref| / N over test structures",
+           "test", summary=True),
+    Metric("energy_rmse", "energy RMSE", "eV/atom", "root mean square of (E − E_ref) / N",
+           "test"),
+    Metric("force_mae", "force MAE", "eV/Å", "mean |F − F_ref| over force components", "test",
+           summary=True),
+    Metric("force_rmse", "force RMSE", "eV/Å", "root mean square of F − F_ref components",
+           "test"),
+    Metric("stress_mae", "stress MAE", "eV/Å³", "mean |σ − σ_ref| over stress components",
+           "test", summary=True),
+    Metric("stress_rmse", "stress RMSE", "eV/Å³", "root mean square of σ − σ_ref components",
+           "test"),
+    *_with_se(Metric("relax_energy_error", "relaxed-energy error", "eV/atom",
+                     "mean |E/N| difference between the model's and the oracle's relaxed "
+                     "structures, a failed model relaxation counted as 1 eV/atom", "relax",
+                     summary=True)),
+    *_with_se(Metric("relax_energy_error_converged", "relaxed-energy error (converged)",
+                     "eV/atom", "relaxed-energy error over the converged model relaxations "
+                     "only", "relax",
+                     not_fitted="the failures it leaves out change with the model: "
+                     "relax_energy_error (failures counted) is the fitted one")),
+    *_with_se(Metric("relax_rmsd", "relaxation RMSD", "normalised",
+                     "RMS minimum-image displacement between the two relaxed copies (same "
+                     "start, same atom order, mean shift removed) / (V/N)^(1/3); a failed "
+                     "relaxation counts 1", "relax", summary=True)),
     Metric("relax_structures", "relaxed structures", "structures",
-           "structures relaxed by model and oracle", error=False, role="info"),
-    Metric("relax_failure_rate", "relaxation failure rate", "fraction",
-           "model relaxations not converged in 500 steps or exploded"),
-    Metric("relax_failure_rate_se", "failure-rate SE", "fraction",
-           "standard error of the relaxation failure rate", role="info"),
-    Metric("relax_steps", "relaxation steps", "steps", "mean FIRE steps of the model's "
-           "relaxations", error=False),
-    Metric("relax_steps_se", "relaxation steps SE", "steps",
-           "standard error of the mean FIRE steps", error=False, role="info"),
-    Metric("relax_adwt", "relaxation ADwT", "fraction", "average distance within threshold "
-           "(0.01–0.5 Å) of the relaxed positions (fixed cell)", lower_is_better=False,
-           error=False),
-    Metric("relax_adwt_se", "relaxation ADwT SE", "fraction",
-           "standard error of the fixed-cell ADwT", error=False, role="info"),
-    Metric("md_drift", "NVE energy drift", "meV/atom/ps",
-           "|slope| of E_total/N against time after the first 20 % of the steps"),
-    Metric("md_drift_se", "drift standard error", "meV/atom/ps",
-           "standard error of the NVE energy-drift slope", role="info"),
+           "structures relaxed by model and oracle", "relax", error=False, not_fitted=_COUNT),
+    *_with_se(Metric("relax_failure_rate", "relaxation failure rate", "fraction",
+                     "model relaxations not converged in 500 steps or exploded", "relax")),
+    *_with_se(Metric("relax_steps", "relaxation steps", "steps",
+                     "mean FIRE steps of the model's relaxations", "relax", error=False)),
+    *_with_se(Metric("relax_adwt", "relaxation ADwT", "fraction",
+                     "average distance within threshold (0.01–0.5 Å) of the relaxed positions "
+                     "(fixed cell)", "relax_fixed", lower_is_better=False, error=False)),
+    *_with_se(Metric("md_drift", "NVE energy drift", "meV/atom/ps",
+                     "|slope| of E_total/N against time after the first 20 % of the steps",
+                     "md"), "slope"),
     Metric("md_drift_resolved", "drift resolved", "0/1",
            "1 when the drift exceeds twice its standard error (else below the noise floor)",
-           error=False, role="info"),
-    Metric("md_unstable", "MD unstable", "0/1", "1 when the model's NVE run blew up",
-           error=False, role="info"),
+           "md", error=False, not_fitted=_FLAG),
+    Metric("md_unstable", "MD unstable", "0/1", "1 when the model's NVE run blew up", "md",
+           error=False, not_fitted=_FLAG),
     Metric("md_stability", "MD stability", "fraction",
-           "fraction of the NVE steps completed before a blow-up", lower_is_better=False,
-           error=False),
-    Metric("rdf_error", "RDF error", "relative",
-           "∫|g_model − g_oracle| dr / ∫|g_oracle − 1| dr over the NVE trajectories"),
-    Metric("rdf_error_se", "RDF error SE", "relative",
-           "block standard error of the RDF error (4 blocks of frames)", role="info"),
+           "fraction of the NVE steps completed before a blow-up", "md",
+           lower_is_better=False, error=False),
+    *_with_se(Metric("rdf_error", "RDF error", "relative",
+                     "∫|g_model − g_oracle| dr / ∫|g_oracle − 1| dr over the NVE trajectories",
+                     "md", summary=True), "(block standard error, 4 blocks of frames)"),
     Metric("relax_oracle_failures", "oracle relaxation failures", "structures",
-           "oracle relaxations that did not converge (left out)", role="oracle"),
+           "oracle relaxations that did not converge (left out)", "relax",
+           not_fitted=_REFERENCE, oracle=True),
     Metric("md_oracle_drift", "oracle NVE drift", "meV/atom/ps",
-           "energy drift of the oracle's own NVE run (the integrator's noise floor)",
-           role="oracle"),
+           "energy drift of the oracle's own NVE run (the integrator's noise floor)", "md",
+           not_fitted=_REFERENCE, oracle=True),
     Metric("md_oracle_stability", "oracle MD stability", "fraction",
-           "fraction of the oracle's NVE steps completed", lower_is_better=False,
-           error=False, role="oracle"),
+           "fraction of the oracle's NVE steps completed", "md", lower_is_better=False,
+           error=False, not_fitted=_REFERENCE, oracle=True),
 )
 #: metric name -> :class:`Metric`, in table order
 REGISTRY: dict[str, Metric] = {m.name: m for m in _ENTRIES}
 #: names of the metrics whose scaling laws are fitted, in table order
-FITTED: tuple[str, ...] = tuple(m.name for m in _ENTRIES if m.role == "fit")
+FITTED: tuple[str, ...] = tuple(m.name for m in _ENTRIES if m.fitted)
+#: the metric that chooses the runs (usable records, slices, the compute frontier)
+SELECTION = "test_loss"
 _AXES = {"data": "training structures N_data", "params": "parameters N_params",
          "compute": "training compute (FLOP)"}
 
@@ -120,8 +151,24 @@ _AXES = {"data": "training structures N_data", "params": "parameters N_params",
 def metric(name: str) -> Metric:
     """The registered metric ``name``; an unknown name gets a plain entry (raw key, no unit)
     so new record fields still show."""
-    return REGISTRY.get(name) or Metric(name, name, "", "not in the metric registry",
-                                        role="info")
+    return REGISTRY.get(name) or Metric(name, name, "", "not in the metric registry", "",
+                                        not_fitted="not in the metric registry")
+
+
+def produced_by(evaluation: str) -> tuple[str, ...]:
+    """Names of the metrics ``evaluation`` (one of :data:`EVALUATIONS`) produces."""
+    if evaluation not in EVALUATIONS:
+        raise ValueError(f"unknown evaluation {evaluation!r} (one of {', '.join(EVALUATIONS)})")
+    return tuple(m.name for m in _ENTRIES if m.produced_by == evaluation)
+
+
+def select(values: dict[str, Any], evaluation: str) -> dict[str, Any]:
+    """The registered metrics of ``evaluation`` from its result dict ``values``; KeyError
+    naming the metric when one is not there (the registry and the code disagree)."""
+    missing = [k for k in produced_by(evaluation) if k not in values]
+    if missing:
+        raise KeyError(f"the {evaluation} evaluation did not produce {', '.join(missing)}")
+    return {k: values[k] for k in produced_by(evaluation)}
 
 
 def axis_label(axis: str) -> str:
@@ -136,25 +183,24 @@ def test_metrics(potential: Potential, source: Any, indices: Sequence[int],
     ``source[i]`` are labelled structures (store items or ASE Atoms); the potential is run
     in its own dtype on the CPU, in batches of ``batch_size`` structures.
     """
-    from mlip_scaling.data.atomic_data import collate
-    from mlip_scaling.training import data as tdata
-    from mlip_scaling.training.loss import (
+    from mlip_scaling.accuracy import (
         LossWeights,
         add_sums,
         error_sums,
         finish_metrics,
         loss_from_sums,
     )
+    from mlip_scaling.data.atomic_data import collate
+    from mlip_scaling.data.dataset import prepare
 
     dtype = potential.dtype
-    items = tdata.prepare(source, indices, potential.cutoff, {}, "test split", dtype)
+    items = prepare(source, indices, potential.cutoff, {}, "test split", dtype)
     sums: dict[str, float] = {}
     for k in range(0, len(items), batch_size):
         batch = collate(items[k:k + batch_size])
         sums = add_sums(sums, error_sums(potential(batch), batch))
-    metrics: dict[str, float | None] = dict(finish_metrics(sums))
-    metrics["test_loss"] = loss_from_sums(sums, LossWeights())
-    return metrics
+    return select({**finish_metrics(sums), "test_loss": loss_from_sums(sums, LossWeights())},
+                  "test")
 
 
 test_metrics.__test__ = False  # not a pytest test despite the name

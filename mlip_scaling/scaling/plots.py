@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from mlip_scaling.scaling.fit import ALPHA, predict
-from mlip_scaling.scaling.metrics import axis_label
+from mlip_scaling.scaling.metrics import SELECTION, axis_label
 from mlip_scaling.scaling.metrics import metric as metric_info
 
 __all__ = ["plot_metric", "plot_frontier", "plot_quality", "law_band", "log_ticks"]
@@ -201,7 +201,7 @@ def _run_points(records: list[dict], family: str, metric: str) -> list[tuple[flo
 
 
 def plot_frontier(records: list[dict], rows: list[dict], out: Path,
-                  metric: str = "test_loss") -> Paths:
+                  metric: str = SELECTION) -> Paths:
     """All runs' (FLOPs, ``metric``) per family, the frontier and its law (floor form when
     identifiable, else the pure power law). None when no run has both values."""
     families = sorted({r["family"] for r in rows if r["metric"] == metric})

@@ -21,7 +21,7 @@ from mlip_scaling.errors import ConfigError, DataError
 from mlip_scaling.io_utils import atomic_path, atomic_write_text
 from mlip_scaling.scaling.fit import FitResult, fit_joint, fit_law
 from mlip_scaling.scaling.frontier import frontier_fits
-from mlip_scaling.scaling.metrics import FITTED, REGISTRY
+from mlip_scaling.scaling.metrics import FITTED, REGISTRY, SELECTION
 from mlip_scaling.scaling.metrics import metric as metric_info
 from mlip_scaling.scaling.report_page import (
     FIT_COLUMNS,
@@ -71,8 +71,8 @@ def split_records(records: list[dict], allow_mixed: bool = False
         metrics = rec.get("metrics") or {}
         if rec.get("status") != "ok":
             excluded.append((rec, f"failed: {rec.get('error') or 'unknown error'}"))
-        elif not _finite(metrics.get("test_loss")):
-            excluded.append((rec, "test_loss is NaN or missing"))
+        elif not _finite(metrics.get(SELECTION)):
+            excluded.append((rec, f"{SELECTION} is NaN or missing"))
         else:
             usable.append(rec)
     datasets = {str(r.get("dataset_hash")) for r in usable}
@@ -126,8 +126,8 @@ def fit_records(records: list[dict], metrics=None, axes=None, forms=("power", "f
 def _compute_fits(recs: list[dict], metric: str, forms, n_perm: int) -> list[FitResult]:
     runs = [r for r in recs if _finite(r.get("flops"))]
     flops = [r["flops"] for r in runs]
-    select = [r["metrics"]["test_loss"] for r in runs]
-    values = None if metric == "test_loss" else [
+    select = [r["metrics"][SELECTION] for r in runs]
+    values = None if metric == SELECTION else [
         v if _finite(v := (r.get("metrics") or {}).get(metric)) else np.nan for r in runs]
     return frontier_fits(flops, select, values, forms, n_perm)[2]
 
@@ -203,9 +203,12 @@ def _write_csv(path: Path, header: list[str], lines: list[list]) -> None:
 
 
 def _write_tables(rows, records, excluded, out: Path) -> None:
+    measured = model_metrics(records, oracle=True)
     payload = {"format": FITS_FORMAT, "fits": rows,
                "excluded": [{"checkpoint": rec.get("checkpoint"), "reason": why}
                             for rec, why in excluded],
+               "not_fitted": {m: metric_info(m).not_fitted for m in measured
+                              if not metric_info(m).fitted},
                "n_records": len(records)}
     atomic_write_text(json.dumps(payload, indent=1) + "\n", out / "fits.json")
     keys = sorted({k for r in rows for k in r["params"]})
@@ -222,7 +225,7 @@ def _write_tables(rows, records, excluded, out: Path) -> None:
                  *[r["ci"].get(k, [None, None])[i] for k in keys for i in (0, 1)]]
                 for r in rows])
     why = {id(rec): reason for rec, reason in excluded}
-    names = list(dict.fromkeys([*METRICS, *model_metrics(records)]))
+    names = list(dict.fromkeys([*METRICS, *measured]))
     _write_csv(out / "points.csv",
                ["checkpoint", "family", "model", "n_params", "n_train", "flops",
                 "dataset_name", "status", "excluded", *names],
@@ -251,10 +254,10 @@ def write_report(source, out_dir, allow_mixed: bool = False, n_perm: int = 1000,
     rows = fit_records(usable, n_perm=n_perm)
     metrics = [m for m in METRICS if any(r["metric"] == m for r in rows)]
     drawn = [(metric_info(m).heading(), plot_metric(rows, m, out)) for m in metrics]
-    drawn.insert(min(1, len(drawn)), ("compute frontier: test loss",
+    drawn.insert(min(1, len(drawn)), (f"compute frontier: {metric_info(SELECTION).label}",
                                       plot_frontier(usable, rows, out)))
-    drawn.insert(min(2, len(drawn)), ("fit quality: test loss",
-                                      plot_quality(rows, "test_loss", out)))
+    drawn.insert(min(2, len(drawn)), (f"fit quality: {metric_info(SELECTION).label}",
+                                      plot_quality(rows, SELECTION, out)))
     figures = [(title, *paths) for title, paths in drawn if paths is not None]
     _write_tables(rows, records, excluded, out)
     html_path = out / "report.html"

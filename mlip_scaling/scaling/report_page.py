@@ -38,11 +38,11 @@ def _count(value) -> str:
     return f"{value:,.0f}" if abs(value) < 1e6 and value == int(value) else f"{value:.3g}"
 
 
-def model_metrics(records: list[dict]) -> list[str]:
+def model_metrics(records: list[dict], oracle: bool = False) -> list[str]:
     """Metric names measured on at least one model, registry order first, then unknown
-    names sorted; reference-run (oracle) properties are left out."""
+    names sorted; reference-run (oracle) properties only with ``oracle``."""
     seen = {k for r in records for k, v in (r.get("metrics") or {}).items() if finite(v)}
-    known = [m for m in REGISTRY if m in seen and REGISTRY[m].role != "oracle"]
+    known = [m for m in REGISTRY if m in seen and (oracle or not REGISTRY[m].oracle)]
     return known + sorted(seen - set(REGISTRY))
 
 
@@ -237,7 +237,8 @@ def page(records: list[dict], usable: list[dict], rows: list[dict],
               for line in missing_lines(rows) + no_floor_lines(rows)]
     parts.append(f"<p class='note'>{esc(_INTRO)}</p><h2>Metrics</h2><ul>")
     parts += [f"<li><b>{esc(metric(m).heading())}</b>: {esc(metric(m).definition)}"
-              f"{'' if metric(m).lower_is_better else ' (higher is better)'}</li>"
+              f"{'' if metric(m).lower_is_better else ' (higher is better)'}"
+              f"{'' if metric(m).fitted else esc(f'; not fitted: {metric(m).not_fitted}')}</li>"
               for m in names]
     parts.append("</ul>")
     for title, _png, svg in figures:

@@ -18,12 +18,12 @@ import math
 import numpy as np
 
 from mlip_scaling.scaling.frontier import frontier_indices
+from mlip_scaling.scaling.metrics import SELECTION
 
 __all__ = ["AXES", "choose_slice", "slice_points", "axis_points", "finite"]
 
 AXES = {"data": "n_train", "params": "n_params", "compute": "flops"}
 _OTHER = {"data": "n_params", "params": "n_train"}
-SELECT = "test_loss"
 
 
 def finite(value) -> bool:
@@ -41,7 +41,7 @@ def choose_slice(recs: list[dict], axis: str) -> dict:
     key, other = AXES[axis], _OTHER[axis]
     groups: dict[float, set] = {}
     for r in recs:
-        if finite(r.get(other)) and finite(r.get(key)) and finite(_metric(r, SELECT)):
+        if finite(r.get(other)) and finite(r.get(key)) and finite(_metric(r, SELECTION)):
             groups.setdefault(r[other], set()).add(r[key])
     if not groups:
         return {"fixed": other, "value": None, "rule": "no runs"}
@@ -60,8 +60,8 @@ def slice_points(recs: list[dict], axis: str, metric: str) -> tuple[np.ndarray, 
     the description lists the slice's runs whose metric is missing."""
     key = AXES[axis]
     if axis == "compute":
-        runs = [r for r in recs if finite(r.get(key)) and finite(_metric(r, SELECT))]
-        idx = frontier_indices([r[key] for r in runs], [_metric(r, SELECT) for r in runs])
+        runs = [r for r in recs if finite(r.get(key)) and finite(_metric(r, SELECTION))]
+        idx = frontier_indices([r[key] for r in runs], [_metric(r, SELECTION) for r in runs])
         chosen = [runs[i] for i in idx]
         desc = {"fixed": None, "value": None, "rule": "frontier runs chosen by test loss"}
     else:

@@ -15,13 +15,14 @@ import torch
 from mlip_scaling import keys
 from mlip_scaling.checkpoint import save_potential
 from mlip_scaling.cli_args import check_output_dir, check_output_file
+from mlip_scaling.data import dataset
 from mlip_scaling.data.atomic_data import AtomicData
+from mlip_scaling.data.splits import SplitSpec
 from mlip_scaling.errors import ConfigError
 from mlip_scaling.io_utils import exclusive_lock, remove_stale_temps
 from mlip_scaling.models import registry
 from mlip_scaling.models.potential import Potential
 from mlip_scaling.progress import ProgressBar, progress_bar
-from mlip_scaling.training import data as tdata
 from mlip_scaling.training import finetune
 from mlip_scaling.training.config import TrainConfig
 from mlip_scaling.training.distributed import DistInfo, init_distributed, shutdown
@@ -94,19 +95,18 @@ def _claim(cfg: TrainConfig, run_dir: Path, export: Path, dist: DistInfo,
 def _load_data(cfg: TrainConfig, cutoff: float, source: Any, source_path: Path | None
                ) -> tuple[list[AtomicData], list[AtomicData], dict]:
     if source is None:
-        source, source_path = tdata.open_source(cfg.data)
+        source, source_path = dataset.open_source(cfg.data)
     where = str(source_path) if source_path is not None else "in-memory dataset"
-    split = tdata.make_split(len(source), cfg.val_size, cfg.test_size, cfg.split_seed,
-                             cfg.train_size, where)
+    spec = SplitSpec(cfg.val_size, cfg.test_size, cfg.split_seed, cfg.train_size)
+    split = spec.indices(len(source), where)
     need = {keys.FORCES: cfg.force_weight, keys.STRESS: cfg.stress_weight}
     val_idx = split["val"][: cfg.max_val_structures] if cfg.max_val_structures else split["val"]
-    train = tdata.prepare(source, split["train"], cutoff, need, where)
-    val = tdata.prepare(source, val_idx, cutoff, {}, where)
-    info = tdata.source_info(source, source_path)
+    train = dataset.prepare(source, split["train"], cutoff, need, where)
+    val = dataset.prepare(source, val_idx, cutoff, {}, where)
+    info = dataset.source_info(source, source_path)
     if info.get("dataset"):  # resolvable from any working directory
         info["dataset"] = str(Path(info["dataset"]).resolve())
-    info["split"] = {"val_size": tdata.split_size(cfg.val_size),
-                     "test_size": tdata.split_size(cfg.test_size), "seed": cfg.split_seed}
+    info["split"] = spec.to_dict()
     return train, val, info
 
 

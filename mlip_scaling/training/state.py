@@ -1,4 +1,5 @@
-"""Resumable run state (``last.pt``): RNG capture/restore and safe save/load.
+"""Resumable run state (``last.pt``): RNG capture/restore; the file functions live in
+``mlip_scaling.checkpoint`` (evaluation recognises run states without importing training).
 
 Everything stored is tensors and plain Python data so that the file loads with
 ``torch.load(weights_only=True)``.
@@ -6,20 +7,15 @@ Everything stored is tensors and plain Python data so that the file loads with
 
 from __future__ import annotations
 
-import os
 import random
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from mlip_scaling.errors import ConfigError
-from mlip_scaling.io_utils import atomic_torch_save
+from mlip_scaling.checkpoint import STATE_FORMAT, load_state, save_state
 
 __all__ = ["STATE_FORMAT", "capture_rng", "restore_rng", "save_state", "load_state"]
-
-STATE_FORMAT = "mlip-scaling-train-state/1"
 
 
 def capture_rng() -> dict[str, Any]:
@@ -49,23 +45,3 @@ def restore_rng(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_state(state: dict[str, Any], path: str | os.PathLike) -> None:
-    """Write the run state atomically (a kill leaves the previous file intact)."""
-    atomic_torch_save({"format": STATE_FORMAT, **state}, path)
-
-
-def load_state(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a run state written by :func:`save_state` (weights-only, on CPU)."""
-    path = Path(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt archive / unsafe content: one line, no traceback
-        from mlip_scaling.checkpoint import load_error_reason
-
-        raise ConfigError(f"{path}: cannot resume from this file ({load_error_reason(exc)})"
-                          ) from None
-    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-        raise ConfigError(f"{path}: not a training state file of format {STATE_FORMAT!r}")
-    return state

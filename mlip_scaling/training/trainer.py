@@ -15,24 +15,24 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from mlip_scaling import keys
-from mlip_scaling.data.atomic_data import AtomicData, collate, to_device
-from mlip_scaling.errors import ConfigError, MlipError
-from mlip_scaling.models.potential import Potential
-from mlip_scaling.training import data as tdata
-from mlip_scaling.training.config import RESUME_KEYS, TrainConfig
-from mlip_scaling.training.distributed import DistInfo, all_reduce_sum
-from mlip_scaling.training.ema import EMA
-from mlip_scaling.training.flops import FlopModel, batch_features
-from mlip_scaling.training.logger import MetricsLogger
-from mlip_scaling.training.loss import (
+from mlip_scaling.accuracy import (
+    SUM_NAMES,
     LossWeights,
     add_sums,
     error_sums,
     finish_metrics,
     loss_from_sums,
-    loss_terms,
-    total_loss,
 )
+from mlip_scaling.data import sampling
+from mlip_scaling.data.atomic_data import AtomicData, collate, to_device
+from mlip_scaling.errors import ConfigError, MlipError
+from mlip_scaling.models.potential import Potential
+from mlip_scaling.training.config import RESUME_KEYS, TrainConfig
+from mlip_scaling.training.distributed import DistInfo, all_reduce_sum
+from mlip_scaling.training.ema import EMA
+from mlip_scaling.training.flops import FlopModel, batch_features
+from mlip_scaling.training.logger import MetricsLogger
+from mlip_scaling.training.loss import loss_terms, total_loss
 from mlip_scaling.training.precision import (
     CPU_CANDIDATES,
     PRECISION_NAMES,
@@ -46,7 +46,6 @@ from mlip_scaling.training.schedule import CosineWarmup, warmup_steps
 from mlip_scaling.training.state import capture_rng, load_state, restore_rng, save_state
 
 __all__ = ["Trainer", "TrainingDiverged", "RESUME_KEYS"]
-
 
 
 class TrainingDiverged(MlipError):
@@ -73,7 +72,7 @@ class Trainer:
             raise ConfigError(f"--batch-size {cfg.batch_size} is not divisible by the "
                               f"{dist.world} processes")
         self.local_batch = cfg.batch_size // dist.world
-        self.steps_per_epoch = tdata.batches_per_epoch(len(train), self.local_batch, dist.world)
+        self.steps_per_epoch = sampling.batches_per_epoch(len(train), self.local_batch, dist.world)
         self._build_model()
         self.optimizer = torch.optim.AdamW(self.potential.model.parameters(), lr=cfg.lr,
                                            weight_decay=cfg.weight_decay)
@@ -146,7 +145,7 @@ class Trainer:
         return steps
 
     def _measure_flops(self) -> None:
-        picks = tdata.sample_batches(len(self.train_items), self.local_batch, self.cfg.seed)
+        picks = sampling.sample_batches(len(self.train_items), self.local_batch, self.cfg.seed)
         batches = [self._batch(p) for p in picks]
         self.flop_model, self.flop_model_matmul, _ = FlopModel.measure(self._flop_probe,
                                                                        batches)
@@ -227,11 +226,9 @@ class Trainer:
             pred = potential(batch, compute_forces=self.need_forces,
                              compute_stress=self.need_stress)
             add_sums(sums, error_sums(pred, batch))
-        names = ("n_e", "e_abs", "e_sq", "n_f", "f_abs", "f_sq", "n_atoms", "f_l2", "n_s",
-                 "s_abs", "s_sq", "n_sb", "s_iso", "s_aniso")
-        pooled = all_reduce_sum(torch.tensor([sums.get(n, 0.0) for n in names],
+        pooled = all_reduce_sum(torch.tensor([sums.get(n, 0.0) for n in SUM_NAMES],
                                              dtype=torch.float64), self.dist).tolist()
-        sums = dict(zip(names, pooled))
+        sums = dict(zip(SUM_NAMES, pooled))
         return {"loss": loss_from_sums(sums, self.weights), **finish_metrics(sums)}
 
     # ---------------------------------------------------------------- state
@@ -323,7 +320,7 @@ class Trainer:
         self._t0 = time.perf_counter()
         total = self.scheduler.total_steps
         while self.step < total and not self._flops_spent():
-            batches = tdata.epoch_batches(len(self.train_items), self.local_batch, self.epoch,
+            batches = sampling.epoch_batches(len(self.train_items), self.local_batch, self.epoch,
                                           self.cfg.seed, self.dist.rank, self.dist.world)
             start = self.batch_in_epoch
             for k, batch in enumerate(self._loader(batches[start:]), start=start):
