@@ -11,7 +11,8 @@ ts = pytest.importorskip("torch_sim")
 from ase.build import bulk  # noqa: E402
 from test_calculator import CUTOFF, lj_potential, methane, rattled_cu, smooth_potential  # noqa: E402
 
-from mlip_scaling.calculators.ase import ScalingCalculator, sorted_neighbors  # noqa: E402
+from mlip_scaling.calculators.ase import ScalingCalculator  # noqa: E402
+from mlip_scaling.calculators.inference import sorted_neighbors  # noqa: E402
 from mlip_scaling.calculators.torchsim import ScalingTorchSimModel  # noqa: E402
 from mlip_scaling.errors import DataError  # noqa: E402
 

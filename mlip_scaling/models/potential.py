@@ -20,11 +20,12 @@ import torch
 from torch import nn
 
 from mlip_scaling import keys
-from mlip_scaling.data.atomic_data import AtomicData, compute_edge_vectors
+from mlip_scaling.data.atomic_data import MAX_ATOMIC_NUMBER, AtomicData, compute_edge_vectors
 
 __all__ = ["Potential", "MAX_Z"]
 
-MAX_Z = 119
+#: size of the per-element tables (indexed by atomic number)
+MAX_Z = MAX_ATOMIC_NUMBER + 1
 
 
 class Potential(nn.Module):
