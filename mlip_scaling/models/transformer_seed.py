@@ -17,16 +17,17 @@ It exists to reproduce the paper's baseline, not as a physical potential.
 from __future__ import annotations
 
 import torch
+from ase.stress import full_3x3_to_voigt_6_index
 from torch import nn
 from torch.nn import functional as F
 
 from mlip_scaling import keys
-from mlip_scaling.models.blocks import mlp, scatter_mean
+from mlip_scaling.models.blocks import check_atomic_numbers, mlp, scatter_mean
 
 __all__ = ["SeedTransformer", "voigt_to_matrix"]
 
-#: Voigt index of each entry of a symmetric 3x3 matrix.
-_VOIGT_INDEX = (0, 5, 4, 5, 1, 3, 4, 3, 2)
+#: Voigt index of each entry of a symmetric 3x3 matrix (row-major), in ASE's order.
+_VOIGT_INDEX = tuple(full_3x3_to_voigt_6_index(i, j) for i in range(3) for j in range(3))
 
 
 def voigt_to_matrix(voigt: torch.Tensor) -> torch.Tensor:
@@ -113,11 +114,7 @@ class SeedTransformer(nn.Module):
 
     def forward(self, data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         numbers, pos = data[keys.ATOMIC_NUMBERS], data[keys.POSITIONS]
-        if numbers.numel() and int(numbers.max()) >= self.max_num_elements:
-            raise ValueError(
-                f"atomic number {int(numbers.max())} exceeds the model's "
-                f"max_num_elements={self.max_num_elements}"
-            )
+        check_atomic_numbers(numbers, self.max_num_elements)
         data = dict(data)
         if keys.BATCH not in data:
             data[keys.BATCH] = torch.zeros(len(pos), dtype=torch.long, device=pos.device)
