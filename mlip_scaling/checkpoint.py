@@ -19,7 +19,6 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from mlip_scaling.data.atomic_data import check_elements
@@ -177,8 +176,8 @@ def _check_species(ckpt: dict[str, Any]) -> None:
     odd = [z for z in numbers if isinstance(z, bool) or not isinstance(z, int)]
     if odd:
         raise ValueError(f"atomic number {odd[0]!r} is not an integer")
-    check_elements(np.array(numbers, dtype=object), lambda k: "species" if k < len(species)
-                   else "reference_energies", limit - 1)
+    check_elements(numbers, lambda k: "species" if k < len(species) else "reference_energies",
+                   limit - 1)
     bad = [z for z, e in refs.items() if not _plain_number(e)]
     if bad:
         raise ValueError(f"reference energy of Z={bad[0]} is {refs[bad[0]]!r}, not a finite "

@@ -38,6 +38,7 @@ from mlip_scaling.calculators.inference import (
     prepare_potential,
     sorted_neighbors,
     structure_name,
+    to_numpy,
 )
 from mlip_scaling.calculators.neighbor_cache import NeighborCache, ResultCache
 from mlip_scaling.calculators.structures import as_atoms
@@ -149,11 +150,11 @@ class ScalingCalculator(Calculator):
         self.results = {
             "energy": energy,
             "free_energy": energy,
-            "forces": _numpy(out[keys.FORCES]),
-            "energies": _numpy(out[keys.ATOMIC_ENERGIES]),
+            "forces": to_numpy(out[keys.FORCES]),
+            "energies": to_numpy(out[keys.ATOMIC_ENERGIES]),
         }
         if keys.STRESS in out:
-            self.results["stress"] = full_3x3_to_voigt_6_stress(_numpy(out[keys.STRESS][0]))
+            self.results["stress"] = full_3x3_to_voigt_6_stress(to_numpy(out[keys.STRESS][0]))
         self.results.update(spread(stds(out), 0, slice(None), "stress" in self.results))
         self._results.put(atoms, self.results)
 
@@ -196,9 +197,9 @@ class ScalingCalculator(Calculator):
         batch = collate([self._data(atoms, start + k) for k, atoms in enumerate(chunk)])
         periodic = batch[keys.PBC].all(dim=1).cpu().numpy()
         out = self._runner(batch, compute_forces=True, compute_stress=bool(periodic.any()))
-        energy = _numpy(out[keys.ENERGY])
-        forces, energies = _numpy(out[keys.FORCES]), _numpy(out[keys.ATOMIC_ENERGIES])
-        stress = _numpy(out[keys.STRESS]) if keys.STRESS in out else None
+        energy = to_numpy(out[keys.ENERGY])
+        forces, energies = to_numpy(out[keys.FORCES]), to_numpy(out[keys.ATOMIC_ENERGIES])
+        stress = to_numpy(out[keys.STRESS]) if keys.STRESS in out else None
         std = stds(out)
         bounds = np.cumsum([0] + [len(a) for a in chunk])
         results = []
@@ -225,7 +226,3 @@ def _same(a: np.ndarray, b: np.ndarray, tol: float) -> bool:
     if a.dtype == bool or b.dtype == bool:
         return False
     return bool(np.abs(a - b).max(initial=0.0) <= tol)
-
-
-def _numpy(tensor: torch.Tensor) -> np.ndarray:
-    return tensor.detach().to("cpu", torch.float64).numpy()

@@ -24,7 +24,7 @@ import torch
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from mlip_scaling import keys
-from mlip_scaling.calculators.inference import ModelSpec
+from mlip_scaling.calculators.inference import ModelSpec, to_numpy
 from mlip_scaling.data.atomic_data import compute_edge_vectors
 from mlip_scaling.errors import ConfigError
 from mlip_scaling.io_utils import file_hash
@@ -80,8 +80,7 @@ def provenance(sources: Sequence[ModelSpec], committee: bool) -> dict[str, objec
 
 def stds(out: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     """The committee standard deviations in a prediction, as float64 numpy arrays."""
-    return {name: out[name].detach().to("cpu", torch.float64).numpy()
-            for name in STD_KEYS.values() if name in out}
+    return {name: to_numpy(out[name]) for name in STD_KEYS.values() if name in out}
 
 
 def spread(std: dict[str, np.ndarray], index: int, atoms: slice, stress: bool

@@ -18,7 +18,7 @@ from mlip_scaling.errors import ConfigError, DataError
 from mlip_scaling.models.potential import MAX_Z, Potential
 
 __all__ = ["ModelSpec", "StructureChecker", "compiled", "prepare_potential",
-           "sorted_neighbors", "structure_name"]
+           "sorted_neighbors", "structure_name", "to_numpy"]
 
 #: a model file path or a loaded potential
 ModelSpec = str | os.PathLike | Potential
@@ -50,6 +50,11 @@ def compiled(potential: Potential) -> Potential:
         float(potential.shift),
     )
     return runner.to(device=potential.scale.device, dtype=potential.dtype).eval()
+
+
+def to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    """A prediction as a float64 numpy array on the host (ASE's and numpy's precision)."""
+    return tensor.detach().to("cpu", torch.float64).numpy()
 
 
 def sorted_neighbors(

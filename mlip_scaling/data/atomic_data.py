@@ -37,7 +37,8 @@ __all__ = [
 
 
 def check_elements(
-    numbers: np.ndarray, where: Callable[[int], str], limit: int = MAX_ATOMIC_NUMBER
+    numbers: np.ndarray | Sequence[int], where: Callable[[int], str],
+    limit: int = MAX_ATOMIC_NUMBER,
 ) -> None:
     """Raise :class:`DataError` when an atomic number in ``numbers`` [A] is not in
     ``1..limit`` (default: the known elements); ``where(atom)`` names the bad atom's owner."""
