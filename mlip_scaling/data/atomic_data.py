@@ -125,9 +125,9 @@ def from_atoms(
         **(identity if identity is not None
            else identity_tensors(atoms.numbers, atoms.pbc, device)),
     }
-    if edges is not None:
-        data[keys.EDGE_INDEX] = torch.tensor(edges[0], dtype=torch.long, device=device)
-        data[keys.EDGE_CELL_SHIFT] = torch.tensor(edges[1], dtype=dtype, device=device)
+    if edges is not None:  # shared with the lists where type and device allow (read-only)
+        data[keys.EDGE_INDEX] = torch.as_tensor(edges[0], dtype=torch.long, device=device)
+        data[keys.EDGE_CELL_SHIFT] = torch.as_tensor(edges[1], dtype=dtype, device=device)
     if labels:
         shapes = {keys.ENERGY: (1,), keys.FORCES: (-1, 3), keys.STRESS: (1, 3, 3)}
         for name, value in atoms_labels(atoms).items():
