@@ -24,6 +24,7 @@ from torch import nn
 
 from mlip_scaling import keys
 from mlip_scaling.data.atomic_data import MAX_ATOMIC_NUMBER, AtomicData, compute_edge_vectors
+from mlip_scaling.models.blocks import scatter_sum
 from mlip_scaling.models.protocol import EnergyModel
 
 __all__ = ["Potential", "MAX_Z"]
@@ -117,8 +118,7 @@ class Potential(nn.Module):
             data[keys.POSITIONS], data[keys.CELL] = pos, cell
             out = self.model(compute_edge_vectors(data))
             atomic = self._atomic_energies(out[keys.ATOMIC_ENERGIES], data[keys.ATOMIC_NUMBERS])
-            energy = torch.zeros(n_struct, dtype=atomic.dtype, device=atomic.device)
-            energy = energy.index_add(0, batch, atomic)
+            energy = scatter_sum(atomic, batch, n_struct)
             result = {keys.ENERGY: energy, keys.ATOMIC_ENERGIES: atomic}
             if self.direct_forces:
                 result.update(self._direct(out, data, compute_forces, compute_stress))
