@@ -111,14 +111,16 @@ class ScalingTorchSimModel(ModelInterface):
 
         lists = self.neighbors(positions, cells, pbc, counts, name)
         pbc_t = torch.from_numpy(pbc.copy()).to(self._device)
-        return collate([{
+        batch = collate([{
             keys.POSITIONS: positions[bounds[b]:bounds[b + 1]],
             keys.ATOMIC_NUMBERS: numbers[bounds[b]:bounds[b + 1]],
             keys.CELL: cells[b:b + 1],
             keys.PBC: pbc_t[b:b + 1],
             keys.EDGE_INDEX: edge_index,
-            keys.EDGE_CELL_SHIFT: shifts.to(self._dtype),
+            keys.EDGE_CELL_SHIFT: shifts,
         } for b, (edge_index, shifts) in enumerate(lists)])
+        batch[keys.EDGE_CELL_SHIFT] = batch[keys.EDGE_CELL_SHIFT].to(self._dtype)  # one cast
+        return batch
 
     def _check_elements(self, numbers: torch.Tensor, bounds: list[int]) -> None:
         """Raise the checker's error naming the first system with an element unknown to
