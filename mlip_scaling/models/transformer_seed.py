@@ -22,7 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mlip_scaling import keys
-from mlip_scaling.models.blocks import check_atomic_numbers, mlp, scatter_mean
+from mlip_scaling.models.blocks import mlp, scatter_mean
 
 __all__ = ["SeedTransformer", "voigt_to_matrix"]
 
@@ -114,7 +114,11 @@ class SeedTransformer(nn.Module):
 
     def forward(self, data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         numbers, pos = data[keys.ATOMIC_NUMBERS], data[keys.POSITIONS]
-        check_atomic_numbers(numbers, self.max_num_elements)
+        if numbers.numel() and int(numbers.max()) >= self.max_num_elements:
+            raise ValueError(
+                f"atomic number {int(numbers.max())} exceeds the model's "
+                f"max_num_elements={self.max_num_elements}"
+            )
         data = dict(data)
         if keys.BATCH not in data:
             data[keys.BATCH] = torch.zeros(len(pos), dtype=torch.long, device=pos.device)
