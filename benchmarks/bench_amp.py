@@ -24,7 +24,7 @@ import torch
 
 from mlip_scaling import keys
 from mlip_scaling.data import dataset
-from mlip_scaling.data.atomic_data import collate, to_device
+from mlip_scaling.data.atomic_data import collate
 from mlip_scaling.models import registry
 from mlip_scaling.models.potential import Potential
 from mlip_scaling.training.config import TrainConfig
@@ -86,8 +86,7 @@ def main() -> None:
         for k in range(n_batches):
             positions = list(range(k * args.batch_size, (k + 1) * args.batch_size))
             for precision, trainer in trainers.items():
-                batch = to_device(collate([trainer.train_items[i] for i in positions]),
-                                  trainer.device)
+                batch = collate([trainer.train_items[i] for i in positions], trainer.device)
                 seconds = _step(trainer, batch)
                 if k >= args.warmup:
                     times[precision].append(seconds)

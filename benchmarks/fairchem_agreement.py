@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from ase.stress import voigt_notation
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import make_fairchem_fixtures as fx  # noqa: E402
@@ -76,7 +77,7 @@ def measure(shape: str) -> None:
     energy = torch.tensor(np.array([float(r["energy"]) for r in results])) - ref_sum
     fc_energy = [run["energy"] - ref_sum for run in (*runs, same_frame)]  # model part only
     forces = torch.tensor(np.concatenate([r["forces"] for r in results]))
-    voigt = [(0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1)]
+    voigt = voigt_notation  # ASE's Voigt order of the 3x3 indices
     stress = torch.tensor(np.array([r["stress"] for r in results]))
     want = torch.stack([same_frame["stress"][:, i, j] for i, j in voigt], dim=1)
     n_params = sum(p.numel() for p in potential.parameters())

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from mlip_scaling.data.atomic_data import check_elements
 from mlip_scaling.data.splits import SplitSpec
 from mlip_scaling.errors import ConfigError, MlipError
 from mlip_scaling.io_utils import atomic_torch_save
@@ -175,9 +176,12 @@ def _check_species(ckpt: dict[str, Any]) -> None:
     limit = min(MAX_Z, ckpt["model"]["config"].get("max_num_elements", MAX_Z))
     if not isinstance(species, list | tuple) or not species:
         raise ValueError(f"species must be a non-empty list of atomic numbers, got {species!r}")
-    for z in [*species, *refs]:
-        if isinstance(z, bool) or not isinstance(z, int) or not 1 <= z < limit:
-            raise ValueError(f"atomic number {z!r} is not in 1..{limit - 1}")
+    numbers = [*species, *refs]
+    odd = [z for z in numbers if isinstance(z, bool) or not isinstance(z, int)]
+    if odd:
+        raise ValueError(f"atomic number {odd[0]!r} is not an integer")
+    check_elements(numbers, lambda k: "species" if k < len(species) else "reference_energies",
+                   limit - 1)
     bad = [z for z, e in refs.items() if not _plain_number(e)]
     if bad:
         raise ValueError(f"reference energy of Z={bad[0]} is {refs[bad[0]]!r}, not a finite "

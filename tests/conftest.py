@@ -12,6 +12,8 @@ from mlip_scaling import keys
 class LennardJones(nn.Module):
     """Shifted-free LJ pair energy in torch: e_i = ½ Σ_j 4ε[(σ/r)^12 − (σ/r)^6]."""
 
+    direct_forces = False
+
     def __init__(self, cutoff: float = 5.0, sigma: float = 2.3, epsilon: float = 0.1) -> None:
         super().__init__()
         self.cutoff = cutoff

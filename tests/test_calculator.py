@@ -25,6 +25,8 @@ CUTOFF = 5.0
 class SmoothPair(nn.Module):
     """LJ pair energy times a cosine cutoff: smooth at the cutoff (for MD and relaxations)."""
 
+    direct_forces = False
+
     def __init__(self, sigma: float = 2.3, epsilon: float = 0.1, cutoff: float = CUTOFF) -> None:
         super().__init__()
         self.cutoff = cutoff

@@ -22,7 +22,8 @@ from ase.optimize import FIRE
 from test_calculator import methane, rattled_cu, smooth_potential
 
 from mlip_scaling import relax
-from mlip_scaling.calculators.ase import ScalingCalculator, sorted_neighbors
+from mlip_scaling.calculators.ase import ScalingCalculator
+from mlip_scaling.calculators.inference import sorted_neighbors
 from mlip_scaling.calculators.neighbor_cache import NeighborCache
 from mlip_scaling.errors import DataError
 

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from ase import Atoms
+from ase.stress import voigt_notation
 from e3nn import o3
 
 from mlip_scaling import ScalingCalculator
@@ -124,7 +125,7 @@ def test_imported_checkpoint_reproduces_fairchem_in_float64(tmp_path):
     forces = np.concatenate([r["forces"] for r in results])
     scale = np.abs(ref["forces"].numpy()).max()
     np.testing.assert_allclose(forces, ref["forces"].numpy(), rtol=0, atol=1e-10 * scale)
-    voigt = [(0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1)]
+    voigt = voigt_notation  # ASE's Voigt order of the 3x3 indices
     want = np.array([[s[i, j] for i, j in voigt] for s in ref["stress"].numpy()])
     got = np.array([r["stress"] for r in results])
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-10 * np.abs(want).max())

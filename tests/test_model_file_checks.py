@@ -65,9 +65,12 @@ def _first_weight(value):
 
 
 CASES = {
-    "species-200": (_set("species", value=[200]), "atomic number 200 is not in 1..118"),
-    "species-0": (_set("species", value=[0, 29]), "atomic number 0 is not in 1..118"),
-    "reference-z200": (_set("reference_energies", value={200: -1.0}), "atomic number 200"),
+    "species-200": (_set("species", value=[200]),
+                    "species: atomic number 200 is not an element in 1..118"),
+    "species-0": (_set("species", value=[0, 29]),
+                  "species: atomic number 0 is not an element in 1..118"),
+    "reference-z200": (_set("reference_energies", value={200: -1.0}),
+                       "reference_energies: atomic number 200"),
     "reference-nan": (_set("reference_energies", value={29: float("nan")}), "Z=29"),
     "species-bool": (_set("species", value=[True]), "atomic number True"),
     "weight-nan": (_first_weight(float("nan")), "holds NaN or inf"),

@@ -35,6 +35,8 @@ MAX_DRIFT = 0.05  # meV/atom/ps (measured: 1e-4 density, 5e-6 transformer-1.2k)
 class DensityModel(nn.Module):
     """e_i = MLP(Σ_j φ(r_ij)) + ½ Σ_j w·φ(r_ij), φ = Bessel bases × smooth cosine cutoff."""
 
+    direct_forces = False
+
     def __init__(self, cutoff: float = CUTOFF, n_basis: int = 8, hidden: int = 16) -> None:
         super().__init__()
         self.cutoff = cutoff

@@ -47,6 +47,8 @@ def emt_structures(n: int, seed: int = 0) -> list:
 class TinyModel(nn.Module):
     """Smooth pairwise model: e_i = MLP(emb(Z_i) + Σ_j W·rbf(r_ij)·fcut(r_ij))."""
 
+    direct_forces = False
+
     def __init__(self, cutoff: float = CUTOFF, width: int = 8, num_basis: int = 6) -> None:
         super().__init__()
         self.cutoff = cutoff

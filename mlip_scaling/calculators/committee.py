@@ -15,28 +15,23 @@ Usage::
 
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
+from ase.stress import full_3x3_to_voigt_6_stress
 
 from mlip_scaling import keys
-from mlip_scaling.checkpoint import load_potential
+from mlip_scaling.calculators.inference import ModelSpec, to_numpy
 from mlip_scaling.data.atomic_data import compute_edge_vectors
 from mlip_scaling.errors import ConfigError
 from mlip_scaling.io_utils import file_hash
 from mlip_scaling.models.potential import Potential
 
-__all__ = ["Committee", "STD_KEYS", "VOIGT", "model_sources", "prepare_potential", "compiled",
-           "provenance", "stds", "spread"]
+__all__ = ["Committee", "STD_KEYS", "model_sources", "provenance", "stds", "spread"]
 
-ModelSpec = str | os.PathLike | Potential
-
-#: indices of a 3x3 tensor in ASE's Voigt order [xx, yy, zz, yz, xz, xy]
-VOIGT = ([0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1])
 #: prediction key -> name of its committee standard deviation
 STD_KEYS = {keys.ENERGY: "energy_std", keys.FORCES: "forces_std", keys.STRESS: "stress_std"}
 
@@ -66,34 +61,6 @@ def model_sources(model: ModelSpec | Sequence[ModelSpec]) -> tuple[list[ModelSpe
     return members, True
 
 
-def prepare_potential(model: ModelSpec, device: torch.device, dtype: torch.dtype) -> Potential:
-    """Load a model file (safe loading) or adopt a loaded potential, in eval mode.
-
-    A given :class:`Potential` is used as is (and put in eval mode) when its device and
-    dtype already match; otherwise a converted copy is made and the caller's is untouched.
-    """
-    if isinstance(model, (str, os.PathLike)):
-        return load_potential(model, device=device, dtype=dtype)
-    if not isinstance(model, Potential):
-        raise ConfigError(
-            f"model must be a model file path or a Potential, got {type(model).__name__}"
-        )
-    tensors = [t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()]
-    if any(t.dtype != dtype or t.device != device for t in tensors):
-        model = copy.deepcopy(model).to(device=device, dtype=dtype)
-    return model.eval()
-
-
-def compiled(potential: Potential) -> Potential:
-    """A potential sharing ``potential``'s weights whose energy model is torch-compiled."""
-    runner = Potential(
-        torch.compile(potential.model, dynamic=True), potential.family, potential.config,
-        potential.species, potential.reference_dict(), float(potential.scale),
-        float(potential.shift),
-    )
-    return runner.to(device=potential.scale.device, dtype=potential.dtype).eval()
-
-
 def provenance(sources: Sequence[ModelSpec], committee: bool) -> dict[str, object]:
     """``{"model": path(s), "model_sha256": hex digest(s)}`` of the model files (absolute
     paths; an in-memory potential is named by its family, with digest ``None``)."""
@@ -113,8 +80,7 @@ def provenance(sources: Sequence[ModelSpec], committee: bool) -> dict[str, objec
 
 def stds(out: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     """The committee standard deviations in a prediction, as float64 numpy arrays."""
-    return {name: out[name].detach().to("cpu", torch.float64).numpy()
-            for name in STD_KEYS.values() if name in out}
+    return {name: to_numpy(out[name]) for name in STD_KEYS.values() if name in out}
 
 
 def spread(std: dict[str, np.ndarray], index: int, atoms: slice, stress: bool
@@ -127,7 +93,7 @@ def spread(std: dict[str, np.ndarray], index: int, atoms: slice, stress: bool
     if "forces_std" in std:
         res["forces_std"] = std["forces_std"][atoms]
     if stress and "stress_std" in std:
-        res["stress_std"] = std["stress_std"][index][VOIGT]
+        res["stress_std"] = full_3x3_to_voigt_6_stress(std["stress_std"][index])
     return res
 
 

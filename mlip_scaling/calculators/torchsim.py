@@ -15,19 +15,16 @@ from __future__ import annotations
 
 import os
 from functools import partial
+from itertools import accumulate
 
 import numpy as np
 import torch
 
 from mlip_scaling import keys
-from mlip_scaling.calculators.ase import (
-    StructureChecker,
-    prepare_potential,
-    resolve_device,
-    resolve_dtype,
-    structure_name,
-)
-from mlip_scaling.models.potential import MAX_Z, Potential
+from mlip_scaling.calculators.inference import StructureChecker, prepare_potential, structure_name
+from mlip_scaling.data.atomic_data import AtomicData, collate
+from mlip_scaling.devices import resolve_device, resolve_dtype
+from mlip_scaling.models.potential import Potential
 
 try:
     import torch_sim as ts
@@ -77,8 +74,6 @@ class ScalingTorchSimModel(ModelInterface):
         self.cutoff = self.potential.cutoff
         self.check = StructureChecker(self.potential.species, self.cutoff)
         self.neighbors = DeviceNeighborList(self.cutoff)
-        self._known = torch.zeros(MAX_Z + 1, dtype=torch.bool, device=self._device)
-        self._known[self.potential.species] = True
 
     def forward(self, state, **kwargs) -> dict[str, torch.Tensor]:
         """Energy [B] (eV), forces [N,3] (eV/Å) and stress [B,3,3] (eV/Å^3) of ``state``.
@@ -99,46 +94,41 @@ class ScalingTorchSimModel(ModelInterface):
             results["stress"] = out[keys.STRESS].detach()
         return results
 
-    def _batch(self, state) -> dict[str, torch.Tensor]:
+    def _batch(self, state) -> AtomicData:
         """The model's batch dict (neighbour lists included) of a torch-sim state; the
         positions stay on the device (only per-system summaries reach the host)."""
         positions = state.positions.detach().to(device=self._device, dtype=self._dtype)
         cells = state.row_vector_cell.detach().to(device=self._device, dtype=self._dtype)
         numbers = state.atomic_numbers.to(self._device, torch.long)
-        system_idx = state.system_idx.to(self._device, torch.long)
         n_systems = cells.shape[0]
-        counts = torch.bincount(system_idx, minlength=n_systems)
+        counts = torch.bincount(state.system_idx, minlength=n_systems).cpu().tolist()
+        bounds = [0, *accumulate(counts)]
         pbc = _pbc(state.pbc, n_systems)
-        counts_np = counts.cpu().numpy()
-        self._check_elements(numbers, counts_np)
+        self._check_elements(numbers, bounds)
 
         def name(b: int) -> str:
-            start = int(counts_np[:b].sum())
-            return structure_name(numbers[start:start + int(counts_np[b])].cpu().numpy(), b,
-                                  "system")
+            return structure_name(numbers[bounds[b]:bounds[b + 1]].cpu().numpy(), b, "system")
 
-        edge_index, shifts = self.neighbors(positions, cells, pbc, counts_np.tolist(), name)
-        return {
-            keys.POSITIONS: positions,
-            keys.CELL: cells,
-            keys.PBC: torch.from_numpy(pbc.copy()).to(self._device),
-            keys.ATOMIC_NUMBERS: numbers,
-            keys.BATCH: system_idx,
-            keys.NUM_ATOMS: counts,
+        lists = self.neighbors(positions, cells, pbc, counts, name)
+        pbc_t = torch.from_numpy(pbc.copy()).to(self._device)
+        batch = collate([{
+            keys.POSITIONS: positions[bounds[b]:bounds[b + 1]],
+            keys.ATOMIC_NUMBERS: numbers[bounds[b]:bounds[b + 1]],
+            keys.CELL: cells[b:b + 1],
+            keys.PBC: pbc_t[b:b + 1],
             keys.EDGE_INDEX: edge_index,
-            keys.EDGE_CELL_SHIFT: shifts.to(self._dtype),
-        }
+            keys.EDGE_CELL_SHIFT: shifts,
+        } for b, (edge_index, shifts) in enumerate(lists)])
+        batch[keys.EDGE_CELL_SHIFT] = batch[keys.EDGE_CELL_SHIFT].to(self._dtype)  # one cast
+        return batch
 
-    def _check_elements(self, numbers: torch.Tensor, counts: np.ndarray) -> None:
+    def _check_elements(self, numbers: torch.Tensor, bounds: list[int]) -> None:
         """Raise the checker's error naming the first system with an element unknown to
         the model; one flag reaches the host when all are known."""
-        inside = (numbers >= 0) & (numbers < len(self._known))
-        known = self._known[numbers.clamp(0, len(self._known) - 1)] & inside
-        if bool(known.all()):
+        if self.check.all_known(numbers):
             return
-        bounds = np.concatenate([[0], np.cumsum(counts)])
         numbers_np = numbers.cpu().numpy()
-        for b in range(len(counts)):
+        for b in range(len(bounds) - 1):
             part = numbers_np[bounds[b]:bounds[b + 1]]
             self.check.elements(part, partial(structure_name, part, b, "system"))
 

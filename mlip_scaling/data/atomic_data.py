@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from itertools import accumulate
 
 import numpy as np
 import torch
@@ -11,11 +12,21 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.stress import full_3x3_to_voigt_6_stress, voigt_6_to_full_3x3_stress
 
 from mlip_scaling import keys
+from mlip_scaling.errors import DataError
 
 AtomicData = dict[str, torch.Tensor]
 
+#: Largest atomic number of a known element (oganesson).
+MAX_ATOMIC_NUMBER = 118
+#: Fields :func:`collate` builds for the batch instead of concatenating.
+_REBUILT = (keys.EDGE_INDEX, keys.BATCH, keys.NUM_ATOMS)
+
 __all__ = [
     "AtomicData",
+    "MAX_ATOMIC_NUMBER",
+    "IdentityCache",
+    "check_elements",
+    "identity_tensors",
     "from_atoms",
     "to_atoms",
     "atoms_labels",
@@ -23,6 +34,20 @@ __all__ = [
     "compute_edge_vectors",
     "to_device",
 ]
+
+
+def check_elements(
+    numbers: np.ndarray | Sequence[int], where: Callable[[int], str],
+    limit: int = MAX_ATOMIC_NUMBER,
+) -> None:
+    """Raise :class:`DataError` when an atomic number in ``numbers`` [A] is not in
+    ``1..limit`` (default: the known elements); ``where(atom)`` names the bad atom's owner."""
+    numbers = np.asarray(numbers)
+    bad = (numbers < 1) | (numbers > limit)
+    if bad.any():
+        atom = int(np.flatnonzero(bad)[0])
+        raise DataError(f"{where(atom)}: atomic number {numbers[atom]} is not an element in "
+                        f"1..{limit}")
 
 
 def atoms_labels(atoms: Atoms) -> dict[str, np.ndarray]:
@@ -46,25 +71,67 @@ def atoms_labels(atoms: Atoms) -> dict[str, np.ndarray]:
     return found
 
 
-def from_atoms(
-    atoms: Atoms, labels: bool = True, dtype: torch.dtype = torch.float64
+def identity_tensors(
+    numbers: np.ndarray, pbc: np.ndarray, device: torch.device | str = "cpu"
 ) -> AtomicData:
-    """Convert one ``ase.Atoms`` into a data dict (labels included when present)."""
-    data: AtomicData = {
-        keys.POSITIONS: torch.tensor(atoms.get_positions(), dtype=dtype),
-        keys.ATOMIC_NUMBERS: torch.tensor(atoms.get_atomic_numbers(), dtype=torch.long),
-        keys.CELL: torch.tensor(np.asarray(atoms.get_cell()), dtype=dtype).reshape(1, 3, 3),
-        keys.PBC: torch.tensor(atoms.get_pbc(), dtype=torch.bool).reshape(1, 3),
-        keys.NUM_ATOMS: torch.tensor([len(atoms)], dtype=torch.long),
+    """The tensors that depend only on which atoms a structure holds: ``atomic_numbers`` [N]
+    (long), ``pbc`` [1,3] (bool) and ``num_atoms`` [1], on ``device``."""
+    return {
+        keys.ATOMIC_NUMBERS: torch.tensor(numbers, dtype=torch.long, device=device),
+        keys.PBC: torch.tensor(pbc, dtype=torch.bool, device=device).reshape(1, 3),
+        keys.NUM_ATOMS: torch.tensor([len(numbers)], dtype=torch.long, device=device),
     }
+
+
+class IdentityCache:
+    """:func:`identity_tensors` plus the ``batch`` index [N] (zeros) of one structure on
+    ``device``, kept from call to call while the atomic numbers and pbc are unchanged (an
+    MD run or a relaxation converts the same atoms at every step)."""
+
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self._key: tuple[np.ndarray, np.ndarray] | None = None
+        self._tensors: AtomicData = {}
+
+    def __call__(self, numbers: np.ndarray, pbc: np.ndarray) -> AtomicData:
+        key = self._key
+        if key is None or not (np.array_equal(key[0], numbers) and np.array_equal(key[1], pbc)):
+            self._tensors = identity_tensors(numbers, pbc, self.device)
+            self._tensors[keys.BATCH] = torch.zeros(len(numbers), dtype=torch.long,
+                                                    device=self.device)
+            self._key = (np.array(numbers, copy=True), np.array(pbc, copy=True))
+        return dict(self._tensors)
+
+
+def from_atoms(
+    atoms: Atoms,
+    labels: bool = True,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str = "cpu",
+    edges: tuple[np.ndarray, np.ndarray] | None = None,
+    identity: AtomicData | None = None,
+) -> AtomicData:
+    """Convert one ``ase.Atoms`` into a data dict, float fields in ``dtype`` on ``device``.
+
+    Args:
+        labels: add the labels present on ``atoms`` (see :func:`atoms_labels`).
+        edges: a neighbour list of ``atoms``, ``(edge_index [2,E], shifts [E,3])``.
+        identity: tensors of these same atoms from :class:`IdentityCache` (or
+            :func:`identity_tensors`), used instead of building them again.
+    """
+    data: AtomicData = {
+        keys.POSITIONS: torch.tensor(atoms.positions, dtype=dtype, device=device),
+        keys.CELL: torch.tensor(atoms.cell.array, dtype=dtype, device=device).reshape(1, 3, 3),
+        **(identity if identity is not None
+           else identity_tensors(atoms.numbers, atoms.pbc, device)),
+    }
+    if edges is not None:  # shared with the lists where type and device allow (read-only)
+        data[keys.EDGE_INDEX] = torch.as_tensor(edges[0], dtype=torch.long, device=device)
+        data[keys.EDGE_CELL_SHIFT] = torch.as_tensor(edges[1], dtype=dtype, device=device)
     if labels:
-        found = atoms_labels(atoms)
-        if keys.ENERGY in found:
-            data[keys.ENERGY] = torch.tensor(found[keys.ENERGY], dtype=dtype).reshape(1)
-        if keys.FORCES in found:
-            data[keys.FORCES] = torch.tensor(found[keys.FORCES], dtype=dtype).reshape(-1, 3)
-        if keys.STRESS in found:
-            data[keys.STRESS] = torch.tensor(found[keys.STRESS], dtype=dtype).reshape(1, 3, 3)
+        shapes = {keys.ENERGY: (1,), keys.FORCES: (-1, 3), keys.STRESS: (1, 3, 3)}
+        for name, value in atoms_labels(atoms).items():
+            data[name] = torch.tensor(value, dtype=dtype, device=device).reshape(shapes[name])
     return data
 
 
@@ -89,31 +156,40 @@ def to_atoms(data: AtomicData) -> Atoms:
     return atoms
 
 
-def collate(structures: Sequence[AtomicData]) -> AtomicData:
-    """Concatenate structures into one batch with ``batch`` index and offset edges.
+def collate(
+    structures: Sequence[AtomicData], device: torch.device | str | None = None
+) -> AtomicData:
+    """Concatenate structures into one batch: ``batch`` index [N], ``num_atoms`` [B] and
+    edge indices offset by the atoms before them.
 
-    Fields must be present in every structure or in none (labels included).
+    The batch is built where the structures are and moved to ``device`` when given (one
+    copy per field). Fields must be present in every structure or in none (labels
+    included); each structure's own ``batch`` and ``num_atoms`` are ignored.
     """
     if len(structures) == 0:
         raise ValueError("cannot collate an empty list of structures")
     first = structures[0]
     batch: AtomicData = {}
     for name in first:
-        if name == keys.EDGE_INDEX:
+        if name in _REBUILT:
             continue
         missing = [k for k, s in enumerate(structures) if name not in s]
         if missing:
             raise KeyError(f"field {name!r} is missing from structure {missing[0]} of the batch")
         batch[name] = torch.cat([s[name] for s in structures], dim=0)
-    counts = torch.tensor([len(s[keys.ATOMIC_NUMBERS]) for s in structures], dtype=torch.long)
-    batch[keys.NUM_ATOMS] = counts
-    batch[keys.BATCH] = torch.repeat_interleave(torch.arange(len(structures)), counts)
+    counts = [len(s[keys.ATOMIC_NUMBERS]) for s in structures]
+    here = first[keys.ATOMIC_NUMBERS].device
+    batch[keys.NUM_ATOMS] = torch.tensor(counts, dtype=torch.long, device=here)
+    batch[keys.BATCH] = torch.repeat_interleave(
+        torch.arange(len(structures), device=here), batch[keys.NUM_ATOMS],
+        output_size=sum(counts),
+    )
     if keys.EDGE_INDEX in first:
-        offsets = torch.cumsum(counts, 0) - counts
+        offsets = accumulate(counts[:-1], initial=0)
         batch[keys.EDGE_INDEX] = torch.cat(
-            [s[keys.EDGE_INDEX] + off for s, off in zip(structures, offsets)], dim=1
+            [s[keys.EDGE_INDEX] + offset for s, offset in zip(structures, offsets)], dim=1
         )
-    return batch
+    return batch if device is None else to_device(batch, device)
 
 
 def compute_edge_vectors(data: AtomicData) -> AtomicData:

@@ -5,7 +5,7 @@ positions never travel to the host: the geometry checks of :mod:`mlip_scaling.da
 run on a few numbers per system (finite flags, cells, extents along non-periodic
 directions, the closest pair distance) and only a structure that fails one is copied to
 the host to write its error. The pairs and their order equal those of
-:func:`mlip_scaling.calculators.ase.sorted_neighbors` (centre, neighbour, image).
+:func:`mlip_scaling.calculators.inference.sorted_neighbors` (centre, neighbour, image).
 """
 
 from __future__ import annotations
@@ -39,9 +39,10 @@ class DeviceNeighborList:
     """Checked neighbour lists of a batch of systems at ``cutoff`` Å, on the batch's device.
 
     ``__call__(positions [N,3], cells [B,3,3] (rows, Å), pbc [B,3] bool array, counts [B]
-    atoms per system, name)`` returns ``edge_index`` [2,E] (batch-wide atom indices,
-    centre first) and integer ``shifts`` [E,3] with r_ij = r_j - r_i + shifts @ cell,
-    both int64 on the positions' device; a bad system raises a one-line
+    atoms per system, name)`` returns, for each system, ``edge_index`` [2,E_b] (atom
+    indices within the system, centre first) and integer ``shifts`` [E_b,3] with
+    r_ij = r_j - r_i + shifts @ cell, both int64 on the positions' device (batch them with
+    :func:`~mlip_scaling.data.atomic_data.collate`); a bad system raises a one-line
     :class:`~mlip_scaling.errors.DataError` naming it through ``name(b)``.
     """
 
@@ -52,26 +53,20 @@ class DeviceNeighborList:
     def __call__(
         self, positions: torch.Tensor, cells: torch.Tensor, pbc: np.ndarray,
         counts: Sequence[int], name: Names,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         bounds = np.concatenate([[0], np.cumsum(counts)]).astype(int).tolist()
         parts = [slice(bounds[b], bounds[b + 1]) for b in range(len(counts))]
         cells_np = self._check_geometry(positions, cells, pbc, parts, name)
-        edges, shifts, closest = [], [], []
+        lists, closest = [], []
         for b, part in enumerate(parts):
             i, j, shift, d = self._nl.compute(points=positions[part], box=cells[b],
                                               periodic=torch.from_numpy(pbc[b].copy()),
                                               quantities="ijSd")
             closest.append(d.min() if len(d) else d.new_full((), np.inf))
-            edge_index, shift = _canonical(i.long(), j.long(), shift.long(),
-                                           bounds[b + 1] - bounds[b])
-            edges.append(edge_index + bounds[b])
-            shifts.append(shift)
+            lists.append(_canonical(i.long(), j.long(), shift.long(), part.stop - part.start))
         if closest and bool((torch.stack(closest) < MIN_DISTANCE).any()):
             self._raise_overlap(positions, cells_np, pbc, parts, name)
-        if not edges:
-            empty = torch.zeros((2, 0), dtype=torch.long, device=positions.device)
-            return empty, empty.T.new_zeros((0, 3))
-        return torch.cat(edges, dim=1), torch.cat(shifts)
+        return lists
 
     def _check_geometry(
         self, positions: torch.Tensor, cells: torch.Tensor, pbc: np.ndarray,

@@ -7,18 +7,15 @@ an IndexError, a NaN loss or a crash of the neighbour-list library.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
+from mlip_scaling.data.atomic_data import check_elements
 from mlip_scaling.data.neighbors import MAX_SPAN_CUTOFFS, neighbor_list
 from mlip_scaling.errors import DataError
 
-__all__ = ["MAX_ATOMIC_NUMBER", "check_layout", "check_values", "check_numbers",
-           "check_structure", "probe_cutoff"]
-
-#: Largest atomic number of a known element (oganesson).
-MAX_ATOMIC_NUMBER = 118
+__all__ = ["check_layout", "check_values", "check_structure", "probe_cutoff"]
 
 
 def check_layout(where: str, offsets: np.ndarray, shapes: Mapping[str, tuple[int, ...]]) -> None:
@@ -47,16 +44,6 @@ def check_layout(where: str, offsets: np.ndarray, shapes: Mapping[str, tuple[int
                             f"(expected {shape}: inconsistent store)")
 
 
-def check_numbers(numbers: np.ndarray, where: Callable[[int], str]) -> None:
-    """Atomic numbers [A] are those of known elements (1 to 118); ``where(atom)`` names
-    the structure of a bad atom."""
-    bad = (numbers < 1) | (numbers > MAX_ATOMIC_NUMBER)
-    if bad.any():
-        atom = int(np.flatnonzero(bad)[0])
-        raise DataError(f"{where(atom)}: atomic number {int(numbers[atom])} is not an element "
-                        f"(allowed: 1 to {MAX_ATOMIC_NUMBER})")
-
-
 def check_values(arrays: Mapping[str, np.ndarray], offsets: np.ndarray, where: str) -> None:
     """Atomic numbers of elements and finite positions, forces, cells, energies and (where
     present) stresses of a store's arrays; errors name the first bad structure."""
@@ -64,7 +51,7 @@ def check_values(arrays: Mapping[str, np.ndarray], offsets: np.ndarray, where: s
     def structure_of(atom: int) -> int:
         return int(np.searchsorted(offsets, atom, side="right") - 1)
 
-    check_numbers(arrays["numbers"], lambda atom: f"{where}: structure {structure_of(atom)}")
+    check_elements(arrays["numbers"], lambda atom: f"{where}: structure {structure_of(atom)}")
     for name in ("positions", "forces"):
         finite = np.isfinite(arrays[name]).all(axis=1)
         if not finite.all():
@@ -94,7 +81,7 @@ def check_structure(numbers: np.ndarray, positions: np.ndarray, cell: np.ndarray
                     pbc: np.ndarray, where: str) -> None:
     """One structure is sound: elements, finite coordinates, cell heights, no overlapping
     atoms (see :func:`mlip_scaling.data.neighbors.check_geometry`)."""
-    check_numbers(np.asarray(numbers), lambda atom: where)
+    check_elements(np.asarray(numbers), lambda atom: where)
     positions = np.asarray(positions, dtype=np.float64)
     if not np.isfinite(positions).all():  # before probe_cutoff, which needs finite values
         atom = int(np.flatnonzero(~np.isfinite(positions).all(axis=1))[0])

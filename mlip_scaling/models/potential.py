@@ -1,6 +1,7 @@
 """Potential: the one place where energy, forces and stress are computed.
 
-Any energy model (``model(data) -> {"energies": [N]}``) becomes a potential:
+Any energy model (an :class:`~mlip_scaling.models.protocol.EnergyModel`:
+``model(data) -> {"energies": [N]}``) becomes a potential:
 
 * total energy ``E_b = Σ_i (scale · e_i + shift + E_ref[Z_i])`` (eV),
 * forces ``F = −∂E/∂r`` (eV/Å),
@@ -8,7 +9,9 @@ Any energy model (``model(data) -> {"energies": [N]}``) becomes a potential:
   applied to positions and cell before edge vectors are formed.
 
 A model whose attribute ``direct_forces`` is true predicts forces (and stress) with
-heads instead; that is always an explicit choice of the model config.
+heads instead; that is always an explicit choice of the model config. Every model gets the
+fields of :data:`~mlip_scaling.models.protocol.INPUTS` (``batch`` and ``num_atoms`` are
+added for a single structure that lacks them).
 """
 
 from __future__ import annotations
@@ -20,18 +23,22 @@ import torch
 from torch import nn
 
 from mlip_scaling import keys
-from mlip_scaling.data.atomic_data import AtomicData, compute_edge_vectors
+from mlip_scaling.data.atomic_data import MAX_ATOMIC_NUMBER, AtomicData, compute_edge_vectors
+from mlip_scaling.models.blocks import scatter_sum
+from mlip_scaling.models.protocol import EnergyModel
 
 __all__ = ["Potential", "MAX_Z"]
 
-MAX_Z = 119
+#: size of the per-element tables (indexed by atomic number)
+MAX_Z = MAX_ATOMIC_NUMBER + 1
 
 
 class Potential(nn.Module):
     """Wrap an energy model into a potential with forces and stress.
 
     Args:
-        model: energy model returning per-atom energies under ``keys.ATOMIC_ENERGIES``.
+        model: energy model (:class:`EnergyModel`: per-atom energies under
+            ``keys.ATOMIC_ENERGIES``, a ``cutoff`` and a ``direct_forces`` flag).
         family: registry name of the model family (to rebuild it from a checkpoint).
         config: JSON-able hyperparameters of the model (must contain ``cutoff``, Å).
         species: atomic numbers the model was trained on.
@@ -41,7 +48,7 @@ class Potential(nn.Module):
 
     def __init__(
         self,
-        model: nn.Module,
+        model: EnergyModel,
         family: str,
         config: dict,
         species: Sequence[int],
@@ -50,6 +57,10 @@ class Potential(nn.Module):
         shift: float = 0.0,
     ) -> None:
         super().__init__()
+        if not isinstance(model, EnergyModel):
+            missing = [a for a in ("cutoff", "direct_forces") if not hasattr(model, a)]
+            raise TypeError(f"{type(model).__name__} is not an EnergyModel: it lacks "
+                            f"{', '.join(missing) or '__call__'}")
         self.model = model
         self.family = family
         self.config = dict(config)
@@ -64,7 +75,8 @@ class Potential(nn.Module):
 
     @property
     def direct_forces(self) -> bool:
-        return bool(getattr(self.model, "direct_forces", False))
+        """Forces and stress come from the model's heads, not from autograd."""
+        return bool(self.model.direct_forces)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -94,6 +106,8 @@ class Potential(nn.Module):
         if keys.BATCH not in data:
             data[keys.BATCH] = torch.zeros(len(pos), dtype=torch.long, device=pos.device)
         batch = data[keys.BATCH]
+        if keys.NUM_ATOMS not in data:
+            data[keys.NUM_ATOMS] = torch.bincount(batch, minlength=n_struct)
         gradient = not self.direct_forces and (compute_forces or compute_stress)
         # direct heads trained with create_graph=True keep the caller's grad mode
         grad_mode = nullcontext() if create_graph else torch.no_grad()
@@ -104,8 +118,7 @@ class Potential(nn.Module):
             data[keys.POSITIONS], data[keys.CELL] = pos, cell
             out = self.model(compute_edge_vectors(data))
             atomic = self._atomic_energies(out[keys.ATOMIC_ENERGIES], data[keys.ATOMIC_NUMBERS])
-            energy = torch.zeros(n_struct, dtype=atomic.dtype, device=atomic.device)
-            energy = energy.index_add(0, batch, atomic)
+            energy = scatter_sum(atomic, batch, n_struct)
             result = {keys.ENERGY: energy, keys.ATOMIC_ENERGIES: atomic}
             if self.direct_forces:
                 result.update(self._direct(out, data, compute_forces, compute_stress))

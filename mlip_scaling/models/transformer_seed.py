@@ -17,6 +17,7 @@ It exists to reproduce the paper's baseline, not as a physical potential.
 from __future__ import annotations
 
 import torch
+from ase.stress import full_3x3_to_voigt_6_index
 from torch import nn
 from torch.nn import functional as F
 
@@ -25,8 +26,8 @@ from mlip_scaling.models.blocks import mlp, scatter_mean
 
 __all__ = ["SeedTransformer", "voigt_to_matrix"]
 
-#: Voigt index of each entry of a symmetric 3x3 matrix.
-_VOIGT_INDEX = (0, 5, 4, 5, 1, 3, 4, 3, 2)
+#: Voigt index of each entry of a symmetric 3x3 matrix (row-major), in ASE's order.
+_VOIGT_INDEX = tuple(full_3x3_to_voigt_6_index(i, j) for i in range(3) for j in range(3))
 
 
 def voigt_to_matrix(voigt: torch.Tensor) -> torch.Tensor:

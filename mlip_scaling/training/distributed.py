@@ -12,10 +12,9 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from mlip_scaling.errors import ConfigError
+from mlip_scaling.devices import resolve_device
 
-__all__ = ["DistInfo", "init_distributed", "resolve_device", "all_reduce_sum", "barrier",
-           "shutdown"]
+__all__ = ["DistInfo", "init_distributed", "all_reduce_sum", "barrier", "shutdown"]
 
 
 @dataclass(frozen=True)
@@ -33,23 +32,6 @@ class DistInfo:
     @property
     def enabled(self) -> bool:
         return self.world > 1
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> ``cuda:<local_rank>`` when CUDA is available, else ``cpu``."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"--device {name!r} is not a device (use auto, cpu, cuda, cuda:N)"
-                          ) from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError("--device cuda requested but CUDA is not available")
-        if device.index is None:
-            device = torch.device("cuda", local_rank)
-    return device
 
 
 def init_distributed(device_name: str) -> tuple[DistInfo, torch.device]:

@@ -125,7 +125,7 @@ def refit_references(potential: Potential, train: list[AtomicData], batch_size: 
     model = potential.to(device).eval()
     predicted = []
     for start in range(0, len(train), batch_size):
-        batch = {k: v.to(device) for k, v in collate(train[start:start + batch_size]).items()}
+        batch = collate(train[start:start + batch_size], device=device)
         out = model(batch, compute_forces=False, compute_stress=False)
         predicted.append(out[keys.ENERGY].double().cpu().numpy())
     labels = np.array([float(d[keys.ENERGY].reshape(-1)[0]) for d in train])

@@ -164,7 +164,7 @@ class Trainer:
     # ---------------------------------------------------------------- one step
     def _batch(self, positions: list[int], items: list[AtomicData] | None = None) -> AtomicData:
         items = self.train_items if items is None else items
-        return to_device(collate([items[i] for i in positions]), self.device)
+        return collate([items[i] for i in positions], device=self.device)
 
     def _loss(self, batch: AtomicData, model: Callable) -> tuple[torch.Tensor, dict, dict]:
         with autocast(self.precision, self.device):
