@@ -20,6 +20,7 @@ import json
 import os
 import statistics
 import sys
+import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +28,8 @@ from pathlib import Path
 import torch
 from ase import Atoms
 from ase.build import bulk
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode
 
 from mlip_scaling import keys
 from mlip_scaling.checkpoint import potential_from_dict
@@ -65,6 +68,8 @@ TINY_MIXED = {
     "use_grid_mlp": False, "parity_average": True,
 }
 TIMED = ("eqv2-5.6k", "eqv2-57k")
+#: the same presets without the parity average (``parity_average=False``, an option)
+OPTIONS = ("eqv2-5.6k/no-parity", "eqv2-57k/no-parity")
 PEERS = {"eqv2-5.6k": "transformer-7.0k", "eqv2-57k": "transformer-57k"}
 
 
@@ -181,15 +186,21 @@ def train_batch(size: int = 4) -> list[Atoms]:
 
 
 def _potential(name: str, dtype: torch.dtype) -> Potential:
-    family, cfg = registry.get_preset(name)
+    """Seed-0 potential of preset ``name``; ``<preset>/no-parity``: without the parity
+    average (the option, not a preset)."""
+    preset, _, option = name.partition("/")
+    family, cfg = registry.get_preset(preset)
+    if option == "no-parity":
+        cfg = {**cfg, "parity_average": False}
     torch.manual_seed(0)
     model = registry.build_model(family, cfg)
     species = list(range(1, 90))
     return Potential(model, family, cfg, species=species).to(dtype)
 
 
-def train_step_ms(name: str, repeats: int) -> float:
-    """ms of forward + backward of an energy/force/stress loss, float32, batch of 4."""
+def train_step(name: str) -> Callable[[], None]:
+    """One training step of preset ``name`` (float32, batch of 4): forward, forces and
+    stress with ``create_graph``, backward of a loss on all three."""
     potential = _potential(name, torch.float32).train()
     data = _batch(train_batch(), potential.cutoff, torch.float32)
 
@@ -200,7 +211,12 @@ def train_step_ms(name: str, repeats: int) -> float:
         loss.backward()
         potential.zero_grad(set_to_none=True)
 
-    return median_ms(step, repeats)
+    return step
+
+
+def train_step_ms(name: str, repeats: int) -> float:
+    """ms of one training step (:func:`train_step`)."""
+    return median_ms(train_step(name), repeats)
 
 
 def inference_ms(name: str, dtype: torch.dtype, repeats: int) -> float:
@@ -229,19 +245,20 @@ def print_table(now: dict, baseline: dict, mace: dict[str, float]) -> None:
     head = f"{'model':<20}" + "".join(f"{c + ' ms':>15}{'x peer':>8}{'x base':>8}" for c in cols)
     print(head)
     print("-" * len(head))
-    for name in TIMED:
+    for name in (*TIMED, *OPTIONS):
         row = f"{name:<20}"
+        preset = name.partition("/")[0]
         for c in cols:
             ms = now[name][c]
-            peer = now[PEERS[name]][c]
-            base = baseline.get(name, {}).get(c)
+            peer = now[PEERS[preset]][c]
+            base = baseline.get(preset, {}).get(c)
             row += f"{ms:>15.1f}{ms / peer:>8.2f}"
             row += f"{base / ms:>7.2f}x" if base else f"{'-':>8}"
         print(row)
-    print("x peer: time / the transformer of similar size (same run); "
-          "x base: speed-up over the stored baseline (before the fused rotation)")
+    print("x peer: time / the transformer of similar size (same run); x base: speed-up over "
+          "the stored baseline of the preset (benchmarks/eqv2_baseline.json)")
     if mace:
-        for name in TIMED:
+        for name in (*TIMED, *OPTIONS):
             ratios = ", ".join(f"{d} {now[name]['infer_f' + d[-2:]] / mace[d]:.2f}"
                                for d in ("float32", "float64"))
             print(f"{name} inference / MACE ({MACE_PARAMS:,} params): {ratios}")
@@ -252,18 +269,58 @@ def profile(name: str, rows: int) -> None:
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
-    potential = _potential(name, torch.float32).train()
-    data = _batch(train_batch(), potential.cutoff, torch.float32)
-
-    def step() -> None:
-        out = potential(data, create_graph=True)
-        (out[keys.ENERGY].square().mean() + out[keys.FORCES].square().mean()).backward()
-
+    step = train_step(name)
     step()
     with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(3):
             step()
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
+
+
+class _EdgeOpCounter(TorchDispatchMode):
+    """Counts operator calls whose output has at least ``size`` elements."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size, self.count = size, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        out = func(*args, **(kwargs or {}))
+        if isinstance(out, torch.Tensor) and out.numel() >= self.size:
+            self.count += 1
+        return out
+
+
+def gemm_rate(rows: int, repeats: int = 20) -> float:
+    """GFLOP/s of this CPU on a ``[rows, 64] x [64, 64]`` float32 product (an SO(2)
+    convolution's shape)."""
+    a, b = torch.randn(rows, 64), torch.randn(64, 64)
+    seconds = median_ms(lambda: a @ b, repeats) / 1e3
+    return 2 * rows * 64 * 64 / max(seconds, 1e-9) / 1e9
+
+
+def where_the_time_goes(name: str, step_ms: float) -> str:
+    """One paragraph: GEMM FLOPs of a training step, the time they take at this CPU's
+    GEMM rate (the floor without removing work), and the number of edge-sized ops."""
+    step = train_step(name)
+    with FlopCounterMode(display=False) as flops:
+        step()
+    potential = _potential(name, torch.float32)
+    edges = _batch(train_batch(), potential.cutoff, torch.float32)[keys.EDGE_INDEX].shape[1]
+    edges *= 1 + bool(potential.model.parity_average)
+    counter = _EdgeOpCounter(edges)
+    with counter:
+        step()
+    gflop = flops.get_total_flops() / 1e9
+    rate = gemm_rate(edges)
+    floor = 1e3 * gflop / rate
+    return (f"{name}: a training step holds {gflop:.2f} GFLOP of matrix products; at the "
+            f"{rate:.0f} GFLOP/s this CPU reaches on [{edges}, 64] x [64, 64] that is "
+            f"{floor:.0f} ms, {100 * floor / step_ms:.0f}% of the {step_ms:.0f} ms step. The "
+            f"rest is {counter.count} operator calls on edge-sized tensors ({edges} edges x "
+            f"<= 32 channels x <= 18 grid points: memory-bound elementwise, layout and "
+            f"autograd work of forward, backward and the double backward of the force "
+            f"loss), which torch.compile cannot fuse here (no double backward).")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -295,13 +352,17 @@ def main(argv: list[str] | None = None) -> int:
         profile(args.profile, 25)
         return 0
     print(f"CPU time, median of {args.repeats}, {args.threads} threads, torch {torch.__version__}")
-    now = measure([*TIMED, *PEERS.values()], args.repeats)
+    now = measure([*TIMED, *OPTIONS, *PEERS.values()], args.repeats)
     if args.save_baseline:
-        BASELINE.write_text(json.dumps(now, indent=1) + "\n")
+        BASELINE.write_text(json.dumps({n: now[n] for n in (*TIMED, *PEERS.values())},
+                                       indent=1) + "\n")
     baseline = json.loads(BASELINE.read_text()) if BASELINE.exists() else {}
     mace_python = os.environ.get("MACE_PYTHON", "/work/venvs/mace/bin/python")
     mace = {} if args.no_mace else run_mace(mace_python, args.threads, args.repeats)
     print_table(now, baseline, mace)
+    print("\nwhere a training step's time goes:")
+    for name in TIMED:
+        print(textwrap.fill(where_the_time_goes(name, now[name]["train_f32"]), 100))
     return 0
 
 
