@@ -317,10 +317,12 @@ def where_the_time_goes(name: str, step_ms: float) -> str:
     return (f"{name}: a training step holds {gflop:.2f} GFLOP of matrix products; at the "
             f"{rate:.0f} GFLOP/s this CPU reaches on [{edges}, 64] x [64, 64] that is "
             f"{floor:.0f} ms, {100 * floor / step_ms:.0f}% of the {step_ms:.0f} ms step. The "
-            f"rest is {counter.count} operator calls on edge-sized tensors ({edges} edges x "
-            f"<= 32 channels x <= 18 grid points: memory-bound elementwise, layout and "
-            f"autograd work of forward, backward and the double backward of the force "
-            f"loss), which torch.compile cannot fuse here (no double backward).")
+            f"rest is {counter.count} operator calls on tensors of >= {edges} elements (one "
+            f"per edge; edge tensors hold <= 32 channels x <= 18 grid points): memory-bound "
+            f"elementwise, layout and autograd work of the forward, the force backward and "
+            f"the double backward of the force loss, which torch.compile cannot fuse here "
+            f"(torch {torch.__version__.split('+')[0]}: no double backward through compiled "
+            f"graphs).")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

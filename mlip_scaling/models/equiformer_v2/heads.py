@@ -93,6 +93,13 @@ class _Rank2Layers(ExactConstants):
         irr = x.new_zeros(x.shape[0], 5, x_edge.shape[1]).index_add(0, centre, irr)
         return scal / node_w[:, None], irr / node_w[:, None, None]
 
+    def forward(
+        self, x: torch.Tensor, edges: EdgeContext, batch: torch.Tensor, num_structures: int
+    ) -> torch.Tensor:
+        """Stress [B, 3, 3] (eV/Å^3) from node embeddings ``x`` [N, (lmax+1)^2, C]; each
+        head defines ``parts`` (isotropic [B], anisotropic [B, 5]) and ``to_tensor``."""
+        return self.to_tensor(*self.parts(x, edges, batch, num_structures))
+
 
 def _structure_means(
     scal: torch.Tensor, irr: torch.Tensor, batch: torch.Tensor, num_structures: int
@@ -131,17 +138,16 @@ class Rank2StressHead(_Rank2Layers):
         h = h * torch.sigmoid(norm + first.bias)
         return torch.nn.functional.linear(h, last.weight)[:, :, 0] + last.bias * irr.mean(dim=2)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        edges: EdgeContext,
-        batch: torch.Tensor,
-        num_structures: int,
-    ) -> torch.Tensor:
+    def parts(
+        self, x: torch.Tensor, edges: EdgeContext, batch: torch.Tensor, num_structures: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(isotropic [B], l = 2 components [B, 5]) of the stress (eV/Å^3)."""
         scal, irr = self.node_means(x, edges, centre_first=True, sh2_normalization="component")
         scal, irr = self.scalar_mlp(scal)[:, 0], self._irrep2(irr)
-        iso, aniso = _structure_means(scal, irr, batch, num_structures)
-        eye = torch.eye(3, dtype=x.dtype, device=x.device)
+        return _structure_means(scal, irr, batch, num_structures)
+
+    def to_tensor(self, iso: torch.Tensor, aniso: torch.Tensor) -> torch.Tensor:
+        eye = torch.eye(3, dtype=iso.dtype, device=iso.device)
         return iso[:, None, None] * eye + torch.einsum("bk,kij->bij", aniso, self.basis)
 
 
@@ -191,14 +197,7 @@ class FairchemRank2StressHead(_Rank2Layers):
         aniso_mean = torch.tensor(self.aniso_mean, dtype=aniso.dtype, device=aniso.device)
         return iso * self.iso_rmsd + self.iso_mean, aniso * self.aniso_rmsd + aniso_mean
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        edges: EdgeContext,
-        batch: torch.Tensor,
-        num_structures: int,
-    ) -> torch.Tensor:
-        iso, aniso = self.parts(x, edges, batch, num_structures)
+    def to_tensor(self, iso: torch.Tensor, aniso: torch.Tensor) -> torch.Tensor:
         coeff = torch.cat([iso[:, None], aniso], dim=1)
         return torch.einsum("bk,kij->bij", coeff, self.basis)
 
