@@ -240,6 +240,12 @@ def measure(names: list[str], repeats: int) -> dict[str, dict[str, float]]:
     return out
 
 
+def _speedup(baseline: dict, preset: str, column: str, ratio_now: float) -> float | None:
+    """(baseline time / its peer's) / (time now / the peer's now), or None."""
+    base, peer = baseline.get(preset, {}).get(column), baseline.get(PEERS[preset], {}).get(column)
+    return base / peer / ratio_now if base and peer else None
+
+
 def print_table(now: dict, baseline: dict, mace: dict[str, float]) -> None:
     cols = ("train_f32", "infer_f32", "infer_f64")
     head = f"{'model':<20}" + "".join(f"{c + ' ms':>15}{'x peer':>8}{'x base':>8}" for c in cols)
@@ -251,12 +257,13 @@ def print_table(now: dict, baseline: dict, mace: dict[str, float]) -> None:
         for c in cols:
             ms = now[name][c]
             peer = now[PEERS[preset]][c]
-            base = baseline.get(preset, {}).get(c)
+            base = _speedup(baseline, preset, c, ms / peer)
             row += f"{ms:>15.1f}{ms / peer:>8.2f}"
-            row += f"{base / ms:>7.2f}x" if base else f"{'-':>8}"
+            row += f"{base:>7.2f}x" if base else f"{'-':>8}"
         print(row)
     print("x peer: time / the transformer of similar size (same run); x base: speed-up over "
-          "the stored baseline of the preset (benchmarks/eqv2_baseline.json)")
+          "the stored baseline of the preset (benchmarks/eqv2_baseline.json), both as ratios "
+          "to their peer, so that the load of a shared machine cancels")
     if mace:
         for name in (*TIMED, *OPTIONS):
             ratios = ", ".join(f"{d} {now[name]['infer_f' + d[-2:]] / mace[d]:.2f}"
