@@ -8,11 +8,20 @@ import math
 import torch
 from torch import nn
 
+from mlip_scaling.models.blocks import segment_softmax
+from mlip_scaling.models.equiformer_v2.config import EquiformerV2Config
 from mlip_scaling.models.equiformer_v2.layer_norm import make_norm
 from mlip_scaling.models.equiformer_v2.so2 import SO2Convolution
 from mlip_scaling.models.equiformer_v2.so3 import EdgeRotation, S2Grid, SO3Linear
 
-__all__ = ["EdgeContext", "FeedForwardNetwork", "GraphAttention", "TransformerBlock"]
+__all__ = [
+    "EdgeContext",
+    "FeedForwardNetwork",
+    "GraphAttention",
+    "TransformerBlock",
+    "feed_forward",
+    "graph_attention",
+]
 
 
 class EdgeContext:
@@ -37,21 +46,6 @@ def smooth_leaky_relu(x: torch.Tensor, slope: float = 0.2) -> torch.Tensor:
     return 0.5 * (1 + slope) * x + 0.5 * (1 - slope) * x * (2 * torch.sigmoid(x) - 1)
 
 
-def envelope_softmax(
-    logits: torch.Tensor, envelope: torch.Tensor, centre: torch.Tensor, num_nodes: int
-) -> torch.Tensor:
-    """Softmax of ``logits`` [E, H] over the edges of each centre, each edge weighted by its
-    envelope [E]: an edge entering at the cutoff (envelope 0) changes nothing."""
-    shift = torch.full(
-        (num_nodes, logits.shape[1]), -torch.inf, dtype=logits.dtype, device=logits.device
-    )
-    index = centre[:, None].expand_as(logits)
-    shift = shift.scatter_reduce(0, index, logits.detach(), "amax", include_self=True)
-    weights = torch.exp(logits - shift[centre]) * envelope[:, None]
-    total = torch.zeros_like(shift).index_add(0, centre, weights)
-    return weights / total[centre].clamp_min(torch.finfo(logits.dtype).tiny)
-
-
 class GraphAttention(nn.Module):
     """Equivariant graph attention: messages from ``[x_neighbour, x_centre]`` rotated into
     the edge frame, an SO(2) convolution modulated by radial functions, separable S²
@@ -60,6 +54,7 @@ class GraphAttention(nn.Module):
 
     def __init__(
         self,
+        *,
         sphere_channels: int,
         hidden_channels: int,
         num_heads: int,
@@ -85,9 +80,9 @@ class GraphAttention(nn.Module):
         self.so2_conv_1 = SO2Convolution(
             2 * sphere_channels,
             hidden_channels,
-            lmax,
-            mmax,
-            rad_channels,
+            lmax=lmax,
+            mmax=mmax,
+            edge_channels=rad_channels,
             extra_m0_channels=num_heads * alpha_channels + hidden_channels,
         )
         self.alpha_norm = nn.LayerNorm(alpha_channels)
@@ -95,7 +90,9 @@ class GraphAttention(nn.Module):
         bound = 1.0 / math.sqrt(alpha_channels)
         nn.init.uniform_(self.alpha_dot, -bound, bound)
         self.grid = S2Grid(lmax, mmax, grid_resolution, m_primary=True)
-        self.so2_conv_2 = SO2Convolution(hidden_channels, num_heads * value_channels, lmax, mmax)
+        self.so2_conv_2 = SO2Convolution(
+            hidden_channels, num_heads * value_channels, lmax=lmax, mmax=mmax
+        )
         self.proj = SO3Linear(num_heads * value_channels, output_channels, lmax)
 
     def forward(self, x: torch.Tensor, edges: EdgeContext) -> torch.Tensor:
@@ -122,7 +119,7 @@ class GraphAttention(nn.Module):
         alpha_feat = alpha_feat.reshape(-1, self.num_heads, self.alpha_channels)
         alpha_feat = smooth_leaky_relu(self.alpha_norm(alpha_feat))
         logits = torch.einsum("ehk,hk->eh", alpha_feat, self.alpha_dot)
-        alpha = envelope_softmax(logits, edges.envelope, centre, x.shape[0])
+        alpha, _ = segment_softmax(logits, centre, x.shape[0], weights=edges.envelope)
         alpha = alpha * edges.envelope[:, None]
         if self.alpha_dropout is not None:
             alpha = self.alpha_dropout(alpha)
@@ -142,6 +139,7 @@ class FeedForwardNetwork(nn.Module):
 
     def __init__(
         self,
+        *,
         sphere_channels: int,
         hidden_channels: int,
         output_channels: int,
@@ -180,29 +178,14 @@ class FeedForwardNetwork(nn.Module):
 class TransformerBlock(nn.Module):
     """Pre-norm block: ``x + Attn(Norm(x))``, then ``x + FFN(Norm(x))``."""
 
-    def __init__(self, cfg: dict, edge_channels: list[int]) -> None:
+    def __init__(self, cfg: EquiformerV2Config) -> None:
         super().__init__()
-        lmax, c = cfg["lmax"], cfg["sphere_channels"]
-        self.norm_1 = make_norm(cfg["norm_type"], lmax, c)
-        self.ga = GraphAttention(
-            c,
-            cfg["attn_hidden_channels"],
-            cfg["num_heads"],
-            cfg["attn_alpha_channels"],
-            cfg["attn_value_channels"],
-            c,
-            lmax,
-            cfg["mmax"],
-            cfg["grid_resolution"],
-            cfg["max_num_elements"],
-            edge_channels,
-            cfg["alpha_drop"],
-        )
-        self.drop_path = cfg["drop_path_rate"]
-        self.norm_2 = make_norm(cfg["norm_type"], lmax, c)
-        self.ffn = FeedForwardNetwork(
-            c, cfg["ffn_hidden_channels"], c, lmax, cfg["grid_resolution"], cfg["use_grid_mlp"]
-        )
+        lmax, c = cfg.lmax, cfg.sphere_channels
+        self.norm_1 = make_norm(cfg.norm_type, lmax, c)
+        self.ga = graph_attention(cfg, output_channels=c, alpha_drop=cfg.alpha_drop)
+        self.drop_path = cfg.drop_path_rate
+        self.norm_2 = make_norm(cfg.norm_type, lmax, c)
+        self.ffn = feed_forward(cfg, output_channels=c)
 
     def forward(self, x: torch.Tensor, edges: EdgeContext) -> torch.Tensor:
         x = x + self._dropped(self.ga(self.norm_1(x), edges), edges.batch)
@@ -216,3 +199,35 @@ class TransformerBlock(nn.Module):
         num_structures = int(batch.max()) + 1 if batch.numel() else 0
         mask = torch.rand(num_structures, dtype=update.dtype, device=update.device) < keep
         return update * (mask.to(update.dtype) / keep)[batch][:, None, None]
+
+
+def graph_attention(
+    cfg: EquiformerV2Config, output_channels: int, alpha_drop: float = 0.0
+) -> GraphAttention:
+    """The graph attention of a model with hyperparameters ``cfg``."""
+    return GraphAttention(
+        sphere_channels=cfg.sphere_channels,
+        hidden_channels=cfg.attn_hidden_channels,
+        num_heads=cfg.num_heads,
+        alpha_channels=cfg.attn_alpha_channels,
+        value_channels=cfg.attn_value_channels,
+        output_channels=output_channels,
+        lmax=cfg.lmax,
+        mmax=cfg.mmax,
+        grid_resolution=cfg.grid_resolution,
+        max_num_elements=cfg.max_num_elements,
+        edge_channels=cfg.radial_channels,
+        alpha_drop=alpha_drop,
+    )
+
+
+def feed_forward(cfg: EquiformerV2Config, output_channels: int) -> FeedForwardNetwork:
+    """The feed-forward network of a model with hyperparameters ``cfg``."""
+    return FeedForwardNetwork(
+        sphere_channels=cfg.sphere_channels,
+        hidden_channels=cfg.ffn_hidden_channels,
+        output_channels=output_channels,
+        lmax=cfg.lmax,
+        grid_resolution=cfg.grid_resolution,
+        grid_mlp=cfg.use_grid_mlp,
+    )

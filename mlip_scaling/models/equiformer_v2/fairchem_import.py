@@ -20,8 +20,9 @@ from typing import Any
 
 import torch
 
+from mlip_scaling.models.equiformer_v2.config import AVG_DEGREE, AVG_NUM_NODES
 from mlip_scaling.models.equiformer_v2.fairchem_pickle import FairchemFileError, read_fairchem_file
-from mlip_scaling.models.equiformer_v2.model import _AVG_DEGREE, _AVG_NUM_NODES, EquiformerV2
+from mlip_scaling.models.equiformer_v2.model import EquiformerV2
 
 __all__ = [
     "FairchemFileError",
@@ -118,8 +119,8 @@ def _backbone_config(where: str, model_cfg: dict) -> dict:
         "stress_head": "fairchem",
         "direct_forces": True,
         "use_grid_mlp": True,
-        "avg_num_nodes": float(bb.get("avg_num_nodes") or _AVG_NUM_NODES),  # fairchem defaults
-        "avg_degree": float(bb.get("avg_degree") or _AVG_DEGREE),
+        "avg_num_nodes": float(bb.get("avg_num_nodes") or AVG_NUM_NODES),  # fairchem defaults
+        "avg_degree": float(bb.get("avg_degree") or AVG_DEGREE),
         "parity_average": False,
     }
 

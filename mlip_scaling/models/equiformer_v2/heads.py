@@ -8,11 +8,8 @@ import torch
 from e3nn import o3
 from torch import nn
 
-from mlip_scaling.models.equiformer_v2.attention import (
-    EdgeContext,
-    FeedForwardNetwork,
-    GraphAttention,
-)
+from mlip_scaling.models.equiformer_v2.attention import EdgeContext, feed_forward, graph_attention
+from mlip_scaling.models.equiformer_v2.config import STRESS_HEADS, EquiformerV2Config
 from mlip_scaling.models.equiformer_v2.constants import ExactConstants
 from mlip_scaling.models.equiformer_v2.layer_norm import make_norm
 
@@ -25,24 +22,15 @@ __all__ = [
     "make_stress_head",
 ]
 
-#: Accepted values of the ``stress_head`` option.
-STRESS_HEADS = ("equivariant", "fairchem")
 
 
 class EnergyHead(nn.Module):
     """Per-atom energies [N] = ``l = 0`` output of a feed-forward network / avg_num_nodes."""
 
-    def __init__(self, cfg: dict) -> None:
+    def __init__(self, cfg: EquiformerV2Config) -> None:
         super().__init__()
-        self.avg_num_nodes = cfg["avg_num_nodes"]
-        self.energy_block = FeedForwardNetwork(
-            cfg["sphere_channels"],
-            cfg["ffn_hidden_channels"],
-            1,
-            cfg["lmax"],
-            cfg["grid_resolution"],
-            cfg["use_grid_mlp"],
-        )
+        self.avg_num_nodes = cfg.avg_num_nodes
+        self.energy_block = feed_forward(cfg, output_channels=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.energy_block(x)[:, 0, 0] / self.avg_num_nodes
@@ -51,21 +39,9 @@ class EnergyHead(nn.Module):
 class DirectForceHead(nn.Module):
     """Forces [N, 3] (eV/Å) = ``l = 1`` output of one more graph attention layer."""
 
-    def __init__(self, cfg: dict, edge_channels: list[int]) -> None:
+    def __init__(self, cfg: EquiformerV2Config) -> None:
         super().__init__()
-        self.force_block = GraphAttention(
-            cfg["sphere_channels"],
-            cfg["attn_hidden_channels"],
-            cfg["num_heads"],
-            cfg["attn_alpha_channels"],
-            cfg["attn_value_channels"],
-            1,
-            cfg["lmax"],
-            cfg["mmax"],
-            cfg["grid_resolution"],
-            cfg["max_num_elements"],
-            edge_channels,
-        )
+        self.force_block = graph_attention(cfg, output_channels=1)
 
     def forward(self, x: torch.Tensor, edges: EdgeContext) -> torch.Tensor:
         # e3nn's l = 1 basis is (x, y, z)
@@ -83,15 +59,57 @@ class _Rank2Layers(ExactConstants):
     a norm of the edge harmonics, a LayerNorm of edge features, a scalar and an ``l = 2``
     MLP, and the head's constant ``basis`` of stress tensors."""
 
-    def __init__(self, cfg: dict, basis: torch.Tensor) -> None:
+    def __init__(self, cfg: EquiformerV2Config, basis: torch.Tensor) -> None:
         super().__init__()
-        lmax, emb = cfg["lmax"], 2 * cfg["sphere_channels"]
+        lmax, emb = cfg.lmax, 2 * cfg.sphere_channels
         self.lmax = lmax
-        self.sphharm_norm = make_norm(cfg["norm_type"], lmax, 1)
+        self.sphharm_norm = make_norm(cfg.norm_type, lmax, 1)
         self.xedge_layer_norm = nn.LayerNorm(emb)
         self.scalar_mlp = nn.Sequential(nn.Linear(emb, emb), nn.SiLU(), nn.Linear(emb, 1))
         self.irrep2_mlp = nn.Sequential(nn.Linear(emb, emb), nn.SiLU(), nn.Linear(emb, 1))
         self.register_constant("basis", basis)
+
+    def node_means(
+        self, x: torch.Tensor, edges: EdgeContext, centre_first: bool, sh2_normalization: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Envelope-weighted means over each atom's edges of the edge features and of their
+        products with the ``l = 2`` harmonics: ([N, 2C], [N, 5, 2C]).
+
+        Edge features: ``[x_a, x_b]`` (``a`` the centre when ``centre_first``, else the
+        neighbour) contracted with the normed harmonics of the edge vector, layer-normed.
+        ``sh2_normalization``: e3nn's normalisation of the ``l = 2`` harmonics.
+        """
+        centre, neighbour = edges.index
+        first, second = (centre, neighbour) if centre_first else (neighbour, centre)
+        sh = o3.spherical_harmonics(list(range(self.lmax + 1)), edges.vectors, False)
+        sh = self.sphharm_norm(sh[:, :, None])[:, :, 0]
+        x_edge = torch.cat([x[first], x[second]], dim=2)
+        x_edge = self.xedge_layer_norm(torch.einsum("ekc,ek->ec", x_edge, sh))
+        sh2 = o3.spherical_harmonics(2, edges.vectors, True, normalization=sh2_normalization)
+        w = edges.envelope
+        node_w = w.new_zeros(x.shape[0]).index_add(0, centre, w).clamp_min(1e-12)
+        scal = x.new_zeros(x.shape[0], x_edge.shape[1]).index_add(0, centre, x_edge * w[:, None])
+        irr = sh2[:, :, None] * x_edge[:, None, :] * w[:, None, None]
+        irr = x.new_zeros(x.shape[0], 5, x_edge.shape[1]).index_add(0, centre, irr)
+        return scal / node_w[:, None], irr / node_w[:, None, None]
+
+    def forward(
+        self, x: torch.Tensor, edges: EdgeContext, batch: torch.Tensor, num_structures: int
+    ) -> torch.Tensor:
+        """Stress [B, 3, 3] (eV/Å^3) from node embeddings ``x`` [N, (lmax+1)^2, C]; each
+        head defines ``parts`` (isotropic [B], anisotropic [B, 5]) and ``to_tensor``."""
+        return self.to_tensor(*self.parts(x, edges, batch, num_structures))
+
+
+def _structure_means(
+    scal: torch.Tensor, irr: torch.Tensor, batch: torch.Tensor, num_structures: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Means per structure of per-atom ``scal`` [N] and ``irr`` [N, 5]: ([B], [B, 5])."""
+    count = scal.new_zeros(num_structures).index_add(0, batch, torch.ones_like(scal))
+    count = count.clamp_min(1.0)
+    iso = scal.new_zeros(num_structures).index_add(0, batch, scal) / count
+    aniso = irr.new_zeros(num_structures, 5).index_add(0, batch, irr) / count[:, None]
+    return iso, aniso
 
 
 class Rank2StressHead(_Rank2Layers):
@@ -104,7 +122,7 @@ class Rank2StressHead(_Rank2Layers):
     components, which is not equivariant; the parameters here are the same.)
     """
 
-    def __init__(self, cfg: dict) -> None:
+    def __init__(self, cfg: EquiformerV2Config) -> None:
         super().__init__(cfg, _rank2_basis())
 
     def _irrep2(self, irr: torch.Tensor) -> torch.Tensor:
@@ -120,32 +138,16 @@ class Rank2StressHead(_Rank2Layers):
         h = h * torch.sigmoid(norm + first.bias)
         return torch.nn.functional.linear(h, last.weight)[:, :, 0] + last.bias * irr.mean(dim=2)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        edges: EdgeContext,
-        vectors: torch.Tensor,
-        batch: torch.Tensor,
-        num_structures: int,
-    ) -> torch.Tensor:
-        centre, neighbour = edges.index
-        sh = o3.spherical_harmonics(list(range(self.lmax + 1)), vectors, False)
-        sh = self.sphharm_norm(sh[:, :, None])[:, :, 0]
-        x_edge = torch.cat([x[centre], x[neighbour]], dim=2)
-        x_edge = self.xedge_layer_norm(torch.einsum("ekc,ek->ec", x_edge, sh))
-        sh2 = o3.spherical_harmonics(2, vectors, True, normalization="component")
-        w = edges.envelope
-        node_w = w.new_zeros(x.shape[0]).index_add(0, centre, w).clamp_min(1e-12)
-        scal = x.new_zeros(x.shape[0], x_edge.shape[1]).index_add(0, centre, x_edge * w[:, None])
-        irr = sh2[:, :, None] * x_edge[:, None, :] * w[:, None, None]
-        irr = x.new_zeros(x.shape[0], 5, x_edge.shape[1]).index_add(0, centre, irr)
-        scal = self.scalar_mlp(scal / node_w[:, None])[:, 0]
-        irr = self._irrep2(irr / node_w[:, None, None])
-        count = x.new_zeros(num_structures).index_add(0, batch, torch.ones_like(scal))
-        count = count.clamp_min(1.0)
-        iso = x.new_zeros(num_structures).index_add(0, batch, scal) / count
-        aniso = x.new_zeros(num_structures, 5).index_add(0, batch, irr) / count[:, None]
-        eye = torch.eye(3, dtype=x.dtype, device=x.device)
+    def parts(
+        self, x: torch.Tensor, edges: EdgeContext, batch: torch.Tensor, num_structures: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(isotropic [B], l = 2 components [B, 5]) of the stress (eV/Å^3)."""
+        scal, irr = self.node_means(x, edges, centre_first=True, sh2_normalization="component")
+        scal, irr = self.scalar_mlp(scal)[:, 0], self._irrep2(irr)
+        return _structure_means(scal, irr, batch, num_structures)
+
+    def to_tensor(self, iso: torch.Tensor, aniso: torch.Tensor) -> torch.Tensor:
+        eye = torch.eye(3, dtype=iso.dtype, device=iso.device)
         return iso[:, None, None] * eye + torch.einsum("bk,kij->bij", aniso, self.basis)
 
 
@@ -174,9 +176,9 @@ class FairchemRank2StressHead(_Rank2Layers):
     stress [B, 3, 3] = ``iso · I/sqrt(3) + Σ_k aniso_k B_k`` (:func:`_fairchem_rank2_basis`).
     """
 
-    def __init__(self, cfg: dict) -> None:
+    def __init__(self, cfg: EquiformerV2Config) -> None:
         super().__init__(cfg, _fairchem_rank2_basis())
-        norms = cfg.get("output_normalizers") or {}
+        norms = cfg.output_normalizers or {}
         iso, aniso = norms.get("stress_isotropic", [1.0]), norms.get("stress_anisotropic", [1.0])
         self.iso_rmsd, self.iso_mean = float(iso[0]), float(iso[1]) if len(iso) > 1 else 0.0
         self.aniso_rmsd = float(aniso[0])
@@ -189,42 +191,19 @@ class FairchemRank2StressHead(_Rank2Layers):
         self, x: torch.Tensor, edges: EdgeContext, batch: torch.Tensor, num_structures: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(isotropic [B], anisotropic [B, 5]) in fairchem's basis (eV/Å^3)."""
-        centre, neighbour = edges.index
-        vectors = edges.vectors
-        sh = o3.spherical_harmonics(list(range(self.lmax + 1)), vectors, False)
-        sh = self.sphharm_norm(sh[:, :, None])[:, :, 0]
-        x_edge = torch.cat([x[neighbour], x[centre]], dim=2)
-        x_edge = self.xedge_layer_norm(torch.einsum("ekc,ek->ec", x_edge, sh))
-        sh2 = o3.spherical_harmonics(2, vectors, True)
-        w = edges.envelope
-        node_w = w.new_zeros(x.shape[0]).index_add(0, centre, w).clamp_min(1e-12)
-        scal = x.new_zeros(x.shape[0], x_edge.shape[1]).index_add(0, centre, x_edge * w[:, None])
-        irr = sh2[:, :, None] * x_edge[:, None, :] * w[:, None, None]
-        irr = x.new_zeros(x.shape[0], 5, x_edge.shape[1]).index_add(0, centre, irr)
-        scal = self.scalar_mlp(scal / node_w[:, None])[:, 0]
-        irr = self.irrep2_mlp(irr / node_w[:, None, None])[:, :, 0]
-        count = x.new_zeros(num_structures).index_add(0, batch, torch.ones_like(scal))
-        count = count.clamp_min(1.0)
-        iso = x.new_zeros(num_structures).index_add(0, batch, scal) / count
-        aniso = x.new_zeros(num_structures, 5).index_add(0, batch, irr) / count[:, None]
+        scal, irr = self.node_means(x, edges, centre_first=False, sh2_normalization="integral")
+        scal, irr = self.scalar_mlp(scal)[:, 0], self.irrep2_mlp(irr)[:, :, 0]
+        iso, aniso = _structure_means(scal, irr, batch, num_structures)
         aniso_mean = torch.tensor(self.aniso_mean, dtype=aniso.dtype, device=aniso.device)
         return iso * self.iso_rmsd + self.iso_mean, aniso * self.aniso_rmsd + aniso_mean
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        edges: EdgeContext,
-        vectors: torch.Tensor,
-        batch: torch.Tensor,
-        num_structures: int,
-    ) -> torch.Tensor:
-        iso, aniso = self.parts(x, edges, batch, num_structures)
+    def to_tensor(self, iso: torch.Tensor, aniso: torch.Tensor) -> torch.Tensor:
         coeff = torch.cat([iso[:, None], aniso], dim=1)
         return torch.einsum("bk,kij->bij", coeff, self.basis)
 
 
-def make_stress_head(cfg: dict) -> nn.Module:
-    """The stress head named by ``cfg["stress_head"]`` (one of :data:`STRESS_HEADS`)."""
-    if cfg.get("stress_head", "equivariant") == "fairchem":
+def make_stress_head(cfg: EquiformerV2Config) -> nn.Module:
+    """The stress head named by ``cfg.stress_head`` (one of :data:`STRESS_HEADS`)."""
+    if cfg.stress_head == "fairchem":
         return FairchemRank2StressHead(cfg)
     return Rank2StressHead(cfg)

@@ -6,13 +6,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mlip_scaling.models.equiformer_v2.config import NORM_TYPES
 from mlip_scaling.models.equiformer_v2.constants import ExactConstants
 from mlip_scaling.models.equiformer_v2.so3 import degree_index
 
 __all__ = ["NORM_TYPES", "EquivariantLayerNormSH", "EquivariantRMSNorm", "make_norm"]
 
-#: Accepted values of the ``norm_type`` option.
-NORM_TYPES = ("rms_norm_sh", "layer_norm_sh")
 
 
 class EquivariantRMSNorm(ExactConstants):

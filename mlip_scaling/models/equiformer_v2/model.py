@@ -14,35 +14,28 @@ every edge within 0.01 Å² of the (k+1)-th shortest squared length).
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+
 import torch
 from torch import nn
 
 from mlip_scaling import keys
-from mlip_scaling.models.blocks import check_atomic_numbers
+from mlip_scaling.models.blocks import PolynomialCutoff, check_atomic_numbers
 from mlip_scaling.models.equiformer_v2.attention import EdgeContext, TransformerBlock
+from mlip_scaling.models.equiformer_v2.config import EquiformerV2Config
 from mlip_scaling.models.equiformer_v2.edge_frame import edge_rotation
-from mlip_scaling.models.equiformer_v2.heads import (
-    STRESS_HEADS,
-    DirectForceHead,
-    EnergyHead,
-    make_stress_head,
-)
-from mlip_scaling.models.equiformer_v2.layer_norm import NORM_TYPES, make_norm
-from mlip_scaling.models.equiformer_v2.radial import (
-    EdgeDegreeEmbedding,
-    GaussianSmearing,
-    smooth_cutoff,
-)
+from mlip_scaling.models.equiformer_v2.heads import DirectForceHead, EnergyHead, make_stress_head
+from mlip_scaling.models.equiformer_v2.layer_norm import make_norm
+from mlip_scaling.models.equiformer_v2.radial import EdgeDegreeEmbedding, GaussianSmearing
 from mlip_scaling.models.equiformer_v2.so3 import (
     EdgeRotation,
     num_coefficients,
     prepare_couplings,
 )
 
-__all__ = ["EquiformerV2"]
+__all__ = ["EquiformerV2", "EquiformerV2Config"]
 
-_AVG_NUM_NODES = 77.81317
-_AVG_DEGREE = 23.395238876342773
 #: fairchem's tolerance (Å²) on squared lengths of the non-strict neighbour cap.
 NEIGHBOR_TIE_TOLERANCE = 0.01
 
@@ -50,109 +43,43 @@ NEIGHBOR_TIE_TOLERANCE = 0.01
 class EquiformerV2(nn.Module):
     """EquiformerV2: SO(2) eSCN attention, separable S² activations, RMS norms.
 
-    Args:
-        cutoff: interaction radius (Å).
-        num_layers: transformer blocks.
-        sphere_channels: channels per spherical-harmonic coefficient of node embeddings.
-        attn_hidden_channels: channels of the first SO(2) convolution in attention.
-        num_heads, attn_alpha_channels, attn_value_channels: attention heads and their
-            per-head widths for attention logits and values.
-        ffn_hidden_channels: hidden channels of feed-forward networks.
-        lmax, mmax: maximum degree and (edge-frame) order.
-        grid_resolution: S² grid points per axis (None: the minimal grid for lmax/mmax).
-        num_distance_basis: Gaussians on ``[0, cutoff]``.
-        edge_channels: hidden width of the radial MLPs.
-        max_num_elements: size of the atomic-number embeddings.
-        max_neighbors: keep only this many nearest neighbours per atom (None: all).
-        max_neighbors_strict: True: exactly the ``max_neighbors`` shortest edges (ties by
-            order); False: fairchem's rule, every edge with ``r² <= r²_(k+1) + 0.01 Å²``
-            where ``r_(k+1)`` is the (k+1)-th shortest length of that atom.
-        norm_type: ``"rms_norm_sh"`` or ``"layer_norm_sh"`` (fairchem's OMat24 norm).
-        envelope: smooth cutoff envelope on edges and attention (False: hard cutoff).
-        stress_head: ``"equivariant"`` (the package's head) or ``"fairchem"`` (fairchem
-            1.10's rank-2 head); only with ``direct_forces``.
-        direct_forces: add a direct force head and a rank-2 stress head (non-conservative).
-        output_normalizers: fairchem's denormalisation of head outputs, ``{"energy": [rmsd],
-            "forces": [rmsd], "stress_isotropic": [rmsd, mean], "stress_anisotropic":
-            [rmsd, mean or 5 means]}`` (all optional; stress ones need the fairchem head).
-        use_grid_mlp: feed-forward networks as MLPs on the S² grid (OMat24 setting).
-        avg_num_nodes, avg_degree: normalisers of the energy sum and degree embedding.
-        alpha_drop, drop_path_rate: attention-weight dropout and per-structure stochastic
-            depth of block updates while training (fairchem: 0.1 / 0.05).
-        parity_average: average the outputs over the structure and its point inversion.
-            SO(2) convolutions (their ``W_i`` terms) are chiral, so EquiformerV2 alone is
-            only SO(3)-invariant; the average makes it O(3)-invariant (mirror images get
-            equal energies) at twice the cost and with no extra parameters.
+    Built from an :class:`EquiformerV2Config`, or from its fields (positionally in field
+    order, or by name), which are checked and frozen into one; see that class for the
+    meaning of every hyperparameter.
     """
 
-    def __init__(
-        self,
-        cutoff: float,
-        num_layers: int,
-        sphere_channels: int,
-        attn_hidden_channels: int,
-        num_heads: int,
-        attn_alpha_channels: int,
-        attn_value_channels: int,
-        ffn_hidden_channels: int,
-        lmax: int,
-        mmax: int,
-        grid_resolution: int | None,
-        num_distance_basis: int,
-        edge_channels: int,
-        max_num_elements: int = 96,
-        max_neighbors: int | None = None,
-        max_neighbors_strict: bool = True,
-        norm_type: str = "rms_norm_sh",
-        envelope: bool = True,
-        stress_head: str = "equivariant",
-        direct_forces: bool = False,
-        output_normalizers: dict | None = None,
-        use_grid_mlp: bool = True,
-        avg_num_nodes: float = _AVG_NUM_NODES,
-        avg_degree: float = _AVG_DEGREE,
-        parity_average: bool = True,
-        alpha_drop: float = 0.0,
-        drop_path_rate: float = 0.0,
-    ) -> None:
+    def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__()
-        if not 0 <= mmax <= lmax:
-            raise ValueError(f"EquiformerV2 needs 0 <= mmax <= lmax, got lmax={lmax} mmax={mmax}")
-        if norm_type not in NORM_TYPES:
-            raise ValueError(
-                f"EquiformerV2 norm_type must be one of {NORM_TYPES}, got {norm_type!r}"
-            )
-        if stress_head not in STRESS_HEADS:
-            raise ValueError(
-                f"EquiformerV2 stress_head must be one of {STRESS_HEADS}, got {stress_head!r}"
-            )
-        cfg = dict(locals())
-        cfg.pop("self")
-        cfg.pop("__class__", None)
-        self.cutoff, self.lmax, self.mmax = float(cutoff), lmax, mmax
-        prepare_couplings(lmax)
-        self.max_num_elements, self.max_neighbors = max_num_elements, max_neighbors
-        self.max_neighbors_strict, self.use_envelope = bool(max_neighbors_strict), bool(envelope)
-        self.direct_forces = bool(direct_forces)
-        norms = dict(output_normalizers or {})
-        self.energy_rmsd = float(norms.pop("energy", [1.0])[0])
-        self.force_rmsd = float(norms.pop("forces", [1.0])[0])
-        if norms and stress_head != "fairchem":
-            raise ValueError(f"EquiformerV2 output_normalizers {sorted(norms)} need the "
-                             "fairchem stress head")
-        self.parity_average = bool(parity_average)
-        self.sphere_channels = sphere_channels
-        edge_list = [num_distance_basis, edge_channels, edge_channels]
-        self.sphere_embedding = nn.Embedding(max_num_elements, sphere_channels)
-        self.distance_expansion = GaussianSmearing(0.0, cutoff, num_distance_basis, 2.0)
+        if len(args) == 1 and not kwargs and isinstance(args[0], EquiformerV2Config):
+            cfg = args[0]
+        else:
+            cfg = EquiformerV2Config(*args, **kwargs)
+        self.config = cfg
+        self.cutoff, self.lmax, self.mmax = float(cfg.cutoff), cfg.lmax, cfg.mmax
+        prepare_couplings(cfg.lmax)
+        self.max_num_elements, self.max_neighbors = cfg.max_num_elements, cfg.max_neighbors
+        self.max_neighbors_strict = bool(cfg.max_neighbors_strict)
+        self.use_envelope = bool(cfg.envelope)
+        self.direct_forces = bool(cfg.direct_forces)
+        norms = cfg.output_normalizers or {}
+        self.energy_rmsd = float(norms.get("energy", [1.0])[0])
+        self.force_rmsd = float(norms.get("forces", [1.0])[0])
+        self.parity_average = bool(cfg.parity_average)
+        self.sphere_channels = cfg.sphere_channels
+        radial = cfg.radial_channels
+        self.sphere_embedding = nn.Embedding(cfg.max_num_elements, cfg.sphere_channels)
+        self.distance_expansion = GaussianSmearing(0.0, cfg.cutoff, cfg.num_distance_basis, 2.0)
+        self.cutoff_envelope = PolynomialCutoff(cfg.cutoff, p=3)  # 1 - 10u³ + 15u⁴ - 6u⁵
         self.edge_degree_embedding = EdgeDegreeEmbedding(
-            sphere_channels, lmax, max_num_elements, edge_list, avg_degree
+            sphere_channels=cfg.sphere_channels, lmax=cfg.lmax,
+            max_num_elements=cfg.max_num_elements, edge_channels=radial,
+            rescale=cfg.avg_degree,
         )
-        self.blocks = nn.ModuleList(TransformerBlock(cfg, edge_list) for _ in range(num_layers))
-        self.norm = make_norm(norm_type, lmax, sphere_channels)
+        self.blocks = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.num_layers))
+        self.norm = make_norm(cfg.norm_type, cfg.lmax, cfg.sphere_channels)
         self.energy_head = EnergyHead(cfg)
         if self.direct_forces:
-            self.force_head = DirectForceHead(cfg, edge_list)
+            self.force_head = DirectForceHead(cfg)
             self.stress_head = make_stress_head(cfg)
         self._init_linear_weights()
 
@@ -192,7 +119,7 @@ class EquiformerV2(nn.Module):
         rotation = EdgeRotation(edge_rotation(vectors), self.lmax, self.mmax)
         features = self.distance_expansion(lengths)
         if self.use_envelope:
-            envelope = smooth_cutoff(lengths, self.cutoff)
+            envelope = self.cutoff_envelope(lengths)
         else:  # weights of exactly 1: plain sums and softmax
             envelope = torch.ones_like(lengths)
         numbers = data[keys.ATOMIC_NUMBERS]
@@ -221,7 +148,7 @@ class EquiformerV2(nn.Module):
         if self.direct_forces:
             forces = self.force_head(x, edges) * self.force_rmsd
             stress = self.stress_head(
-                x, edges, edges.vectors, batch, num_structures * (1 + self.parity_average)
+                x, edges, batch, num_structures * (1 + self.parity_average)
             )
         if self.parity_average:
             energies = 0.5 * (energies[:n] + energies[n:])
@@ -232,6 +159,20 @@ class EquiformerV2(nn.Module):
         if self.direct_forces:
             out[keys.FORCES], out[keys.STRESS] = forces, stress
         return out
+
+
+def _init_signature() -> inspect.Signature:
+    """``(self, <the fields of EquiformerV2Config>)``: what the registry checks configs
+    against (known keys, required keys)."""
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    params = [inspect.Parameter("self", kind)]
+    for f in dataclasses.fields(EquiformerV2Config):
+        default = inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default
+        params.append(inspect.Parameter(f.name, kind, default=default))
+    return inspect.Signature(params)
+
+
+EquiformerV2.__init__.__signature__ = _init_signature()
 
 
 def _with_inverted_copy(data: dict, batch: torch.Tensor, num_structures: int) -> dict:

@@ -1,4 +1,4 @@
-"""Radial features: Gaussian smearing, radial MLPs, smooth cutoff, edge-degree embedding."""
+"""Radial features: Gaussian smearing, radial MLPs, edge-degree embedding."""
 
 from __future__ import annotations
 
@@ -8,12 +8,19 @@ from torch import nn
 from mlip_scaling.models.equiformer_v2.constants import ExactConstants
 from mlip_scaling.models.equiformer_v2.so3 import EdgeRotation
 
-__all__ = ["EdgeDegreeEmbedding", "GaussianSmearing", "RadialMLP", "smooth_cutoff"]
+__all__ = ["EdgeDegreeEmbedding", "GaussianSmearing", "RadialMLP"]
 
 
 class GaussianSmearing(ExactConstants):
     """Distances [E] (Å) -> [E, num_basis] Gaussians centred on ``linspace(start, stop)``,
-    width ``width_factor`` times the spacing."""
+    width ``width_factor`` times the spacing.
+
+    The same function as :class:`mlip_scaling.models.blocks.GaussianSmearing`, kept apart
+    for two reasons: its buffer is named ``offset`` (the state-dict key of every eqv2
+    checkpoint and of fairchem's files), and its centres are exact in float64 whatever
+    dtype the model was built in (blocks' centres are rounded to the build dtype, which
+    moves float64 outputs by ~1e-8).
+    """
 
     def __init__(self, start: float, stop: float, num_basis: int, width_factor: float = 2.0):
         super().__init__()
@@ -39,13 +46,6 @@ class RadialMLP(nn.Sequential):
         super().__init__(*layers)
 
 
-def smooth_cutoff(r: torch.Tensor, cutoff: float) -> torch.Tensor:
-    """[E] envelope ``1 - 10u^3 + 15u^4 - 6u^5`` (``u = r/cutoff``): 1 at 0, and 0 with
-    vanishing first and second derivatives at the cutoff; 0 beyond it."""
-    u = (r / cutoff).clamp(0.0, 1.0)
-    return 1.0 - u**3 * (10.0 - 15.0 * u + 6.0 * u**2)
-
-
 class EdgeDegreeEmbedding(nn.Module):
     """Initial node features from the sum of neighbour radial functions.
 
@@ -56,6 +56,7 @@ class EdgeDegreeEmbedding(nn.Module):
 
     def __init__(
         self,
+        *,
         sphere_channels: int,
         lmax: int,
         max_num_elements: int,

@@ -49,6 +49,7 @@ class SO2Convolution(nn.Module):
         self,
         in_channels: int,
         out_channels: int,
+        *,
         lmax: int,
         mmax: int,
         edge_channels: list[int] | None = None,
