@@ -50,6 +50,18 @@ def test_round_trip(tmp_path):
     assert store.has_stress.tolist() == [True] * 4 + [False]
 
 
+def test_store_items_are_the_shared_conversion_of_their_atoms(tmp_path):
+    from mlip_scaling.data.atomic_data import from_atoms
+
+    store = StructureStore(write_store(tmp_path / "s.h5", _labelled(2)))
+    for i in range(len(store)):
+        item, shared = store[i], from_atoms(store.get_atoms(i))
+        assert sorted(item) == sorted(shared)
+        for name, value in item.items():
+            assert value.dtype == shared[name].dtype and value.shape == shared[name].shape
+            torch.testing.assert_close(value, shared[name], rtol=1e-15, atol=0)
+
+
 def test_bad_labels_leave_nothing(tmp_path):
     structures = _labelled(3)
     structures[1].calc.results["forces"] = np.zeros((2, 3))
