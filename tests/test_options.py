@@ -96,11 +96,11 @@ def test_progress_is_drawn_only_on_a_terminal(monkeypatch, capsys):
     from mlip_scaling import progress
 
     monkeypatch.setattr(progress, "interactive", lambda: True)
-    with progress.progress_bar(3, desc="work", unit="items") as bar:
+    with progress.ProgressBar(3, desc="work", unit="items") as bar:
         assert bar._progress is not None
         bar.advance(3)
     assert "work" in capsys.readouterr().err
-    with progress.progress_bar(3, enabled=False) as bar:  # --quiet
+    with progress.ProgressBar(3, enabled=False) as bar:  # --quiet
         assert bar._progress is None
     monkeypatch.setattr(progress, "interactive", lambda: False)
     assert list(progress.track(range(3), 3, "x")) == [0, 1, 2]

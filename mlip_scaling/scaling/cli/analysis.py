@@ -33,8 +33,8 @@ def _split_list(values: list[str] | None) -> list[str] | None:
 
 def _fit(args: argparse.Namespace) -> int:
     from mlip_scaling.io_utils import atomic_write_text
+    from mlip_scaling.scaling.metrics import FITTED
     from mlip_scaling.scaling.report import (
-        METRICS,
         exit_status,
         fit_records,
         load_records,
@@ -43,9 +43,9 @@ def _fit(args: argparse.Namespace) -> int:
     )
 
     metrics = _split_list(args.metric)
-    unknown = sorted(set(metrics or []) - set(METRICS))
+    unknown = sorted(set(metrics or []) - set(FITTED))
     if unknown:
-        raise ConfigError(f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(METRICS)}")
+        raise ConfigError(f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(FITTED)}")
     usable, excluded = split_records(load_records(args.results), args.allow_mixed)
     if not usable:
         raise DataError(f"{args.results}: no usable records ({len(excluded)} excluded)")
