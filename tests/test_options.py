@@ -138,3 +138,17 @@ def test_evaluate_flags_report_overrides_and_records_share_the_settings(tmp_path
     assert record["md_steps"] == 0 and record["data"] == str((tmp_path.cwd() / "x.h5").resolve())
     assert set(record) == set(EVAL_KEYS) - {"relax_max_atoms", "md_min_length"}
     assert EvalSettings(relax_max_atoms=4).record()["relax_max_atoms"] == 4
+
+
+@dataclass
+class _Switches:
+    fast: bool = option(True, "turn off", flag_name="--no-fast")
+    count: int = option(1, "a count", rule=POSITIVE_INT, flag_name="--n")
+
+
+def test_config_args_use_each_fields_own_flag():
+    args = config_args(_Switches(fast=False, count=3))
+    assert args == ["--no-fast", "--n", "3"]
+    parser = OneLineParser()
+    add_arguments(parser, _Switches)
+    assert vars(parser.parse_args(args)) == {"fast": False, "count": 3}
