@@ -135,3 +135,17 @@ def test_splits_are_disjoint_deterministic_and_nested():
     assert small < large
     with pytest.raises(ValueError):
         nested_subset(split["train"], 851)
+
+
+def test_summary_of_a_file_equals_the_summary_of_its_store(tmp_path):
+    from mlip_scaling.data.summary import dataset_summary
+
+    structures = _labelled(3)
+    ase.io.write(tmp_path / "s.extxyz", structures)
+    of_file = dataset_summary(tmp_path / "s.extxyz")
+    of_store = dataset_summary(write_store(tmp_path / "s.h5", structures))
+    assert of_file["with_stress"] == of_store["with_stress"] == 3
+    for name in ("structures", "atoms", "elements", "atoms_per_structure"):
+        assert of_file[name] == of_store[name], name
+    for name in ("energy_per_atom_eV", "force_norm_eV_per_A", "stress_abs_mean_eV_per_A3"):
+        np.testing.assert_allclose(of_file[name], of_store[name], rtol=1e-7)  # extxyz text
