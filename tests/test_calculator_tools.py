@@ -301,17 +301,6 @@ def test_socket_client_without_a_server_is_one_line(tmp_path, socket_name, capsy
                         r"\(.*\); start the server \(i-PI\) first\n", err)
 
 
-def test_socket_client_is_library_code_and_its_former_command_name_still_runs(tmp_path):
-    import mlip_scaling.calculators.socket_client as library
-
-    assert "argparse" not in vars(library) and not hasattr(library, "main")
-    missing = subprocess.run(
-        [sys.executable, "-m", "mlip_scaling.calculators.socket_client", "model.pt",
-         str(tmp_path / "absent.xyz"), "--unix", "x"], capture_output=True, text=True)
-    assert missing.returncode == 2
-    assert missing.stderr == f"error: {tmp_path / 'absent.xyz'}: no such dataset file\n"
-
-
 _IPI_SERVER = """
 import json, sys
 import ase.io

@@ -99,3 +99,14 @@ def test_every_module_imports_alone_and_scaling_never_loads_training():
     report = json.loads(out.splitlines()[-1])
     assert report["modules"] > 80
     assert report["failed"] == {} and report["training_in"] == []
+
+
+def test_socket_client_is_library_code_and_its_former_command_name_still_runs(tmp_path):
+    import mlip_scaling.calculators.socket_client as library
+
+    assert "argparse" not in vars(library) and not hasattr(library, "main")
+    missing = subprocess.run(
+        [sys.executable, "-m", "mlip_scaling.calculators.socket_client", "model.pt",
+         str(tmp_path / "absent.xyz"), "--unix", "x"], capture_output=True, text=True)
+    assert missing.returncode == 2
+    assert missing.stderr == f"error: {tmp_path / 'absent.xyz'}: no such dataset file\n"
