@@ -8,8 +8,7 @@ from itertools import accumulate
 import numpy as np
 import torch
 from ase import Atoms
-from ase.calculators.singlepoint import SinglePointCalculator
-from ase.stress import full_3x3_to_voigt_6_stress, voigt_6_to_full_3x3_stress
+from ase.stress import voigt_6_to_full_3x3_stress
 
 from mlip_scaling import keys
 from mlip_scaling.errors import DataError
@@ -32,7 +31,6 @@ __all__ = [
     "identity_tensors",
     "from_arrays",
     "from_atoms",
-    "to_atoms",
     "atoms_labels",
     "collate",
     "compute_edge_vectors",
@@ -161,27 +159,6 @@ def from_atoms(
     the labels present on ``atoms`` are added (see :func:`atoms_labels`)."""
     return from_arrays(atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc,
                        atoms_labels(atoms) if labels else None, dtype, device, edges, identity)
-
-
-def to_atoms(data: AtomicData) -> Atoms:
-    """Convert a single-structure data dict back to ``ase.Atoms`` (labels as results)."""
-    atoms = Atoms(
-        numbers=data[keys.ATOMIC_NUMBERS].cpu().numpy(),
-        positions=data[keys.POSITIONS].detach().cpu().numpy(),
-        cell=data[keys.CELL].reshape(3, 3).detach().cpu().numpy(),
-        pbc=data[keys.PBC].reshape(3).cpu().numpy(),
-    )
-    results = {}
-    if keys.ENERGY in data:
-        results["energy"] = float(data[keys.ENERGY].reshape(()))
-    if keys.FORCES in data:
-        results["forces"] = data[keys.FORCES].detach().cpu().numpy()
-    if keys.STRESS in data:
-        full = data[keys.STRESS].reshape(3, 3).detach().cpu().numpy()
-        results["stress"] = full_3x3_to_voigt_6_stress(full)
-    if results:
-        atoms.calc = SinglePointCalculator(atoms, **results)
-    return atoms
 
 
 def collate(
