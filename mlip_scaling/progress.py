@@ -11,7 +11,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
 
-__all__ = ["ProgressBar", "progress_bar", "track", "interactive"]
+__all__ = ["ProgressBar", "track", "interactive"]
 
 T = TypeVar("T")
 
@@ -22,8 +22,8 @@ def interactive() -> bool:
 
 
 class ProgressBar:
-    """A bar of ``total`` units (``advance``, ``show`` a few key: value figures); draws
-    nothing unless enabled and stderr is a terminal."""
+    """A bar of ``total`` units (``advance``, ``show`` a few key: value figures; use as a
+    context manager); draws nothing unless enabled and stderr is a terminal."""
 
     def __init__(self, total: int, initial: int = 0, desc: str = "", unit: str = "",
                  enabled: bool = True, transient: bool = False) -> None:
@@ -68,16 +68,10 @@ class ProgressBar:
             self._progress.update(self._task, shown=text)
 
 
-def progress_bar(total: int, initial: int = 0, desc: str = "", unit: str = "",
-                 enabled: bool = True, transient: bool = False) -> ProgressBar:
-    """A :class:`ProgressBar` (use as a context manager)."""
-    return ProgressBar(total, initial, desc, unit, enabled, transient)
-
-
 def track(items: Iterable[T], total: int, desc: str = "", enabled: bool = True,
           transient: bool = False) -> Iterator[T]:
     """Yield ``items`` while a bar of ``total`` counts them."""
-    with progress_bar(total, desc=desc, enabled=enabled, transient=transient) as bar:
+    with ProgressBar(total, desc=desc, enabled=enabled, transient=transient) as bar:
         for item in items:
             yield item
             bar.advance()

@@ -201,7 +201,7 @@ def config_args(cfg: TrainConfig) -> list[str]:
         if value == field_default(f):
             continue
         if isinstance(value, bool):
-            args.append(flag_name(f.name))
+            args.append(flag_name(f.name, f))
         else:
-            args += [flag_name(f.name), _text(value)]
+            args += [flag_name(f.name, f), _text(value)]
     return args

@@ -16,6 +16,7 @@ from mlip_scaling.data.atomic_data import (
     IdentityCache,
     check_elements,
     collate,
+    from_arrays,
     from_atoms,
     identity_tensors,
 )
@@ -80,6 +81,15 @@ def test_from_atoms_keeps_labels_dtype_and_device():
     assert data[keys.STRESS].shape == (1, 3, 3) and data[keys.FORCES].shape == (32, 3)
     assert {t.device.type for t in data.values()} == {"meta"}
     assert data[keys.ATOMIC_NUMBERS].dtype == torch.long and keys.BATCH not in data
+
+
+def test_from_arrays_casts_floats_only_for_dtypes_numpy_lacks():
+    atoms = _labelled()[0]
+    data = from_arrays(atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc,
+                       {keys.ENERGY: np.float64(-1.5)}, dtype=torch.bfloat16)
+    assert data[keys.POSITIONS].dtype == data[keys.ENERGY].dtype == torch.bfloat16
+    assert data[keys.ATOMIC_NUMBERS].dtype == torch.long and data[keys.PBC].dtype == torch.bool
+    assert data[keys.CELL].shape == (1, 3, 3) and data[keys.NUM_ATOMS].tolist() == [32]
 
 
 def test_identity_cache_reuses_tensors_until_the_atoms_change():

@@ -16,6 +16,7 @@ from mlip_scaling.scaling.bias import (
     entropy_bits,
     famine_bound,
     outcome_histograms,
+    read_predictions,
     tradeoff_bound,
 )
 
@@ -154,3 +155,15 @@ def test_compared_models_need_the_same_replicate_count():
     assert len(compare_bias_expressivity([a, b], tau=0.01)) == 2
     with pytest.raises(ValueError, match="same replicate count"):
         compare_bias_expressivity([a, _planted(12, 10, seed=4)], tau=0.01)
+
+
+def test_read_predictions_of_a_file_or_a_missing_path(tmp_path):
+    from mlip_scaling.errors import DataError
+
+    preds, labels = np.arange(6.0).reshape(2, 3), np.zeros(3)
+    np.savez(tmp_path / "p.npz", predictions=preds, labels=labels)
+    got = read_predictions(tmp_path / "p.npz")
+    np.testing.assert_allclose(got[0], preds, rtol=1e-15)
+    np.testing.assert_allclose(got[1], labels, rtol=1e-15)
+    with pytest.raises(DataError, match="absent: no such file or directory"):
+        read_predictions(tmp_path / "absent")

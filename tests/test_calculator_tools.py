@@ -267,7 +267,7 @@ def test_model_served_over_ase_socketio_runs_md(tmp_path, socket_name):
     direct = ScalingCalculator(model, dtype="float64")
     with SocketIOCalculator(unixsocket=name, timeout=120) as server:
         client = subprocess.Popen(
-            [sys.executable, "-m", "mlip_scaling.calculators.socket_client", str(model),
+            [sys.executable, "-m", "mlip_scaling.calculators.cli", str(model),
              str(tmp_path / "start.xyz"), "--unix", name, "--device", "cpu"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         atoms.calc = server
@@ -289,7 +289,7 @@ def test_model_served_over_ase_socketio_runs_md(tmp_path, socket_name):
 def test_socket_client_without_a_server_is_one_line(tmp_path, socket_name, capsys):
     from test_committee import random_model
 
-    from mlip_scaling.calculators.socket_client import main
+    from mlip_scaling.calculators.cli import main
 
     ase.io.write(tmp_path / "start.xyz", rattled_cu())
     model = random_model(tmp_path / "model.pt", seed=0)

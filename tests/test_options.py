@@ -96,11 +96,11 @@ def test_progress_is_drawn_only_on_a_terminal(monkeypatch, capsys):
     from mlip_scaling import progress
 
     monkeypatch.setattr(progress, "interactive", lambda: True)
-    with progress.progress_bar(3, desc="work", unit="items") as bar:
+    with progress.ProgressBar(3, desc="work", unit="items") as bar:
         assert bar._progress is not None
         bar.advance(3)
     assert "work" in capsys.readouterr().err
-    with progress.progress_bar(3, enabled=False) as bar:  # --quiet
+    with progress.ProgressBar(3, enabled=False) as bar:  # --quiet
         assert bar._progress is None
     monkeypatch.setattr(progress, "interactive", lambda: False)
     assert list(progress.track(range(3), 3, "x")) == [0, 1, 2]
@@ -138,3 +138,17 @@ def test_evaluate_flags_report_overrides_and_records_share_the_settings(tmp_path
     assert record["md_steps"] == 0 and record["data"] == str((tmp_path.cwd() / "x.h5").resolve())
     assert set(record) == set(EVAL_KEYS) - {"relax_max_atoms", "md_min_length"}
     assert EvalSettings(relax_max_atoms=4).record()["relax_max_atoms"] == 4
+
+
+@dataclass
+class _Switches:
+    fast: bool = option(True, "turn off", flag_name="--no-fast")
+    count: int = option(1, "a count", rule=POSITIVE_INT, flag_name="--n")
+
+
+def test_config_args_use_each_fields_own_flag():
+    args = config_args(_Switches(fast=False, count=3))
+    assert args == ["--no-fast", "--n", "3"]
+    parser = OneLineParser()
+    add_arguments(parser, _Switches)
+    assert vars(parser.parse_args(args)) == {"fast": False, "count": 3}

@@ -66,3 +66,47 @@ def test_data_info_defaults_to_the_embedded_dataset(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert "10,000" in out and "mixed:emt+sw" in out
+
+
+_IMPORT_EACH = """
+import importlib, json, pkgutil, sys
+import mlip_scaling
+
+names = [m.name for m in pkgutil.walk_packages(mlip_scaling.__path__, "mlip_scaling.")
+         if not m.name.endswith("__main__")]
+report = {"modules": len(names), "failed": {}, "training_in": []}
+for name in names:
+    for loaded in [m for m in sys.modules if m.startswith("mlip_scaling")]:
+        del sys.modules[loaded]
+    try:
+        importlib.import_module(name)
+    except Exception as exc:
+        report["failed"][name] = repr(exc)[:300]
+    if name.startswith(("mlip_scaling.scaling", "mlip_scaling.data")) and any(
+            m.startswith("mlip_scaling.training") for m in sys.modules):
+        report["training_in"].append(name)
+print(json.dumps(report))
+"""
+
+
+def test_every_module_imports_alone_and_scaling_never_loads_training():
+    """An import circle fails when a module of it is the first one imported; each module is
+    imported first, alone, and scaling/ and data/ must not load training/ on the way."""
+    import json
+
+    out = subprocess.run([sys.executable, "-c", _IMPORT_EACH], capture_output=True, text=True,
+                         check=True, env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout
+    report = json.loads(out.splitlines()[-1])
+    assert report["modules"] > 80
+    assert report["failed"] == {} and report["training_in"] == []
+
+
+def test_socket_client_is_library_code_and_its_former_command_name_still_runs(tmp_path):
+    import mlip_scaling.calculators.socket_client as library
+
+    assert "argparse" not in vars(library) and not hasattr(library, "main")
+    missing = subprocess.run(
+        [sys.executable, "-m", "mlip_scaling.calculators.socket_client", "model.pt",
+         str(tmp_path / "absent.xyz"), "--unix", "x"], capture_output=True, text=True)
+    assert missing.returncode == 2
+    assert missing.stderr == f"error: {tmp_path / 'absent.xyz'}: no such dataset file\n"

@@ -10,13 +10,8 @@ import numpy as np
 import pytest
 
 from mlip_scaling.errors import ConfigError, DataError
-from mlip_scaling.scaling.report import (
-    axis_points,
-    build_report,
-    fit_records,
-    load_records,
-    split_records,
-)
+from mlip_scaling.scaling.report import build_report, fit_records, load_records, split_records
+from mlip_scaling.scaling.slices import axis_points
 
 FAMILIES = {"transformer": (0.30, 0.35), "eqv2": (0.45, 0.40)}  # planted (a, b)
 

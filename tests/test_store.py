@@ -50,6 +50,18 @@ def test_round_trip(tmp_path):
     assert store.has_stress.tolist() == [True] * 4 + [False]
 
 
+def test_store_items_are_the_shared_conversion_of_their_atoms(tmp_path):
+    from mlip_scaling.data.atomic_data import from_atoms
+
+    store = StructureStore(write_store(tmp_path / "s.h5", _labelled(2)))
+    for i in range(len(store)):
+        item, shared = store[i], from_atoms(store.get_atoms(i))
+        assert sorted(item) == sorted(shared)
+        for name, value in item.items():
+            assert value.dtype == shared[name].dtype and value.shape == shared[name].shape
+            torch.testing.assert_close(value, shared[name], rtol=1e-15, atol=0)
+
+
 def test_bad_labels_leave_nothing(tmp_path):
     structures = _labelled(3)
     structures[1].calc.results["forces"] = np.zeros((2, 3))
@@ -123,3 +135,17 @@ def test_splits_are_disjoint_deterministic_and_nested():
     assert small < large
     with pytest.raises(ValueError):
         nested_subset(split["train"], 851)
+
+
+def test_summary_of_a_file_equals_the_summary_of_its_store(tmp_path):
+    from mlip_scaling.data.summary import dataset_summary
+
+    structures = _labelled(3)
+    ase.io.write(tmp_path / "s.extxyz", structures)
+    of_file = dataset_summary(tmp_path / "s.extxyz")
+    of_store = dataset_summary(write_store(tmp_path / "s.h5", structures))
+    assert of_file["with_stress"] == of_store["with_stress"] == 3
+    for name in ("structures", "atoms", "elements", "atoms_per_structure"):
+        assert of_file[name] == of_store[name], name
+    for name in ("energy_per_atom_eV", "force_norm_eV_per_A", "stress_abs_mean_eV_per_A3"):
+        np.testing.assert_allclose(of_file[name], of_store[name], rtol=1e-7)  # extxyz text

@@ -42,7 +42,7 @@ from mlip_scaling.calculators.inference import (
 )
 from mlip_scaling.calculators.neighbor_cache import NeighborCache, ResultCache
 from mlip_scaling.calculators.structures import as_atoms
-from mlip_scaling.data.atomic_data import AtomicData, IdentityCache, collate, from_atoms
+from mlip_scaling.data.atomic_data import AtomicData, IdentityCache, collate, from_arrays
 from mlip_scaling.devices import resolve_device, resolve_dtype
 from mlip_scaling.errors import ConfigError
 from mlip_scaling.models.potential import Potential
@@ -167,11 +167,11 @@ class ScalingCalculator(Calculator):
         self.check(numbers, positions, cell, pbc, where)
         if index is None:
             edges = self._neighbors(positions, cell, pbc, numbers, where)
-            return from_atoms(atoms, labels=False, dtype=self.dtype, device=self.device,
-                              edges=edges, identity=self._identity(numbers, pbc))
-        edges = sorted_neighbors(positions, cell, pbc, self.cutoff, where)
-        return from_atoms(atoms, labels=False, dtype=self.dtype, device=self.device,
-                          edges=edges)
+            identity = self._identity(numbers, pbc)
+        else:
+            edges, identity = sorted_neighbors(positions, cell, pbc, self.cutoff, where), None
+        return from_arrays(numbers, positions, cell, pbc, dtype=self.dtype, device=self.device,
+                           edges=edges, identity=identity)
 
     def predict(
         self, structures: Sequence[Atoms | Any], batch_size: int = 32

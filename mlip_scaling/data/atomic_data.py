@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from itertools import accumulate
 
 import numpy as np
 import torch
 from ase import Atoms
-from ase.calculators.singlepoint import SinglePointCalculator
-from ase.stress import full_3x3_to_voigt_6_stress, voigt_6_to_full_3x3_stress
+from ase.stress import voigt_6_to_full_3x3_stress
 
 from mlip_scaling import keys
 from mlip_scaling.errors import DataError
@@ -20,6 +19,9 @@ AtomicData = dict[str, torch.Tensor]
 MAX_ATOMIC_NUMBER = 118
 #: Fields :func:`collate` builds for the batch instead of concatenating.
 _REBUILT = (keys.EDGE_INDEX, keys.BATCH, keys.NUM_ATOMS)
+#: Shapes of the label fields in a single-structure data dict.
+_LABEL_SHAPES = {keys.ENERGY: (1,), keys.FORCES: (-1, 3), keys.STRESS: (1, 3, 3)}
+_NUMPY_FLOATS = {torch.float64: np.float64, torch.float32: np.float32, torch.float16: np.float16}
 
 __all__ = [
     "AtomicData",
@@ -27,8 +29,8 @@ __all__ = [
     "IdentityCache",
     "check_elements",
     "identity_tensors",
+    "from_arrays",
     "from_atoms",
-    "to_atoms",
     "atoms_labels",
     "collate",
     "compute_edge_vectors",
@@ -71,16 +73,19 @@ def atoms_labels(atoms: Atoms) -> dict[str, np.ndarray]:
     return found
 
 
+def _identity_arrays(numbers: np.ndarray, pbc: np.ndarray) -> dict[str, np.ndarray]:
+    return {keys.ATOMIC_NUMBERS: np.array(numbers, np.int64),
+            keys.PBC: np.array(pbc, np.bool_).reshape(1, 3),
+            keys.NUM_ATOMS: np.array([len(numbers)], np.int64)}
+
+
 def identity_tensors(
     numbers: np.ndarray, pbc: np.ndarray, device: torch.device | str = "cpu"
 ) -> AtomicData:
     """The tensors that depend only on which atoms a structure holds: ``atomic_numbers`` [N]
     (long), ``pbc`` [1,3] (bool) and ``num_atoms`` [1], on ``device``."""
-    return {
-        keys.ATOMIC_NUMBERS: torch.tensor(numbers, dtype=torch.long, device=device),
-        keys.PBC: torch.tensor(pbc, dtype=torch.bool, device=device).reshape(1, 3),
-        keys.NUM_ATOMS: torch.tensor([len(numbers)], dtype=torch.long, device=device),
-    }
+    return {name: torch.from_numpy(value).to(device)
+            for name, value in _identity_arrays(numbers, pbc).items()}
 
 
 class IdentityCache:
@@ -103,6 +108,45 @@ class IdentityCache:
         return dict(self._tensors)
 
 
+def from_arrays(
+    numbers: np.ndarray,
+    positions: np.ndarray,
+    cell: np.ndarray,
+    pbc: np.ndarray,
+    labels: Mapping[str, np.ndarray] | None = None,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str = "cpu",
+    edges: tuple[np.ndarray, np.ndarray] | None = None,
+    identity: AtomicData | None = None,
+) -> AtomicData:
+    """One structure's arrays as a data dict, float fields in ``dtype`` on ``device``.
+
+    Args:
+        numbers: atomic numbers [N]; positions [N,3] (Å); cell [3,3] (Å); pbc [3].
+        labels: ``energy`` (eV), ``forces`` [N,3] (eV/Å), ``stress`` [3,3] (eV/Å^3), each
+            optional (see :func:`atoms_labels`).
+        edges: a neighbour list of the structure, ``(edge_index [2,E], shifts [E,3])``.
+        identity: tensors of these same atoms from :class:`IdentityCache` (or
+            :func:`identity_tensors`), used instead of building them again.
+    """
+    # copies made in numpy and taken over by torch.from_numpy: a third of the cost of
+    # torch.tensor for small arrays (this is the data-loading and calculator hot path)
+    real = _NUMPY_FLOATS.get(dtype, np.float64)
+    arrays = {keys.POSITIONS: np.array(positions, real),
+              keys.CELL: np.array(cell, real).reshape(1, 3, 3),
+              **(_identity_arrays(numbers, pbc) if identity is None else {})}
+    for name, value in (labels or {}).items():
+        arrays[name] = np.array(value, real).reshape(_LABEL_SHAPES[name])
+    data = {name: torch.from_numpy(value) for name, value in arrays.items()}
+    if torch.device(device).type != "cpu" or dtype not in _NUMPY_FLOATS:
+        data = to_device(data, device, dtype)
+    data.update(identity or {})
+    if edges is not None:  # shared with the lists where type and device allow (read-only)
+        data[keys.EDGE_INDEX] = torch.as_tensor(edges[0], dtype=torch.long, device=device)
+        data[keys.EDGE_CELL_SHIFT] = torch.as_tensor(edges[1], dtype=dtype, device=device)
+    return data
+
+
 def from_atoms(
     atoms: Atoms,
     labels: bool = True,
@@ -111,49 +155,10 @@ def from_atoms(
     edges: tuple[np.ndarray, np.ndarray] | None = None,
     identity: AtomicData | None = None,
 ) -> AtomicData:
-    """Convert one ``ase.Atoms`` into a data dict, float fields in ``dtype`` on ``device``.
-
-    Args:
-        labels: add the labels present on ``atoms`` (see :func:`atoms_labels`).
-        edges: a neighbour list of ``atoms``, ``(edge_index [2,E], shifts [E,3])``.
-        identity: tensors of these same atoms from :class:`IdentityCache` (or
-            :func:`identity_tensors`), used instead of building them again.
-    """
-    data: AtomicData = {
-        keys.POSITIONS: torch.tensor(atoms.positions, dtype=dtype, device=device),
-        keys.CELL: torch.tensor(atoms.cell.array, dtype=dtype, device=device).reshape(1, 3, 3),
-        **(identity if identity is not None
-           else identity_tensors(atoms.numbers, atoms.pbc, device)),
-    }
-    if edges is not None:  # shared with the lists where type and device allow (read-only)
-        data[keys.EDGE_INDEX] = torch.as_tensor(edges[0], dtype=torch.long, device=device)
-        data[keys.EDGE_CELL_SHIFT] = torch.as_tensor(edges[1], dtype=dtype, device=device)
-    if labels:
-        shapes = {keys.ENERGY: (1,), keys.FORCES: (-1, 3), keys.STRESS: (1, 3, 3)}
-        for name, value in atoms_labels(atoms).items():
-            data[name] = torch.tensor(value, dtype=dtype, device=device).reshape(shapes[name])
-    return data
-
-
-def to_atoms(data: AtomicData) -> Atoms:
-    """Convert a single-structure data dict back to ``ase.Atoms`` (labels as results)."""
-    atoms = Atoms(
-        numbers=data[keys.ATOMIC_NUMBERS].cpu().numpy(),
-        positions=data[keys.POSITIONS].detach().cpu().numpy(),
-        cell=data[keys.CELL].reshape(3, 3).detach().cpu().numpy(),
-        pbc=data[keys.PBC].reshape(3).cpu().numpy(),
-    )
-    results = {}
-    if keys.ENERGY in data:
-        results["energy"] = float(data[keys.ENERGY].reshape(()))
-    if keys.FORCES in data:
-        results["forces"] = data[keys.FORCES].detach().cpu().numpy()
-    if keys.STRESS in data:
-        full = data[keys.STRESS].reshape(3, 3).detach().cpu().numpy()
-        results["stress"] = full_3x3_to_voigt_6_stress(full)
-    if results:
-        atoms.calc = SinglePointCalculator(atoms, **results)
-    return atoms
+    """Convert one ``ase.Atoms`` into a data dict (see :func:`from_arrays`); with ``labels``
+    the labels present on ``atoms`` are added (see :func:`atoms_labels`)."""
+    return from_arrays(atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc,
+                       atoms_labels(atoms) if labels else None, dtype, device, edges, identity)
 
 
 def collate(

@@ -240,10 +240,10 @@ def _chunk_done(path: Path, expected: int) -> bool:
 
 
 def _run_jobs(todo: list, workers: int | None, progress: bool, done: int, total: int) -> None:
-    from mlip_scaling.progress import progress_bar
+    from mlip_scaling.progress import ProgressBar
 
     workers = max(1, min(workers or mp.cpu_count(), len(todo) or 1))
-    with progress_bar(total, done, "labelling", "structures", progress) as bar:
+    with ProgressBar(total, done, "labelling", "structures", progress) as bar:
         if workers == 1:
             for job in todo:
                 bar.advance(_label_chunk(job)[1])

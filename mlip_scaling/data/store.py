@@ -25,13 +25,12 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-import torch
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from mlip_scaling import keys
-from mlip_scaling.data.atomic_data import AtomicData, atoms_labels
+from mlip_scaling.data.atomic_data import AtomicData, atoms_labels, from_arrays
 from mlip_scaling.data.validate import check_layout, check_structure, check_values
 from mlip_scaling.errors import DataError
 from mlip_scaling.io_utils import atomic_path
@@ -216,18 +215,11 @@ class StructureStore:
     def __getitem__(self, index: int) -> AtomicData:
         """Structure ``index`` as a data dict (float64, labels included)."""
         sl, i = self._slice(index), int(index) % len(self)
-        data = {
-            keys.POSITIONS: torch.from_numpy(self.array("positions")[sl].copy()),
-            keys.ATOMIC_NUMBERS: torch.from_numpy(self.array("numbers")[sl].astype(np.int64)),
-            keys.CELL: torch.from_numpy(self.array("cell")[i : i + 1].copy()),
-            keys.PBC: torch.from_numpy(self.array("pbc")[i : i + 1].copy()),
-            keys.NUM_ATOMS: torch.tensor([sl.stop - sl.start]),
-            keys.ENERGY: torch.from_numpy(self.array("energy")[i : i + 1].copy()),
-            keys.FORCES: torch.from_numpy(self.array("forces")[sl].copy()),
-        }
+        labels = {keys.ENERGY: self.array("energy")[i], keys.FORCES: self.array("forces")[sl]}
         if self.has_stress[i]:
-            data[keys.STRESS] = torch.from_numpy(self.array("stress")[i : i + 1].copy())
-        return data
+            labels[keys.STRESS] = self.array("stress")[i]
+        return from_arrays(self.array("numbers")[sl], self.array("positions")[sl],
+                           self.array("cell")[i], self.array("pbc")[i], labels)
 
     def get_atoms(self, index: int) -> Atoms:
         """Structure ``index`` as ``ase.Atoms`` with its labels on a SinglePointCalculator."""

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mlip_scaling import keys
+from mlip_scaling.data.atomic_data import atoms_labels
 from mlip_scaling.data.readers import detect_format, read_structures
 from mlip_scaling.data.store import StructureStore
 
@@ -30,13 +32,13 @@ def dataset_summary(path: str | Path, verify: bool = False) -> dict:
         sizes, meta = store.num_atoms, dict(store.metadata)
     else:
         structures = read_structures(path)
+        labels = [atoms_labels(a) for a in structures]
         sizes = np.array([len(a) for a in structures])
         numbers = np.concatenate([a.numbers for a in structures])
-        energy = np.array([a.get_potential_energy() for a in structures])
-        forces = np.concatenate([a.get_forces() for a in structures])
-        has = np.array(["stress" in a.calc.results for a in structures])
-        stress = np.array([a.get_stress(voigt=False) if h else np.zeros((3, 3))
-                           for a, h in zip(structures, has)])
+        energy = np.array([float(lab[keys.ENERGY]) for lab in labels])
+        forces = np.concatenate([lab[keys.FORCES] for lab in labels])
+        has = np.array([keys.STRESS in lab for lab in labels])
+        stress = np.array([lab.get(keys.STRESS, np.zeros((3, 3))) for lab in labels])
         meta = {}
     from ase.data import chemical_symbols
 

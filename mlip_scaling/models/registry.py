@@ -189,10 +189,9 @@ def list_presets(family: str | None = None) -> list[str]:
 
 def get_preset(name: str) -> tuple[str, dict]:
     """``(family, config)`` of a preset name such as ``'eqv2-86M'``."""
-    presets = PRESETS
-    if name not in presets:
-        raise ValueError(f"unknown model preset {name!r}; known: {', '.join(presets)}")
-    family, config = presets[name]
+    if name not in PRESETS:
+        raise ValueError(f"unknown model preset {name!r}; known: {', '.join(PRESETS)}")
+    family, config = PRESETS[name]
     return family, dict(config)
 
 

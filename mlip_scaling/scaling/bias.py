@@ -34,8 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["load_predictions", "entropy_bits", "bias_of", "tradeoff_bound", "famine_bound",
-           "outcome_histograms", "bias_expressivity", "compare_bias_expressivity", "SPAN_TAUS"]
+__all__ = ["read_predictions", "load_predictions", "replicate_predictions", "entropy_bits",
+           "bias_of", "tradeoff_bound", "famine_bound", "outcome_histograms",
+           "bias_expressivity", "compare_bias_expressivity", "SPAN_TAUS"]
 
 SPAN_TAUS = 16.0  # default grid half-width in units of tau
 _CI_KEYS = ("bias", "entropy_bits", "expected_entropy_bits", "capacity_bits",
@@ -191,8 +192,6 @@ def replicate_predictions(directory, data=None, n_probes: int = 64, quantity: st
     every Cartesian component of the probe structures). ``data`` overrides the dataset the
     models name. With the same split settings the probes are held out from every replicate.
     """
-    from pathlib import Path
-
     from mlip_scaling.calculators.ase import ScalingCalculator
     from mlip_scaling.checkpoint import CheckpointError, is_run_state, load_checkpoint
     from mlip_scaling.data.dataset import atoms_at, open_for_model, test_set
@@ -232,6 +231,19 @@ def replicate_predictions(directory, data=None, n_probes: int = 64, quantity: st
     preds = [values(ScalingCalculator(str(path), device="cpu", dtype="float64").predict(atoms))
              for path, _ in models]
     return np.stack(preds), labels
+
+
+def read_predictions(path: Path, data: str | None = None, n_probes: int = 64,
+                     quantity: str = "energy") -> tuple[np.ndarray, np.ndarray]:
+    """``(predictions, labels)`` of a ``.npz`` file (:func:`load_predictions`) or of a folder
+    of replicate model files (:func:`replicate_predictions` with the other arguments)."""
+    if path.is_dir():
+        return replicate_predictions(path, data=data, n_probes=n_probes, quantity=quantity)
+    if path.is_file():
+        return load_predictions(path)
+    from mlip_scaling.errors import DataError
+
+    raise DataError(f"{path}: no such file or directory")
 
 
 def load_predictions(path: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -190,7 +190,7 @@ def evaluate_directory(directory: str | os.PathLike, jobs: int = 1,
     ``module:pkg.mod:factory``).
     """
     from mlip_scaling.data.oracles import check_oracle
-    from mlip_scaling.progress import progress_bar
+    from mlip_scaling.progress import ProgressBar
 
     root = Path(directory)
     if not root.is_dir():
@@ -213,7 +213,7 @@ def evaluate_directory(directory: str | os.PathLike, jobs: int = 1,
         files.setdefault(file_hash(path), path)
     done = {d: cached[d] for d in files if reusable(cached.get(d), settings)}
     todo = [(p, d) for d, p in files.items() if d not in done]
-    with progress_bar(len(files), len(done), "evaluate", "files", progress) as bar:
+    with ProgressBar(len(files), len(done), "evaluate", "files", progress) as bar:
         for digest, rec in _evaluate_all(todo, root, settings, jobs, progress,
                                          oracle_trusted):
             done[digest] = rec

@@ -32,16 +32,13 @@ from mlip_scaling.scaling.report_page import (
     page,
 )
 from mlip_scaling.scaling.results import check_records, read_results
-from mlip_scaling.scaling.slices import AXES, axis_points, finite, slice_points
+from mlip_scaling.scaling.slices import AXES, finite, slice_points
 
 __all__ = ["load_records", "split_records", "fit_records", "build_report", "write_report",
-           "print_table", "print_models", "exit_status", "axis_points", "METRICS", "AXES",
-           "RESULTS_NAME"]
+           "print_table", "print_models", "exit_status", "RESULTS_NAME"]
 
 RESULTS_NAME = "scaling_results.json"
 FITS_FORMAT = "mlip-scaling-fits/1"
-#: metrics whose scaling laws are fitted (from the registry in ``scaling.metrics``)
-METRICS = FITTED
 
 
 def load_records(source) -> list[dict]:
@@ -83,9 +80,9 @@ def split_records(records: list[dict], allow_mixed: bool = False
                           " (pass --allow-mixed to fit them together)")
     for rec in usable:
         bad = [k for k, v in (rec.get("metrics") or {}).items()
-               if k in METRICS and v is not None and not _finite(v)]
+               if k in FITTED and v is not None and not _finite(v)]
         bad += [k for k, v in (rec.get("metrics") or {}).items()
-                if k in METRICS and v is None and _present_elsewhere(k, usable)]
+                if k in FITTED and v is None and _present_elsewhere(k, usable)]
         if bad:
             excluded.append((rec, f"{', '.join(sorted(bad))} NaN or missing: left out of "
                                   "those fits only"))
@@ -105,7 +102,7 @@ def fit_records(records: list[dict], metrics=None, axes=None, forms=("power", "f
     data, params, compute and joint (the joint law over n_params and n_train); ``n_perm``
     draws of the compute frontier's permutation null.
     """
-    metrics = metrics or [m for m in METRICS if _present_elsewhere(m, records)]
+    metrics = metrics or [m for m in FITTED if _present_elsewhere(m, records)]
     axes = list(axes or [*AXES, "joint"])
     rows = []
     for family in sorted({str(r.get("family") or "?") for r in records}):
@@ -225,7 +222,7 @@ def _write_tables(rows, records, excluded, out: Path) -> None:
                  *[r["ci"].get(k, [None, None])[i] for k in keys for i in (0, 1)]]
                 for r in rows])
     why = {id(rec): reason for rec, reason in excluded}
-    names = list(dict.fromkeys([*METRICS, *measured]))
+    names = list(dict.fromkeys([*FITTED, *measured]))
     _write_csv(out / "points.csv",
                ["checkpoint", "family", "model", "n_params", "n_train", "flops",
                 "dataset_name", "status", "excluded", *names],
@@ -252,7 +249,7 @@ def write_report(source, out_dir, allow_mixed: bool = False, n_perm: int = 1000,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = fit_records(usable, n_perm=n_perm)
-    metrics = [m for m in METRICS if any(r["metric"] == m for r in rows)]
+    metrics = [m for m in FITTED if any(r["metric"] == m for r in rows)]
     drawn = [(metric_info(m).heading(), plot_metric(rows, m, out)) for m in metrics]
     drawn.insert(min(1, len(drawn)), (f"compute frontier: {metric_info(SELECTION).label}",
                                       plot_frontier(usable, rows, out)))

@@ -26,8 +26,8 @@ from mlip_scaling.cli_args import (
     run_command,
 )
 from mlip_scaling.errors import ConfigError, cli_entry
-from mlip_scaling.train_config import add_train_arguments, explicit_options
-from mlip_scaling.training.config import TrainConfig, load_config_file, merge_config
+from mlip_scaling.train_config import add_train_arguments, explicit_options, load_config_file
+from mlip_scaling.training.config import TrainConfig, merge_config
 
 __all__ = ["build_parser", "parse_config", "main"]
 

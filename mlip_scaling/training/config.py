@@ -6,11 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from mlip_scaling.errors import ConfigError
-from mlip_scaling.models.registry import check_model_config
-from mlip_scaling.train_config import AMP_CHOICES, RESUME_KEYS, TrainConfig, load_config_file
+from mlip_scaling.train_config import TrainConfig
 
-__all__ = ["TrainConfig", "AMP_CHOICES", "RESUME_KEYS", "load_config_file", "merge_config",
-           "check_model_config"]
+__all__ = ["TrainConfig", "merge_config"]
 
 
 def merge_config(file_options: dict[str, Any], cli_options: dict[str, Any]) -> TrainConfig:

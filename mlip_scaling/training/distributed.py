@@ -14,7 +14,7 @@ import torch.distributed as dist
 
 from mlip_scaling.devices import resolve_device
 
-__all__ = ["DistInfo", "init_distributed", "all_reduce_sum", "barrier", "shutdown"]
+__all__ = ["DistInfo", "init_distributed", "all_reduce_sum", "shutdown"]
 
 
 @dataclass(frozen=True)
@@ -55,11 +55,6 @@ def all_reduce_sum(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
         values = values.clone()
         dist.all_reduce(values, op=dist.ReduceOp.SUM)
     return values
-
-
-def barrier(info: DistInfo) -> None:
-    if info.enabled:
-        dist.barrier()
 
 
 def shutdown(info: DistInfo) -> None:

@@ -22,7 +22,7 @@ from mlip_scaling.errors import ConfigError
 from mlip_scaling.io_utils import exclusive_lock, remove_stale_temps
 from mlip_scaling.models import registry
 from mlip_scaling.models.potential import Potential
-from mlip_scaling.progress import ProgressBar, progress_bar
+from mlip_scaling.progress import ProgressBar
 from mlip_scaling.training import finetune
 from mlip_scaling.training.config import TrainConfig
 from mlip_scaling.training.distributed import DistInfo, init_distributed, shutdown
@@ -133,7 +133,7 @@ def _summary(trainer: Trainer, n_params: int, family: str, run_dir: Path) -> str
 
 
 def _progress(trainer: Trainer, enabled: bool) -> tuple[ProgressBar, Any]:
-    bar = progress_bar(trainer.scheduler.total_steps, trainer.step, "train", "steps", enabled)
+    bar = ProgressBar(trainer.scheduler.total_steps, trainer.step, "train", "steps", enabled)
 
     def update(record: dict) -> None:
         bar.advance()

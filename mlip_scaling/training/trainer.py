@@ -27,7 +27,8 @@ from mlip_scaling.data import sampling
 from mlip_scaling.data.atomic_data import AtomicData, collate, to_device
 from mlip_scaling.errors import ConfigError, MlipError
 from mlip_scaling.models.potential import Potential
-from mlip_scaling.training.config import RESUME_KEYS, TrainConfig
+from mlip_scaling.train_config import RESUME_KEYS
+from mlip_scaling.training.config import TrainConfig
 from mlip_scaling.training.distributed import DistInfo, all_reduce_sum
 from mlip_scaling.training.ema import EMA
 from mlip_scaling.training.flops import FlopModel, batch_features
@@ -45,7 +46,7 @@ from mlip_scaling.training.precision import (
 from mlip_scaling.training.schedule import CosineWarmup, warmup_steps
 from mlip_scaling.training.state import capture_rng, load_state, restore_rng, save_state
 
-__all__ = ["Trainer", "TrainingDiverged", "RESUME_KEYS"]
+__all__ = ["Trainer", "TrainingDiverged"]
 
 
 class TrainingDiverged(MlipError):

@@ -6,8 +6,6 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-
 from mlip_scaling.cli_args import (
     NON_NEGATIVE_INT,
     POSITIVE,
@@ -33,8 +31,8 @@ def _split_list(values: list[str] | None) -> list[str] | None:
 
 def _fit(args: argparse.Namespace) -> int:
     from mlip_scaling.io_utils import atomic_write_text
+    from mlip_scaling.scaling.metrics import FITTED
     from mlip_scaling.scaling.report import (
-        METRICS,
         exit_status,
         fit_records,
         load_records,
@@ -43,9 +41,9 @@ def _fit(args: argparse.Namespace) -> int:
     )
 
     metrics = _split_list(args.metric)
-    unknown = sorted(set(metrics or []) - set(METRICS))
+    unknown = sorted(set(metrics or []) - set(FITTED))
     if unknown:
-        raise ConfigError(f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(METRICS)}")
+        raise ConfigError(f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(FITTED)}")
     usable, excluded = split_records(load_records(args.results), args.allow_mixed)
     if not usable:
         raise DataError(f"{args.results}: no usable records ({len(excluded)} excluded)")
@@ -87,23 +85,12 @@ def _report(args: argparse.Namespace) -> int:
     return exit_status(rows)
 
 
-def _bias_input(path: Path, args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
-    from mlip_scaling.scaling.bias import load_predictions, replicate_predictions
-
-    if path.is_dir():
-        return replicate_predictions(path, data=args.data, n_probes=args.probes,
-                                     quantity=args.quantity)
-    if path.is_file():
-        return load_predictions(path)
-    raise DataError(f"{path}: no such file or directory")
-
-
 def _bias(args: argparse.Namespace) -> int:
     from mlip_scaling.io_utils import atomic_write_text
-    from mlip_scaling.scaling.bias import compare_bias_expressivity
+    from mlip_scaling.scaling.bias import compare_bias_expressivity, read_predictions
 
     paths = [Path(p) for p in args.input]
-    sets = [_bias_input(path, args) for path in paths]
+    sets = [read_predictions(path, args.data, args.probes, args.quantity) for path in paths]
     try:
         results = compare_bias_expressivity(sets, tau=args.tau, span=args.span,
                                             n_bins=args.bins, q_min=args.q_min)
