@@ -51,27 +51,35 @@ def stress_mask(batch: dict) -> torch.Tensor:
 
 
 def error_sums(pred: dict, batch: dict) -> dict[str, float]:
-    """Sums of absolute and squared errors of one batch (keys from :data:`SUM_NAMES`)."""
+    """Sums of absolute and squared errors of one batch (keys from :data:`SUM_NAMES`).
+
+    Every sum is computed on the batch's device and copied to the host in one transfer
+    (one synchronisation per batch on a GPU)."""
     with torch.no_grad():
-        n_atoms = batch[keys.NUM_ATOMS].double()
-        de = (pred[keys.ENERGY].double() - batch[keys.ENERGY].double()) / n_atoms
-        sums = {"n_e": float(de.numel()), "e_abs": float(de.abs().sum()),
-                "e_sq": float((de * de).sum())}
-        if keys.FORCES in pred and keys.FORCES in batch:
-            df = pred[keys.FORCES].double() - batch[keys.FORCES].double()
-            sums.update(n_f=float(df.numel()), f_abs=float(df.abs().sum()),
-                        f_sq=float((df * df).sum()))
-            sums.update(n_atoms=float(len(df)), f_l2=float(torch.linalg.vector_norm(df, dim=-1)
-                                                           .sum()))
+        sums = _sum_tensors(pred, batch)
+        return dict(zip(sums, torch.stack(list(sums.values())).tolist()))
+
+
+def _sum_tensors(pred: dict, batch: dict) -> dict[str, torch.Tensor]:
+    """:func:`error_sums` as 0-d float64 tensors on the batch's device."""
+    n_atoms = batch[keys.NUM_ATOMS].double()
+    de = (pred[keys.ENERGY].double() - batch[keys.ENERGY].double()) / n_atoms
+    count = n_atoms.new_tensor
+    sums = {"n_e": count(de.numel()), "e_abs": de.abs().sum(), "e_sq": (de * de).sum()}
+    if keys.FORCES in pred and keys.FORCES in batch:
+        df = pred[keys.FORCES].double() - batch[keys.FORCES].double()
+        sums.update(n_f=count(df.numel()), f_abs=df.abs().sum(), f_sq=(df * df).sum(),
+                    n_atoms=count(len(df)), f_l2=torch.linalg.vector_norm(df, dim=-1).sum())
+    if keys.STRESS in pred and keys.STRESS in batch:
         mask = stress_mask(batch)
-        if keys.STRESS in pred and keys.STRESS in batch and bool(mask.any()):
-            p, r = pred[keys.STRESS].double()[mask], batch[keys.STRESS].double()[mask]
-            ds = p - r
-            (iso_p, dev_p), (iso_r, dev_r) = stress_parts(p), stress_parts(r)
-            sums.update(n_s=float(ds.numel()), s_abs=float(ds.abs().sum()),
-                        s_sq=float((ds * ds).sum()), n_sb=float(len(ds)),
-                        s_iso=float((iso_p - iso_r).abs().sum()),
-                        s_aniso=float((dev_p - dev_r).abs().sum()))
+        p, r = pred[keys.STRESS].double(), batch[keys.STRESS].double()
+        (iso_p, dev_p), (iso_r, dev_r) = stress_parts(p), stress_parts(r)
+        ds = torch.where(mask[:, None, None], p - r, 0.0)
+        dev = torch.where(mask[:, None, None], dev_p - dev_r, 0.0)
+        n_sb = mask.double().sum()
+        sums.update(n_s=9.0 * n_sb, s_abs=ds.abs().sum(), s_sq=(ds * ds).sum(), n_sb=n_sb,
+                    s_iso=torch.where(mask, iso_p - iso_r, 0.0).abs().sum(),
+                    s_aniso=dev.abs().sum())
     return sums
 
 

@@ -130,3 +130,20 @@ def test_metrics_without_forces_are_none():
     pred = {keys.ENERGY: batch[keys.ENERGY]}
     m = finish_metrics(error_sums(pred, batch))
     assert m["energy_mae"] == 0.0 and m["force_mae"] is None and m["stress_mae"] is None
+
+
+def test_unlabelled_stress_counts_nothing_even_when_its_prediction_is_not_finite():
+    batch = _batch((2, 3, 4), seed=6)
+    batch[HAS_STRESS] = torch.tensor([True, False, True])
+    pred = _copy(batch)
+    pred[keys.STRESS] = pred[keys.STRESS] + 0.02
+    pred[keys.STRESS][1] = float("nan")  # the structure without a stress label
+    m = finish_metrics(error_sums(pred, batch))
+    assert m["stress_mae"] == pytest.approx(0.02)
+    assert error_sums(pred, batch)["n_sb"] == 2.0
+    batch[HAS_STRESS][:] = False
+    nothing = error_sums(pred, batch)
+    assert finish_metrics(nothing)["stress_mae"] is None
+    assert loss_from_sums(nothing, LossWeights()) == pytest.approx(
+        loss_from_sums({k: v for k, v in nothing.items() if not k.startswith(("n_s", "s_"))},
+                       LossWeights()))
