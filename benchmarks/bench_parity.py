@@ -117,7 +117,9 @@ def one(job: tuple, steps: int, out: Path) -> dict:
 def mean_se(values: list[float], scale: float = 1.0) -> str:
     """``mean ± SE`` of ``values`` times ``scale``."""
     v = [x * scale for x in values]
-    se = statistics.stdev(v) / len(v) ** 0.5 if len(v) > 1 else float("nan")
+    if len(set(v)) == 1:  # a setting (steps), not a measurement
+        return f"{v[0]:g}"
+    se = statistics.stdev(v) / len(v) ** 0.5
     digits = 2 if abs(statistics.mean(v)) < 10 else 1
     return f"{statistics.mean(v):.{digits}f} ± {se:.{digits}f}"
 

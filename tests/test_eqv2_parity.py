@@ -123,3 +123,17 @@ def test_averaged_model_file_loads_averaged_with_the_reference_numbers(tmp_path,
     for key, want in stored["batch"].items():
         scale = want.abs().max().item()
         torch.testing.assert_close(got[key], want, rtol=0, atol=1e-10 * scale)
+
+
+def test_bench_parity_mirror_error_separates_averaged_from_plain():
+    spec = importlib.util.spec_from_file_location(
+        "bench_parity", ROOT / "benchmarks" / "bench_parity.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    structures = [_alloy(), bulk("Ni", "fcc", a=3.5) * (2, 1, 1)]
+    structures[1].rattle(0.1, seed=2)
+    e_avg, f_avg = bench.mirror_error(_potential(parity_average=True), structures)
+    e_plain, f_plain = bench.mirror_error(_potential(grid_resolution=16), structures)
+    assert e_avg < 1e-12 and f_avg < 1e-12
+    assert f_plain > 1e-7
+    assert bench.mean_se([1.0, 2.0, 3.0]) == "2.00 ± 0.58" and bench.mean_se([270, 270]) == "270"
