@@ -34,12 +34,15 @@ from mlip_scaling.data.atomic_data import collate, from_atoms
 from mlip_scaling.data.dataset import atoms_at, open_for_model, test_set
 from mlip_scaling.data.embedded import default_data_path
 from mlip_scaling.data.neighbors import NeighborListTransform
+from mlip_scaling.data.splits import SplitSpec
 from mlip_scaling.data.store import StructureStore
 from mlip_scaling.scaling.metrics import test_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_PLAN = ROOT / "examples" / "demo_eqv2.yaml"
 MAX_TEST = 64
+#: the demo's --max-val-structures
+MAX_VAL = 32
 VARIANTS = ("averaged", "plain")
 
 
@@ -64,12 +67,6 @@ def train(model: str, size: int, seed: int, variant: str, steps: int, out: Path)
     return {"run": str(run), "steps": n, "cpu_s": usage.ru_utime + usage.ru_stime}
 
 
-def last_val_loss(run: Path) -> float:
-    """Validation loss of the last validation record of ``run``/metrics.jsonl."""
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return [r for r in records if r["kind"] == "val"][-1]["loss"]
-
-
 def _predict(potential, atoms_list) -> tuple[np.ndarray, np.ndarray]:
     """Energies [B] (eV) and forces [N, 3] (eV/Å) of a batch, in the potential's dtype."""
     nl = NeighborListTransform(potential.cutoff)
@@ -92,16 +89,19 @@ def mirror_error(potential, atoms_list) -> tuple[float, float]:
 
 
 def evaluate(run: Path) -> dict:
-    """Test metrics (first ``MAX_TEST`` test structures, float64), last validation loss
-    and the mirror-image error of the model file in ``run``."""
+    """Loss of the final model file in ``run`` on the validation structures its training
+    used (the first ``MAX_VAL``), test metrics (first ``MAX_TEST`` test structures) and
+    the mirror-image error, float64."""
     path = next(p for p in run.glob("*.pt") if p.name != "last.pt")
     ckpt = load_checkpoint(path)
     source = open_for_model(default_data_path(), ckpt, path)
     test = test_set(ckpt, source, MAX_TEST)
+    val = SplitSpec.from_checkpoint(ckpt).indices(len(source), "dataset")["val"][:MAX_VAL]
     potential = potential_from_dict(ckpt).double().eval()
     metrics = test_metrics(potential, source, test)
+    val_loss = test_metrics(potential, source, val)["test_loss"]
     mirror_e, mirror_f = mirror_error(potential, [atoms_at(source, i) for i in test])
-    return {"val_loss": last_val_loss(run), "test_loss": metrics["test_loss"],
+    return {"val_loss": val_loss, "test_loss": metrics["test_loss"],
             "energy_mae": metrics["energy_mae"], "force_mae": metrics["force_mae"],
             "mirror_energy": mirror_e, "mirror_force": mirror_f}
 
@@ -159,11 +159,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=135, help="steps of the averaged runs")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("runs/bench_parity"))
+    parser.add_argument("--reevaluate", action="store_true",
+                        help="recompute the metrics of the runs in --out/results.json")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     StructureStore(default_data_path())  # fail early when the dataset is missing
     path = args.out / "results.json"
     results = json.loads(path.read_text()) if path.exists() else []
+    if args.reevaluate:
+        torch.set_num_threads(1)
+        results = [{**r, **evaluate(Path(r["run"]))} for r in results]
+        path.write_text(json.dumps(results, indent=1))
     done = {(r["model"], r["size"], r["seed"], r["variant"]) for r in results}
     jobs = [(m, n, s, v) for m in args.models for n in args.sizes for s in range(args.seeds)
             for v in VARIANTS if (m, n, s, v) not in done]
