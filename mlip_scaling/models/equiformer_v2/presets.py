@@ -14,14 +14,18 @@
   random-weight fixture made with fairchem-core 1.10.0, with the package's deterministic
   edge frame in both; fairchem's own frame is random, which moves its results slightly).
 * ``eqv2-<size>``: a conservative ladder (energy head only; forces and stress by autograd),
-  parity-averaged (O(3)-invariant), cutoff 6 Å, from 1.5k to 147M parameters in roughly
+  SO(3)-equivariant and not parity averaged (as the published models: a mirror image
+  is learnt from data, not enforced), cutoff 6 Å, from 1.5k to 147M parameters in roughly
   geometric steps (×2-4). Width, depth and lmax/mmax grow together; the three largest
   are the S/M/L backbones (18x18 S² grids); the others use the minimal grids of their
   lmax/mmax (fairchem's default when no resolution is given), which cost far less on
   edges. The ladder keeps the package's choices where they are better for scaling
   studies: a smooth (C²) cutoff envelope and no neighbour cap (energies continuous as
   atoms cross the cutoff or the 20th-neighbour shell; a supercell equals its primitive
-  cell), RMS norms, and conservative forces and stress.
+  cell), RMS norms, and conservative forces and stress. ``parity_average: true`` in
+  ``--model-config`` makes a ladder model O(3)-invariant at twice the cost of a step
+  (outputs averaged over the structure and its point inversion; see benchmarks/PARITY.md).
+  Model files store their full config, so files trained averaged stay averaged.
 
 ``EQV2_PRESET_PARAMS`` holds exact counts (checked by the tests).
 """
@@ -101,7 +105,7 @@ def _ladder_config(
         "max_neighbors": None,
         "direct_forces": False,
         "use_grid_mlp": True,
-        "parity_average": True,
+        "parity_average": False,
     }
 
 
