@@ -40,6 +40,7 @@ from mlip_scaling.calculators.structures import as_atoms
 from mlip_scaling.data.neighbors import Where, check_geometry, neighbor_list
 from mlip_scaling.errors import ConfigError, DataError
 from mlip_scaling.models.potential import MAX_Z, Potential
+from mlip_scaling.procs import keep_freed_memory
 
 __all__ = ["ScalingCalculator", "resolve_device", "resolve_dtype", "prepare_potential",
            "sorted_neighbors", "StructureChecker", "structure_name"]
@@ -153,6 +154,7 @@ class ScalingCalculator(Calculator):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        keep_freed_memory()  # MD allocates the same large tensors every step
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype)
         sources, committee = model_sources(model)
