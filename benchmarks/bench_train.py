@@ -1,18 +1,22 @@
 """Accuracy against training time: the package's models next to a same-size MACE.
 
     python benchmarks/bench_train.py                       # make bench: 120 s per model
-    python benchmarks/bench_train.py --budget 1800 --mace-budget 5400   # the long run
-    python benchmarks/bench_train.py --models transformer-57k --set num_radial=16 --no-mace
+    python benchmarks/bench_train.py --budget 300 --mace-budget 1200 --points 5  # FORCES.md
+    python benchmarks/bench_train.py --budget 1800 --mace-budget 5400 --points 6  # long run
+    python benchmarks/bench_train.py --set angular_channels=16 --weights 1 50 5 --no-mace
 
-Every model trains for ``--budget`` seconds of wall-clock time (MACE for ``--mace-budget``)
-on one Cu-Ni EMT dataset (:mod:`cuni_dataset`, generated once into the cache folder), with
-the same loss (``w_E·MAE(E/atom) + w_F·mean|ΔF| + w_S·stress``), AdamW, a cosine learning
+Every model trains for ``--budget`` seconds (MACE for ``--mace-budget``), counted as CPU
+time of its own process with one thread (``time.process_time``: the wall-clock time of an
+idle core, and not shortened when other jobs share the machine); MACE trains in parallel
+with the package's models, so two cores run both. Data: one Cu-Ni EMT dataset
+(:mod:`cuni_dataset`, generated once into the cache folder). Loss: the same for all,
+``w_E·MAE(E/atom) + w_F·mean|ΔF| + w_S·stress``, with AdamW, a cosine learning
 rate over the time budget and an EMA of the weights. Test energy MAE (meV/atom) and force
 MAE (meV/Å, per component) are measured at log-spaced training times (evaluation time is
 not counted). Printed: the curves side by side, the training time each model needed to
 reach MACE's final force MAE (as a fraction of MACE's budget), and the time of one
-energy + forces + stress call on a 256-atom Cu-Ni cell (float32). MACE trains in a
-subprocess of ``MACE_PYTHON`` (see :mod:`mace_train`); one run, one seed.
+energy + forces + stress call on a 256-atom Cu-Ni cell (float32, CPU time). MACE trains in
+a subprocess of ``MACE_PYTHON`` (see :mod:`mace_train`); one run, one seed.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from mlip_scaling.data.atomic_data import AtomicData, collate, from_atoms  # noq
 from mlip_scaling.data.neighbors import NeighborListTransform  # noqa: E402
 from mlip_scaling.models import registry  # noqa: E402
 from mlip_scaling.models.potential import Potential  # noqa: E402
-from mlip_scaling.procs import keep_freed_memory  # noqa: E402
+from mlip_scaling.procs import keep_freed_memory, preexec_die_with_parent  # noqa: E402
 from mlip_scaling.training.ema import EMA  # noqa: E402
 from mlip_scaling.training.loss import (  # noqa: E402
     LossWeights,
@@ -167,8 +171,8 @@ def infer_ms(potential: Potential, repeats: int = 5) -> float:
     return 1e3 * statistics.median(times)
 
 
-def run_mace(paths: tuple[Path, Path], args: argparse.Namespace) -> dict | None:
-    """MACE's curve and inference time from :mod:`mace_train` in ``args.mace_python``."""
+def start_mace(paths: tuple[Path, Path], args: argparse.Namespace) -> subprocess.Popen | None:
+    """Start :mod:`mace_train` in ``args.mace_python`` (it trains while ours does)."""
     if args.no_mace or not os.path.exists(args.mace_python):
         print(f"MACE skipped ({'--no-mace' if args.no_mace else 'no ' + args.mace_python}; "
               "set MACE_PYTHON to a mace-torch venv)")
@@ -179,13 +183,22 @@ def run_mace(paths: tuple[Path, Path], args: argparse.Namespace) -> dict | None:
            "--threads", str(args.threads), "--seed", str(args.seed), "--lr", str(args.mace_lr),
            "--batch-size", str(args.mace_batch_size),
            "--weights", ",".join(str(w) for w in args.weights)]
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    print("\n".join(ln for ln in proc.stdout.splitlines() if not ln.startswith("RESULT ")))
-    if proc.returncode or not lines:
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            preexec_fn=preexec_die_with_parent())
+
+
+def finish_mace(proc: subprocess.Popen | None) -> dict | None:
+    """MACE's curve, parameter count and inference time (None if it failed)."""
+    if proc is None:
+        return None
+    stdout, _ = proc.communicate()
+    lines = stdout.splitlines()
+    print("\n".join(ln for ln in lines if not ln.startswith("RESULT ")))
+    results = [ln for ln in lines if ln.startswith("RESULT ")]
+    if proc.returncode or not results:
         print(f"MACE failed (exit {proc.returncode})")
         return None
-    return json.loads(lines[-1][len("RESULT "):])
+    return json.loads(results[-1][len("RESULT "):])
 
 
 def time_to(curve: list[dict], target: float) -> float | None:
@@ -226,14 +239,15 @@ def report(results: dict[str, dict], mace_name: str | None) -> None:
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--budget", type=float, default=120.0, help="training seconds per model")
+    p.add_argument("--budget", type=float, default=120.0,
+                   help="training budget per model, CPU seconds of its process")
     p.add_argument("--mace-budget", type=float, default=None, help="MACE's (default --budget)")
     p.add_argument("--models", nargs="+", default=["transformer-57k"], help="package presets")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="model-config overrides (JSON values), e.g. num_radial=16")
     p.add_argument("--train-size", type=int, default=2000, help="training structures")
     p.add_argument("--test-size", type=int, default=300, help="test structures")
-    p.add_argument("--points", type=int, default=5, help="checkpoints (log-spaced, x2 apart)")
+    p.add_argument("--points", type=int, default=4, help="checkpoints (log-spaced, x2 apart)")
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (ours)")
     p.add_argument("--batch-size", type=int, default=16, help="structures per step (ours)")
     p.add_argument("--mace-lr", type=float, default=1e-2, help="MACE's peak learning rate")
@@ -261,6 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"Cu-Ni EMT dataset {paths[0].parent} ({time.perf_counter() - start:.0f} s); "
           f"{args.threads} thread(s), torch {torch.__version__}", flush=True)
     train_atoms, test_atoms = cuni_dataset.load(paths[0]), cuni_dataset.load(paths[1])
+    mace_proc = start_mace(paths, args)
     results: dict[str, dict] = {}
     for name in args.models:
         cutoff = float({**registry.get_preset(name)[1], **overrides}["cutoff"])
@@ -271,7 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         curve = train_for(potential, train, test, args, name)
         results[name] = {"params": params, "curve": curve, "budget": args.budget,
                          "infer_ms": infer_ms(potential)}
-    mace = run_mace(paths, args)
+    mace = finish_mace(mace_proc)
     if mace is not None:
         results["MACE"] = {**mace, "budget": args.mace_budget}
     report(results, "MACE" if mace is not None else None)
