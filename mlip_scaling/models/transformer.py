@@ -164,15 +164,8 @@ class TransformerLayer(nn.Module):
     """Pre-LN block: ``x + Attn(LN(x))`` [then ``x + Ang(LN(x))``] then ``x + FFN(LN(x))``
     (FFN: C -> F -> C, SiLU; the angular sub-layer only when ``angular_channels`` > 0)."""
 
-    def __init__(
-        self,
-        hidden_channels: int,
-        num_heads: int,
-        ffn_hidden: int,
-        num_radial: int,
-        logit_cap: float = 20.0,
-        angular_channels: int = 0,
-    ) -> None:
+    def __init__(self, hidden_channels: int, num_heads: int, ffn_hidden: int, num_radial: int,
+                 logit_cap: float = 20.0, angular_channels: int = 0) -> None:
         super().__init__()
         self.norm_attn = nn.LayerNorm(hidden_channels)
         self.attn = NeighbourAttention(hidden_channels, num_heads, num_radial, logit_cap)

@@ -74,15 +74,8 @@ class SeedTransformer(AtomTokenModel):
 
     direct_forces = True
 
-    def __init__(
-        self,
-        cutoff: float,
-        embedding_dim: int,
-        num_layers: int,
-        num_heads: int,
-        ffn_multiplier: int = 4,
-        max_num_elements: int = 119,
-    ) -> None:
+    def __init__(self, cutoff: float, embedding_dim: int, num_layers: int, num_heads: int,
+                 ffn_multiplier: int = 4, max_num_elements: int = 119) -> None:
         dim = embedding_dim + 3
         if dim % num_heads:
             raise ValueError(f"embedding_dim + 3 = {dim} is not divisible by num_heads={num_heads}")
