@@ -30,7 +30,7 @@ FAMILIES_UNDER_TEST: list[tuple[str, dict]] = [
     (
         "transformer",
         {"cutoff": 4.0, "num_layers": 2, "hidden_channels": 16, "num_heads": 2,
-         "ffn_hidden": 32, "num_radial": 6, "angular_channels": 4, "species_radial": True},
+         "ffn_hidden": 32, "num_radial": 6, "moment_channels": 4, "species_radial": True},
     ),
     (
         "eqv2",
@@ -40,7 +40,7 @@ FAMILIES_UNDER_TEST: list[tuple[str, dict]] = [
          "num_distance_basis": 8, "edge_channels": 8},
     ),
 ]
-_IDS = [family + ("-options" if "angular_channels" in config else "")
+_IDS = [family + ("-options" if "moment_channels" in config else "")
         for family, config in FAMILIES_UNDER_TEST]
 
 

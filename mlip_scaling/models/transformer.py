@@ -16,11 +16,11 @@ self term never underflows next to the largest logit.
 
 Options (off by default, so that older checkpoints build the same model):
 
-* ``angular_channels`` V > 0: a third sub-layer per block adds three-body information. It
-  sums, per centre atom and channel, the neighbour directions ``r̂_ij`` (a vector) and
-  their traceless outer products ``r̂ r̂ᵀ − I/3`` weighted by ``(W φ(r_ij)) ⊙ (W' x_j) u(r_ij)``,
-  and feeds the invariant squared norms of these moments (``Σ_jk w_j w_k P_l(cos θ_jk)``)
-  back into the token. Distances alone (the attention) see angles only through depth.
+* ``moment_channels`` V > 0: a third sub-layer per block sums, per centre atom and channel,
+  edge weights ``(W φ(r_ij)) ⊙ (W' x_j) u(r_ij)`` (a density: attention only averages),
+  and with ``moment_order`` 1-2 the neighbour directions ``r̂_ij`` and their traceless outer
+  products ``r̂ r̂ᵀ − I/3``, whose invariant squared norms (``Σ_jk w_j w_k P_l(cos θ_jk)``)
+  are three-body terms. Distances alone (the attention) see angles only through depth.
 * ``species_radial``: the radial basis of each edge is scaled per channel by
   ``1 + a_{Z_i} + b_{Z_j}`` (learned, zero at initialisation): pair-dependent radial weights.
 
@@ -48,7 +48,7 @@ from mlip_scaling.models.blocks import (
 )
 
 __all__ = ["TransformerEnergyModel", "NeighbourAttention", "TransformerLayer", "EdgeGraph",
-           "AngularMoments", "AtomTokenModel"]
+           "NeighbourMoments", "AtomTokenModel"]
 
 
 class EdgeGraph(NamedTuple):
@@ -122,66 +122,78 @@ class NeighbourAttention(nn.Module):
         return self.out(out.reshape(n, heads * dim))
 
 
-class AngularMoments(nn.Module):
-    """Three-body invariants of weighted neighbour-direction moments (l = 1 and l = 2).
+class NeighbourMoments(nn.Module):
+    """Invariants of weighted neighbour moments of order 0 to ``order`` (at most 2).
 
-    ``m1_i = Σ_j w_ij r̂_ij`` and ``m2_i = Σ_j w'_ij (r̂_ij r̂_ijᵀ − I/3)`` per channel, with
-    ``w = (W φ(r_ij)) ⊙ (W' x_j) · u(r_ij) / n_norm``; output ``Linear([|m1|², |m2|²_F])``.
+    Per channel: the density ``m0_i = Σ_j w0_ij`` (summed, not averaged as attention is),
+    ``m1_i = Σ_j w1_ij r̂_ij`` and ``m2_i = Σ_j w2_ij (r̂_ij r̂_ijᵀ − I/3)``, with
+    ``w = (W φ(r_ij)) ⊙ (W' x_j) · u(r_ij) / n_norm``; output ``Linear([m0, |m1|², |m2|²_F])``.
+    ``|m1|²`` and ``|m2|²`` are sums over neighbour pairs of ``w_j w_k P_l(cos θ_jk)``
+    (three-body terms).
 
     Args:
         hidden_channels: token width C.
-        channels: moment channels V per order.
+        channels: channels V per order.
         num_radial: radial basis size R.
+        order: highest order (0: densities only, no directions needed).
         neighbour_norm: divisor of the sums (about the number of neighbours).
     """
 
-    def __init__(self, hidden_channels: int, channels: int, num_radial: int,
+    def __init__(self, hidden_channels: int, channels: int, num_radial: int, order: int = 2,
                  neighbour_norm: float = 32.0) -> None:
         super().__init__()
-        self.channels = channels
+        if order not in (0, 1, 2):
+            raise ValueError(f"moment_order must be 0, 1 or 2, got {order}")
+        self.channels, self.order = channels, order
         self.norm = 1.0 / float(neighbour_norm)
-        self.radial = nn.Linear(num_radial, 2 * channels)
-        self.source = nn.Linear(hidden_channels, 2 * channels)
-        self.out = nn.Linear(2 * channels, hidden_channels)
+        self.radial = nn.Linear(num_radial, (order + 1) * channels)
+        self.source = nn.Linear(hidden_channels, (order + 1) * channels)
+        self.out = nn.Linear((order + 1) * channels, hidden_channels)
 
     def forward(self, x: torch.Tensor, graph: EdgeGraph) -> torch.Tensor:
         """Tokens ``x`` [N, C] and the edges -> [N, C]."""
         centre, neigh = graph.edge_index
         w = self.radial(graph.radial) * self.source(x).index_select(0, neigh)
-        w1, w2 = (w * (graph.envelope * self.norm).unsqueeze(-1)).split(self.channels, dim=-1)
+        w = w * (graph.envelope * self.norm).unsqueeze(-1)
+        if self.order == 0:
+            return self.out(scatter_sum(w, centre, len(x)))
         u = graph.unit
-        assert u is not None, "AngularMoments needs the edge directions"
-        outer = u[:, [0, 1, 2, 0, 0, 1]] * u[:, [0, 1, 2, 1, 2, 2]]  # xx yy zz xy xz yz
-        outer = outer - outer.new_tensor([1 / 3, 1 / 3, 1 / 3, 0.0, 0.0, 0.0])
+        assert u is not None, "moments of order > 0 need the edge directions"
+        w0, w1, *w2 = w.split(self.channels, dim=-1)
         m1 = scatter_sum(u.unsqueeze(-1) * w1.unsqueeze(1), centre, len(x))  # [N, 3, V]
-        m2 = scatter_sum(outer.unsqueeze(-1) * w2.unsqueeze(1), centre, len(x))  # [N, 6, V]
-        m2sq = m2 * m2
-        frob = m2sq[:, :3].sum(1) + 2.0 * m2sq[:, 3:].sum(1)
-        return self.out(torch.cat([(m1 * m1).sum(1), frob], dim=-1))
+        feats = [scatter_sum(w0, centre, len(x)), (m1 * m1).sum(1)]
+        if w2:
+            outer = u[:, [0, 1, 2, 0, 0, 1]] * u[:, [0, 1, 2, 1, 2, 2]]  # xx yy zz xy xz yz
+            outer = outer - outer.new_tensor([1 / 3, 1 / 3, 1 / 3, 0.0, 0.0, 0.0])
+            m2 = scatter_sum(outer.unsqueeze(-1) * w2[0].unsqueeze(1), centre, len(x))
+            m2sq = m2 * m2  # [N, 6, V]
+            feats.append(m2sq[:, :3].sum(1) + 2.0 * m2sq[:, 3:].sum(1))
+        return self.out(torch.cat(feats, dim=-1))
 
 
 class TransformerLayer(nn.Module):
-    """Pre-LN block: ``x + Attn(LN(x))`` [then ``x + Ang(LN(x))``] then ``x + FFN(LN(x))``
-    (FFN: C -> F -> C, SiLU; the angular sub-layer only when ``angular_channels`` > 0)."""
+    """Pre-LN block: ``x + Attn(LN(x))`` [then ``x + Moments(LN(x))``] then ``x + FFN(LN(x))``
+    (FFN: C -> F -> C, SiLU; the moment sub-layer only when ``moment_channels`` > 0)."""
 
     def __init__(self, hidden_channels: int, num_heads: int, ffn_hidden: int, num_radial: int,
-                 logit_cap: float = 20.0, angular_channels: int = 0) -> None:
+                 logit_cap: float = 20.0, moment_channels: int = 0,
+                 moment_order: int = 2) -> None:
         super().__init__()
         self.norm_attn = nn.LayerNorm(hidden_channels)
         self.attn = NeighbourAttention(hidden_channels, num_heads, num_radial, logit_cap)
-        if angular_channels > 0:
-            self.norm_angular = nn.LayerNorm(hidden_channels)
-            self.angular = AngularMoments(hidden_channels, angular_channels, num_radial)
-        else:
-            self.angular = None
+        self.moments = None
+        if moment_channels > 0:
+            self.norm_moments = nn.LayerNorm(hidden_channels)
+            self.moments = NeighbourMoments(hidden_channels, moment_channels, num_radial,
+                                            moment_order)
         self.norm_ffn = nn.LayerNorm(hidden_channels)
         self.ffn = mlp([hidden_channels, ffn_hidden, hidden_channels])
 
     def forward(self, x: torch.Tensor, graph: EdgeGraph) -> torch.Tensor:
         """Tokens ``x`` [N, C] and the edges -> updated tokens [N, C]."""
         x = x + self.attn(self.norm_attn(x), graph)
-        if self.angular is not None:
-            x = x + self.angular(self.norm_angular(x), graph)
+        if self.moments is not None:
+            x = x + self.moments(self.norm_moments(x), graph)
         return x + self.ffn(self.norm_ffn(x))
 
 
@@ -200,7 +212,8 @@ class TransformerEnergyModel(AtomTokenModel):
         envelope: ``"polynomial"`` (C2 at rc with ``envelope_exponent`` p) or ``"cosine"``.
         envelope_exponent: exponent p of the polynomial envelope.
         logit_cap: soft cap of attention logits (numerical robustness).
-        angular_channels: channels of the three-body sub-layer (0 = none).
+        moment_channels: channels of the neighbour-moment sub-layer (0 = none).
+        moment_order: its highest order: 0 densities, 1 and 2 also three-body terms.
         species_radial: scale the radial basis by learned per-species-pair factors.
 
     Needs ``atomic_numbers`` [N], ``edge_index`` [2, E], ``edge_vectors`` [E, 3] and
@@ -222,20 +235,21 @@ class TransformerEnergyModel(AtomTokenModel):
         envelope: str = "polynomial",
         envelope_exponent: int = 6,
         logit_cap: float = 20.0,
-        angular_channels: int = 0,
+        moment_channels: int = 0,
+        moment_order: int = 2,
         species_radial: bool = False,
     ) -> None:
         super().__init__(cutoff, max_num_elements, hidden_channels)
         self.radial_basis = build_radial_basis(radial_basis, cutoff, num_radial)
         self.envelope = build_envelope(envelope, cutoff, envelope_exponent)
-        self.needs_directions = angular_channels > 0
+        self.needs_directions = moment_channels > 0 and moment_order > 0
         self.species_radial = None
         if species_radial:
             self.species_radial = nn.Embedding(max_num_elements, 2 * num_radial)
             nn.init.zeros_(self.species_radial.weight)
         self.layers = nn.ModuleList(
             TransformerLayer(hidden_channels, num_heads, ffn_hidden, num_radial, logit_cap,
-                             angular_channels)
+                             moment_channels, moment_order)
             for _ in range(num_layers)
         )
         self.norm_out = nn.LayerNorm(hidden_channels)
