@@ -248,8 +248,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--train-size", type=int, default=2000, help="training structures")
     p.add_argument("--test-size", type=int, default=300, help="test structures")
     p.add_argument("--points", type=int, default=4, help="checkpoints (log-spaced, x2 apart)")
-    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (ours)")
-    p.add_argument("--batch-size", type=int, default=16, help="structures per step (ours)")
+    p.add_argument("--lr", type=float, default=5e-3, help="peak learning rate (ours)")
+    p.add_argument("--batch-size", type=int, default=8, help="structures per step (ours)")
     p.add_argument("--mace-lr", type=float, default=1e-2, help="MACE's peak learning rate")
     p.add_argument("--mace-batch-size", type=int, default=8, help="MACE's structures per step")
     p.add_argument("--weights", type=float, nargs=3, default=[2.5, 20.0, 5.0],
