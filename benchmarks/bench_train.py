@@ -193,7 +193,7 @@ def finish_mace(proc: subprocess.Popen | None) -> dict | None:
         return None
     stdout, _ = proc.communicate()
     lines = stdout.splitlines()
-    print("\n".join(ln for ln in lines if not ln.startswith("RESULT ")))
+    print("\n".join(ln for ln in lines if ln.startswith("  MACE ")))
     results = [ln for ln in lines if ln.startswith("RESULT ")]
     if proc.returncode or not results:
         print(f"MACE failed (exit {proc.returncode})")
@@ -230,8 +230,9 @@ def report(results: dict[str, dict], mace_name: str | None) -> None:
         if n == mace_name:
             continue
         t = time_to(results[n]["curve"], final_f)
-        when = f"{t:.0f} s = {t / budget:.3f} of MACE's time" if t is not None else "not reached"
-        print(f"{n} ({results[n]['params']:,} params): MACE's final force MAE {when}; "
+        when = (f"by {t:.0f} s (<= {t / budget:.3f} of MACE's time; checkpoints x2 apart)"
+                if t is not None else "not reached")
+        print(f"{n} ({results[n]['params']:,} params): MACE's final force MAE reached {when}; "
               f"inference {results[n]['infer_ms']:.1f} ms = "
               f"{mace['infer_ms'] / results[n]['infer_ms']:.1f}x faster")
 
