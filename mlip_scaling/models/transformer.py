@@ -209,15 +209,16 @@ class TransformerEnergyModel(AtomTokenModel):
         num_radial: size of the radial basis of distances.
         max_num_elements: size of the atomic-number embedding (Z < max_num_elements).
         radial_basis: ``"bessel"`` or ``"gaussian"``.
-        envelope: ``"polynomial"`` (C2 at rc with ``envelope_exponent`` p) or ``"cosine"``.
+        envelope: ``"polynomial"`` (C2 at rc with ``envelope_exponent`` p) or ``"cosine"``
+            (C1; fitted forces faster in benchmarks/FORCES.md).
         envelope_exponent: exponent p of the polynomial envelope.
         logit_cap: soft cap of attention logits (numerical robustness).
         moment_channels: channels of the neighbour-moment sub-layer (0 = none).
         moment_order: its highest order: 0 densities, 1 and 2 also three-body terms.
         species_radial: scale the radial basis by learned per-species-pair factors.
 
-    Needs ``atomic_numbers`` [N], ``edge_index`` [2, E], ``edge_vectors`` [E, 3] and
-    ``edge_lengths`` [E] (Å).
+    Needs ``atomic_numbers`` [N], ``edge_index`` [2, E] and ``edge_lengths`` [E] (Å);
+    ``edge_vectors`` [E, 3] too with moments of order > 0.
     """
 
     direct_forces = False
