@@ -28,6 +28,11 @@ FAMILIES_UNDER_TEST: list[tuple[str, dict]] = [
          "ffn_hidden": 32, "num_radial": 6},
     ),
     (
+        "transformer",
+        {"cutoff": 4.0, "num_layers": 2, "hidden_channels": 16, "num_heads": 2,
+         "ffn_hidden": 32, "num_radial": 6, "moment_channels": 4, "species_radial": True},
+    ),
+    (
         "eqv2",
         {"cutoff": 4.0, "num_layers": 2, "sphere_channels": 8, "attn_hidden_channels": 8,
          "num_heads": 2, "attn_alpha_channels": 4, "attn_value_channels": 4,
@@ -35,7 +40,8 @@ FAMILIES_UNDER_TEST: list[tuple[str, dict]] = [
          "num_distance_basis": 8, "edge_channels": 8},
     ),
 ]
-_IDS = [family for family, _ in FAMILIES_UNDER_TEST]
+_IDS = [family + ("-options" if "moment_channels" in config else "")
+        for family, config in FAMILIES_UNDER_TEST]
 
 
 @pytest.fixture(params=FAMILIES_UNDER_TEST, ids=_IDS, scope="module")
@@ -43,6 +49,9 @@ def potential(request) -> Potential:
     family, config = request.param
     torch.manual_seed(0)
     model = build_model(family, config)
+    for name, param in model.named_parameters():
+        if name.startswith("species_radial"):  # zero at initialisation: make it matter
+            torch.nn.init.normal_(param, std=0.3)
     return Potential(model, family, config, species=[13, 28, 29]).double().eval()
 
 

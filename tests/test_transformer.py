@@ -128,3 +128,18 @@ def test_preset_forward_backward(name):
         assert param.grad is not None and torch.isfinite(param.grad).all(), pname
         if not pname.startswith("embedding"):  # unused elements get no gradient
             assert param.grad.abs().sum() > 0, pname
+
+
+def test_transformer_options_default_off_and_checked() -> None:
+    config = {"cutoff": 4.0, "num_layers": 2, "hidden_channels": 8, "num_heads": 2,
+              "ffn_hidden": 8, "num_radial": 4}
+    plain = build_model("transformer", config)
+    assert all(layer.moments is None for layer in plain.layers)
+    assert plain.species_radial is None and not plain.needs_directions
+    density = build_model("transformer", {**config, "moment_channels": 2, "moment_order": 0})
+    assert not density.needs_directions  # order 0 sums weights, no directions
+    pot = Potential(density, "transformer", config, species=[29]).double()
+    out = pot(_data(bulk("Cu", "fcc", a=3.6) * (2, 1, 1), 4.0))
+    assert torch.isfinite(out[keys.FORCES]).all()
+    with pytest.raises(ValueError, match="moment_order must be 0, 1 or 2"):
+        build_model("transformer", {**config, "moment_channels": 2, "moment_order": 3})

@@ -46,6 +46,7 @@ from mlip_scaling.data.atomic_data import AtomicData, IdentityCache, collate, fr
 from mlip_scaling.devices import resolve_device, resolve_dtype
 from mlip_scaling.errors import ConfigError
 from mlip_scaling.models.potential import Potential
+from mlip_scaling.procs import keep_freed_memory
 
 __all__ = ["ScalingCalculator"]
 
@@ -84,6 +85,7 @@ class ScalingCalculator(Calculator):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        keep_freed_memory()  # MD allocates the same large tensors every step
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype)
         sources, committee = model_sources(model)

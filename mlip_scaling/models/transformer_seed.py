@@ -23,6 +23,7 @@ from torch.nn import functional as F
 
 from mlip_scaling import keys
 from mlip_scaling.models.blocks import mlp, scatter_mean
+from mlip_scaling.models.transformer import AtomTokenModel
 
 __all__ = ["SeedTransformer", "voigt_to_matrix"]
 
@@ -58,7 +59,7 @@ class _EncoderLayer(nn.Module):
         return x + self.ffn(self.norm_ffn(x))
 
 
-class SeedTransformer(nn.Module):
+class SeedTransformer(AtomTokenModel):
     """Non-invariant transformer with direct force and stress heads (the paper's design).
 
     Args:
@@ -74,22 +75,12 @@ class SeedTransformer(nn.Module):
 
     direct_forces = True
 
-    def __init__(
-        self,
-        cutoff: float,
-        embedding_dim: int,
-        num_layers: int,
-        num_heads: int,
-        ffn_multiplier: int = 4,
-        max_num_elements: int = 119,
-    ) -> None:
-        super().__init__()
+    def __init__(self, cutoff: float, embedding_dim: int, num_layers: int, num_heads: int,
+                 ffn_multiplier: int = 4, max_num_elements: int = 119) -> None:
         dim = embedding_dim + 3
         if dim % num_heads:
             raise ValueError(f"embedding_dim + 3 = {dim} is not divisible by num_heads={num_heads}")
-        self.cutoff = float(cutoff)
-        self.max_num_elements = int(max_num_elements)
-        self.embedding = nn.Embedding(max_num_elements, embedding_dim)
+        super().__init__(cutoff, max_num_elements, embedding_dim)
         self.layers = nn.ModuleList(
             _EncoderLayer(dim, num_heads, ffn_multiplier) for _ in range(num_layers)
         )
@@ -114,16 +105,11 @@ class SeedTransformer(nn.Module):
 
     def forward(self, data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         numbers, pos = data[keys.ATOMIC_NUMBERS], data[keys.POSITIONS]
-        if numbers.numel() and int(numbers.max()) >= self.max_num_elements:
-            raise ValueError(
-                f"atomic number {int(numbers.max())} exceeds the model's "
-                f"max_num_elements={self.max_num_elements}"
-            )
         data = dict(data)
         if keys.BATCH not in data:
             data[keys.BATCH] = torch.zeros(len(pos), dtype=torch.long, device=pos.device)
             data[keys.NUM_ATOMS] = torch.tensor([len(pos)], device=pos.device)
-        emb = self.embedding(numbers)
+        emb = self.embed(numbers)
         tokens = torch.cat([emb, pos.to(emb.dtype)], dim=-1)
         x, mask, slot = self._pad(tokens, data)
         for layer in self.layers:

@@ -26,6 +26,7 @@ from mlip_scaling.cli_args import (
     run_command,
 )
 from mlip_scaling.errors import ConfigError, cli_entry
+from mlip_scaling.procs import keep_freed_memory
 from mlip_scaling.train_config import add_train_arguments, explicit_options, load_config_file
 from mlip_scaling.training.config import TrainConfig, merge_config
 
@@ -68,6 +69,7 @@ def _is_oom(exc: BaseException) -> bool:
 @cli_entry
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``mlip-train``."""
+    keep_freed_memory()  # the same large tensors every step: reuse, do not re-map
     cfg = parse_config(argv)
     output = build_parser().parse_args(argv)
     return run_command(output, lambda flags: _train(cfg, flags))
