@@ -113,3 +113,27 @@ def test_metrics_logger_writes_nothing_before_its_first_record(tmp_path, monkeyp
     logger.log("train", {"step": 1, "loss": 0.5})
     assert (tmp_path / "run" / "tensorboard").is_dir()
     assert logger._tb.scalars == [("train/loss", 0.5, 1)]
+
+
+def test_resume_keeps_the_runs_hyperparameters_when_the_preset_changed(
+        tmp_path, two_datasets, capsys, monkeypatch):
+    from mlip_scaling.models import registry
+    from mlip_scaling.training import runner
+
+    out = tmp_path / "run"
+    args = [*TINY, "--data", str(two_datasets[0]), "--out", str(out), "--export", "m.pt",
+            "--resume"]
+    assert main(args) == 0
+    started = torch.load(out / "m.pt", weights_only=True)["model"]["config"]
+    capsys.readouterr()
+    real = registry.resolve_model
+
+    def changed_preset(*a, **k):  # a later version's preset: another cutoff
+        name, family, config = real(*a, **k)
+        return name, family, {**config, "cutoff": config["cutoff"] + 0.5}
+
+    monkeypatch.setattr(runner.registry, "resolve_model", changed_preset)
+    assert main([*args, "--epochs", "3"]) == 0  # a larger budget continues the run
+    err = capsys.readouterr().err
+    assert "resuming with the run's own hyperparameters (cutoff differ" in err
+    assert torch.load(out / "m.pt", weights_only=True)["model"]["config"] == started

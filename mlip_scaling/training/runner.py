@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -13,7 +14,7 @@ from typing import Any
 import torch
 
 from mlip_scaling import keys
-from mlip_scaling.checkpoint import save_potential
+from mlip_scaling.checkpoint import load_state, save_potential
 from mlip_scaling.cli_args import check_output_dir, check_output_file
 from mlip_scaling.data import dataset
 from mlip_scaling.data.atomic_data import AtomicData
@@ -110,6 +111,23 @@ def _load_data(cfg: TrainConfig, cutoff: float, source: Any, source_path: Path |
     return train, val, info
 
 
+def _resumed_config(cfg: TrainConfig, run_dir: Path, config: dict, verbose: bool) -> dict:
+    """When resuming, the hyperparameters the run started with: a preset may resolve to
+    others in a later version, and the run continues as it began."""
+    last = run_dir / "last.pt"
+    if not (cfg.resume and last.exists()):
+        return config
+    stored = load_state(last).get("hyperparameters")  # absent in earlier versions' states
+    now = json.loads(json.dumps(config))
+    if stored is None or stored == now:
+        return config
+    if verbose:
+        changed = sorted(k for k in set(stored) | set(now) if stored.get(k) != now.get(k))
+        print(f"{last}: resuming with the run's own hyperparameters ({', '.join(changed)} "
+              f"differ from what {cfg.model!r} gives now)", file=sys.stderr, flush=True)
+    return stored
+
+
 def _build_potential(cfg: TrainConfig, family: str, config: dict,
                      train: list[AtomicData], val: list[AtomicData]) -> Potential:
     species = sorted({int(z) for d in train + val for z in d[keys.ATOMIC_NUMBERS].tolist()})
@@ -191,6 +209,7 @@ def run_training(cfg: TrainConfig, source: Sequence | None = None,
     check_output_file(export, "--export")
     _check_fresh(cfg, run_dir, export)
     _check_not_busy(run_dir)
+    config = _resumed_config(cfg, run_dir, config, verbose)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     dist, device = init_distributed(cfg.device)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -249,7 +250,7 @@ class Trainer:
             "wall_time": self.wall_time + self._elapsed(), "last_val": self.last_val,
             "metrics_bytes": self.logger.size(), "finished": finished,
             "dataset_hash": self.dataset_hash, "previous_datasets": self.previous_datasets,
-            "precision": self.precision,
+            "precision": self.precision, "hyperparameters": _plain(self.potential.config),
         }
 
     def save(self, finished: bool = False) -> None:
@@ -264,6 +265,7 @@ class Trainer:
         if changed:
             raise ConfigError(f"{path}: cannot resume with changed option(s) "
                               f"{', '.join(changed)} (use another --out)")
+        self._check_hyperparameters(path, state)
         self._check_dataset(path, state)
         self.potential.load_state_dict(state["potential"])
         if self.ema is not None:
@@ -288,6 +290,17 @@ class Trainer:
         self.logger.truncate(int(state["metrics_bytes"]))
         more = self.step < self.scheduler.total_steps and not self._flops_spent()
         return bool(state["finished"]) and not more  # a larger budget continues the run
+
+    def _check_hyperparameters(self, path: Path, state: dict) -> None:
+        """Refuse to load weights into a model whose hyperparameters differ from the run's."""
+        before = state.get("hyperparameters")  # absent in states of earlier versions
+        now = _plain(self.potential.config)
+        if before is None or before == now:
+            return
+        changed = {k: before.get(k) for k in sorted(set(before) | set(now))
+                   if before.get(k) != now.get(k)}
+        raise ConfigError(f"{path}: the run started with other hyperparameters than this "
+                          f"model has ({', '.join(changed)} differ)")
 
     def _check_dataset(self, path: Path, state: dict) -> None:
         """Refuse to resume on other data unless --allow-data-change (then remember both)."""
@@ -365,3 +378,8 @@ class Trainer:
         self.last_val = self.validate()
         self.logger.log("val", {"step": self.step, "epoch": self.step / self.steps_per_epoch,
                                 "flops": self.flops, **self.last_val})
+
+
+def _plain(config: dict) -> dict:
+    """``config`` as JSON data (tuples as lists), the form stored in run states."""
+    return json.loads(json.dumps(config))
