@@ -168,6 +168,14 @@ def test_real_two_run_sweep_is_idempotent_and_resumes(tmp_path, tiny_data, capsy
     assert train["dataset"] == str(tiny_data)
     assert main(args) == 0
     assert "2 finished, 0 to run" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as changed:  # the plan changed: finished runs are stale
+        main([*args, "--lr", "0.005"])
+    err = capsys.readouterr().err.strip()
+    assert changed.value.code == 2 and "\n" not in err
+    assert ".pt: trained with other settings than the plan" in err and "transformer-1.2k-n" in err
+    assert "lr 0.002 != 0.005" in err and "(and 1 more runs)" in err
+    assert main([*args[:1], "--dry-run", *args[1:], "--lr", "0.005"]) == 0
+    assert capsys.readouterr().out.count("STALE  transformer-1.2k-n") == 2
     exports[1].unlink()  # interrupted after training, before export: last.pt is resumed
     assert (exports[1].parent / "last.pt").is_file()
     assert main(args) == 0

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import shlex
 import signal
 import subprocess
@@ -53,8 +54,8 @@ from mlip_scaling.train_config import (
     train_parser,
 )
 
-__all__ = ["Run", "SweepPlan", "plan_runs", "is_finished", "load_plan", "sweep_plan",
-           "sweep_runs", "run_sweep", "PLAN_KEYS", "DEFAULT_FIXED_STEPS"]
+__all__ = ["Run", "SweepPlan", "plan_runs", "is_finished", "plan_mismatches", "load_plan",
+           "sweep_plan", "sweep_runs", "run_sweep", "PLAN_KEYS", "DEFAULT_FIXED_STEPS"]
 
 DEFAULT_FIXED_STEPS = 500
 
@@ -177,6 +178,33 @@ def is_finished(run: Run) -> bool:
         return run.export.is_file() and bool(load_checkpoint(run.export))
     except CheckpointError:
         return False
+
+
+def plan_mismatches(run: Run) -> list[str]:
+    """What the finished model file of ``run`` was trained with that the plan no longer says
+    (``["lr 0.002 != 0.005", ...]``): hyperparameters, steps, learning rate, batch, seed,
+    training-set size. Settings the file does not record are not compared."""
+    from mlip_scaling.checkpoint import load_checkpoint
+
+    ckpt, cfg = load_checkpoint(run.export), run.config
+    train = ckpt.get("train") or {}
+    _, _, config = resolve_model(cfg.model, cfg.params, cfg.model_config)
+    planned = {"hyperparameters": json.loads(json.dumps(config)), "steps": cfg.max_steps,
+               "lr": cfg.lr, "batch_size": cfg.batch_size, "seed": cfg.seed,
+               "n_train_structures": cfg.train_size}
+    stored = {"hyperparameters": json.loads(json.dumps((ckpt.get("model") or {}).get("config"))),
+              **{k: train.get(k) for k in planned if k != "hyperparameters"}}
+    out = []
+    for key, want in planned.items():
+        have = stored[key]
+        if want is None or have is None or have == want:
+            continue
+        if key == "hyperparameters":
+            keys = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
+            out.append(f"hyperparameters {', '.join(keys)}")
+        else:
+            out.append(f"{key} {have} != {want}")
+    return out
 
 
 def load_plan(path: str | Path) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import shlex
 from pathlib import Path
 
 from mlip_scaling.cli_args import NON_NEGATIVE_INT, POSITIVE_INT, output_file
+from mlip_scaling.errors import ConfigError
 from mlip_scaling.options import add_arguments
 from mlip_scaling.scaling.eval_settings import EVAL_KEYS, EvalSettings
 
@@ -43,9 +44,17 @@ def _sweep(args: argparse.Namespace) -> int:
                             sweep.load_plan(args.plan) if args.plan else {})
     runs = sweep.sweep_runs(plan, args.forward, check_out=not args.dry_run)
     todo = [r for r in runs if not sweep.is_finished(r)]
+    stale = {r.name: m for r in runs if r not in todo for m in [sweep.plan_mismatches(r)] if m}
     if args.dry_run:
         for r in runs:
-            print(f"{'todo' if r in todo else 'done'}  {r.name}  {shlex.join(r.command)}")
+            state = "todo" if r in todo else "STALE" if r.name in stale else "done"
+            print(f"{state}  {r.name}  {shlex.join(r.command)}")
+    elif stale:
+        first = next(r for r in runs if r.name in stale)
+        more = f" (and {len(stale) - 1} more runs)" if len(stale) > 1 else ""
+        raise ConfigError(f"{first.export}: trained with other settings than the plan "
+                          f"({'; '.join(stale[first.name])}){more}; remove those runs or "
+                          f"choose another --out")
     print(f"{len(runs)} runs, {len(runs) - len(todo)} finished, {len(todo)} to run")
     if args.dry_run or not todo:
         return 0
