@@ -1,5 +1,5 @@
 """Run every benchmark in turn (``make bench``); bench_train.py with its default budgets
-(120 CPU-s of training per model, run in parallel; about 6 minutes with the dataset,
+(120 CPU-s of training per model, run in parallel; about 9 minutes with the dataset,
 MACE evaluations and inference)."""
 
 from __future__ import annotations

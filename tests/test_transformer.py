@@ -143,3 +143,15 @@ def test_transformer_options_default_off_and_checked() -> None:
     assert torch.isfinite(out[keys.FORCES]).all()
     with pytest.raises(ValueError, match="moment_order must be 0, 1 or 2"):
         build_model("transformer", {**config, "moment_channels": 2, "moment_order": 3})
+
+
+def test_force_options_can_be_set_from_mlip_train() -> None:
+    from mlip_scaling.errors import ConfigError
+    from mlip_scaling.training.config import check_model_config
+
+    base = PRESETS["transformer-57k"][1]
+    check_model_config("transformer", base, {"envelope": "cosine", "species_radial": True})
+    with pytest.raises(ConfigError, match="envelope must be a name"):
+        check_model_config("transformer", base, {"envelope": 3})
+    model = build_model("transformer", {**base, "envelope": "cosine", "species_radial": True})
+    assert sum(p.numel() for p in model.parameters()) == PRESET_PARAMS["transformer-57k"] + 1904

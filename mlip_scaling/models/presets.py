@@ -75,6 +75,8 @@ def _transformer_config(shape: tuple[int, int, int, int, int]) -> dict:
         "ffn_hidden": ffn,
         "num_radial": radial,
         "max_num_elements": 119,
+        "envelope": "polynomial",  # "cosine" fits forces faster (benchmarks/FORCES.md)
+        "species_radial": False,
     }
 
 

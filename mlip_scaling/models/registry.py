@@ -207,6 +207,8 @@ def _model_value_rule(old: Any) -> tuple[Callable[[Any], bool], str]:
     """How an override of a preset value ``old`` is checked, and the rule in words."""
     if isinstance(old, bool):
         return (lambda v: isinstance(v, bool)), "true or false"
+    if isinstance(old, str):  # a name, checked by the model's builder
+        return (lambda v: isinstance(v, str) and v != ""), "a name (string)"
     if isinstance(old, int):
         return (lambda v: isinstance(v, int) and POSITIVE_INT.accepts(v)), POSITIVE_INT.describe()
     if old is None:
