@@ -51,6 +51,18 @@ def test_dry_run_marks_finished_runs(tmp_path, capsys) -> None:
     assert "2 runs, 1 finished, 1 to run" in out
 
 
+def test_plan_mismatches_name_changed_hyperparameters_not_added_keys(tmp_path) -> None:
+    run = sweep.plan_runs(tmp_path, ["transformer-1.2k"], [5], 1)[0]
+    family, config = get_preset("transformer-1.2k")
+    run.out.mkdir(parents=True)
+    older = {k: v for k, v in config.items() if k != "envelope"}  # a key added later
+    save_potential(run.export, Potential(build_model(family, older), family, older, [29]))
+    assert sweep.plan_mismatches(run) == []
+    wider = {**older, "cutoff": config["cutoff"] + 1.0}
+    save_potential(run.export, Potential(build_model(family, wider), family, wider, [29]))
+    assert sweep.plan_mismatches(run) == ["hyperparameters cutoff"]
+
+
 def test_finished_sweep_runs_nothing(tmp_path, monkeypatch, capsys) -> None:
     for r in sweep.plan_runs(tmp_path, ["transformer-1.2k"], [5], 1):
         _finish(r)
