@@ -40,20 +40,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 import cuni_dataset  # noqa: E402
 
 from mlip_scaling import keys  # noqa: E402
+from mlip_scaling.accuracy import LossWeights, add_sums, error_sums, finish_metrics  # noqa: E402
 from mlip_scaling.data.atomic_data import AtomicData, collate, from_atoms  # noqa: E402
 from mlip_scaling.data.neighbors import NeighborListTransform  # noqa: E402
 from mlip_scaling.models import registry  # noqa: E402
 from mlip_scaling.models.potential import Potential  # noqa: E402
 from mlip_scaling.procs import keep_freed_memory, preexec_die_with_parent  # noqa: E402
 from mlip_scaling.training.ema import EMA  # noqa: E402
-from mlip_scaling.training.loss import (  # noqa: E402
-    LossWeights,
-    add_sums,
-    error_sums,
-    finish_metrics,
-    loss_terms,
-    total_loss,
-)
+from mlip_scaling.training.loss import loss_terms, total_loss  # noqa: E402
 from mlip_scaling.training.normalization import energy_scale, fit_reference_energies  # noqa: E402
 
 HERE = Path(__file__).parent

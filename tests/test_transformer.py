@@ -147,7 +147,7 @@ def test_transformer_options_default_off_and_checked() -> None:
 
 def test_force_options_can_be_set_from_mlip_train() -> None:
     from mlip_scaling.errors import ConfigError
-    from mlip_scaling.training.config import check_model_config
+    from mlip_scaling.models.registry import check_model_config
 
     base = PRESETS["transformer-57k"][1]
     check_model_config("transformer", base, {"envelope": "cosine", "species_radial": True})
