@@ -5,12 +5,11 @@ against an explicit per-edge computation, and outputs against the stored float64
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
 import torch
+from scripts import load_script
 
 from mlip_scaling.checkpoint import potential_from_dict
 from mlip_scaling.errors import ConfigError
@@ -21,16 +20,11 @@ from mlip_scaling.models.equiformer_v2.edge_frame import edge_rotation
 from mlip_scaling.models.equiformer_v2.model import EquiformerV2
 from mlip_scaling.models.equiformer_v2.so3 import EdgeRotation, wigner_d_blocks
 
-ROOT = Path(__file__).resolve().parent.parent
 F64 = torch.float64
 
 
 def _bench():
-    path = ROOT / "benchmarks" / "bench_eqv2.py"
-    spec = importlib.util.spec_from_file_location("bench_eqv2", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/bench_eqv2.py")
 
 
 def test_outputs_match_the_stored_float64_reference():

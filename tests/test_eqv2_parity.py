@@ -3,15 +3,13 @@ and model files written with the averaged ladder keep loading averaged, with the
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 from ase import Atoms
 from ase.build import bulk
 from scipy.spatial.transform import Rotation
+from scripts import load_script
 
 from mlip_scaling import keys
 from mlip_scaling.checkpoint import load_checkpoint, potential_from_dict, save_potential
@@ -21,16 +19,11 @@ from mlip_scaling.models import registry
 from mlip_scaling.models.equiformer_v2.presets import EQV2_PRESETS
 from mlip_scaling.models.potential import Potential
 
-ROOT = Path(__file__).resolve().parent.parent
 LADDER = [name for name in EQV2_PRESETS if name not in ("eqv2-S", "eqv2-M", "eqv2-L")]
 
 
 def _bench():
-    path = ROOT / "benchmarks" / "bench_eqv2.py"
-    spec = importlib.util.spec_from_file_location("bench_eqv2", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/bench_eqv2.py")
 
 
 def _potential(**overrides) -> Potential:
@@ -126,10 +119,7 @@ def test_averaged_model_file_loads_averaged_with_the_reference_numbers(tmp_path,
 
 
 def test_bench_parity_mirror_error_separates_averaged_from_plain():
-    spec = importlib.util.spec_from_file_location(
-        "bench_parity", ROOT / "benchmarks" / "bench_parity.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("benchmarks/bench_parity.py")
     structures = [_alloy(), bulk("Ni", "fcc", a=3.5) * (2, 1, 1)]
     structures[1].rattle(0.1, seed=2)
     e_avg, f_avg = bench.mirror_error(_potential(parity_average=True), structures)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 from ase.build import bulk
 from ase.calculators.emt import EMT
+from scripts import load_script
 from test_evaluate import _structures
 
 from mlip_scaling.accuracy import METRIC_FUNCTIONS
@@ -79,9 +77,6 @@ def test_select_names_a_metric_the_code_did_not_produce():
 
 
 def test_demo_summary_rows_come_from_the_registry():
-    path = Path(__file__).resolve().parents[1] / "examples" / "demo_summary.py"
-    spec = importlib.util.spec_from_file_location("demo_summary", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("examples/demo_summary.py")
     assert list(module.METRICS) == [m.name for m in REGISTRY.values() if m.summary]
     assert set(module.METRICS) <= set(FITTED)
