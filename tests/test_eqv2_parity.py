@@ -10,11 +10,10 @@ from ase import Atoms
 from ase.build import bulk
 from scipy.spatial.transform import Rotation
 from scripts import load_script
+from test_model_physics import _predict
 
 from mlip_scaling import keys
 from mlip_scaling.checkpoint import load_checkpoint, potential_from_dict, save_potential
-from mlip_scaling.data.atomic_data import from_atoms
-from mlip_scaling.data.neighbors import NeighborListTransform
 from mlip_scaling.models import registry
 from mlip_scaling.models.equiformer_v2.presets import EQV2_PRESETS
 from mlip_scaling.models.potential import Potential
@@ -40,11 +39,6 @@ def _alloy() -> Atoms:
     atoms.numbers[[1, 2]] = [28, 13]
     atoms.rattle(0.15, seed=0)
     return atoms
-
-
-def _predict(pot: Potential, atoms: Atoms) -> dict[str, np.ndarray]:
-    data = NeighborListTransform(pot.cutoff)(from_atoms(atoms, labels=False))
-    return {k: v.detach().numpy() for k, v in pot(data).items()}
 
 
 def _mapped(atoms: Atoms, matrix: np.ndarray) -> Atoms:
