@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import textwrap
 import time
@@ -78,13 +77,7 @@ PEERS = {"eqv2-5.6k": "transformer-7.0k", "eqv2-57k": "transformer-57k"}
 def median_ms(call: Callable[[], object], repeats: int) -> float:
     """Median CPU time (ms, all threads of this process) of ``call`` over ``repeats`` runs
     after one warm-up run: on a shared machine CPU time does not count other processes."""
-    call()
-    times = []
-    for _ in range(repeats):
-        start = time.process_time()
-        call()
-        times.append(time.process_time() - start)
-    return 1e3 * statistics.median(times)
+    return bench_models.median_ms(call, repeats, time.process_time)
 
 
 def run_mace(python: str, threads: int, repeats: int) -> dict[str, float]:
