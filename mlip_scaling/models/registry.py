@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 import math
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -262,3 +263,9 @@ def resolve_model(spec: str, params: float | None = None,
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ConfigError(f"--model-config: {family!r} rejects these hyperparameters "
                           f"({first})") from None
+
+
+def stored_form(config: dict | None) -> dict | None:
+    """Hyperparameters as model files and run states store them (JSON data: tuples as
+    lists), so that two configs compare equal when they build the same model."""
+    return json.loads(json.dumps(config))

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import shlex
 import signal
 import subprocess
@@ -43,7 +42,7 @@ from mlip_scaling.cli_args import (
     check_output_dir,
 )
 from mlip_scaling.errors import ConfigError
-from mlip_scaling.models.registry import resolve_model
+from mlip_scaling.models.registry import resolve_model, stored_form
 from mlip_scaling.options import coerce_options, load_mapping, option
 from mlip_scaling.procs import preexec_die_with_parent
 from mlip_scaling.train_config import (
@@ -189,10 +188,10 @@ def plan_mismatches(run: Run) -> list[str]:
     ckpt, cfg = load_checkpoint(run.export), run.config
     train = ckpt.get("train") or {}
     _, _, config = resolve_model(cfg.model, cfg.params, cfg.model_config)
-    planned = {"hyperparameters": json.loads(json.dumps(config)), "steps": cfg.max_steps,
+    planned = {"hyperparameters": stored_form(config), "steps": cfg.max_steps,
                "lr": cfg.lr, "batch_size": cfg.batch_size, "seed": cfg.seed,
                "n_train_structures": cfg.train_size}
-    stored = {"hyperparameters": json.loads(json.dumps((ckpt.get("model") or {}).get("config"))),
+    stored = {"hyperparameters": stored_form((ckpt.get("model") or {}).get("config")),
               **{k: train.get(k) for k in planned if k != "hyperparameters"}}
     out = []
     for key, want in planned.items():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -118,7 +117,7 @@ def _resumed_config(cfg: TrainConfig, run_dir: Path, config: dict, verbose: bool
     if not (cfg.resume and last.exists()):
         return config
     stored = load_state(last).get("hyperparameters")  # absent in earlier versions' states
-    now = json.loads(json.dumps(config))
+    now = registry.stored_form(config)
     if stored is None or stored == now:
         return config
     if verbose:

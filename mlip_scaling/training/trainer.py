@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -28,6 +27,7 @@ from mlip_scaling.data import sampling
 from mlip_scaling.data.atomic_data import AtomicData, collate, to_device
 from mlip_scaling.errors import ConfigError, MlipError
 from mlip_scaling.models.potential import Potential
+from mlip_scaling.models.registry import stored_form
 from mlip_scaling.train_config import RESUME_KEYS
 from mlip_scaling.training.config import TrainConfig
 from mlip_scaling.training.distributed import DistInfo, all_reduce_sum
@@ -250,7 +250,7 @@ class Trainer:
             "wall_time": self.wall_time + self._elapsed(), "last_val": self.last_val,
             "metrics_bytes": self.logger.size(), "finished": finished,
             "dataset_hash": self.dataset_hash, "previous_datasets": self.previous_datasets,
-            "precision": self.precision, "hyperparameters": _plain(self.potential.config),
+            "precision": self.precision, "hyperparameters": stored_form(self.potential.config),
         }
 
     def save(self, finished: bool = False) -> None:
@@ -294,7 +294,7 @@ class Trainer:
     def _check_hyperparameters(self, path: Path, state: dict) -> None:
         """Refuse to load weights into a model whose hyperparameters differ from the run's."""
         before = state.get("hyperparameters")  # absent in states of earlier versions
-        now = _plain(self.potential.config)
+        now = stored_form(self.potential.config)
         if before is None or before == now:
             return
         changed = {k: before.get(k) for k in sorted(set(before) | set(now))
@@ -378,8 +378,3 @@ class Trainer:
         self.last_val = self.validate()
         self.logger.log("val", {"step": self.step, "epoch": self.step / self.steps_per_epoch,
                                 "flops": self.flops, **self.last_val})
-
-
-def _plain(config: dict) -> dict:
-    """``config`` as JSON data (tuples as lists), the form stored in run states."""
-    return json.loads(json.dumps(config))
