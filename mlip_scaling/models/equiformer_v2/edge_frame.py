@@ -46,22 +46,24 @@ def edge_rotation(edge_vectors: torch.Tensor, eps: float = 1e-8) -> torch.Tensor
     """[E, 3] edge vectors (Å) -> [E, 3, 3] rotations ``R`` with ``R v̂ = ŷ``.
 
     ``R = A(Q v̂) Q`` where ``Q`` is a fixed rotation and ``A(u)`` is the shortest-arc
-    rotation from ``u`` to ``ŷ`` (Rodrigues). ``A`` is singular only for ``u = -ŷ``,
-    i.e. for edges along ``SINGULAR_DIRECTION``; there a rotation by π about ``x``
-    (which also maps ``-ŷ`` to ``ŷ``) is used.
+    rotation from ``u`` to ``ŷ`` (Rodrigues: ``I + [k]_x + [k]_x^2 / (1 + u_y)`` with
+    ``k = u × ŷ = (-u_z, 0, u_x)``, written out entry by entry). ``A`` is singular only for
+    ``u = -ŷ``, i.e. for edges along ``SINGULAR_DIRECTION``; there a rotation by π about
+    ``x`` (which also maps ``-ŷ`` to ``ŷ``) is used.
     """
     length = torch.linalg.vector_norm(edge_vectors, dim=-1, keepdim=True)
     q = _pre_rotation(edge_vectors.dtype, edge_vectors.device)
     u = (edge_vectors / length.clamp_min(1e-12)) @ q.T
-    y = torch.zeros_like(u)
-    y[:, 1] = 1.0
-    k = torch.linalg.cross(u, y, dim=-1)
-    c = u[:, 1]
+    ux, c, uz = u.unbind(-1)
     near = (1.0 + c) < eps
-    denom = torch.where(near, torch.ones_like(c), 1.0 + c)
-    kx = _skew(k)
-    eye = torch.eye(3, dtype=u.dtype, device=u.device).expand(u.shape[0], 3, 3)
-    a = eye + kx + kx @ kx / denom[:, None, None]
-    flip = torch.diag(torch.tensor([1.0, -1.0, -1.0], dtype=u.dtype, device=u.device))
-    a = torch.where(near[:, None, None], flip.expand_as(a), a)
-    return a @ q
+    inv = 1.0 / torch.where(near, torch.ones_like(c), 1.0 + c)
+    s = ux * ux + uz * uz  # |k|^2
+    xz = -ux * uz * inv
+    a = torch.stack(
+        [1.0 + (uz * uz - s) * inv, -ux, xz, ux, 1.0 - s * inv, uz, xz, -uz,
+         1.0 + (ux * ux - s) * inv],
+        dim=-1,
+    )
+    flip = torch.tensor([1.0, 0, 0, 0, -1.0, 0, 0, 0, -1.0], dtype=u.dtype, device=u.device)
+    a = torch.where(near[:, None], flip.expand_as(a), a)
+    return (a.reshape(-1, 3) @ q).reshape(-1, 3, 3)

@@ -73,11 +73,19 @@ _COUPLINGS: dict[int, torch.Tensor] = {}
 
 
 def _coupling(l: int) -> torch.Tensor:
-    """[3(2l-1), 2l+1] float64 isometry coupling ``(l-1) ⊗ 1 -> l`` (e3nn's 3j symbols)."""
+    """[9(2l-1)^2, (2l+1)^2] float64 map from ``vec(D^{l-1} ⊗ D^1)`` to ``vec(D^l)``.
+
+    With e3nn's isometry ``C`` [(2l-1)·3, 2l+1] coupling ``(l-1) ⊗ 1 -> l`` (its 3j symbols),
+    ``D^l = C^T (D^{l-1} ⊗ D^1) C``; the rows are ordered ``(a, b, i, j)`` for the product
+    ``D^{l-1}_{ab} D^1_{ij}`` so that the map is one matrix product per edge batch.
+    """
     if l not in _COUPLINGS:
         with torch.device("cpu"):
             w3j = o3.wigner_3j(l - 1, 1, l, dtype=torch.float64)
-        _COUPLINGS[l] = (w3j * math.sqrt(2 * l + 1)).reshape(3 * (2 * l - 1), 2 * l + 1)
+        c = (w3j * math.sqrt(2 * l + 1)).reshape(2 * l - 1, 3, 2 * l + 1)
+        _COUPLINGS[l] = torch.einsum("aip,bjq->abijpq", c, c).reshape(
+            9 * (2 * l - 1) ** 2, (2 * l + 1) ** 2
+        )
     return _COUPLINGS[l]
 
 
@@ -92,18 +100,20 @@ def wigner_d_blocks(rot: torch.Tensor, lmax: int) -> list[torch.Tensor]:
 
     Built recursively as polynomials of the rotation matrix (``D^1 = R`` in e3nn's basis,
     ``D^l = C^T (D^{l-1} ⊗ D^1) C``), so they are exact, smooth and differentiable for
-    every rotation (no Euler-angle singularities).
+    every rotation (no Euler-angle singularities). Each degree is one outer product with a
+    long inner dimension and one [E, 9(2l-1)^2] x [9(2l-1)^2, (2l+1)^2] matrix product,
+    which costs far less (forward and both backwards) than products of 3-wide blocks.
     """
     n = rot.shape[0]
     blocks = [torch.ones(n, 1, 1, dtype=rot.dtype, device=rot.device)]
     if lmax >= 1:
         blocks.append(rot)
+    rot_flat = rot.reshape(n, 1, 9)
     for l in range(2, lmax + 1):
-        c = _coupling(l).to(dtype=rot.dtype, device=rot.device)
-        prev = blocks[-1]
-        d = 2 * l - 1
-        kron = (prev[:, :, None, :, None] * rot[:, None, :, None, :]).reshape(n, 3 * d, 3 * d)
-        blocks.append(c.T @ kron @ c)
+        coupling = _coupling(l).to(dtype=rot.dtype, device=rot.device)
+        d2 = (2 * l - 1) ** 2
+        outer = (blocks[-1].reshape(n, d2, 1) * rot_flat).reshape(n, 9 * d2)
+        blocks.append((outer @ coupling).reshape(n, 2 * l + 1, 2 * l + 1))
     return blocks
 
 
