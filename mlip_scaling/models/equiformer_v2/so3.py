@@ -69,24 +69,31 @@ def _default_device() -> torch.device:
 
 #: coupling tables by degree; a plain dict (not ``functools.cache``) so that compiled and
 #: exported forwards read a filled table as a constant instead of tracing e3nn
-_COUPLINGS: dict[int, torch.Tensor] = {}
+_COUPLINGS: dict[tuple, torch.Tensor] = {}
 
 
-def _coupling(l: int) -> torch.Tensor:
+def _coupling(
+    l: int, dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """[9(2l-1)^2, (2l+1)^2] float64 map from ``vec(D^{l-1} ⊗ D^1)`` to ``vec(D^l)``.
 
     With e3nn's isometry ``C`` [(2l-1)·3, 2l+1] coupling ``(l-1) ⊗ 1 -> l`` (its 3j symbols),
     ``D^l = C^T (D^{l-1} ⊗ D^1) C``; the rows are ordered ``(a, b, i, j)`` for the product
-    ``D^{l-1}_{ab} D^1_{ij}`` so that the map is one matrix product per edge batch.
+    ``D^{l-1}_{ab} D^1_{ij}`` so that the map is one matrix product per edge batch. Kept
+    per dtype and device (computed once in float64 on the CPU).
     """
-    if l not in _COUPLINGS:
-        with torch.device("cpu"):
-            w3j = o3.wigner_3j(l - 1, 1, l, dtype=torch.float64)
-        c = (w3j * math.sqrt(2 * l + 1)).reshape(2 * l - 1, 3, 2 * l + 1)
-        _COUPLINGS[l] = torch.einsum("aip,bjq->abijpq", c, c).reshape(
-            9 * (2 * l - 1) ** 2, (2 * l + 1) ** 2
-        )
-    return _COUPLINGS[l]
+    key = (l, dtype, torch.device(device))
+    if key not in _COUPLINGS:
+        exact = (l, torch.float64, torch.device("cpu"))
+        if exact not in _COUPLINGS:
+            with torch.device("cpu"):
+                w3j = o3.wigner_3j(l - 1, 1, l, dtype=torch.float64)
+            c = (w3j * math.sqrt(2 * l + 1)).reshape(2 * l - 1, 3, 2 * l + 1)
+            _COUPLINGS[exact] = torch.einsum("aip,bjq->abijpq", c, c).reshape(
+                9 * (2 * l - 1) ** 2, (2 * l + 1) ** 2
+            )
+        _COUPLINGS[key] = _COUPLINGS[exact].to(dtype=dtype, device=device)
+    return _COUPLINGS[key]
 
 
 def prepare_couplings(lmax: int) -> None:
@@ -110,7 +117,7 @@ def wigner_d_blocks(rot: torch.Tensor, lmax: int) -> list[torch.Tensor]:
         blocks.append(rot)
     rot_flat = rot.reshape(n, 1, 9)
     for l in range(2, lmax + 1):
-        coupling = _coupling(l).to(dtype=rot.dtype, device=rot.device)
+        coupling = _coupling(l, rot.dtype, rot.device)
         d2 = (2 * l - 1) ** 2
         outer = (blocks[-1].reshape(n, d2, 1) * rot_flat).reshape(n, 9 * d2)
         blocks.append((outer @ coupling).reshape(n, 2 * l + 1, 2 * l + 1))
