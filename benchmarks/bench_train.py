@@ -2,7 +2,7 @@
 
     python benchmarks/bench_train.py                       # make bench: 120 s per model
     python benchmarks/bench_train.py --budget 300 --mace-budget 1200 --points 5  # FORCES.md
-    python benchmarks/bench_train.py --budget 1800 --mace-budget 5400 --points 6  # long run
+    python benchmarks/bench_train.py --budget 1350 --mace-budget 5400 --points 6  # long run
     python benchmarks/bench_train.py --set moment_channels=8 --weights 1 50 5 --no-mace
 
 Every model trains for ``--budget`` seconds (MACE for ``--mace-budget``), counted as CPU
