@@ -17,16 +17,28 @@ __all__ = ["SINGULAR_DIRECTION", "edge_rotation"]
 SINGULAR_DIRECTION = (0.3141592653589793, -0.8660254037844386, 0.3890560989306504)
 
 
+#: ``Q`` per (dtype, device); a plain dict so that compiled and exported forwards read it as a
+#: constant
+_PRE_ROTATIONS: dict[tuple, torch.Tensor] = {}
+
+
 def _pre_rotation(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """[3, 3] fixed rotation Q with ``Q s = -y`` for ``s = SINGULAR_DIRECTION``."""
+    """[3, 3] fixed rotation Q with ``Q s = -y`` for ``s = SINGULAR_DIRECTION`` (built once
+    in float64 per dtype and device)."""
+    key = (dtype, torch.device(device))
+    if key not in _PRE_ROTATIONS:
+        _PRE_ROTATIONS[key] = _exact_pre_rotation().to(dtype=dtype, device=device)
+    return _PRE_ROTATIONS[key]
+
+
+def _exact_pre_rotation() -> torch.Tensor:
     s = torch.tensor(SINGULAR_DIRECTION, dtype=torch.float64, device="cpu")
     s = s / s.norm()
     target = torch.tensor([0.0, -1.0, 0.0], dtype=torch.float64, device="cpu")
     k = torch.linalg.cross(s, target)
     c = torch.dot(s, target)
     kx = _skew(k[None])[0]
-    q = torch.eye(3, dtype=torch.float64, device="cpu") + kx + kx @ kx / (1.0 + c)
-    return q.to(dtype=dtype, device=device)
+    return torch.eye(3, dtype=torch.float64, device="cpu") + kx + kx @ kx / (1.0 + c)
 
 
 def _skew(k: torch.Tensor) -> torch.Tensor:
