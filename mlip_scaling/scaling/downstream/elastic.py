@@ -37,6 +37,7 @@ __all__ = ["elastic_tensor", "bulk_modulus", "elastic_pair", "elastic_errors", "
 STRAIN = 0.005  # finite strain (engineering)
 FMAX = 0.005  # eV/Å: relaxations before and inside the strained cells
 _UPPER = np.triu_indices(6)
+_ORACLE_CACHE: dict[tuple, np.ndarray | None] = {}
 
 
 def _stress_at(atoms: Atoms, calc, strain: np.ndarray) -> np.ndarray:
@@ -74,14 +75,27 @@ def _relaxed_tensor(atoms: Atoms, calc) -> np.ndarray | None:
     return elastic_tensor(result.atoms, calc)
 
 
+def _oracle_tensor(atoms: Atoms, oracle: CalcSpec, key: str | None) -> np.ndarray | None:
+    """The oracle's elastic tensor at its relaxed structure (None when that relaxation did
+    not converge), remembered per process under ``key``."""
+    ident = None if key is None else (key, atoms.numbers.tobytes(), atoms.positions.tobytes(),
+                                      atoms.cell.array.tobytes())
+    if ident is None or ident not in _ORACLE_CACHE:
+        relaxed = oracle_relax(atoms, oracle, key, FMAX, 500, False)
+        value = elastic_tensor(relaxed.atoms, _build(oracle)) if relaxed.converged else None
+        if ident is None:
+            return value
+        _ORACLE_CACHE[ident] = value
+    return _ORACLE_CACHE[ident]
+
+
 def elastic_pair(atoms: Atoms, model: CalcSpec, oracle: CalcSpec,
                  oracle_key: str | None = None) -> dict[str, float] | None:
     """``{"mae": GPa, "bulk": GPa}`` of one structure; None when a relaxation failed
     outright (the oracle's not converging, the model's exploding or raising)."""
-    ref_relaxed = oracle_relax(atoms, oracle, oracle_key, FMAX, 500, False)
-    if not ref_relaxed.converged:
+    ref = _oracle_tensor(atoms, oracle, oracle_key)
+    if ref is None:
         return None
-    ref = elastic_tensor(ref_relaxed.atoms, _build(oracle))
     mine = _relaxed_tensor(atoms, _build(model))
     if mine is None or not np.isfinite(mine).all():
         return None

@@ -41,6 +41,7 @@ __all__ = ["supercell_repeats", "force_constants", "frequencies", "relaxed_frequ
 DISPLACEMENT = 0.01  # Å
 IMAGINARY_TOL = 0.1  # THz: a mode below −this is imaginary
 FMAX = 0.005  # eV/Å: relaxation before the displacements
+_ORACLE_CACHE: dict[tuple, np.ndarray | None] = {}
 #: sqrt(eV / (Å² amu)) in THz (ν = sqrt(λ)/2π)
 THZ = math.sqrt(units._e / units._amu) * 1e10 / (2 * math.pi) / 1e12
 
@@ -110,14 +111,29 @@ def relaxed_frequencies(atoms: Atoms, calc, min_length: float) -> np.ndarray | N
     return frequencies(result.atoms, calc, min_length)
 
 
+def _oracle_frequencies(atoms: Atoms, oracle: CalcSpec, key: str | None,
+                        min_length: float) -> np.ndarray | None:
+    """The oracle's frequencies at its relaxed structure (None when that relaxation did not
+    converge), remembered per process under ``key``."""
+    ident = None if key is None else (key, min_length, atoms.numbers.tobytes(),
+                                      atoms.positions.tobytes(), atoms.cell.array.tobytes())
+    if ident is None or ident not in _ORACLE_CACHE:
+        relaxed = oracle_relax(atoms, oracle, key, FMAX, 500, False)
+        value = frequencies(relaxed.atoms, _build(oracle), min_length) if relaxed.converged \
+            else None
+        if ident is None:
+            return value
+        _ORACLE_CACHE[ident] = value
+    return _ORACLE_CACHE[ident]
+
+
 def phonon_pair(atoms: Atoms, model: CalcSpec, oracle: CalcSpec, min_length: float = MIN_LENGTH,
                 oracle_key: str | None = None) -> dict[str, float] | None:
     """``{"mae": THz, "imag_fraction": fraction}`` of one structure; None when either
     relaxation failed outright."""
-    ref_relaxed = oracle_relax(atoms, oracle, oracle_key, FMAX, 500, False)
-    if not ref_relaxed.converged:
+    ref = _oracle_frequencies(atoms, oracle, oracle_key, min_length)
+    if ref is None:
         return None
-    ref = frequencies(ref_relaxed.atoms, _build(oracle), min_length)
     mine = relaxed_frequencies(atoms, _build(model), min_length)
     if mine is None or not np.isfinite(mine).all():
         return None
