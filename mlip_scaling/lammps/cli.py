@@ -40,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="model precision")
     parser.add_argument("--skin", type=NON_NEGATIVE, default=0.5,
                         help="neighbour-list skin of the model (Å)")
+    parser.add_argument("--no-virial", action="store_true",
+                        help="skip the model's stress (faster NVE/NVT; the pressure then "
+                             "lacks the model's virial)")
     parser.add_argument("--quiet", action="store_true", help="no LAMMPS screen output")
     return parser
 
@@ -66,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     lmp = open_lammps(screen=not args.quiet, extra=extra)
     start = time.perf_counter()
     try:
-        fixes = run_script(lmp, args.script, calc, args.elements)
+        fixes = run_script(lmp, args.script, calc, args.elements, not args.no_virial)
     finally:
         lmp.close()
     evaluations = sum(f.evaluations for f in fixes)

@@ -73,9 +73,12 @@ class ModelFix:
         calculator: an ASE calculator with energy, forces and stress, usually a
             :class:`~mlip_scaling.calculators.ase.ScalingCalculator`.
         elements: element symbol of each atom type, in type order.
+        virial: compute the model's stress each step for LAMMPS's virial (pressure, NPT);
+            False saves that work in NVE/NVT runs that never read the pressure.
     """
 
-    def __init__(self, lmp: Any, fix_id: str, calculator: Any, elements: Sequence[str]) -> None:
+    def __init__(self, lmp: Any, fix_id: str, calculator: Any, elements: Sequence[str],
+                 virial: bool = True) -> None:
         units = lmp.extract_global("units")
         if units != "metal":
             raise ConfigError(f"fix {fix_id}: the model needs 'units metal' (eV, Å), "
@@ -89,6 +92,7 @@ class ModelFix:
                               f"were given ({' '.join(elements)})")
         self.lmp, self.fix_id, self.calc = lmp, fix_id, calculator
         self.numbers = type_numbers(elements)
+        self.virial = virial
         self.evaluations = 0
         self.error: str | None = None
         lmp.command(f"fix_modify {fix_id} energy yes virial yes")
@@ -116,7 +120,7 @@ class ModelFix:
     def _evaluate(self, x: np.ndarray, nlocal: int, f: np.ndarray) -> None:
         atoms = self.atoms(x, nlocal)
         atoms.calc = self.calc
-        periodic = bool(atoms.pbc.all())
+        periodic = bool(atoms.pbc.all()) and self.virial
         properties = ["energy", "forces", "energies"] + (["stress"] if periodic else [])
         self.calc.calculate(atoms, properties)
         res = self.calc.results
@@ -125,7 +129,8 @@ class ModelFix:
         self.lmp.fix_external_set_energy_global(self.fix_id, float(res["energy"]))
         self.lmp.fix_external_set_energy_peratom(self.fix_id, np.ascontiguousarray(
             res["energies"], dtype=np.float64).tolist())
-        self.lmp.fix_external_set_virial_global(self.fix_id, virial(atoms, res, periodic))
+        if self.virial:
+            self.lmp.fix_external_set_virial_global(self.fix_id, virial(atoms, res, periodic))
 
 
 def virial(atoms: Atoms, results: dict, periodic: bool) -> list[float]:
@@ -158,9 +163,10 @@ def script_commands(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
 
 
 def run_script(lmp: Any, script: str | os.PathLike, calculator: Any,
-               elements: Sequence[str]) -> list[ModelFix]:
+               elements: Sequence[str], virial: bool = True) -> list[ModelFix]:
     """Run the LAMMPS input ``script`` on ``lmp``, attaching ``calculator`` to every
-    ``fix ... external pf/callback`` right after it is defined -> the attached fixes.
+    ``fix ... external pf/callback`` right after it is defined -> the attached fixes
+    (``virial``: see :class:`ModelFix`).
 
     DataError naming ``script:line`` when LAMMPS rejects a command, when a run starts
     before any model fix exists, or on ``jump``/``label``.
@@ -183,7 +189,7 @@ def run_script(lmp: Any, script: str | os.PathLike, calculator: Any,
         _raise_model_error(fixes, where)
         match = _FIX_EXTERNAL.match(text)
         if match:
-            fixes.append(ModelFix(lmp, match.group(1), calculator, elements))
+            fixes.append(ModelFix(lmp, match.group(1), calculator, elements, virial))
     return fixes
 
 
