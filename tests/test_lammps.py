@@ -105,3 +105,36 @@ def test_bad_scripts_are_one_line_errors(tmp_path, model_file):
     late.write_text("units metal\nregion b block 0 5 0 5 0 5\ncreate_box 1 b\nrun 0\n")
     with pytest.raises(DataError, match="before the model is attached"):
         run_script(open_lammps(screen=False), late, None, ["Cu"])
+
+
+def test_cli_runs_a_script_and_reports_bad_input(tmp_path, model_file, capsys):
+    from mlip_scaling.lammps.cli import main
+
+    data = tmp_path / "structure.data"
+    ase.io.write(data, triclinic_alloy(), format="lammps-data", specorder=ELEMENTS,
+                 masses=True, units="metal")
+    script = tmp_path / "in.lammps"
+    script.write_text(lammps_input(data, "run 2"))
+    assert main([str(model_file), str(script), "--elements", *ELEMENTS, "--quiet"]) == 0
+    assert "3 model evaluations" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        main([str(model_file), str(script), "--elements", "Au", "--quiet"])
+    assert exc.value.code == 2
+    assert "2 atom types but 1 elements" in capsys.readouterr().err
+    out = tmp_path / "m.mliap.pt"
+    assert main([str(model_file), "--mliap", str(out), "--elements", *ELEMENTS]) == 0
+    assert out.is_file()
+
+
+def test_without_virial_the_pressure_lacks_the_model(tmp_path, model_file):
+    atoms = triclinic_alloy()
+    data = tmp_path / "structure.data"
+    ase.io.write(data, atoms, format="lammps-data", specorder=ELEMENTS, masses=True,
+                 units="metal")
+    script = tmp_path / "in.lammps"
+    script.write_text(lammps_input(data, "run 0"))
+    lmp = open_lammps(screen=False)
+    calc = ScalingCalculator(str(model_file), device="cpu", dtype="float64")
+    run_script(lmp, script, calc, ELEMENTS, virial=False)
+    assert lmp.get_thermo("press") == 0.0 and "stress" not in calc.results
+    lmp.close()
