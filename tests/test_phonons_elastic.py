@@ -39,6 +39,28 @@ class ScaledEMT(Calculator):
         self.results = {k: self.factor * np.asarray(v) for k, v in self.emt.results.items()}
 
 
+class StretchedEMT(Calculator):
+    """E(x) = E_EMT(x / s): the EMT equilibrium stretched by ``s``; at its own equilibrium
+    every frequency is the EMT one divided by ``s``."""
+
+    implemented_properties = ["energy", "free_energy", "forces", "stress"]
+
+    def __init__(self, s: float) -> None:
+        super().__init__()
+        self.s, self.emt = s, EMT()
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        work = self.atoms.copy()
+        work.set_cell(work.cell.array / self.s, scale_atoms=True)
+        self.emt.calculate(work, properties, all_changes)
+        r = self.emt.results
+        self.results = {"energy": r["energy"], "free_energy": r["energy"],
+                        "forces": r["forces"] / self.s}
+        if "stress" in r:
+            self.results["stress"] = r["stress"] / self.s**3
+
+
 def _relaxed(symbol: str, **kw):
     atoms = bulk(symbol, **kw)
     atoms.calc = EMT()
@@ -133,3 +155,16 @@ def _relaxed_copy(atoms):
     from mlip_scaling.scaling.downstream.relax import relax
 
     return relax(atoms, EMT(), FMAX, 500).atoms
+
+
+def test_phonons_of_a_stretched_oracle_on_the_same_supercell():
+    """A model whose relaxed cell is 10 % larger still gets the oracle's supercell (same
+    modes, though its own heights would need fewer repeats) and frequencies / 1.1."""
+    cu = bulk("Cu", "fcc", a=3.59)
+    ref = frequencies(_relaxed_copy(cu), EMT(), 6.5)
+    out = phonon_errors([cu], lambda: StretchedEMT(1.1), EMT, min_length=6.5)
+    assert supercell_repeats(cu.cell.array * 1.1, 6.5) != supercell_repeats(cu.cell.array, 6.5)
+    # 2 %: each relaxation stops within ~0.1 GPa of zero stress (fmax), and the volume
+    # that leaves moves the frequencies by ~1e-3 of themselves, ~1 % of this difference
+    assert out["phonon_freq_mae"] == pytest.approx(np.mean(np.abs(ref)) * (1 - 1 / 1.1),
+                                                   rel=2e-2)

@@ -2,7 +2,8 @@
 
 Each structure is relaxed by each calculator (FIRE + FrechetCellFilter, fmax
 ``FMAX`` eV/Å; the oracle's relaxation remembered per process under ``oracle_key``), then
-repeated until every cell height is >= ``min_length`` Å. The force constants come from
+repeated as often as the start structure needs for every cell height to be >= ``min_length``
+Å (the same supercell, so the same modes, for both calculators). The force constants come from
 central differences: each atom of the original cell is moved by ±``DISPLACEMENT`` Å along
 x, y and z (6·n force calls on the supercell); translational symmetry of the supercell
 gives the rest. The eigenvalues of the mass-weighted force-constant matrix are the
@@ -91,10 +92,12 @@ def force_constants(atoms: Atoms, calc, reps: Sequence[int],
 
 
 def frequencies(atoms: Atoms, calc, min_length: float = MIN_LENGTH,
-                delta: float = DISPLACEMENT) -> np.ndarray:
+                delta: float = DISPLACEMENT,
+                reps: Sequence[int] | None = None) -> np.ndarray:
     """Sorted phonon frequencies [3Ns] (THz; imaginary as negative) of ``atoms`` at the
-    q-points commensurate with its supercell of heights >= ``min_length`` Å."""
-    reps = supercell_repeats(atoms.cell.array, min_length)
+    q-points commensurate with its supercell of heights >= ``min_length`` Å (or repeated
+    ``reps`` times when given)."""
+    reps = reps or supercell_repeats(atoms.cell.array, min_length)
     phi = force_constants(atoms, calc, reps, delta)
     masses = np.repeat(np.tile(atoms.get_masses(), int(np.prod(reps))), 3)
     dyn = phi / np.sqrt(np.outer(masses, masses))
@@ -103,12 +106,14 @@ def frequencies(atoms: Atoms, calc, min_length: float = MIN_LENGTH,
 
 
 def relaxed_frequencies(atoms: Atoms, calc, min_length: float) -> np.ndarray | None:
-    """Frequencies at ``calc``'s own relaxed structure; None when the relaxation exploded
-    or raised."""
+    """Frequencies at ``calc``'s own relaxed structure, on the supercell that the start
+    ``atoms`` needs (so two calculators have the same modes); None when the relaxation
+    exploded or raised."""
     result = relax(atoms, calc, FMAX, 500)
     if result.reason and not result.reason.startswith("not converged"):
         return None
-    return frequencies(result.atoms, calc, min_length)
+    reps = supercell_repeats(atoms.cell.array, min_length)
+    return frequencies(result.atoms, calc, reps=reps)
 
 
 def _oracle_frequencies(atoms: Atoms, oracle: CalcSpec, key: str | None,
@@ -119,7 +124,8 @@ def _oracle_frequencies(atoms: Atoms, oracle: CalcSpec, key: str | None,
                                       atoms.positions.tobytes(), atoms.cell.array.tobytes())
     if ident is None or ident not in _ORACLE_CACHE:
         relaxed = oracle_relax(atoms, oracle, key, FMAX, 500, False)
-        value = frequencies(relaxed.atoms, _build(oracle), min_length) if relaxed.converged \
+        reps = supercell_repeats(atoms.cell.array, min_length)
+        value = frequencies(relaxed.atoms, _build(oracle), reps=reps) if relaxed.converged \
             else None
         if ident is None:
             return value
