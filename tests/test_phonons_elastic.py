@@ -121,12 +121,13 @@ def test_phonons_of_the_oracle_and_of_a_scaled_oracle():
     """Zero error against itself; EMT x 1.21 has every frequency x 1.1 at the same
     equilibrium, so its error is 0.1 x the mean |ν| of each structure."""
     structures = _structures()
-    same = phonon_errors(structures, EMT, EMT, min_length=5.0)
+    same = phonon_errors(structures, EMT, EMT, min_length=5.0, oracle_key="emt")
     assert select(same, "phonons") == same
     assert same["phonon_structures"] == 2
     assert same["phonon_freq_mae"] == pytest.approx(0.0, abs=1e-9)
     assert same["phonon_imag_fraction"] == 0.0
-    scaled = phonon_errors(structures, lambda: ScaledEMT(1.21), EMT, min_length=5.0)
+    scaled = phonon_errors(structures, lambda: ScaledEMT(1.21), EMT, min_length=5.0,
+                           oracle_key="emt")
     expect = [0.1 * np.mean(np.abs(frequencies(_relaxed_copy(a), EMT(), 5.0)))
               for a in structures]
     assert scaled["phonon_freq_mae"] == pytest.approx(np.mean(expect), rel=1e-3)
@@ -137,11 +138,11 @@ def test_phonons_of_the_oracle_and_of_a_scaled_oracle():
 def test_elastic_constants_of_the_oracle_and_of_a_scaled_oracle():
     """Zero error against itself; EMT x 1.21 has every C_ij and B x 1.21."""
     structures = _structures()
-    same = elastic_errors(structures, EMT, EMT)
+    same = elastic_errors(structures, EMT, EMT, oracle_key="emt")
     assert set(same) == set(produced_by("elastic"))
     assert same["elastic_mae"] == pytest.approx(0.0, abs=1e-6)
     assert same["elastic_structures"] == 2
-    scaled = elastic_errors(structures, lambda: ScaledEMT(1.21), EMT)
+    scaled = elastic_errors(structures, lambda: ScaledEMT(1.21), EMT, oracle_key="emt")
     tensors = [elastic_tensor(_relaxed_copy(a), EMT()) for a in structures]
     upper = np.triu_indices(6)
     assert scaled["elastic_mae"] == pytest.approx(

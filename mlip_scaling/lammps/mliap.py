@@ -81,15 +81,14 @@ def cluster_positions(rij: torch.Tensor, pair_i: np.ndarray, pair_j: np.ndarray,
     child = np.flatnonzero(parent >= 0)
     forward = np.asarray(graph[parent[child], child]).ravel()  # pair (parent, child)
     backward = np.asarray(graph.T[parent[child], child]).ravel()  # pair (child, parent)
-    sign = torch.as_tensor(np.where(forward > 0, 1.0, -1.0), dtype=rij.dtype)
+    sign = np.where(forward > 0, 1.0, -1.0)
     edge = np.where(forward > 0, forward, backward) - 1
     pos = torch.zeros(nodes, 3, dtype=rij.dtype, device=rij.device)
+    on = lambda a: torch.as_tensor(a, device=rij.device)  # noqa: E731
     for level in range(1, int(depth.max(initial=0)) + 1):
         at = depth[child] == level
-        nodes_at = torch.as_tensor(child[at])
-        step = sign[at, None].to(rij.device) * rij[torch.as_tensor(edge[at])]
-        pos = pos.index_copy(0, nodes_at.to(rij.device),
-                             pos[torch.as_tensor(parent[child[at]])] + step)
+        step = on(sign[at]).to(rij.dtype)[:, None] * rij[on(edge[at])]
+        pos = pos.index_copy(0, on(child[at]), pos[on(parent[child[at]])] + step)
     return pos, group
 
 
