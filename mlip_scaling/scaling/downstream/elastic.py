@@ -12,7 +12,8 @@ B = (C11 + C22 + C33 + 2(C12 + C13 + C23)) / 9.
 Per structure: the mean |C_model − C_oracle| over the 21 independent components and
 |B_model − B_oracle| (GPa). Over structures whose relaxations did not fail outright:
 ``elastic_mae``, ``bulk_modulus_error`` with their standard errors and
-``elastic_structures`` (count).
+``elastic_structures`` (count). A model relaxation that did not converge in 500 steps is
+used where it stopped; one that exploded or raised is left out.
 """
 
 from __future__ import annotations

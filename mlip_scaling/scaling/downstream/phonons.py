@@ -14,8 +14,9 @@ Per structure: the mean |ν_model − ν_oracle| over the modes, both sorted (TH
 fraction of spurious imaginary modes: max(0, n_imag,model − n_imag,oracle) / n_modes with a
 mode imaginary when ν < −``IMAGINARY_TOL`` THz. Over structures (both relaxations
 finite): ``phonon_freq_mae``, ``phonon_imag_fraction`` with their standard errors, and
-``phonon_structures`` (count). A model relaxation that exploded is left out of the means
-and shows up in the relaxation metrics.
+``phonon_structures`` (count). A model relaxation that did not converge in 500 steps is
+used where it stopped (its error shows); one that exploded or raised is left out of the
+means and shows up in the relaxation metrics.
 """
 
 from __future__ import annotations
