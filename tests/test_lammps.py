@@ -121,7 +121,7 @@ def test_cli_runs_a_script_and_reports_bad_input(tmp_path, model_file, capsys):
         main([str(model_file), str(script), "--elements", "Au", "--quiet"])
     assert exc.value.code == 2
     assert "2 atom types but 1 elements" in capsys.readouterr().err
-    out = tmp_path / "m.mliap.pt"
+    out = tmp_path / "m.mliap.pkl"
     assert main([str(model_file), "--mliap", str(out), "--elements", *ELEMENTS]) == 0
     assert out.is_file()
 

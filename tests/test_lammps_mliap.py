@@ -128,9 +128,12 @@ def test_positions_from_pair_vectors_and_their_gradient():
     assert torch.equal(rij.grad[3], torch.ones(3, dtype=rij.dtype))
 
 
-def test_pickled_file_round_trip_and_bad_elements(model_file, tmp_path):
-    out = convert(model_file, ["Cu", "Au"], tmp_path / "m.mliap.pt")
-    loaded = torch.load(out, weights_only=False)  # what LAMMPS does with the file
+@pytest.mark.parametrize("name", ["m.mliap.pkl", "m.mliap.pt"])
+def test_converted_file_round_trip_and_bad_elements(model_file, tmp_path, name):
+    out = convert(model_file, ["Cu", "Au"], tmp_path / name)
+    with open(out, "rb") as fh:  # what LAMMPS does with the file, by its name
+        loaded = pickle.load(fh) if name.endswith(".pkl") else torch.load(
+            fh, weights_only=False)
     assert isinstance(loaded, MLIAPModel) and loaded.element_types == ["Cu", "Au"]
     assert loaded.rcutfac == 5.0 and loaded.ndescriptors == 1
     atoms = triclinic_alloy(seed=6)

@@ -9,7 +9,7 @@ go (see ``docs/lammps.md``); ``--elements`` names the element of each atom type.
 
 Convert for a LAMMPS build with Python ML-IAP (``pair_style mliap unified FILE 0``)::
 
-    mlip-lammps model.pt --mliap model.mliap.pt --elements Cu Au
+    mlip-lammps model.pt --mliap model.mliap.pkl --elements Cu Au
 """
 
 from __future__ import annotations

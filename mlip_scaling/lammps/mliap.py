@@ -18,14 +18,15 @@ returns ``fij = ∂E_local/∂rij`` (non-zero on the tree's pairs). This is exac
 it costs an evaluation of all atoms within L·cutoff of a rank's atoms (ghost energies are
 computed and dropped) and LAMMPS's pair list at L·cutoff.
 
-The file LAMMPS loads is a pickle (``torch.load``/``pickle.load`` in LAMMPS): load only
-files you converted yourself. From Python, ``lammps.mliap.load_unified(MLIAPModel(...))``
+The file LAMMPS loads is a pickle (``pickle.load``, or ``torch.load`` for ``.pt``): load
+only files you converted yourself. From Python, ``lammps.mliap.load_unified(MLIAPModel(...))``
 and ``pair_style mliap unified EXISTS 0`` avoid the file.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -188,9 +189,15 @@ class MLIAPModel(MLIAPUnified):
 
 def convert(model: str | os.PathLike, element_types: Sequence[str],
             out: str | os.PathLike, dtype: str = "float64", device: str = "cpu") -> Path:
-    """Write the :class:`MLIAPModel` of ``model`` to ``out`` (``.pt``, a pickle LAMMPS
-    loads with ``pair_style mliap unified OUT 0``), atomically."""
+    """Write the :class:`MLIAPModel` of ``model`` to ``out`` for ``pair_style mliap unified
+    OUT 0``, atomically, the way LAMMPS reads it back: ``torch.save`` for a ``.pt``/``.pth``
+    name (LAMMPS calls ``torch.load``; versions without ``weights_only=False`` fail on it
+    under torch >= 2.6), ``pickle`` otherwise (``.pkl``: every version reads it)."""
     unified = MLIAPModel(model, element_types, dtype, device)
     with atomic_path(out) as tmp:
-        torch.save(unified, tmp)
+        if Path(out).suffix in (".pt", ".pth"):
+            torch.save(unified, tmp)
+        else:
+            with open(tmp, "wb") as fh:
+                pickle.dump(unified, fh)
     return Path(out)
