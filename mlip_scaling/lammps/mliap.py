@@ -147,6 +147,9 @@ class MLIAPModel(MLIAPUnified):
         pair_i = np.asarray(data.pair_i, dtype=np.int64)
         pair_j = np.asarray(data.pair_j, dtype=np.int64)
         elems = np.asarray(data.elems, dtype=np.int64)
+        if data.nlistatoms != nlocal or (elems < 0).any():
+            raise ValueError("pair_coeff with NULL element types is not supported: map "
+                             "every atom type to an element")
         numbers = np.array([atomic_numbers[e] for e in self.element_types])[elems]
         potential = self.potential
         rij = torch.tensor(np.asarray(data.rij), dtype=potential.dtype, device=self.device,
