@@ -120,8 +120,9 @@ class ModelFix:
     def _evaluate(self, x: np.ndarray, nlocal: int, f: np.ndarray) -> None:
         atoms = self.atoms(x, nlocal)
         atoms.calc = self.calc
-        periodic = bool(atoms.pbc.all()) and self.virial
-        properties = ["energy", "forces", "energies"] + (["stress"] if periodic else [])
+        periodic = bool(atoms.pbc.all())
+        stress = ["stress"] if periodic and self.virial else []
+        properties = ["energy", "forces", "energies", *stress]
         self.calc.calculate(atoms, properties)
         res = self.calc.results
         f[:] = res["forces"]
