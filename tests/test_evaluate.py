@@ -89,7 +89,8 @@ def test_evaluate_records_and_cache(folder, monkeypatch) -> None:
 
 def test_every_computed_metric_reaches_points_csv_and_the_fits(folder, tmp_path) -> None:
     root, _, _ = folder
-    records = evaluate.evaluate_directory(root, k_relax=1, md_steps=10, progress=False)
+    records = evaluate.evaluate_directory(root, k_relax=1, md_steps=10, k_phonon=1,
+                                          k_elastic=1, phonon_min_length=4.0, progress=False)
     registered = {name for kind in EVALUATIONS for name in produced_by(kind)}
     for rec in records:
         assert set(rec["metrics"]) == registered  # relax_adwt, oracle metrics included

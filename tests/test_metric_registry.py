@@ -73,7 +73,7 @@ def test_select_names_a_metric_the_code_did_not_produce():
     with pytest.raises(KeyError, match="relax_adwt"):
         select(relax.summarise(PAIRS, fixed_cell=False), "relax_fixed")
     with pytest.raises(ValueError, match="unknown evaluation"):
-        produced_by("phonons")
+        produced_by("thermal_conductivity")
 
 
 def test_demo_summary_rows_come_from_the_registry():

@@ -136,8 +136,10 @@ def test_evaluate_flags_report_overrides_and_records_share_the_settings(tmp_path
     assert {k: report[k] for k in EVAL_KEYS} == {**dict.fromkeys(EVAL_KEYS), "downstream": False}
     record = EvalSettings(data="x.h5", downstream=False, md_steps=7).record()
     assert record["md_steps"] == 0 and record["data"] == str((tmp_path.cwd() / "x.h5").resolve())
-    assert set(record) == set(EVAL_KEYS) - {"relax_max_atoms", "md_min_length"}
+    assert set(record) == set(EVAL_KEYS) - {"relax_max_atoms", "md_min_length", "k_phonon",
+                                            "phonon_min_length", "k_elastic"}
     assert EvalSettings(relax_max_atoms=4).record()["relax_max_atoms"] == 4
+    assert EvalSettings(k_phonon=2, k_elastic=3).record()["k_elastic"] == 3
 
 
 @dataclass

@@ -18,6 +18,7 @@ __all__ = ["EvalSettings", "EVAL_KEYS", "K_RELAX", "MD_STEPS", "MD_MIN_LENGTH",
 MD_MIN_LENGTH = 8.0  # Å: the MD cell is repeated until every cell height reaches this
 K_RELAX = 20  # structures relaxed per model: enough for a standard error of each mean
 MD_STEPS = 500  # NVE steps: a perfect model then reads drift < 1e-3 meV/atom/ps
+PHONON_MIN_LENGTH = 8.0  # Å: default smallest height of the phonon supercell
 
 
 @dataclass
@@ -39,15 +40,28 @@ class EvalSettings:
     md_temperature: float = option(300.0, "MD temperature (K)", rule=POSITIVE)
     max_test: int | None = option(None, "cap on test structures", rule=POSITIVE_INT)
     downstream: bool = option(True, "test metrics only", flag_name="--no-downstream")
+    # --- phonons and elastic constants (off unless asked for) ---
+    k_phonon: int = option(0, "test structures whose phonon frequencies are compared "
+                           "(0: off; each costs 2 relaxations and 12·atoms supercell force "
+                           "calls)", rule=NON_NEGATIVE_INT)
+    phonon_min_length: float | None = option(None, "phonon supercell: the cell repeated until "
+                                             "every height is >= this (Å; default "
+                                             f"{PHONON_MIN_LENGTH})", rule=POSITIVE)
+    k_elastic: int = option(0, "test structures whose elastic constants are compared (0: off; "
+                            "each costs 2 relaxations and 24 strained cells)",
+                            rule=NON_NEGATIVE_INT)
+    # --- end phonons and elastic constants ---
 
     def record(self) -> dict[str, Any]:
         """The ``settings`` of a record (a cached record is reused when they are equal):
         the dataset as an absolute path, no MD without downstream work, and the size caps
-        only when set (records written before they existed stay valid)."""
+        and the phonon/elastic settings only when set (records written before they existed
+        stay valid)."""
         out = dataclasses.asdict(self)
         out["data"] = str(Path(self.data).resolve()) if self.data else None
         out["md_steps"] = self.md_steps if self.downstream else 0
-        for optional in ("relax_max_atoms", "md_min_length"):
+        for optional in ("relax_max_atoms", "md_min_length",
+                         "k_phonon", "phonon_min_length", "k_elastic"):
             if not out[optional]:
                 del out[optional]
         return out

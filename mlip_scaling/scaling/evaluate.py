@@ -39,7 +39,7 @@ from mlip_scaling.io_utils import (
     file_hash,
 )
 from mlip_scaling.procs import die_with_parent
-from mlip_scaling.scaling.eval_settings import MD_MIN_LENGTH, EvalSettings
+from mlip_scaling.scaling.eval_settings import MD_MIN_LENGTH, PHONON_MIN_LENGTH, EvalSettings
 from mlip_scaling.scaling.metrics import select, test_metrics
 from mlip_scaling.scaling.results import (
     RESULTS_FORMAT,
@@ -90,12 +90,16 @@ def _md_start(atoms, oracle, oracle_key: str, min_length: float = MD_MIN_LENGTH)
 def downstream_metrics(model_file: Path, structures: list, oracle_name: str, k_relax: int,
                        md_steps: int, md_temperature: float = 300.0, jobs: int = 1,
                        progress: bool = False, trusted: bool = False, where: str = "",
-                       max_atoms: int | None = None, md_min_length: float | None = None) -> dict:
+                       max_atoms: int | None = None, md_min_length: float | None = None,
+                       k_phonon: int = 0, k_elastic: int = 0,
+                       phonon_min_length: float | None = None) -> dict:
     """Relaxation and MD metrics of a model file against oracle ``oracle_name``: the first
     ``k_relax`` periodic structures relaxed with a free cell (energy, RMSD, failures) and with
     a fixed cell (``relax_adwt``); NVE MD from the first of the first three on which the
     oracle's own run is stable. ``max_atoms``: only structures with at most that many atoms
-    are used (cheaper downstream work). ``trusted``: the user typed the oracle name (only then
+    are used (cheaper downstream work). ``k_phonon``/``k_elastic``: structures whose phonons
+    (supercell heights >= ``phonon_min_length`` Å) and elastic constants are compared (0:
+    off). ``trusted``: the user typed the oracle name (only then
     may it import code); ``where``: its origin."""
     from mlip_scaling.calculators.ase import ScalingCalculator
     from mlip_scaling.data.oracles import get_oracle
@@ -119,6 +123,19 @@ def downstream_metrics(model_file: Path, structures: list, oracle_name: str, k_r
         start = stable_start(starts, reference, oracle_name, md_temperature, md_steps)
         out.update(select(md_errors(start, model(), reference, temperature_K=md_temperature,
                                     steps=md_steps, oracle_key=oracle_name), "md"))
+    # --- phonons and elastic constants ---
+    if k_phonon and periodic:
+        from mlip_scaling.scaling.downstream.phonons import phonon_errors
+
+        out.update(select(phonon_errors(periodic[:k_phonon], model, oracle,
+                                        phonon_min_length or PHONON_MIN_LENGTH, oracle_name,
+                                        progress), "phonons"))
+    if k_elastic and periodic:
+        from mlip_scaling.scaling.downstream.elastic import elastic_errors
+
+        out.update(select(elastic_errors(periodic[:k_elastic], model, oracle, oracle_name,
+                                         progress), "elastic"))
+    # --- end phonons and elastic constants ---
     return out
 
 
@@ -168,7 +185,9 @@ def evaluate_file(path: Path, root: Path, ckpt: dict, digest: str, settings: dic
             rec["metrics"].update(downstream_metrics(
                 path, structures, name, settings["k_relax"], settings["md_steps"],
                 settings["md_temperature"], jobs, progress, trusted, where,
-                settings.get("relax_max_atoms"), settings.get("md_min_length")))
+                settings.get("relax_max_atoms"), settings.get("md_min_length"),
+                settings.get("k_phonon", 0), settings.get("k_elastic", 0),
+                settings.get("phonon_min_length")))
     except (CheckpointError, ConfigError, DataError, RuntimeError, ValueError, KeyError,
             IndexError, TypeError, OSError) as exc:
         rec["status"] = "failed"

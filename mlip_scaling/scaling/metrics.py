@@ -25,7 +25,8 @@ __all__ = ["Metric", "REGISTRY", "FITTED", "SELECTION", "EVALUATIONS", "metric",
            "select", "axis_label", "test_metrics"]
 
 #: the evaluations that produce metrics: the test split, free-cell and fixed-cell
-#: relaxations against the oracle, NVE molecular dynamics
+#: relaxations against the oracle, NVE molecular dynamics (phonons and elastic constants
+#: are added below)
 EVALUATIONS = ("test", "relax", "relax_fixed", "md")
 
 
@@ -138,6 +139,30 @@ _ENTRIES = (
            "fraction of the oracle's NVE steps completed", "md", lower_is_better=False,
            error=False, not_fitted=_REFERENCE, oracle=True),
 )
+# --- phonons and elastic constants (scaling/downstream/phonons.py, elastic.py) ---------
+EVALUATIONS += ("phonons", "elastic")
+_ENTRIES += (
+    *_with_se(Metric("phonon_freq_mae", "phonon frequency MAE", "THz",
+                     "mean |ν_model − ν_oracle| over the sorted phonon modes of each calculator's "
+                     "relaxed structure (finite displacements, supercell Γ = commensurate q)",
+                     "phonons")),
+    *_with_se(Metric("phonon_imag_fraction", "spurious imaginary modes", "fraction",
+                     "imaginary modes (ν < −0.1 THz) beyond the oracle's, per mode", "phonons")),
+    Metric("phonon_structures", "phonon structures", "structures",
+           "structures whose phonons were compared", "phonons", error=False,
+           not_fitted=_COUNT),
+    *_with_se(Metric("elastic_mae", "elastic-constant MAE", "GPa",
+                     "mean |C_ij,model − C_ij,oracle| over the 21 independent components of the "
+                     "relaxed-ion elastic tensor (±0.5 % strains on each relaxed cell)",
+                     "elastic")),
+    *_with_se(Metric("bulk_modulus_error", "bulk-modulus error", "GPa",
+                     "|B_model − B_oracle|, Voigt bulk moduli of the elastic tensors",
+                     "elastic")),
+    Metric("elastic_structures", "elastic structures", "structures",
+           "structures whose elastic tensors were compared", "elastic", error=False,
+           not_fitted=_COUNT),
+)
+# --- end phonons and elastic constants ------------------------------------------------
 #: metric name -> :class:`Metric`, in table order
 REGISTRY: dict[str, Metric] = {m.name: m for m in _ENTRIES}
 #: names of the metrics whose scaling laws are fitted, in table order
