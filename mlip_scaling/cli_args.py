@@ -194,7 +194,7 @@ def add_output_flags(parser: argparse.ArgumentParser) -> None:
 
 def add_version(parser: argparse.ArgumentParser) -> None:
     """``--version``: the package version."""
-    from mlip_scaling import __version__
+    from mlip_scaling._version import __version__
 
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}",
                         help="print the version and exit")

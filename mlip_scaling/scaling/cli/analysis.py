@@ -60,7 +60,7 @@ def _fit(args: argparse.Namespace) -> int:
 
 def _evaluate_missing(directory: Path, args: argparse.Namespace) -> None:
     """Evaluate the model files without results (settings: the stored ones < flags)."""
-    from mlip_scaling.scaling.eval_settings import evaluate_missing, missing_models
+    from mlip_scaling.scaling.evaluate import evaluate_missing, missing_models
 
     missing = missing_models(directory)
     if not missing:
