@@ -224,7 +224,7 @@ def validate_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike = "model f
 
 def _raise_if_fairchem(path: Path) -> None:
     """A fairchem checkpoint gets a one-line pointer to the importer."""
-    from mlip_scaling.models.equiformer_v2.fairchem_import import fairchem_hint
+    from mlip_scaling.models.equiformer_v2.fairchem_pickle import fairchem_hint
 
     hint = fairchem_hint(path)
     if hint:

@@ -22,7 +22,7 @@ import torch
 
 from mlip_scaling.errors import MlipError
 
-__all__ = ["FairchemFileError", "read_fairchem_file"]
+__all__ = ["FairchemFileError", "fairchem_hint", "is_fairchem_checkpoint", "read_fairchem_file"]
 
 
 class FairchemFileError(MlipError, ValueError):
@@ -87,3 +87,22 @@ def read_fairchem_file(path: str | os.PathLike) -> Any:
     except Exception as exc:  # corrupt archives raise many types
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise FairchemFileError(f"{path}: unreadable checkpoint ({first[:120]})") from None
+
+
+def is_fairchem_checkpoint(obj: Any) -> bool:
+    """True for a dict shaped like a fairchem training checkpoint."""
+    return (isinstance(obj, dict) and "format" not in obj and "state_dict" in obj
+            and isinstance(obj.get("config"), dict) and "model" in obj["config"])
+
+
+def fairchem_hint(path: str | os.PathLike) -> str | None:
+    """For a fairchem checkpoint, the one-line message that says how to import it."""
+    try:
+        ckpt = read_fairchem_file(path)
+    except FairchemFileError:
+        return None
+    if not is_fairchem_checkpoint(ckpt):
+        return None
+    return (f"{path}: a fairchem checkpoint, not an mlip-scaling model file; convert it with "
+            f"'mlip-scaling import-fairchem {path} --out MODEL.pt' (or in memory: "
+            "potential_from_dict(import_fairchem(path)))")
