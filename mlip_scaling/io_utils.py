@@ -105,3 +105,18 @@ def exclusive_lock(lock_path: str | os.PathLike, busy: str = "", wait: bool = Fa
         yield
     finally:
         fh.close()
+
+
+def lock_holder(lock_path: str | os.PathLike) -> str | None:
+    """The process id written in ``lock_path`` when another open file holds its
+    :func:`exclusive_lock` now, else None (no file, or free: probed and released at once)."""
+    lock_path = Path(lock_path)
+    if not lock_path.is_file():
+        return None
+    with open(lock_path) as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return fh.read().strip() or "?"
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    return None
