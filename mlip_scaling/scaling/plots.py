@@ -149,8 +149,8 @@ def _no_law(row: dict) -> str:
         n = row['n_sizes']
         return f"no law (only {n} size{'' if n == 1 else 's'})"
     if row["status"] == "no-trend" and row.get("p_trend") is not None:
-        if row["p_trend"] < ALPHA:  # a trend, but not a decrease
-            return "no decrease"
+        if row["p_trend"] < ALPHA:  # a significant trend that is not a decrease
+            return f"increases (p={row['p_trend']:.2g})"
         return f"no significant trend (p={row['p_trend']:.2g})"
     return f"no law ({row['status']})"
 
