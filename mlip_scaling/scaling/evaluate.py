@@ -20,8 +20,7 @@ import functools
 import math
 import os
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from multiprocessing import get_context
+from concurrent.futures import as_completed
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,7 @@ from mlip_scaling.errors import ConfigError, DataError
 from mlip_scaling.io_utils import (
     file_hash,
 )
-from mlip_scaling.procs import die_with_parent
+from mlip_scaling.procs import worker_pool
 from mlip_scaling.scaling.eval_settings import MD_MIN_LENGTH, EvalSettings, stored_settings
 from mlip_scaling.scaling.metrics import select, test_metrics
 from mlip_scaling.scaling.results import (
@@ -244,12 +243,7 @@ def _evaluate_all(todo: list[tuple[Path, str]], root: Path, settings: dict, jobs
     and thread each, dying with this one) when there are several, else one after another
     with ``jobs`` parallel relaxations."""
     if jobs > 1 and len(todo) > 1:
-        from mlip_scaling.scaling.downstream.relax import worker_env
-
-        with worker_env(), ProcessPoolExecutor(min(jobs, len(todo)),
-                                               mp_context=get_context("spawn"),
-                                               initializer=die_with_parent,
-                                               initargs=(os.getpid(),)) as ex:
+        with worker_pool(min(jobs, len(todo))) as ex:
             futures = {ex.submit(_evaluate_path, p, root, d, settings, 1, False, trusted): d
                        for p, d in todo}
             for future in as_completed(futures):

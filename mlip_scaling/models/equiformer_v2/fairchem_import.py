@@ -32,6 +32,7 @@ from mlip_scaling.models.equiformer_v2.fairchem_pickle import (
     read_fairchem_file,
 )
 from mlip_scaling.models.equiformer_v2.model import EquiformerV2
+from mlip_scaling.models.equiformer_v2.presets import FAIRCHEM_FUNCTION
 
 __all__ = [
     "FairchemFileError",
@@ -122,19 +123,14 @@ def _backbone_config(where: str, model_cfg: dict) -> dict:
         "lmax": int(lmax[0]),
         "mmax": int(mmax[0]),
         "grid_resolution": bb.get("grid_resolution"),
-        "num_distance_basis": 600,  # fairchem's Gaussian count, whatever the config says
         "edge_channels": int(bb.get("edge_channels", 128)),
         "max_num_elements": int(bb.get("max_num_elements", 90)),
         "max_neighbors": int(bb.get("max_neighbors", 500)),
         "max_neighbors_strict": bool(bb.get("enforce_max_neighbors_strictly", True)),
         "norm_type": norm,
-        "envelope": False,
-        "stress_head": "fairchem",
-        "direct_forces": True,
-        "use_grid_mlp": True,
         "avg_num_nodes": float(bb.get("avg_num_nodes") or AVG_NUM_NODES),  # fairchem defaults
         "avg_degree": float(bb.get("avg_degree") or AVG_DEGREE),
-        "parity_average": False,
+        **FAIRCHEM_FUNCTION,  # 600 Gaussians: fairchem's count, whatever the config says
     }
 
 

@@ -13,14 +13,13 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import zipfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from mlip_scaling.errors import MlipError
+from mlip_scaling.io_utils import check_torch_archive
 
 __all__ = ["FairchemFileError", "fairchem_hint", "is_fairchem_checkpoint", "read_fairchem_file"]
 
@@ -69,11 +68,7 @@ def read_fairchem_file(path: str | os.PathLike) -> Any:
     not a torch zip archive, or holds any object other than tensors, plain containers and
     numpy scalars/arrays.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FairchemFileError(f"{path}: no such checkpoint file")
-    if not zipfile.is_zipfile(path):
-        raise FairchemFileError(f"{path}: not a torch zip archive (empty, truncated or corrupt)")
+    path = check_torch_archive(path, "checkpoint file", FairchemFileError)
     try:
         with torch.serialization.safe_globals(_NUMPY_GLOBALS):
             return torch.load(path, map_location="cpu", weights_only=True)
