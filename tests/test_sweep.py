@@ -87,7 +87,7 @@ def test_run_held_by_another_process_is_waited_for(tmp_path, monkeypatch, capsys
     import threading
     from pathlib import Path
 
-    from mlip_scaling.training.runner import LOCK_NAME
+    from mlip_scaling.train_config import LOCK_NAME
 
     runs = sweep.plan_runs(tmp_path, ["transformer-1.2k"], [5, 6], 1)
     held = runs[0]

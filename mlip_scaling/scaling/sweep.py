@@ -42,10 +42,12 @@ from mlip_scaling.cli_args import (
     check_output_dir,
 )
 from mlip_scaling.errors import ConfigError
+from mlip_scaling.io_utils import lock_holder
 from mlip_scaling.models.registry import resolve_model, stored_form
 from mlip_scaling.options import coerce_options, load_mapping, option
 from mlip_scaling.procs import preexec_die_with_parent
 from mlip_scaling.train_config import (
+    LOCK_NAME,
     TrainConfig,
     config_args,
     explicit_options,
@@ -316,9 +318,6 @@ def _schedule(runs: list[Run], jobs: int, active: list, log: bool = False) -> in
 
 def _holder(r: Run) -> str | None:
     """The process id of another live process holding ``r``'s run folder, else None."""
-    from mlip_scaling.io_utils import lock_holder
-    from mlip_scaling.training.runner import LOCK_NAME
-
     return lock_holder(r.out / LOCK_NAME)
 
 

@@ -24,6 +24,7 @@ from mlip_scaling.io_utils import exclusive_lock, remove_stale_temps
 from mlip_scaling.models import registry
 from mlip_scaling.models.potential import Potential
 from mlip_scaling.progress import ProgressBar
+from mlip_scaling.train_config import LOCK_NAME
 from mlip_scaling.training import finetune
 from mlip_scaling.training.config import TrainConfig
 from mlip_scaling.training.distributed import DistInfo, init_distributed, shutdown
@@ -32,9 +33,6 @@ from mlip_scaling.training.normalization import energy_scale, fit_reference_ener
 from mlip_scaling.training.trainer import Trainer, TrainingDiverged
 
 __all__ = ["run_training", "run_paths", "LOCK_NAME"]
-
-#: Lock file of a run folder, held while a trainer writes it.
-LOCK_NAME = ".mlip-train.lock"
 
 
 def run_paths(cfg: TrainConfig, family: str, n_params: int) -> tuple[Path, Path]:
