@@ -44,7 +44,7 @@ HERE = Path(__file__).parent
 ROOT = HERE.parent
 REFERENCE = ROOT / "tests" / "data" / "eqv2_reference.pt"
 BASELINE = HERE / "eqv2_baseline.json"
-FAIRCHEM_CKPT = ROOT / "tests" / "data" / "fairchem" / "tiny_fairchem.pt"
+FAIRCHEM_CKPT = ROOT / "tests" / "data" / "fairchem" / "tiny_training.pt"
 sys.path.insert(0, str(HERE))
 import bench_models  # noqa: E402
 from bench_models import MACE_PARAMS, rattled_copper  # noqa: E402

@@ -16,7 +16,9 @@ import shutil
 import sys
 from pathlib import Path
 
+from mlip_scaling.scaling.fit import ALPHA
 from mlip_scaling.scaling.metrics import REGISTRY, SELECTION
+from mlip_scaling.scaling.report_page import is_borderline
 
 #: the metrics tabulated (``summary`` in the package's metric registry), with label and unit
 METRICS = {m.name: m.heading() for m in REGISTRY.values() if m.summary}
@@ -25,8 +27,10 @@ START, END = "<!-- demo:start -->", "<!-- demo:end -->"
 
 
 def _p(fit: dict) -> str:
-    """Trend-test p-value, and the re-selecting frontier null's when it differs."""
-    parts = [] if fit.get("p_trend") is None else [f"p={fit['p_trend']:.2g}"]
+    """The p-value that decided the cell (marked when borderline), and the re-selecting
+    frontier null's when it differs."""
+    p = fit.get("p_trend")
+    parts = [] if p is None else [f"p={p:.2g}" + (" (borderline)" if is_borderline(p) else "")]
     if fit.get("p_perm") is not None and fit["p_perm"] != fit.get("p_trend"):
         parts.append(f"null p={fit['p_perm']:.2g}")
     return ", ".join(parts)
@@ -39,6 +43,8 @@ def cell(fit: dict | None) -> str:
     if fit["status"] == "insufficient":
         n = fit.get('n_sizes')
         return f"no exponent (only {n} size{'' if n == 1 else 's'})"
+    if fit["status"] == "no-trend" and fit.get("p_trend") is not None and fit["p_trend"] < ALPHA:
+        return "; ".join(v for v in ("no exponent: the error increases", _p(fit)) if v)
     if fit["status"] != "ok":
         return "; ".join(v for v in (f"no exponent ({fit['status']})", _p(fit)) if v)
     lo, hi = fit["ci"]["beta"]
@@ -77,8 +83,11 @@ def table(fits: list[dict]) -> str:
                  "against no dependence (compute frontier: permutation null, compute labels "
                  "shuffled among the frontier runs chosen by test loss; the test loss's own "
                  "frontier: F-test over all runs, and its null p with labels shuffled among "
-                 "all runs and the frontier re-selected). An exponent is given only where "
-                 "p < 0.05 and the error decreases. *indicative*: fitted on <= 4 sizes.")
+                 "all runs and the frontier re-selected). Each cell shows the p-value that "
+                 "decided it. An exponent is given only where p < 0.05 and the error "
+                 "decreases; *increases*: a significant increase. *borderline*: "
+                 "0.01 < p < 0.1, a cell that may flip between an exponent and none on "
+                 "another machine. *indicative*: fitted on <= 4 sizes.")
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from mlip_scaling._version import __version__
 
 __all__ = ["ScalingCalculator", "Potential", "load_potential", "relax", "__version__"]
 

@@ -24,7 +24,7 @@ import torch
 from mlip_scaling.data.atomic_data import check_elements
 from mlip_scaling.data.splits import SplitSpec
 from mlip_scaling.errors import ConfigError, MlipError
-from mlip_scaling.io_utils import atomic_torch_save
+from mlip_scaling.io_utils import atomic_torch_save, check_torch_archive
 from mlip_scaling.models.potential import MAX_Z, Potential
 from mlip_scaling.models.registry import build_model, meta_shapes, validate_config
 
@@ -77,12 +77,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     weights' shapes compared with the config's, on the meta device) before anything is
     built, so a bad file costs no more memory than its own size.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such model file")
-    if not zipfile.is_zipfile(path):
-        raise CheckpointError(f"{path}: not a readable model file (not a torch zip archive: "
-                              "empty, truncated or corrupt)")
+    path = check_torch_archive(path, "model file", CheckpointError)
     _check_archive_size(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -224,7 +219,7 @@ def validate_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike = "model f
 
 def _raise_if_fairchem(path: Path) -> None:
     """A fairchem checkpoint gets a one-line pointer to the importer."""
-    from mlip_scaling.models.equiformer_v2.fairchem_import import fairchem_hint
+    from mlip_scaling.models.equiformer_v2.fairchem_pickle import fairchem_hint
 
     hint = fairchem_hint(path)
     if hint:

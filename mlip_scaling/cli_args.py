@@ -171,12 +171,13 @@ _SAYS_DEFAULT = re.compile(r"\(default|\bdefault\s*[:=]", re.IGNORECASE)
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows ``(default: X)`` once: not when the help text already states the default
     ("(default ...", "default: ..."), nor for flags whose default is "off" (None, False,
-    a count of 0)."""
+    a count of 0), nor for switches (``--no-downstream`` stores False when given: its
+    destination's True is not the flag's default)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         if (_SAYS_DEFAULT.search(text) or action.default in (None, False)
-                or isinstance(action, argparse._CountAction)):
+                or isinstance(action, (argparse._CountAction, argparse._StoreConstAction))):
             return text
         return super()._get_help_string(action)
 
@@ -194,7 +195,7 @@ def add_output_flags(parser: argparse.ArgumentParser) -> None:
 
 def add_version(parser: argparse.ArgumentParser) -> None:
     """``--version``: the package version."""
-    from mlip_scaling import __version__
+    from mlip_scaling._version import __version__
 
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}",
                         help="print the version and exit")

@@ -7,6 +7,7 @@ import glob
 import hashlib
 import os
 import tempfile
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -105,3 +106,30 @@ def exclusive_lock(lock_path: str | os.PathLike, busy: str = "", wait: bool = Fa
         yield
     finally:
         fh.close()
+
+
+def lock_holder(lock_path: str | os.PathLike) -> str | None:
+    """The process id written in ``lock_path`` when another open file holds its
+    :func:`exclusive_lock` now, else None (no file, or free: probed and released at once)."""
+    lock_path = Path(lock_path)
+    if not lock_path.is_file():
+        return None
+    with open(lock_path) as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return fh.read().strip() or "?"
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    return None
+
+
+def check_torch_archive(path: str | os.PathLike, what: str, error: type[Exception]) -> Path:
+    """``path`` as a Path when it is a torch zip archive, else ``error`` (one line naming
+    the file: missing, or not a zip archive: empty, truncated or corrupt)."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{path}: no such {what}")
+    if not zipfile.is_zipfile(path):
+        raise error(f"{path}: not a readable {what} (not a torch zip archive: empty, "
+                    "truncated or corrupt)")
+    return path

@@ -178,6 +178,8 @@ def load_mapping(path: str | os.PathLike, what: str) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())[:160]})"
                           ) from None
+    except RecursionError:
+        raise ConfigError(f"{path}: {what} file nested too deeply") from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):

@@ -14,15 +14,18 @@ heap for the next step; it is applied by the package's own entry points only.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 
 __all__ = ["die_with_parent", "preexec_die_with_parent", "HAS_PDEATHSIG", "keep_freed_memory",
-           "KEEP_MEMORY_ENV"]
+           "KEEP_MEMORY_ENV", "worker_pool"]
 
 _PR_SET_PDEATHSIG = 1
 # glibc's mallopt parameters (malloc.h)
@@ -79,3 +82,22 @@ def die_with_parent(parent_pid: int, sig: int = signal.SIGKILL) -> None:
 def preexec_die_with_parent(sig: int = signal.SIGKILL) -> Callable[[], None]:
     """A ``subprocess.Popen(preexec_fn=...)`` that ties the child's life to this process."""
     return functools.partial(die_with_parent, os.getpid(), sig)
+
+
+@contextlib.contextmanager
+def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
+    """A pool of ``workers`` spawned processes that die with this one, each started with
+    one BLAS/OpenMP thread (they inherit ``os.environ``, restored here afterwards)."""
+    names = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+    saved = {k: os.environ.get(k) for k in names}
+    os.environ.update({k: "1" for k in names})
+    try:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
+                                 initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
+            yield pool
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

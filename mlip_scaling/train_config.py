@@ -37,8 +37,11 @@ from mlip_scaling.options import (
     option,
 )
 
-__all__ = ["TrainConfig", "AMP_CHOICES", "RESUME_KEYS", "add_train_arguments",
+__all__ = ["TrainConfig", "AMP_CHOICES", "RESUME_KEYS", "LOCK_NAME", "add_train_arguments",
            "explicit_options", "train_parser", "load_config_file", "config_args"]
+
+#: The lock file a trainer holds in its run folder while it writes there
+LOCK_NAME = ".mlip-train.lock"
 
 #: ``auto`` = bf16 on CUDA with bf16, fp16 + GradScaler on other CUDA, the faster on a CPU.
 AMP_CHOICES = ("auto", "bf16", "fp16", "off")

@@ -325,7 +325,7 @@ json.dump(record, open(sys.argv[4], "w"))
 
 def test_ipi_drives_nvt_with_the_served_model(tmp_path, socket_name):
     pytest.importorskip("ipi")
-    from mlip_scaling.calculators.socket_client import serve
+    from mlip_scaling.calculators.socket_serve import serve
 
     atoms = rattled_cu(strain=0.0)
     ase.io.write(tmp_path / "start.xyz", atoms)

@@ -53,3 +53,13 @@ def test_missing_markers_or_fits_are_refused(summary, tmp_path):
     with pytest.raises(SystemExit, match="demo:start"):
         summary.main([str(tmp_path), "--readme", str(readme)])
     assert readme.read_text() == "no markers\n"
+
+
+def test_cells_show_the_deciding_p_an_increase_and_borderline(summary):
+    up = _fit("rdf_error", "data", status="no-trend", p=0.024)
+    assert summary.cell(up) == "no exponent: the error increases; p=0.024 (borderline)"
+    flat = {**_fit("test_loss", "compute", status="no-trend", p=0.098), "p_perm": 0.031}
+    assert summary.cell(flat) == "no exponent (no-trend); p=0.098 (borderline), null p=0.031"
+    near = _fit("test_loss", "params", 0.4, p=0.012)
+    assert summary.cell(near) == "0.40 [0.30, 0.50] p=0.012 (borderline)"
+    assert "borderline*: 0.01 < p < 0.1" in summary.table([near])

@@ -98,7 +98,7 @@ def test_results_file_of_the_wrong_structure(tmp_path, store, payload):
 
 
 def test_report_evaluates_models_whose_record_failed(tmp_path, store, monkeypatch):
-    from mlip_scaling.scaling.eval_settings import evaluate_missing, missing_models
+    from mlip_scaling.scaling.evaluate import evaluate_missing, missing_models
 
     _model_file(tmp_path / "m.pt", store, 0)
     failed = {"checkpoint": "m.pt", "hash": file_hash(tmp_path / "m.pt"), "status": "failed",

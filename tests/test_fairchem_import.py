@@ -1,7 +1,9 @@
 """fairchem-compatible EquiformerV2 options and the fairchem checkpoint importer.
 
 The fixtures in tests/data/fairchem/ were made by benchmarks/make_fairchem_fixtures.py with
-fairchem-core 1.10.0 (random weights, the package's edge frame injected, float64).
+fairchem-core 1.10.0: both file layouts written by fairchem's own trainer (``save`` with and
+without training state) and the outputs of fairchem's own ``OCPCalculator`` on each (random
+weights, the package's edge frame injected, float64).
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ from mlip_scaling.models.equiformer_v2.so3 import wigner_d_blocks
 from mlip_scaling.scaling.cli import main as scaling_main
 
 DATA = Path(__file__).parent / "data" / "fairchem"
-TINY_CKPT = DATA / "tiny_fairchem.pt"
+TRAINING = DATA / "tiny_training.pt"  # live weights in state_dict, EMA in ema.shadow_params
+INFERENCE = DATA / "tiny_inference.pt"  # EMA copied into state_dict, no ema key
 F64 = torch.float64
 
 
@@ -107,51 +110,106 @@ def test_bad_options_are_refused():
         EquiformerV2(4.0, 1, 4, 4, 2, 2, 2, 4, 2, 1, None, 8, 4, stress_head="other")
 
 
-def _reference_structures() -> tuple[list[Atoms], dict]:
+def _reference_structures(layout: str = "training") -> tuple[list[Atoms], dict]:
+    """The cells and what fairchem's ``OCPCalculator`` predicts from the ``layout`` file."""
     ref = torch.load(DATA / "tiny_reference.pt", weights_only=True)
     atoms = [Atoms(numbers=z, positions=p.numpy(), cell=c.numpy(), pbc=True)
              for z, p, c in zip(ref["numbers"], ref["positions"], ref["cells"])]
-    return atoms, ref
+    return atoms, ref[layout]
 
 
-def test_imported_checkpoint_reproduces_fairchem_in_float64(tmp_path):
-    out = tmp_path / "eqv2-tiny.pt"
-    assert scaling_main(["import-fairchem", str(TINY_CKPT), "--out", str(out)]) == 0
-    atoms, ref = _reference_structures()
-    calc = ScalingCalculator(out, device="cpu", dtype="float64")
+def _predict(calc, atoms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Energies [B], forces [N, 3] and 3x3 stresses [B, 3, 3] of ``calc`` on ``atoms``."""
     results = calc.predict(atoms)
     energy = np.array([float(r["energy"]) for r in results])
-    np.testing.assert_allclose(energy, ref["energy"].numpy(), rtol=1e-10)
     forces = np.concatenate([r["forces"] for r in results])
-    scale = np.abs(ref["forces"].numpy()).max()
-    np.testing.assert_allclose(forces, ref["forces"].numpy(), rtol=0, atol=1e-10 * scale)
     voigt = voigt_notation  # ASE's Voigt order of the 3x3 indices
-    want = np.array([[s[i, j] for i, j in voigt] for s in ref["stress"].numpy()])
-    got = np.array([r["stress"] for r in results])
-    np.testing.assert_allclose(got, want, rtol=0, atol=1e-10 * np.abs(want).max())
-    basis = _fairchem_rank2_basis().numpy()  # both parts: projections on the basis
-    full = np.array([[[r["stress"][voigt.index((min(i, j), max(i, j)))] for j in range(3)]
-                      for i in range(3)] for r in results])
-    parts = np.einsum("bij,kij->bk", full, basis)
-    np.testing.assert_allclose(parts[:, 0], ref["stress_isotropic"].numpy(), rtol=1e-10)
-    aniso = ref["stress_anisotropic"].numpy()
-    np.testing.assert_allclose(parts[:, 1:], aniso, rtol=0, atol=1e-10 * np.abs(aniso).max())
+    stress = np.array([[[r["stress"][voigt.index((min(i, j), max(i, j)))] for j in range(3)]
+                        for i in range(3)] for r in results])
+    return energy, forces, stress
+
+
+def _assert_matches(got: tuple, ref: dict, rel: float = 1e-10) -> None:
+    for value, key in zip(got, ("energy", "forces", "stress")):
+        want = ref[key].numpy()
+        np.testing.assert_allclose(value, want, rtol=0, atol=rel * np.abs(want).max(),
+                                   err_msg=key)
+
+
+@pytest.mark.parametrize(("source", "flags", "layout"), [
+    (TRAINING, [], "training"),  # fairchem's calculator predicts with the live weights
+    (TRAINING, ["--weights", "ema"], "inference"),  # the EMA = the file saved for inference
+    (INFERENCE, [], "inference"),
+])
+def test_imported_checkpoint_reproduces_fairchems_calculator(tmp_path, source, flags, layout):
+    out = tmp_path / "eqv2-tiny.pt"
+    assert scaling_main(["import-fairchem", str(source), "--out", str(out), *flags]) == 0
+    atoms, ref = _reference_structures(layout)
+    calc = ScalingCalculator(out, device="cpu", dtype="float64")
+    _assert_matches(_predict(calc, atoms), ref)
+    parts = np.einsum("bij,kij->bk", ref["stress"].numpy(), _fairchem_rank2_basis().numpy())
+    assert np.abs(parts[:, 1:]).max() > 0.02 * np.abs(parts[:, 0]).max()  # both parts count
     atoms[0].calc = calc
     assert atoms[0].get_potential_energy() == pytest.approx(ref["energy"][0].item(), rel=1e-10)
 
 
-def test_import_uses_ema_weights_and_records_provenance():
-    converted = import_fairchem(TINY_CKPT)
-    assert converted["train"]["ema"] is True
-    assert len(converted["train"]["source_sha256"]) == 64
-    ckpt = read_fairchem_file(TINY_CKPT)
-    ckpt.pop("ema")
-    plain = convert_fairchem(ckpt)
-    assert plain["train"]["ema"] is False
+def test_live_and_ema_weights_are_different_functions():
+    _, live = _reference_structures("training")
+    _, ema = _reference_structures("inference")
+    assert np.abs(live["energy"] - ema["energy"]).max() > 1e-3
+    assert np.abs(live["forces"] - ema["forces"]).max() > 1e-2
+
+
+def test_weights_choice_is_recorded_and_ema_needs_shadow_weights(tmp_path, capsys):
+    plain, ema = import_fairchem(TRAINING), import_fairchem(TRAINING, weights="ema")
+    assert plain["train"]["weights"] == "state_dict" and ema["train"]["weights"] == "ema"
+    assert len(plain["train"]["source_sha256"]) == 64
+    ckpt = read_fairchem_file(TRAINING)
     name = "blocks.0.ga.alpha_dot"
-    assert not torch.equal(plain["state_dict"][name], converted["state_dict"][name])
-    np.testing.assert_allclose(plain["state_dict"][name],
-                               ckpt["state_dict"]["module.backbone." + name], rtol=0)
+    np.testing.assert_array_equal(plain["state_dict"][name],
+                                  ckpt["state_dict"]["backbone." + name])
+    assert not torch.equal(plain["state_dict"][name], ema["state_dict"][name])
+    out = tmp_path / "m.pt"
+    assert scaling_main(["import-fairchem", str(TRAINING), "--out", str(out),
+                         "--weights", "ema"]) == 0
+    assert torch.load(out, weights_only=True)["train"]["weights"] == "ema"
+    assert "weights: ema" in capsys.readouterr().out
+    with pytest.raises(FairchemFileError, match="saved for inference"):
+        import_fairchem(INFERENCE, weights="ema")
+
+
+def test_distributed_module_prefix_is_removed():
+    ckpt = read_fairchem_file(TRAINING)
+    plain = convert_fairchem(copy.deepcopy(ckpt))
+    ckpt["state_dict"] = {"module." + k: v for k, v in ckpt["state_dict"].items()}
+    prefixed = convert_fairchem(ckpt)
+    for name, tensor in plain["state_dict"].items():
+        assert torch.equal(tensor, prefixed["state_dict"][name]), name
+
+
+def test_anisotropic_stress_mean_is_expressed_exactly():
+    ckpt = read_fairchem_file(TRAINING)
+    atoms, _ = _reference_structures()
+    base = _predict(ScalingCalculator(potential_from_dict(convert_fairchem(copy.deepcopy(ckpt))),
+                                      device="cpu", dtype="float64"), atoms)[2]
+    ckpt["normalizers"]["stress_anisotropic"]["mean"] = torch.tensor(0.03)
+    shifted = _predict(ScalingCalculator(potential_from_dict(convert_fairchem(ckpt)),
+                                         device="cpu", dtype="float64"), atoms)[2]
+    # fairchem: anisotropic irreps = rmsd * output + mean, each of the 5 l=2 components
+    want = 0.03 * _fairchem_rank2_basis().numpy()[1:].sum(0)
+    np.testing.assert_allclose(shifted - base, np.broadcast_to(want, base.shape), atol=1e-12)
+
+
+def test_raw_fine_tune_checkpoint_is_refused_with_the_conversion_step():
+    ckpt = copy.deepcopy(read_fairchem_file(TRAINING))
+    model = ckpt["config"]["model"]
+    model.pop("backbone")
+    model["finetune_config"] = {"starting_checkpoint": "eqV2_31M_omat.pt"}
+    with pytest.raises(FairchemFileError) as exc:
+        convert_fairchem(ckpt, "ft.pt")
+    message = str(exc.value)
+    assert "\n" not in message and message.startswith("ft.pt: backbone None")
+    assert "convert_hydra_to_release" in message and "--fine-tune-checkpoint" in message
 
 
 @pytest.mark.parametrize(
@@ -168,10 +226,10 @@ def test_import_uses_ema_weights_and_records_provenance():
     ],
 )
 def test_importer_refuses_what_it_cannot_express(edit, message):
-    ckpt = copy.deepcopy(read_fairchem_file(TINY_CKPT))
+    ckpt = copy.deepcopy(read_fairchem_file(TRAINING))
     edit(ckpt)
     with pytest.raises(FairchemFileError, match=message):
-        convert_fairchem(ckpt, "x.pt")
+        convert_fairchem(ckpt, "x.pt", weights="ema")
 
 
 class _Hostile:
@@ -200,12 +258,12 @@ def test_hostile_fairchem_like_file_executes_nothing(tmp_path, capsys):
 
 def test_calculator_names_the_importer_for_a_fairchem_file():
     with pytest.raises(CheckpointError, match="import-fairchem") as exc:
-        ScalingCalculator(TINY_CKPT)
+        ScalingCalculator(TRAINING)
     assert "\n" not in str(exc.value)
 
 
 def test_in_memory_import_gives_a_potential():
-    potential = potential_from_dict(import_fairchem(TINY_CKPT))
+    potential = potential_from_dict(import_fairchem(TRAINING))
     assert potential.direct_forces and potential.model.stress_head.iso_rmsd > 0
 
 
@@ -215,7 +273,7 @@ def test_omat24_presets_are_the_imported_omat24_function(size, layers, lmax, mma
     from mlip_scaling.models.equiformer_v2.fairchem_import import _backbone_config
     from mlip_scaling.models.equiformer_v2.presets import EQV2_PRESETS
 
-    model_cfg = copy.deepcopy(read_fairchem_file(TINY_CKPT)["config"]["model"])
+    model_cfg = copy.deepcopy(read_fairchem_file(TRAINING)["config"]["model"])
     model_cfg["backbone"].update(
         max_neighbors=20, max_radius=12.0, max_num_elements=96, num_layers=layers,
         sphere_channels=128, attn_hidden_channels=64, num_heads=8, attn_alpha_channels=64,
@@ -233,7 +291,7 @@ def test_imported_model_in_torch_sim(tmp_path):
     from mlip_scaling.calculators.torchsim import ScalingTorchSimModel
 
     out = tmp_path / "eqv2-tiny.pt"
-    torch.save(import_fairchem(TINY_CKPT), out)
+    torch.save(import_fairchem(TRAINING), out)
     model = ScalingTorchSimModel(out, device="cpu", dtype="float64")
     atoms, ref = _reference_structures()
     result = model(ts.io.atoms_to_state(atoms, model.device, model.dtype))
@@ -261,7 +319,7 @@ def test_imported_model_is_evaluated_next_to_package_models(tmp_path):
     write(tmp_path / "cu.extxyz", structures)
     models = tmp_path / "models"
     models.mkdir()
-    assert scaling_main(["import-fairchem", str(TINY_CKPT), "--out",
+    assert scaling_main(["import-fairchem", str(TRAINING), "--out",
                          str(models / "eqv2-tiny.pt")]) == 0
     assert scaling_main(["evaluate", str(models), "--data", str(tmp_path / "cu.extxyz"),
                          "--no-downstream", "--quiet"]) == 0
@@ -274,7 +332,7 @@ def test_imported_model_is_evaluated_next_to_package_models(tmp_path):
     ("stress_head", "equivariant"), ("avg_degree", 23.395238876342773),
 ])
 def test_each_fairchem_option_is_needed_to_reproduce_fairchem(option, value):
-    converted = import_fairchem(TINY_CKPT)
+    converted = import_fairchem(TRAINING)
     converted["model"]["config"][option] = value
     if option == "stress_head":
         converted["model"]["config"]["output_normalizers"] = {

@@ -205,3 +205,21 @@ def test_number_rules():
         "a whole number in [2, 8)")
     with pytest.raises(ConfigError, match="--x must be a finite number > 0, got 'abc'"):
         POSITIVE.value("--x", "abc")
+
+
+def _help(main, argv, capsys) -> str:
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--help"])
+    assert exc.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_switches_do_not_claim_a_default_value(capsys):
+    text = _help(scaling_main, ["evaluate"], capsys)
+    line = next(x for x in text.splitlines() if x.strip().startswith("--no-downstream"))
+    assert line.split(maxsplit=1)[1] == "test metrics only"
+    pages = [_help(scaling_main, [c], capsys) for c in
+             ("sweep", "evaluate", "fit", "report", "bias", "import-fairchem", "export")]
+    pages += [_help(train_main, [], capsys), _help(data_main, ["convert"], capsys)]
+    for page in pages:
+        assert "(default: True)" not in " ".join(page.split())

@@ -169,3 +169,28 @@ def test_run_with_non_finite_validation_is_not_exported(good, tmp_path, capsys, 
     err, out = _train_into(tmp_path, good, capsys)
     assert "validation energy_mae is inf" in err
     assert not (out / "m.pt").exists()
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("1000000000\nProperties=species:S:1:pos:R:3 energy=1.0\nCu 0 0 0\n",
+     "structure 0 claims 1,000,000,000 atoms but only 1 atom lines follow"),
+    ("1\nenergy=1.0\nCu 0 0 0\n3\nenergy=2.0\nCu 0 0 0\nCu 1 1 1\n",
+     "structure 1 claims 3 atoms but only 2 atom lines follow"),
+])
+def test_xyz_atom_count_beyond_the_file_is_one_line_at_once(tmp_path, capsys, text, message):
+    import signal
+    import time
+
+    path = tmp_path / "claims.extxyz"
+    path.write_text(text)
+    before = signal.signal(signal.SIGALRM, lambda *_: pytest.fail("the reader did not stop"))
+    signal.alarm(60)
+    try:
+        start = time.perf_counter()
+        err = _exit2(data_cli.main, ["convert", str(path), str(tmp_path / "out.h5")], capsys)
+        assert time.perf_counter() - start < 5.0
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, before)
+    assert err == f"error: {path}: {message} its comment line"
+    assert not (tmp_path / "out.h5").exists()

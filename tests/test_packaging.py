@@ -107,7 +107,7 @@ def test_every_module_imports_alone_and_scaling_never_loads_training():
 
 
 def test_socket_client_is_library_code_and_its_former_command_name_still_runs(tmp_path):
-    import mlip_scaling.calculators.socket_client as library
+    import mlip_scaling.calculators.socket_serve as library
 
     assert "argparse" not in vars(library) and not hasattr(library, "main")
     missing = subprocess.run(

@@ -78,6 +78,20 @@ def test_report_on_results_file_and_bad_input(results_dir, tmp_path, capsys):
     assert "unreadable" in _error(capsys, ["fit", str(empty)])
 
 
+def test_deeply_nested_files_are_one_line_errors(tmp_path, capsys):
+    deep = "[" * 100_000 + "]" * 100_000  # valid JSON (and YAML) beyond any recursion limit
+    folder = tmp_path / "results"
+    folder.mkdir()
+    (folder / "scaling_results.json").write_text(deep)
+    for command in ("fit", "report"):
+        err = _error(capsys, [command, str(folder)])
+        assert "nested too deeply" in err and "scaling_results.json" in err
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(deep)
+    err = _error(capsys, ["sweep", "--plan", str(plan), "--out", str(tmp_path / "s")])
+    assert "nested too deeply" in err and str(plan) in err
+
+
 def test_report_refuses_mixed_datasets_unless_allowed(tmp_path, capsys):
     write_results(tmp_path / "scaling_results.json", _loss_only(synthetic_records(mixed=True)))
     err = _error(capsys, ["report", str(tmp_path), "--quiet", "--n-perm", "50"])

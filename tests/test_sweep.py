@@ -72,6 +72,58 @@ def test_finished_sweep_runs_nothing(tmp_path, monkeypatch, capsys) -> None:
     assert "0 to run" in capsys.readouterr().out
 
 
+_HOLD = ("import sys\nfrom mlip_scaling.io_utils import exclusive_lock\n"
+         "with exclusive_lock(sys.argv[1]):\n    print('held', flush=True)\n"
+         "    sys.stdin.readline()\n")
+
+
+@pytest.mark.parametrize("finished_there", [True, False])
+def test_run_held_by_another_process_is_waited_for(tmp_path, monkeypatch, capsys,
+                                                   finished_there) -> None:
+    """A second sweep on one folder: a run another live process holds is running
+    elsewhere; waited for, it is done there or (if that process stopped) finished here."""
+    import os
+    import subprocess
+    import threading
+    from pathlib import Path
+
+    from mlip_scaling.train_config import LOCK_NAME
+
+    runs = sweep.plan_runs(tmp_path, ["transformer-1.2k"], [5, 6], 1)
+    held = runs[0]
+    held.out.mkdir(parents=True)
+    root = str(Path(__file__).resolve().parents[1])
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(held.out / LOCK_NAME)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": root})
+    assert holder.stdout.readline().strip() == "held"
+    started = []
+
+    def start(r: sweep.Run, log: bool) -> types.SimpleNamespace:
+        started.append(r.name)
+        _finish(r)
+        return types.SimpleNamespace(poll=lambda: 0, returncode=0)
+
+    def release() -> None:
+        if finished_there:
+            _finish(held)
+        holder.stdin.close()  # the holder exits: the kernel frees its lock
+
+    monkeypatch.setattr(sweep, "_start", start)
+    timer = threading.Timer(1.0, release)
+    timer.start()
+    try:
+        assert sweep._schedule(runs, 1, []) == 0
+    finally:
+        timer.join()
+        holder.wait(timeout=30)
+    out = capsys.readouterr().out
+    assert f"{held.name}: running elsewhere (process {holder.pid}); waiting for it" in out
+    assert (f"{held.name}: done elsewhere" in out) == finished_there
+    assert started == [runs[1].name] + ([] if finished_there else [held.name])
+    assert "FAILED" not in out and out.rstrip().endswith("all 2 runs done")
+
+
 def test_plan_file(tmp_path, capsys) -> None:
     plan = tmp_path / "plan.yaml"
     plan.write_text("models: [transformer-1.2k]\ntrain_sizes: [4, 8, 16]\nepochs: 2\n"

@@ -10,7 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from mlip_scaling.data.atomic_data import collate
 from mlip_scaling.training.flops import (
     PF_DAY,
-    ElementwiseCounter,
+    FlopCounter,
     FlopModel,
     batch_features,
     count_flop_kinds,
@@ -81,18 +81,26 @@ def test_max_flops_budget_stops_training(tmp_path, items):
     assert trainer.step == 3 and trainer.flops >= budget
 
 
-def test_elementwise_counter_counts_pointwise_reductions_and_scatters():
+def test_flop_counter_counts_pointwise_reductions_scatters_and_matmuls():
     x, w = torch.randn(10, 20), torch.randn(20, 5)
-    with FlopCounterMode(display=False) as matmul, ElementwiseCounter() as elementwise:
+    with FlopCounterMode(display=False) as reference, FlopCounter() as counter:
         y = torch.exp(x * 2.0 + 1.0)  # 3 pointwise ops x 200 elements
         total = y.sum()  # a reduction over 200 elements
-        z = x @ w  # matmul: FlopCounterMode's share only
+        z = x @ w  # matmul: the matmul count only
         out = torch.zeros(3, 5).index_add_(0, torch.tensor([0, 1, 1, 2] * 2 + [0, 2]), z)
         view = x.view(20, 10)[:5]  # data movement: 0
-    assert elementwise.flops == 3 * 200 + 200 + z.numel()
-    assert matmul.get_total_flops() == 2 * 10 * 20 * 5
+    assert counter.flops == 3 * 200 + 200 + z.numel()
+    assert counter.matmul == reference.get_total_flops() == 2 * 10 * 20 * 5
     assert count_flop_kinds(lambda _: x @ w + 1.0, None) == (2000, 2050)
     del total, out, view
+
+
+def test_matmul_count_is_flop_counter_modes_on_a_training_step(tmp_path, items):
+    trainer = make_trainer(tmp_path, items[:8], items[8:10])
+    batch = collate(items[:4])
+    with FlopCounterMode(display=False) as reference:
+        trainer._flop_probe(batch)
+    assert count_flop_kinds(trainer._flop_probe, batch)[0] == reference.get_total_flops() > 0
 
 
 def test_training_records_total_and_matmul_flops(tmp_path, items):

@@ -1,5 +1,5 @@
 """Serve a model file to a socket server speaking the i-PI protocol (i-PI, ASE's
-SocketIOCalculator); the work is done by :func:`mlip_scaling.calculators.socket_client.serve`.
+SocketIOCalculator); the work is done by :func:`mlip_scaling.calculators.socket_serve.serve`.
 
 Start the server first, then::
 
@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Serve a model file to an i-PI-protocol server; prints the evaluations served."""
     from mlip_scaling.calculators.ase import ScalingCalculator
-    from mlip_scaling.calculators.socket_client import serve
+    from mlip_scaling.calculators.socket_serve import serve
     from mlip_scaling.data.readers import read_structures
 
     args = _parser().parse_args(argv)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from mlip_scaling.errors import DataError
 __all__ = ["read_structures", "open_dataset", "detect_format"]
 
 _DB_SUFFIXES = {".db": "db", ".aselmdb": "aselmdb", ".lmdb": "aselmdb"}
+_XYZ_SUFFIXES = {".xyz", ".extxyz"}
 
 
 def detect_format(path: str | os.PathLike) -> str:
@@ -39,6 +41,29 @@ def _read_db(path: Path, kind: str) -> list[Atoms]:
             from None
 
 
+def check_xyz_counts(path: Path) -> None:
+    """Each frame's atom-count line of an (ext)xyz file against the lines that follow it
+    (ase.io's reader does not stop on a count larger than the file). One pass, no parsing
+    of the atom lines; a line that is not a count is left to ase.io to report."""
+    with open(path, "rb") as handle:
+        frame = 0
+        for line in handle:
+            text = line.strip()
+            if not text:
+                continue
+            try:
+                count = int(text)
+            except ValueError:
+                return
+            if count < 0:
+                raise DataError(f"{path}: structure {frame} claims {count} atoms")
+            present = sum(1 for _ in itertools.islice(handle, count + 1))
+            if present < count + 1:
+                raise DataError(f"{path}: structure {frame} claims {count:,} atoms but only "
+                                f"{max(present - 1, 0):,} atom lines follow its comment line")
+            frame += 1
+
+
 def read_structures(path: str | os.PathLike, index: str = ":", validate: bool = True
                     ) -> list[Atoms]:
     """Labelled structures from a file; labels are checked when ``validate``.
@@ -59,6 +84,8 @@ def read_structures(path: str | os.PathLike, index: str = ":", validate: bool = 
     else:
         import ase.io
 
+        if path.suffix.lower() in _XYZ_SUFFIXES:
+            check_xyz_counts(path)
         try:
             structures = ase.io.read(str(path), index=index)
         except Exception as exc:  # ase.io raises many types for unknown/corrupt formats

@@ -152,7 +152,7 @@ class StructureStore:
                 self.has_stress: np.ndarray = fh["has_stress"][()]
                 missing = [k for k in (*_PER_ATOM, *_PER_STRUCT) if k not in fh]
                 shapes = {k: fh[k].shape for k in (*_PER_ATOM, *_PER_STRUCT) if k in fh}
-        except (OSError, KeyError, ValueError) as exc:
+        except (OSError, KeyError, ValueError, RecursionError) as exc:
             raise DataError(
                 f"{self.path}: not a readable dataset store (truncated or corrupt: "
                 f"{str(exc).splitlines()[0][:100]})"

@@ -1,5 +1,6 @@
 """The settings of an evaluation, defined once: ``evaluate``'s flags, ``report``'s overrides,
-the ``settings`` stored in every record, and the evaluation of model files a report lacks."""
+and the ``settings`` stored in every record (the evaluation of model files a report lacks
+is :func:`mlip_scaling.scaling.evaluate.evaluate_missing`)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from mlip_scaling.cli_args import NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT
-from mlip_scaling.errors import DataError
 from mlip_scaling.options import option
 
 __all__ = ["EvalSettings", "EVAL_KEYS", "K_RELAX", "MD_STEPS", "MD_MIN_LENGTH",
-           "stored_settings", "missing_models", "evaluate_missing"]
+           "stored_settings"]
 
 MD_MIN_LENGTH = 8.0  # Å: the MD cell is repeated until every cell height reaches this
 K_RELAX = 20  # structures relaxed per model: enough for a standard error of each mean
@@ -81,40 +81,3 @@ def stored_settings(results: Path) -> dict[str, Any]:
         if isinstance(rec.get("settings"), dict):
             return {k: rec["settings"][k] for k in EVAL_KEYS if k in rec["settings"]}
     return {}
-
-
-def missing_models(directory: Path) -> list[Path]:
-    """Model files in ``directory`` without a successful record in its results (failed
-    evaluations are retried); DataError when there is neither a model file nor results."""
-    from mlip_scaling.io_utils import file_hash
-    from mlip_scaling.scaling import evaluate
-    from mlip_scaling.scaling.report import RESULTS_NAME, load_records
-
-    results = directory / RESULTS_NAME
-    known = {r.get("hash") for r in load_records(results) if r.get("status") == "ok"
-             } if results.is_file() else set()
-    missing = [p for p in evaluate.find_models(directory)
-               if file_hash(p) not in known and not evaluate.is_run_state(p)]
-    if not missing and not results.is_file():
-        raise DataError(f"{directory}: no model files (*.pt) and no {RESULTS_NAME}")
-    return missing
-
-
-def evaluate_missing(directory: Path, overrides: dict[str, Any], jobs: int = 1,
-                     progress: bool = True) -> None:
-    """Evaluate the :func:`missing_models` of ``directory`` with the settings of its
-    existing results updated by ``overrides`` (None = keep). An oracle typed in
-    ``overrides`` is trusted; one read from the results file resolves to a built-in only."""
-    from mlip_scaling.scaling import evaluate
-    from mlip_scaling.scaling.report import RESULTS_NAME
-
-    results = directory / RESULTS_NAME
-    settings = stored_settings(results)
-    typed = overrides.get("oracle") is not None
-    if not typed and settings.get("oracle"):  # read from a file: built-ins only
-        from mlip_scaling.data.oracles import check_oracle
-
-        check_oracle(settings["oracle"], trusted=False, where=f"{results}: settings")
-    settings.update({k: v for k, v in overrides.items() if v is not None})
-    evaluate.evaluate_directory(directory, jobs=jobs, progress=progress,
-                                oracle_trusted=typed, **settings)

@@ -20,8 +20,7 @@ import functools
 import math
 import os
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from multiprocessing import get_context
+from concurrent.futures import as_completed
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +37,13 @@ from mlip_scaling.errors import ConfigError, DataError
 from mlip_scaling.io_utils import (
     file_hash,
 )
-from mlip_scaling.procs import die_with_parent
-from mlip_scaling.scaling.eval_settings import MD_MIN_LENGTH, PHONON_MIN_LENGTH, EvalSettings
+from mlip_scaling.procs import worker_pool
+from mlip_scaling.scaling.eval_settings import (
+    MD_MIN_LENGTH,
+    PHONON_MIN_LENGTH,
+    EvalSettings,
+    stored_settings,
+)
 from mlip_scaling.scaling.metrics import select, test_metrics
 from mlip_scaling.scaling.results import (
     RESULTS_FORMAT,
@@ -51,7 +55,7 @@ from mlip_scaling.scaling.results import (
 )
 
 __all__ = ["evaluate_directory", "find_models", "RESULTS_NAME", "FORMAT", "is_run_state",
-           "other_records"]
+           "other_records", "missing_models", "evaluate_missing"]
 
 RESULTS_NAME = "scaling_results.json"
 FORMAT = RESULTS_FORMAT
@@ -263,12 +267,7 @@ def _evaluate_all(todo: list[tuple[Path, str]], root: Path, settings: dict, jobs
     and thread each, dying with this one) when there are several, else one after another
     with ``jobs`` parallel relaxations."""
     if jobs > 1 and len(todo) > 1:
-        from mlip_scaling.scaling.downstream.relax import worker_env
-
-        with worker_env(), ProcessPoolExecutor(min(jobs, len(todo)),
-                                               mp_context=get_context("spawn"),
-                                               initializer=die_with_parent,
-                                               initargs=(os.getpid(),)) as ex:
+        with worker_pool(min(jobs, len(todo))) as ex:
             futures = {ex.submit(_evaluate_path, p, root, d, settings, 1, False, trusted): d
                        for p, d in todo}
             for future in as_completed(futures):
@@ -276,3 +275,35 @@ def _evaluate_all(todo: list[tuple[Path, str]], root: Path, settings: dict, jobs
         return
     for path, digest in todo:
         yield digest, _evaluate_path(path, root, digest, settings, jobs, progress, trusted)
+
+
+def missing_models(directory: Path) -> list[Path]:
+    """Model files in ``directory`` without a successful record in its results (failed
+    evaluations are retried); DataError when there is neither a model file nor results."""
+    from mlip_scaling.scaling.report import load_records
+
+    results = directory / RESULTS_NAME
+    known = {r.get("hash") for r in load_records(results) if r.get("status") == "ok"
+             } if results.is_file() else set()
+    missing = [p for p in find_models(directory)
+               if file_hash(p) not in known and not is_run_state(p)]
+    if not missing and not results.is_file():
+        raise DataError(f"{directory}: no model files (*.pt) and no {RESULTS_NAME}")
+    return missing
+
+
+def evaluate_missing(directory: Path, overrides: dict[str, Any], jobs: int = 1,
+                     progress: bool = True) -> None:
+    """Evaluate the :func:`missing_models` of ``directory`` with the settings of its
+    existing results updated by ``overrides`` (None = keep). An oracle typed in
+    ``overrides`` is trusted; one read from the results file resolves to a built-in only."""
+    results = directory / RESULTS_NAME
+    settings = stored_settings(results)
+    typed = overrides.get("oracle") is not None
+    if not typed and settings.get("oracle"):  # read from a file: built-ins only
+        from mlip_scaling.data.oracles import check_oracle
+
+        check_oracle(settings["oracle"], trusted=False, where=f"{results}: settings")
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    evaluate_directory(directory, jobs=jobs, progress=progress, oracle_trusted=typed,
+                       **settings)

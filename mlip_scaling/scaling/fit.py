@@ -198,7 +198,8 @@ def _trend(form: str, x, y, d) -> tuple[float, str]:
         return _joint_trend(x, d, y)
     o = _ols(x, y)
     if o["slope"] >= 0:
-        return o["p"], f"loss does not decrease (log-log slope {o['slope']:.3g}, p={o['p']:.3g})"
+        verb = "increases" if o["p"] < ALPHA else "does not decrease"
+        return o["p"], f"loss {verb} (log-log slope {o['slope']:.3g}, p={o['p']:.3g})"
     if o["p"] >= ALPHA:
         return o["p"], f"no significant trend (F-test against a constant: p={o['p']:.3g})"
     return o["p"], ""

@@ -130,7 +130,10 @@ def frontier_fit(form: str, c: np.ndarray, m: np.ndarray, p_perm: float,
     all-runs F-test of the selection metric) when given, else the permutation p-value."""
     fit = fit_law(form, c, m)
     fit.p_perm = None if not np.isfinite(p_perm) else p_perm
-    fit.p_trend = p_all if p_all is not None else fit.p_perm
+    frontier_p = p_all if p_all is not None else fit.p_perm
+    if fit.status == "no-trend" and frontier_p is not None and frontier_p < ALPHA:
+        return fit  # decided by fit_law's F-test on the frontier points: its p is shown
+    fit.p_trend = frontier_p
     if fit.status not in ("ok", "no-trend"):
         return fit
     if fit.p_trend is None or fit.p_trend >= ALPHA:

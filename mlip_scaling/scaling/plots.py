@@ -59,9 +59,14 @@ def _draw_law(ax, row: dict, color, style: str = "-") -> None:
 
 
 def _save(fig, out: Path, stem: str) -> tuple[Path, Path]:
+    """Lay out ``fig``, write ``out/stem.png`` and ``.svg``, close it; the two paths."""
+    import matplotlib.pyplot as plt
+
     png, svg = out / f"{stem}.png", out / f"{stem}.svg"
+    fig.tight_layout()
     fig.savefig(png, dpi=110)
     fig.savefig(svg)
+    plt.close(fig)
     return png, svg
 
 
@@ -149,8 +154,8 @@ def _no_law(row: dict) -> str:
         n = row['n_sizes']
         return f"no law (only {n} size{'' if n == 1 else 's'})"
     if row["status"] == "no-trend" and row.get("p_trend") is not None:
-        if row["p_trend"] < ALPHA:  # a trend, but not a decrease
-            return "no decrease"
+        if row["p_trend"] < ALPHA:  # a significant trend that is not a decrease
+            return f"increases (p={row['p_trend']:.2g})"
         return f"no significant trend (p={row['p_trend']:.2g})"
     return f"no law ({row['status']})"
 
@@ -187,10 +192,7 @@ def plot_metric(rows: list[dict], metric: str, out: Path) -> Paths:
         _panel(ax, rows, metric, axis, colors)
         _finish(ax, axis_label(axis), info.heading(),
                 f"{info.label} vs {axis}" + (" (frontier)" if axis == "compute" else ""))
-    fig.tight_layout()
-    paths = _save(fig, out, metric)
-    plt.close(fig)
-    return paths
+    return _save(fig, out, metric)
 
 
 def _run_points(records: list[dict], family: str, metric: str) -> list[tuple[float, float]]:
@@ -224,10 +226,7 @@ def plot_frontier(records: list[dict], rows: list[dict], out: Path,
             _draw_law(ax, law, color)
     info = metric_info(metric)
     _finish(ax, axis_label("compute"), info.heading(), f"compute frontier of {info.label}")
-    fig.tight_layout()
-    paths = _save(fig, out, f"frontier_{metric}")
-    plt.close(fig)
-    return paths
+    return _save(fig, out, f"frontier_{metric}")
 
 
 def _quality_label(row: dict) -> str:
@@ -264,7 +263,4 @@ def plot_quality(rows: list[dict], metric: str, out: Path) -> Paths:
         ax.set_title("joint law L(N, D)" if axis == "joint" else f"power law vs {axis}")
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel(f"{metric_info(metric).label}: observed / fitted − 1")
-    fig.tight_layout()
-    paths = _save(fig, out, f"quality_{metric}")
-    plt.close(fig)
-    return paths
+    return _save(fig, out, f"quality_{metric}")

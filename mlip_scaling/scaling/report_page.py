@@ -16,13 +16,15 @@ from mlip_scaling.scaling.metrics import REGISTRY, metric
 from mlip_scaling.scaling.slices import finite
 
 __all__ = ["model_metrics", "model_table", "missing_lines", "no_floor_lines", "fit_table",
-           "slice_text",
-           "p_text", "page", "FIT_COLUMNS"]
+           "slice_text", "p_text", "page", "FIT_COLUMNS", "BORDERLINE", "is_borderline"]
 
 _EXPONENT = {"power": "beta", "floor": "b"}
 _AXIS_WORDS = {"data": "the data axis", "params": "the parameter axis",
                "compute": "the compute frontier", "joint": "both axes"}
 _FORM_WORDS = {"power": "a power law", "floor": "the floor form", "joint": "the joint law"}
+#: trend-test p-values in this open range decide near the 0.05 threshold: such a cell may
+#: flip between an exponent and none on another machine or rerun (marked "borderline")
+BORDERLINE = (0.01, 0.1)
 FIT_COLUMNS = ("family", "metric", "axis", "fitted slice", "form", "exponent", "95 % CI",
                "p (trend)", "R²", "extrap. error", "status")
 
@@ -138,9 +140,16 @@ def slice_text(row: dict) -> str:
     return text
 
 
+def is_borderline(p: float | None) -> bool:
+    """Whether the trend test's ``p`` lies in :data:`BORDERLINE`."""
+    return p is not None and BORDERLINE[0] < p < BORDERLINE[1]
+
+
 def p_text(row: dict) -> str:
-    """Trend-test p-value, and the floor test's or the permutation null's when present."""
-    parts = [f"{row['p_trend']:.2g}" if row.get("p_trend") is not None else "—"]
+    """Trend-test p-value (marked when borderline), and the floor test's or the permutation
+    null's when present."""
+    p = row.get("p_trend")
+    parts = ["—" if p is None else f"{p:.2g}" + (" borderline" if is_borderline(p) else "")]
     if row.get("p_floor") is not None:
         parts.append(f"floor {row['p_floor']:.2g}")
     if row.get("p_perm") is not None and row.get("p_perm") != row.get("p_trend"):

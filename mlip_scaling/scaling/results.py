@@ -82,6 +82,8 @@ def read_results(path: str | os.PathLike) -> list[dict]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(f"{path}: unreadable results file ({type(exc).__name__}: "
                         f"{' '.join(str(exc).split())[:120]})") from None
+    except RecursionError:
+        raise DataError(f"{path}: unreadable results file (JSON nested too deeply)") from None
     if not isinstance(payload, dict):
         raise DataError(f"{path}: a results file is a JSON object with 'format' and 'records',"
                         f" got a {type(payload).__name__}")

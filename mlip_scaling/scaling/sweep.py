@@ -42,10 +42,12 @@ from mlip_scaling.cli_args import (
     check_output_dir,
 )
 from mlip_scaling.errors import ConfigError
+from mlip_scaling.io_utils import lock_holder
 from mlip_scaling.models.registry import resolve_model, stored_form
 from mlip_scaling.options import coerce_options, load_mapping, option
 from mlip_scaling.procs import preexec_die_with_parent
 from mlip_scaling.train_config import (
+    LOCK_NAME,
     TrainConfig,
     config_args,
     explicit_options,
@@ -282,13 +284,19 @@ def _stop(procs: Iterable[subprocess.Popen]) -> None:
 
 
 def _schedule(runs: list[Run], jobs: int, active: list, log: bool = False) -> int:
-    """Start and reap the runs, ``jobs`` at a time (``active``: the running ones)."""
+    """Start and reap the runs, ``jobs`` at a time (``active``: the running ones). A run
+    whose folder another live process holds (a second sweep on the same folder) is
+    running elsewhere: it is waited for, then counted done or started here to finish it."""
     failed: list[str] = []
     queue = list(reversed(runs)) if jobs > 1 else list(runs)  # largest (last in grid) first
+    waiting: list[Run] = []
     started = 0
-    while queue or active:
+    while queue or active or waiting:
+        queue[:0] = _freed(waiting)
         while queue and len(active) < jobs:
             r = queue.pop(0)
+            if _elsewhere(r, waiting):
+                continue
             started += 1
             print(f"[{started}/{len(runs)}] {r.name}: {shlex.join(r.command)}", flush=True)
             active.append((r, _start(r, log=log), time.perf_counter(), started))
@@ -297,6 +305,8 @@ def _schedule(runs: list[Run], jobs: int, active: list, log: bool = False) -> in
             active.remove(item)
             r, proc, start, k = item
             code = proc.returncode
+            if code and _elsewhere(r, waiting):  # another sweep claimed it first
+                continue
             failed += [r.name] if code else []
             state = f"FAILED (exit {code})" if code else f"done -> {r.export}"
             print(f"[{k}/{len(runs)}] {r.name}: {state} after "
@@ -304,6 +314,34 @@ def _schedule(runs: list[Run], jobs: int, active: list, log: bool = False) -> in
     print(f"{len(failed)} run(s) failed: {', '.join(failed)} (re-run the sweep to resume)"
           if failed else f"all {len(runs)} runs done")
     return 1 if failed else 0
+
+
+def _holder(r: Run) -> str | None:
+    """The process id of another live process holding ``r``'s run folder, else None."""
+    return lock_holder(r.out / LOCK_NAME)
+
+
+def _elsewhere(r: Run, waiting: list[Run]) -> bool:
+    """Whether ``r`` runs in another process now; it is then added to ``waiting``."""
+    holder = _holder(r)
+    if holder is None:
+        return False
+    waiting.append(r)
+    print(f"{r.name}: running elsewhere (process {holder}); waiting for it", flush=True)
+    return True
+
+
+def _freed(waiting: list[Run]) -> list[Run]:
+    """The waiting runs whose folder is free again and that did not finish there (to start
+    here); the finished ones are reported done and removed from ``waiting``."""
+    restart = []
+    for r in [w for w in waiting if _holder(w) is None]:
+        waiting.remove(r)
+        if is_finished(r):
+            print(f"{r.name}: done elsewhere -> {r.export}", flush=True)
+        else:
+            restart.append(r)
+    return restart
 
 
 def _start(r: Run, log: bool) -> subprocess.Popen:

@@ -57,7 +57,12 @@ def parse_config(argv: Sequence[str] | None = None) -> TrainConfig:
         explicit.pop(own_flag, None)
     config_file = explicit.pop("config", None)
     file_options = load_config_file(config_file) if config_file else {}
-    return merge_config(file_options, explicit)
+    cfg = merge_config(file_options, explicit)
+    if cfg.init_from and "model" in {**file_options, **explicit}:  # the default names none
+        from mlip_scaling.training.finetune import check_model_option, load_parent
+
+        check_model_option(cfg.model, load_parent(cfg.init_from))
+    return cfg
 
 
 def _is_oom(exc: BaseException) -> bool:

@@ -1,5 +1,6 @@
 """Training options: :class:`TrainConfig` (defined in :mod:`mlip_scaling.train_config`), a
-config file and command-line overrides merged and checked."""
+config file and command-line overrides merged and checked (a ``--model`` given next to
+``--init-from`` is checked against the source file by the command line)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,4 @@ def merge_config(file_options: dict[str, Any], cli_options: dict[str, Any]) -> T
     except TypeError as exc:
         raise ConfigError(f"invalid options: {exc}") from None
     cfg.validate()
-    if cfg.init_from and "model" in merged:  # the default --model names no architecture
-        from mlip_scaling.training.finetune import check_model_option, load_parent
-
-        check_model_option(cfg.model, load_parent(cfg.init_from))
     return cfg

@@ -3,9 +3,11 @@
 A training step = forward (energy), the force/stress backward (``create_graph=True``) and
 the parameter backward. Two counts are taken on a few sample steps:
 
-* matmul FLOP: :class:`torch.utils.flop_counter.FlopCounterMode` (matmul, convolution and
-  attention kernels only; the paper's convention);
-* total FLOP: matmul FLOP plus elementwise work counted by :class:`ElementwiseCounter`:
+* matmul FLOP: the formulas of :class:`torch.utils.flop_counter.FlopCounterMode` (matmul,
+  convolution and attention kernels only; the paper's convention), applied by
+  :class:`FlopCounter` without FlopCounterMode's module tracker (whose backward hooks fail
+  on a step whose energy does not depend on positions, e.g. a batch without edges);
+* total FLOP: matmul FLOP plus elementwise work counted by :class:`FlopCounter`:
   1 FLOP per output element of every pointwise aten op (add, mul, silu, exp, where, ... and
   the bias add of ``addmm``), 1 per input element of reductions, softmaxes and scatter/index
   additions; pure data movement (views, copies, gathers, concatenation) counts 0.
@@ -24,13 +26,13 @@ import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
-from torch.utils.flop_counter import FlopCounterMode, flop_registry
+from torch.utils.flop_counter import flop_registry
 
 from mlip_scaling import keys
 from mlip_scaling.data.atomic_data import AtomicData
 
 __all__ = ["PF_DAY", "FLOPS_COUNTING", "batch_features", "count_flops", "count_flop_kinds",
-           "ElementwiseCounter", "FlopModel", "pf_days"]
+           "FlopCounter", "FlopModel", "pf_days"]
 
 PF_DAY = 8.64e19  # FLOP in one petaFLOP/s-day
 FLOPS_COUNTING = ("flops: matmul + elementwise FLOP (the compute axis); flops_matmul: "
@@ -63,20 +65,25 @@ def _numel(value: object) -> int:
     return sum(t.numel() for t in tree_leaves(value) if isinstance(t, torch.Tensor))
 
 
-class ElementwiseCounter(TorchDispatchMode):
-    """Counts the elementwise FLOPs of the aten ops run inside it (see the module doc)."""
+class FlopCounter(TorchDispatchMode):
+    """Counts the matmul FLOPs (``matmul``) and elementwise FLOPs (``flops``) of the aten
+    ops run inside it (see the module doc)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.flops = 0
+        self.matmul = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
         packet = func.overloadpacket
+        if packet in flop_registry:  # matmul-type work, as FlopCounterMode counts it
+            self.matmul += int(flop_registry[packet](*args, **kwargs, out_val=out))
         if packet in _BIAS_ADDS:
             self.flops += _numel(out)
         elif packet in flop_registry:
-            pass  # matmul-type work: FlopCounterMode's share
+            pass
         elif torch.Tag.pointwise in func.tags:
             self.flops += _numel(out)
         elif packet in _REDUCING:
@@ -89,10 +96,9 @@ class ElementwiseCounter(TorchDispatchMode):
 
 def count_flop_kinds(step: Callable[[AtomicData], object], batch: AtomicData) -> tuple[int, int]:
     """(matmul FLOP, total FLOP) while ``step(batch)`` runs (one training step)."""
-    with FlopCounterMode(display=False) as matmul, ElementwiseCounter() as elementwise:
+    with FlopCounter() as counter:
         step(batch)
-    counted = int(matmul.get_total_flops())
-    return counted, counted + int(elementwise.flops)
+    return counter.matmul, counter.matmul + counter.flops
 
 
 def count_flops(step: Callable[[AtomicData], object], batch: AtomicData) -> int:

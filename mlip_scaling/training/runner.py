@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import sys
@@ -23,6 +24,7 @@ from mlip_scaling.io_utils import exclusive_lock, remove_stale_temps
 from mlip_scaling.models import registry
 from mlip_scaling.models.potential import Potential
 from mlip_scaling.progress import ProgressBar
+from mlip_scaling.train_config import LOCK_NAME
 from mlip_scaling.training import finetune
 from mlip_scaling.training.config import TrainConfig
 from mlip_scaling.training.distributed import DistInfo, init_distributed, shutdown
@@ -31,9 +33,6 @@ from mlip_scaling.training.normalization import energy_scale, fit_reference_ener
 from mlip_scaling.training.trainer import Trainer, TrainingDiverged
 
 __all__ = ["run_training", "run_paths", "LOCK_NAME"]
-
-#: Lock file of a run folder, held while a trainer writes it.
-LOCK_NAME = ".mlip-train.lock"
 
 
 def run_paths(cfg: TrainConfig, family: str, n_params: int) -> tuple[Path, Path]:
@@ -99,7 +98,7 @@ def _load_data(cfg: TrainConfig, cutoff: float, source: Any, source_path: Path |
     where = str(source_path) if source_path is not None else "in-memory dataset"
     spec = SplitSpec(cfg.val_size, cfg.test_size, cfg.split_seed, cfg.train_size)
     split = spec.indices(len(source), where)
-    need = {keys.FORCES: cfg.force_weight, keys.STRESS: cfg.stress_weight}
+    need = {keys.FORCES: cfg.force_weight}  # absent stress labels are masked
     val_idx = split["val"][: cfg.max_val_structures] if cfg.max_val_structures else split["val"]
     train = dataset.prepare(source, split["train"], cutoff, need, where)
     val = dataset.prepare(source, val_idx, cutoff, {}, where)
@@ -107,7 +106,20 @@ def _load_data(cfg: TrainConfig, cutoff: float, source: Any, source_path: Path |
     if info.get("dataset"):  # resolvable from any working directory
         info["dataset"] = str(Path(info["dataset"]).resolve())
     info["split"] = spec.to_dict()
+    info["where"] = where
     return train, val, info
+
+
+def _stress_term(cfg: TrainConfig, train: list[AtomicData], where: str, verbose: bool
+                 ) -> TrainConfig:
+    """``cfg`` with the stress term off when no training structure has a stress label
+    (molecules, most non-periodic sets), said in one line."""
+    if cfg.stress_weight <= 0 or any(bool(d[keys.HAS_STRESS]) for d in train):
+        return cfg
+    if verbose:
+        print(f"{where}: no training structure has a stress label; stress term off "
+              "(--stress-weight 0)", file=sys.stderr, flush=True)
+    return dataclasses.replace(cfg, stress_weight=0.0)
 
 
 def _resumed_config(cfg: TrainConfig, run_dir: Path, config: dict, verbose: bool) -> dict:
@@ -214,6 +226,7 @@ def run_training(cfg: TrainConfig, source: Sequence | None = None,
     dist, device = init_distributed(cfg.device)
     try:
         train, val, info = _load_data(cfg, float(config["cutoff"]), source, source_path)
+        cfg = _stress_term(cfg, train, info.pop("where"), verbose and dist.is_main)
         if parent is None:
             potential = _build_potential(cfg, family, config, train, val)
         else:

@@ -2,13 +2,18 @@
 self-describing ``mlip-scaling/1`` model files that compute the same function.
 
 What is converted: the hydra model's ``equiformer_v2_backbone`` with the scalar energy,
-vector force and rank-2 (decomposed) stress heads; the EMA weights (``shadow_params``,
-which fairchem predicts with) when present, else ``state_dict`` (``module.`` prefix
-removed); the normalisers, as the model's ``output_normalizers``; ``elementrefs``
-(energy) as reference energies. Anything that cannot be expressed exactly is refused
-with one line: an unknown or unsupported backbone flag (``share_atom_edge_embedding``,
-``use_m_share_rad``, ``use_gate_act``, ``use_s2_act_attn``, ...), other heads, a non-zero
-per-structure energy mean, a non-zero force or anisotropic-stress mean.
+vector force and rank-2 (decomposed) stress heads; the weights in ``state_dict``
+(``module.`` prefix removed) by default, which is what fairchem's ``OCPCalculator``
+predicts with on every file layout (it loads without an EMA object), or with
+``weights="ema"`` the EMA ``shadow_params`` that a file saved with training state holds
+(a file saved for inference has the EMA already copied into ``state_dict``); the
+normalisers, as the model's ``output_normalizers`` (the isotropic and anisotropic stress
+means included, expressed exactly); ``elementrefs`` (energy) as reference energies.
+Anything that cannot be expressed exactly is refused with one line: an unknown or
+unsupported backbone flag (``share_atom_edge_embedding``, ``use_m_share_rad``,
+``use_gate_act``, ``use_s2_act_attn``, ...), other heads (a raw fine-tune checkpoint names
+no backbone: convert it with fairchem's release step first), a non-zero per-structure
+energy mean or force mean.
 """
 
 from __future__ import annotations
@@ -16,21 +21,29 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Any
 
 import torch
 
+from mlip_scaling.checkpoint import FORMAT
 from mlip_scaling.models.equiformer_v2.config import AVG_DEGREE, AVG_NUM_NODES
-from mlip_scaling.models.equiformer_v2.fairchem_pickle import FairchemFileError, read_fairchem_file
+from mlip_scaling.models.equiformer_v2.fairchem_pickle import (
+    FairchemFileError,
+    is_fairchem_checkpoint,
+    read_fairchem_file,
+)
 from mlip_scaling.models.equiformer_v2.model import EquiformerV2
+from mlip_scaling.models.equiformer_v2.presets import FAIRCHEM_FUNCTION
 
 __all__ = [
     "FairchemFileError",
+    "WEIGHTS",
     "convert_fairchem",
-    "fairchem_hint",
     "import_fairchem",
     "is_fairchem_checkpoint",
 ]
+
+#: ``weights`` choices: what fairchem's calculator predicts with, or the EMA shadow weights
+WEIGHTS = ("state_dict", "ema")
 
 #: backbone keys -> the value fairchem's function needs (None: any value is expressed)
 _REQUIRED = {
@@ -68,14 +81,14 @@ _STRESS_HEAD = {"output_name": "stress", "use_source_target_embedding": True,
                 "extensive": False}
 
 
+_FINETUNE_HINT = ("; a fine-tune checkpoint names its starting checkpoint instead: make it a "
+                  "release checkpoint with fairchem first (python -m fairchem.core.scripts."
+                  "convert_hydra_to_release --fine-tune-checkpoint FILE "
+                  "--output-release-checkpoint RELEASE.pt) and import RELEASE.pt")
+
+
 def _fail(where: str, message: str) -> FairchemFileError:
     return FairchemFileError(f"{where}: {message}")
-
-
-def is_fairchem_checkpoint(obj: Any) -> bool:
-    """True for a dict shaped like a fairchem training checkpoint."""
-    return (isinstance(obj, dict) and "format" not in obj and "state_dict" in obj
-            and isinstance(obj.get("config"), dict) and "model" in obj["config"])
 
 
 def _backbone_config(where: str, model_cfg: dict) -> dict:
@@ -84,7 +97,8 @@ def _backbone_config(where: str, model_cfg: dict) -> dict:
         raise _fail(where, f"model {model_cfg.get('name')!r} is not a fairchem hydra model")
     bb = model_cfg.get("backbone") or {}
     if bb.get("model") not in ("equiformer_v2_backbone", "equiformer_v2"):
-        raise _fail(where, f"backbone {bb.get('model')!r} is not equiformer_v2_backbone")
+        raise _fail(where, f"backbone {bb.get('model')!r} is not equiformer_v2_backbone"
+                    + _FINETUNE_HINT * ("finetune_config" in model_cfg))
     for key, value in bb.items():
         if key in _REQUIRED and value != _REQUIRED[key]:
             raise _fail(where, f"cannot express backbone setting {key}={value!r}")
@@ -109,19 +123,14 @@ def _backbone_config(where: str, model_cfg: dict) -> dict:
         "lmax": int(lmax[0]),
         "mmax": int(mmax[0]),
         "grid_resolution": bb.get("grid_resolution"),
-        "num_distance_basis": 600,  # fairchem's Gaussian count, whatever the config says
         "edge_channels": int(bb.get("edge_channels", 128)),
         "max_num_elements": int(bb.get("max_num_elements", 90)),
         "max_neighbors": int(bb.get("max_neighbors", 500)),
         "max_neighbors_strict": bool(bb.get("enforce_max_neighbors_strictly", True)),
         "norm_type": norm,
-        "envelope": False,
-        "stress_head": "fairchem",
-        "direct_forces": True,
-        "use_grid_mlp": True,
         "avg_num_nodes": float(bb.get("avg_num_nodes") or AVG_NUM_NODES),  # fairchem defaults
         "avg_degree": float(bb.get("avg_degree") or AVG_DEGREE),
-        "parity_average": False,
+        **FAIRCHEM_FUNCTION,  # 600 Gaussians: fairchem's count, whatever the config says
     }
 
 
@@ -164,8 +173,10 @@ def _package_name(name: str) -> str:
     return name.replace(".rad_func.net.", ".rad_func.")
 
 
-def _weights(where: str, ckpt: dict, params: dict[str, torch.Tensor]) -> tuple[dict, bool]:
-    """Package parameter name -> fairchem tensor (EMA weights when present)."""
+def _weights(where: str, ckpt: dict, params: dict[str, torch.Tensor],
+             weights: str) -> dict[str, torch.Tensor]:
+    """Package parameter name -> fairchem tensor: ``state_dict`` (``weights="state_dict"``)
+    or the EMA ``shadow_params`` in parameter order (``weights="ema"``)."""
     state = {k.removeprefix("module."): v for k, v in ckpt["state_dict"].items()}
     mapped = {}
     for name, tensor in state.items():
@@ -178,15 +189,20 @@ def _weights(where: str, ckpt: dict, params: dict[str, torch.Tensor]) -> tuple[d
     missing = sorted(set(params) - set(mapped))
     if missing:
         raise _fail(where, f"state_dict lacks {len(missing)} weights, e.g. {missing[0]}")
+    if weights == "state_dict":
+        return mapped
+    if weights != "ema":
+        raise _fail(where, f"weights {weights!r} is not one of {WEIGHTS}")
     shadow = (ckpt.get("ema") or {}).get("shadow_params") or []
     if not shadow:
-        return mapped, False
+        raise _fail(where, "no EMA weights (ema.shadow_params): a file saved for inference "
+                           "holds them in state_dict already; import it without --weights ema")
     if len(shadow) != len(mapped) or any(
         tuple(s.shape) != tuple(t.shape) for s, t in zip(shadow, mapped.values())
     ):
         raise _fail(where, f"ema shadow_params ({len(shadow)}) do not match the model's "
                            f"{len(mapped)} parameters in order and shape")
-    return dict(zip(mapped, shadow)), True
+    return dict(zip(mapped, shadow))
 
 
 def _normalizers(where: str, ckpt: dict) -> dict[str, list[float]]:
@@ -221,15 +237,15 @@ def _references(where: str, ckpt: dict, max_z: int) -> dict[int, float]:
     return {z: float(table[z]) for z in range(1, min(len(table), max_z))}
 
 
-def convert_fairchem(ckpt: dict, where: str = "fairchem checkpoint", sha256: str = "") -> dict:
+def convert_fairchem(ckpt: dict, where: str = "fairchem checkpoint", sha256: str = "",
+                     weights: str = "state_dict") -> dict:
     """An ``mlip-scaling/1`` checkpoint dict computing the function of fairchem's ``ckpt``.
 
-    ``where`` names the source in error messages; ``sha256`` is recorded as provenance.
-    Species: the elements with a non-zero energy reference (all ``1..max_num_elements-1``
-    when the checkpoint has no element references).
+    ``where`` names the source in error messages; ``sha256`` and ``weights`` (one of
+    :data:`WEIGHTS`: fairchem's calculator's ``state_dict``, or the ``ema`` shadow
+    weights) are recorded as provenance. Species: the elements with a non-zero energy
+    reference (all ``1..max_num_elements-1`` when the checkpoint has no element references).
     """
-    from mlip_scaling.checkpoint import FORMAT
-
     if not is_fairchem_checkpoint(ckpt):
         raise _fail(where, "not a fairchem checkpoint (no state_dict and config.model)")
     config = _backbone_config(where, ckpt["config"]["model"])
@@ -237,9 +253,9 @@ def convert_fairchem(ckpt: dict, where: str = "fairchem checkpoint", sha256: str
     with torch.device("cpu"):
         model = EquiformerV2(**config)
     params = dict(model.named_parameters())
-    weights, ema = _weights(where, ckpt, params)
+    chosen = _weights(where, ckpt, params, weights)
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    state.update({k: v.detach().clone() for k, v in weights.items()})
+    state.update({k: v.detach().clone() for k, v in chosen.items()})
     refs = _references(where, ckpt, config["max_num_elements"])
     species = [z for z, e in refs.items() if e != 0.0] or list(range(1, config["max_num_elements"]))
     return {
@@ -251,35 +267,23 @@ def convert_fairchem(ckpt: dict, where: str = "fairchem checkpoint", sha256: str
         "reference_energies": refs,
         "scale": 1.0,
         "shift": 0.0,
-        "train": {"source": "fairchem", "source_sha256": sha256, "ema": ema,
+        "train": {"source": "fairchem", "source_sha256": sha256, "weights": weights,
                   "n_params": sum(p.numel() for p in params.values()),
                   "epochs": ckpt.get("epoch"), "steps": ckpt.get("step")},
         "metrics": {},
     }
 
 
-def import_fairchem(path: str | os.PathLike) -> dict:
+def import_fairchem(path: str | os.PathLike, weights: str = "state_dict") -> dict:
     """Read fairchem checkpoint ``path`` safely and convert it (see :func:`convert_fairchem`);
-    the metadata records the file name and its SHA-256."""
+    the metadata records the file name, its SHA-256 and which ``weights`` were taken."""
     path = Path(path)
     ckpt = read_fairchem_file(path)
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
-    out = convert_fairchem(ckpt, str(path), digest.hexdigest())
+    out = convert_fairchem(ckpt, str(path), digest.hexdigest(), weights)
     out["train"]["source_file"] = path.name
     return out
 
-
-def fairchem_hint(path: str | os.PathLike) -> str | None:
-    """For a fairchem checkpoint, the one-line message that says how to import it."""
-    try:
-        ckpt = read_fairchem_file(path)
-    except FairchemFileError:
-        return None
-    if not is_fairchem_checkpoint(ckpt):
-        return None
-    return (f"{path}: a fairchem checkpoint, not an mlip-scaling model file; convert it with "
-            f"'mlip-scaling import-fairchem {path} --out MODEL.pt' (or in memory: "
-            "potential_from_dict(import_fairchem(path)))")

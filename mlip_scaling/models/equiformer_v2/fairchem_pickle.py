@@ -13,16 +13,15 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import zipfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from mlip_scaling.errors import MlipError
+from mlip_scaling.io_utils import check_torch_archive
 
-__all__ = ["FairchemFileError", "read_fairchem_file"]
+__all__ = ["FairchemFileError", "fairchem_hint", "is_fairchem_checkpoint", "read_fairchem_file"]
 
 
 class FairchemFileError(MlipError, ValueError):
@@ -69,11 +68,7 @@ def read_fairchem_file(path: str | os.PathLike) -> Any:
     not a torch zip archive, or holds any object other than tensors, plain containers and
     numpy scalars/arrays.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FairchemFileError(f"{path}: no such checkpoint file")
-    if not zipfile.is_zipfile(path):
-        raise FairchemFileError(f"{path}: not a torch zip archive (empty, truncated or corrupt)")
+    path = check_torch_archive(path, "checkpoint file", FairchemFileError)
     try:
         with torch.serialization.safe_globals(_NUMPY_GLOBALS):
             return torch.load(path, map_location="cpu", weights_only=True)
@@ -87,3 +82,22 @@ def read_fairchem_file(path: str | os.PathLike) -> Any:
     except Exception as exc:  # corrupt archives raise many types
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise FairchemFileError(f"{path}: unreadable checkpoint ({first[:120]})") from None
+
+
+def is_fairchem_checkpoint(obj: Any) -> bool:
+    """True for a dict shaped like a fairchem training checkpoint."""
+    return (isinstance(obj, dict) and "format" not in obj and "state_dict" in obj
+            and isinstance(obj.get("config"), dict) and "model" in obj["config"])
+
+
+def fairchem_hint(path: str | os.PathLike) -> str | None:
+    """For a fairchem checkpoint, the one-line message that says how to import it."""
+    try:
+        ckpt = read_fairchem_file(path)
+    except FairchemFileError:
+        return None
+    if not is_fairchem_checkpoint(ckpt):
+        return None
+    return (f"{path}: a fairchem checkpoint, not an mlip-scaling model file; convert it with "
+            f"'mlip-scaling import-fairchem {path} --out MODEL.pt' (or in memory: "
+            "potential_from_dict(import_fairchem(path)))")

@@ -187,14 +187,21 @@ def _with_inverted_copy(data: dict, batch: torch.Tensor, num_structures: int) ->
     }
 
 
+def _by_centre_then(key: torch.Tensor, centre: torch.Tensor, num_nodes: int
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Edges sorted by centre atom, then by ``key`` [E] (stable): the order [E], the edge
+    count of every atom [num_nodes] and where its edges start in the order [num_nodes]."""
+    order = torch.argsort(key, stable=True)
+    order = order[torch.argsort(centre[order], stable=True)]
+    counts = torch.bincount(centre, minlength=num_nodes)
+    return order, counts, torch.cumsum(counts, 0) - counts
+
+
 def _nearest_mask(
     centre: torch.Tensor, lengths: torch.Tensor, k: int, num_nodes: int
 ) -> torch.Tensor:
     """[E] bool: the ``k`` shortest edges of every centre atom (ties broken by order)."""
-    order = torch.argsort(lengths, stable=True)
-    order = order[torch.argsort(centre[order], stable=True)]
-    counts = torch.bincount(centre, minlength=num_nodes)
-    starts = torch.cumsum(counts, 0) - counts
+    order, _, starts = _by_centre_then(lengths, centre, num_nodes)
     rank = torch.empty_like(order)
     rank[order] = torch.arange(order.shape[0], device=order.device) - starts[centre[order]]
     return rank < k
@@ -206,10 +213,7 @@ def _nearest_mask_with_ties(
     """[E] bool: fairchem's non-strict cap. Every edge of a centre with at most ``k``
     edges; otherwise those with ``r² <= r²_(k+1) + NEIGHBOR_TIE_TOLERANCE`` (Å²)."""
     sq = lengths.detach().pow(2)
-    order = torch.argsort(sq, stable=True)
-    order = order[torch.argsort(centre[order], stable=True)]
-    counts = torch.bincount(centre, minlength=num_nodes)
-    starts = torch.cumsum(counts, 0) - counts
+    order, counts, starts = _by_centre_then(sq, centre, num_nodes)
     threshold = torch.full((num_nodes,), torch.inf, dtype=sq.dtype, device=sq.device)
     has_more = counts > k
     threshold[has_more] = sq[order[starts[has_more] + k]] + NEIGHBOR_TIE_TOLERANCE

@@ -32,7 +32,7 @@
 
 from __future__ import annotations
 
-__all__ = ["EQV2_PRESETS", "EQV2_PRESET_PARAMS", "LADDER_CUTOFF"]
+__all__ = ["EQV2_PRESETS", "EQV2_PRESET_PARAMS", "LADDER_CUTOFF", "FAIRCHEM_FUNCTION"]
 
 #: Cutoff (Å) of the conservative ladder.
 LADDER_CUTOFF = 6.0
@@ -41,6 +41,10 @@ _OMAT24_SHAPES = {"S": (8, 4, 2), "M": (10, 6, 4), "L": (20, 6, 3)}  # layers, l
 #: OMat24 configs' normalisers of the energy sum and of the edge-degree embedding
 OMAT24_AVG_NUM_NODES = 31.16592360068011
 OMAT24_AVG_DEGREE = 61.94676351484548
+#: The options that make an EquiformerV2 config compute fairchem's function (hard cutoff,
+#: direct force head, fairchem's stress head, grid MLP, no parity averaging)
+FAIRCHEM_FUNCTION = {"num_distance_basis": 600, "envelope": False, "stress_head": "fairchem",
+                     "direct_forces": True, "use_grid_mlp": True, "parity_average": False}
 
 
 def _omat24_config(size: str) -> dict:
@@ -57,19 +61,14 @@ def _omat24_config(size: str) -> dict:
         "lmax": lmax,
         "mmax": mmax,
         "grid_resolution": 18,
-        "num_distance_basis": 600,
         "edge_channels": 128,
         "max_num_elements": 96,
         "max_neighbors": 20,
         "max_neighbors_strict": False,
         "norm_type": "layer_norm_sh",
-        "envelope": False,
-        "stress_head": "fairchem",
-        "direct_forces": True,
-        "use_grid_mlp": True,
         "avg_num_nodes": OMAT24_AVG_NUM_NODES,
         "avg_degree": OMAT24_AVG_DEGREE,
-        "parity_average": False,
+        **FAIRCHEM_FUNCTION,
     }
 
 

@@ -60,7 +60,7 @@ def _fit(args: argparse.Namespace) -> int:
 
 def _evaluate_missing(directory: Path, args: argparse.Namespace) -> None:
     """Evaluate the model files without results (settings: the stored ones < flags)."""
-    from mlip_scaling.scaling.eval_settings import evaluate_missing, missing_models
+    from mlip_scaling.scaling.evaluate import evaluate_missing, missing_models
 
     missing = missing_models(directory)
     if not missing:
@@ -104,6 +104,13 @@ def _bias(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_fit_options(p: argparse.ArgumentParser) -> None:
+    """The fitting flags that ``fit`` and ``report`` share."""
+    p.add_argument("--allow-mixed", action="store_true", help="fit runs of different datasets")
+    p.add_argument("--n-perm", type=POSITIVE_INT, default=1000,
+                   help="permutations of the compute frontier's null")
+
+
 def add_fit(sub: argparse._SubParsersAction, fmt: type) -> None:
     """The ``fit`` subcommand."""
     p = sub.add_parser("fit", help="fit scaling laws to evaluation results (exit status 1 "
@@ -117,9 +124,7 @@ def add_fit(sub: argparse._SubParsersAction, fmt: type) -> None:
                    help="metric(s) to fit, repeatable or comma-separated (default: all present)")
     p.add_argument("--axis", action="append", default=None,
                    help="axes: data, params, compute, joint (default: all)")
-    p.add_argument("--allow-mixed", action="store_true", help="fit runs of different datasets")
-    p.add_argument("--n-perm", type=POSITIVE_INT, default=1000,
-                   help="permutations of the compute frontier's null")
+    _add_fit_options(p)
     p.add_argument("--json", type=output_file, default=None,
                    help="also write the fits to this JSON file")
     p.set_defaults(func=_fit)
@@ -136,9 +141,7 @@ def add_report(sub: argparse._SubParsersAction, fmt: type) -> None:
                    "a results file")
     p.add_argument("--out", type=output_dir, default=None,
                    help="report folder (default: DIR/report)")
-    p.add_argument("--allow-mixed", action="store_true", help="fit runs of different datasets")
-    p.add_argument("--n-perm", type=POSITIVE_INT, default=1000,
-                   help="permutations of the compute frontier's null")
+    _add_fit_options(p)
     p.add_argument("--no-evaluate", action="store_true", help="use existing results only")
     add_arguments(p, EvalSettings, defaults=False, help_prefix="evaluate: ")
     p.add_argument("--jobs", type=NON_NEGATIVE_INT, default=1,

@@ -29,11 +29,11 @@ def _import_fairchem(args: argparse.Namespace) -> int:
 
     source = Path(args.checkpoint)
     out = _output(source, args.out, ".mlip.pt", "the fairchem checkpoint", FairchemFileError)
-    converted = import_fairchem(source)
+    converted = import_fairchem(source, args.weights)
     atomic_torch_save(converted, out)
     train = converted["train"]
     print(f"wrote {out}: eqv2, {train['n_params']:,} parameters "
-          f"({'EMA' if train['ema'] else 'plain'} weights), sha256 of source "
+          f"(weights: {train['weights']}), sha256 of source "
           f"{train['source_sha256'][:12]}")
     return 0
 
@@ -53,6 +53,10 @@ def add_import_fairchem(sub: argparse._SubParsersAction, fmt: type) -> None:
                    "checkpoint to a model file", ("checkpoint", "fairchem-core 1.x "
                    "EquiformerV2 checkpoint (.pt)"), "model file to write (default: CHECKPOINT "
                    "with suffix .mlip.pt)")
+    p.add_argument("--weights", choices=["state_dict", "ema"], default="state_dict",
+                   help="state_dict: what fairchem's OCPCalculator predicts with, on every "
+                        "file layout; ema: the EMA shadow weights of a file saved with "
+                        "training state (recorded in the model file's train.weights)")
     p.set_defaults(func=_import_fairchem)
 
 

@@ -29,11 +29,8 @@ are kept in memory per process, so evaluating several models relaxes each start 
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 
 import numpy as np
 from ase import Atoms
@@ -41,7 +38,7 @@ from ase.calculators.calculator import Calculator
 from ase.filters import FrechetCellFilter
 from ase.optimize import FIRE
 
-from mlip_scaling.procs import die_with_parent
+from mlip_scaling.procs import worker_pool
 
 __all__ = ["RelaxResult", "relax", "oracle_relax", "normalised_rmsd", "adwt", "relax_pair",
            "summarise", "relaxation_errors", "too_close", "CalcSpec", "FAILED_ENERGY_ERROR",
@@ -211,22 +208,6 @@ def _pair_job(args: tuple) -> dict:
     return relax_pair(*args)
 
 
-@contextlib.contextmanager
-def worker_env() -> Iterator[None]:
-    """Spawned workers start with one BLAS/OpenMP thread each (they inherit os.environ)."""
-    names = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-    saved = {k: os.environ.get(k) for k in names}
-    os.environ.update({k: "1" for k in names})
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def _mean_se(values: Sequence[float], name: str) -> dict[str, float | None]:
     """``{name: mean, name_se: standard error of the mean}`` (None when undefined)."""
     v = np.asarray(values, dtype=float)
@@ -268,10 +249,7 @@ def relaxation_errors(structures: Sequence[Atoms], model: CalcSpec, oracle: Calc
     tasks = [(a, model, oracle, fmax, max_steps, fixed_cell, oracle_key) for a in structures]
     bar = dict(total=len(tasks), desc="relax", enabled=progress, transient=True)
     if jobs > 1 and len(tasks) > 1:
-        with worker_env(), ProcessPoolExecutor(min(jobs, len(tasks)),
-                                                mp_context=get_context("spawn"),
-                                                initializer=die_with_parent,
-                                                initargs=(os.getpid(),)) as ex:
+        with worker_pool(min(jobs, len(tasks))) as ex:
             pairs = list(track(ex.map(_pair_job, tasks), **bar))
     else:
         pairs = [relax_pair(*t) for t in track(tasks, **bar)]
