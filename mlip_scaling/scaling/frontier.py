@@ -117,7 +117,7 @@ def frontier_fits(compute, loss, metric=None, forms=("power", "floor"), n_perm: 
 
 
 def _all_runs_p(compute, loss) -> float | None:
-    c, l, _ = _clean(compute, loss, None)
+    c, l, _, _ = _clean(compute, loss, None)
     if len(np.unique(c)) < 3:
         return None
     o = _ols(c, l)
