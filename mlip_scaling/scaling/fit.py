@@ -340,19 +340,20 @@ def fit_law(form: str, x, y, d=None, se=None) -> FitResult:
     c = make_cells(x, y, d, se) if len(x) else None
     res.n_cells = 0 if c is None else len(c.x)
     need_sizes, need_cells = NEEDED[form]
+    r = log_correlation(c.x, c.d) if form == "joint" and c is not None else 0.0
+    if abs(r) >= COLLINEAR_R and res.n_cells >= NEEDED["power"][1]:
+        res.weighting = c.weighting
+        return _collinear(res, c, r, "")
     if sizes < need_sizes or res.n_cells < need_cells:
         res.status, res.reason = "insufficient", (
             f"{sizes} distinct sizes ({res.n_cells} cells of {len(x)} valid runs); the {form} "
             f"form needs >= {need_sizes} sizes and >= {need_cells} cells")
         return res
     res.weighting = c.weighting
-    r = log_correlation(c.x, c.d) if form == "joint" else 0.0
-    if abs(r) >= COLLINEAR_R:
-        return _collinear(res, c, r, "")
     res.p_trend, why = _trend(form, c)
     if why:
         if abs(r) >= NEAR_COLLINEAR_R:
-            alt = _collinear(res, c, r, f"partial tests: {why}")
+            alt = _collinear(FitResult(**res.to_dict()), c, r, f"partial tests: {why}")
             if alt.status == "collinear":
                 return alt
         res.status, res.reason = "no-trend", why

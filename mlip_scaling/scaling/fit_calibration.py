@@ -157,7 +157,7 @@ def _one(s: Setting, rng: np.random.Generator) -> tuple:
         flags = {"curvature flag": _flag(fit, "curvature"),
                  "extrapolation flag": _flag(fit, "extrapolation")}
         if s.sizes >= 8:
-            broken = fit_law("broken", x, y) if "broken" in _forms() else None
+            broken = _fit("broken", x, y, se=se) if "broken" in _forms() else None
             flags["broken chosen"] = bool(broken is not None and broken.ok)
     return fit, flags
 
