@@ -67,48 +67,51 @@ def _null_p(u: np.ndarray, w: np.ndarray, grid: np.ndarray, s: float, f_obs: flo
     return float((1 + np.sum(best >= f_obs)) / (1 + N_NULL))
 
 
-def _profile_ends(fits: list[dict], idx: int, thr: float) -> list[float]:
-    """Ends of {θ_idx : min over u_b of RSS(u_b) + (θ − θ̂)²/V ≤ thr} (hull over u_b)."""
-    lo, hi = np.inf, -np.inf
-    for f in fits:
-        room = thr - f["rss"]
-        if room < 0:
-            continue
-        var = f["cov_unscaled"][idx, idx]
-        half = np.sqrt(room * var)
-        est = f["theta"][idx]
-        lo, hi = min(lo, est - half), max(hi, est + half)
-    return [float(lo), float(hi)]
+def _profile_ends(theta: np.ndarray, var: np.ndarray, rss: np.ndarray, thr: float
+                  ) -> list[float]:
+    """Ends of {θ : min over u_b of RSS(u_b) + (θ − θ̂(u_b))²/V(u_b) ≤ thr} (hull over the
+    grid of u_b): ``theta``, ``var``, ``rss`` [G]."""
+    inside = rss <= thr
+    half = np.sqrt((thr - rss[inside]) * var[inside])
+    if not inside.any():
+        return [float("nan"), float("nan")]
+    return [float((theta[inside] - half).min()), float((theta[inside] + half).max())]
+
+
+def _grid_fits(u: np.ndarray, v: np.ndarray, w: np.ndarray, ubs: np.ndarray, s: float
+               ) -> dict:
+    """Weighted least squares at every break u_b [G]: coef [G, 3] (c, b1, b2 − b1),
+    rss [G], (b1, b2) estimates [G, 2] and their unscaled variances [G, 2]."""
+    xs = np.stack([_design(u, ub, s) for ub in ubs])  # [G, K, 3]
+    xw = xs * w[None, :, None]
+    gram = xs.transpose(0, 2, 1) @ xw
+    coef = np.linalg.solve(gram, (xw.transpose(0, 2, 1) @ v)[..., None])[..., 0]
+    rss = (w * (v - (xs @ coef[..., None])[..., 0]) ** 2).sum(-1)
+    cov = np.linalg.inv(gram)
+    tr = np.array([[0, 1, 0], [0, 1, 1]])
+    cov_b = tr @ cov @ tr.T
+    return {"coef": coef, "rss": rss, "theta": coef @ tr.T,
+            "var": np.stack([cov_b[:, 0, 0], cov_b[:, 1, 1]], axis=1)}
 
 
 def fit_broken(x: np.ndarray, y: np.ndarray, w: np.ndarray, s: float = SMOOTHNESS,
                intervals: bool = True) -> dict:
     """Broken power law on cell means x [K], y [K] with weights w [K]: {"params", "ci",
-    "rss", "p_break", "rss_power"}."""
+    "rss", "p_break", "rss_power", "dof"}."""
     u, v = np.log(x), np.log(y)
     grid = np.linspace(u.min(), u.max(), _GRID)
-
-    def one(ub: float) -> dict:
-        out = wls(_design(u, ub, s), v, w)
-        coef = out["coef"]
-        out["theta"] = np.array([coef[1], coef[1] + coef[2]])  # b1, b2
-        cov = out["cov_unscaled"]
-        tr = np.array([[0, 1, 0], [0, 1, 1]])
-        out["cov_unscaled"] = tr @ cov @ tr.T
-        out["coef3"] = coef
-        return out
-
-    fits = [one(ub) for ub in grid]
-    rss = np.array([f["rss"] for f in fits])
+    fits = _grid_fits(u, v, w, grid, s)
+    rss = fits["rss"]
     k = int(np.argmin(rss))
     lo, hi = grid[max(k - 1, 0)], grid[min(k + 1, len(grid) - 1)]
-    res = minimize_scalar(lambda t: one(t)["rss"], bounds=(lo, hi), method="bounded",
-                          options={"xatol": 1e-6}) if hi > lo else None
-    ub = float(res.x) if res is not None and res.fun < rss[k] else float(grid[k])
-    best = one(ub)
-    rss_min, dof = best["rss"], len(u) - 4
+    res = minimize_scalar(lambda t: float(_grid_fits(u, v, w, np.array([t]), s)["rss"][0]),
+                          bounds=(lo, hi), method="bounded", options={"xatol": 1e-6})
+    ub = float(res.x) if res.fun < rss[k] else float(grid[k])
+    best = _grid_fits(u, v, w, np.array([ub]), s)
+    best = {key: val[0] for key, val in best.items()}
+    rss_min, dof = float(best["rss"]), len(u) - 4
     rss_power = wls(np.stack([np.ones_like(u), -u], axis=1), v, w)["rss"]
-    c, b1, db = best["coef3"]
+    c, b1, db = best["coef"]
     params = {"a": float(np.exp(c)), "b1": float(b1), "b2": float(b1 + db),
               "Nb": float(np.exp(ub)), "s": float(s)}
     out = {"params": params, "rss": rss_min, "rss_power": rss_power, "ci": {},
@@ -119,11 +122,14 @@ def fit_broken(x: np.ndarray, y: np.ndarray, w: np.ndarray, s: float = SMOOTHNES
     f_obs = (rss_power - coarse) / max(coarse / dof, 1e-300)
     out["p_break"] = _null_p(u, w, grid[::4], s, f_obs)
     thr = rss_min * (1 + f_dist.ppf(0.95, 1, dof) / dof)
-    fits.append(best)
+    theta = np.vstack([fits["theta"], best["theta"]])
+    var = np.vstack([fits["var"], best["var"]])
+    all_rss = np.append(rss, rss_min)
     inside = grid[rss <= thr]
     nb_lo = 0.0 if not len(inside) or inside.min() <= grid[0] else float(np.exp(inside.min()))
     nb_hi = np.inf if not len(inside) or inside.max() >= grid[-1] else float(
         np.exp(inside.max()))
-    out["ci"] = {"b1": _profile_ends(fits, 0, thr), "b2": _profile_ends(fits, 1, thr),
+    out["ci"] = {"b1": _profile_ends(theta[:, 0], var[:, 0], all_rss, thr),
+                 "b2": _profile_ends(theta[:, 1], var[:, 1], all_rss, thr),
                  "Nb": [min(nb_lo, params["Nb"]), max(nb_hi, params["Nb"])]}
     return out

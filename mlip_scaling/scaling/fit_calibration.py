@@ -32,7 +32,10 @@ from mlip_scaling.scaling.fit import fit_law
 from mlip_scaling.scaling.fit_planted import law_data
 from mlip_scaling.scaling.frontier import frontier_fits
 
-__all__ = ["SETTINGS", "Summary", "run_setting", "mc_error"]
+__all__ = ["SETTINGS", "Summary", "run_setting", "mc_error", "default_reps", "default_seed",
+           "SEED"]
+
+SEED = 2026  # the benchmark's base seed: setting i uses SEED + i
 
 
 @dataclass
@@ -72,7 +75,7 @@ SETTINGS = {
        for k in (5, 8) for r in (3, 10)},
     **{f"het-floor-8-x{r}": Setting("floor", 8, _B, ratio=r) for r in (3, 10)},
     **{f"broken-{k}": Setting("broken", k, {"b1": 0.1, "b2": 0.4, "log_Nb": np.log(1e5)},
-                              kind="broken") for k in (5, 8, 12)},
+                              kind="broken") for k in (5, 6, 8, 12)},
     **{f"frontier-own-{s}": Setting("power", 5, {}, kind="frontier-own", sigma=s)
        for s in (0.05, 0.15)},
     **{f"collinear-{k}": Setting("joint", k, {"beta": 0.35}, kind="collinear") for k in (5, 8)},
@@ -213,3 +216,15 @@ def run_setting(name: str, reps: int, seed: int = 0) -> Summary:
                             for k, v in truth.items()}
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def default_reps(name: str, reps: int = 400, reps_nonlinear: int = 200) -> int:
+    """Repetitions of setting ``name``: ``reps`` for the (fast) power-law fits on planted
+    power-law or flat data, ``reps_nonlinear`` for the rest."""
+    s = SETTINGS[name]
+    return reps if s.form == "power" and s.kind in ("law", "flat") else reps_nonlinear
+
+
+def default_seed(name: str, base: int = SEED) -> int:
+    """Seed of setting ``name`` in the calibration table."""
+    return base + list(SETTINGS).index(name)
