@@ -11,7 +11,8 @@ Data sets: ``fit_planted`` (laws, noise models). Settings:
 * ``rep-<form>-K-r<ρ>``: 3 seeds per size (per cell for joint) whose errors have
   correlation ρ; ``repflat-…``/``repnofloor-…`` the false-exponent/false-floor versions.
 * ``het-<form>-K-x<R>``: noise falling R-fold from the smallest to the largest size (2σ to
-  2σ/R), each point's standard error recorded (estimated with 30 d.o.f.).
+  2σ/R), each point's standard error recorded (estimated with 30 d.o.f.); ``-nose``: the
+  same data fitted without them (the unweighted fallback).
 * ``broken-K``: exponent 0.1 below N_b = 1e5, 0.4 above (s = 0.5): the power form's
   curvature and extrapolation flags, and the broken form's intervals of b1, b2 and log N_b.
 * ``frontier-own-<σ>``: the compute frontier of the test loss itself on a 5×5 grid; the
@@ -48,6 +49,7 @@ class Setting:
     rho: float = 0.0  # within-size correlation of the seeds
     ratio: float = 1.0  # noise at the smallest / at the largest size
     sigma: float = 0.05  # frontier-own noise
+    record_se: bool = True  # whether the fit gets the standard errors (ratio > 1)
 
 
 _B = {"b": 0.4, "E": 0.05}
@@ -74,6 +76,7 @@ SETTINGS = {
     **{f"het-power-{k}-x{r}": Setting("power", k, {"beta": 0.3}, ratio=r)
        for k in (5, 8) for r in (3, 10)},
     **{f"het-floor-8-x{r}": Setting("floor", 8, _B, ratio=r) for r in (3, 10)},
+    "het-power-8-x10-nose": Setting("power", 8, {"beta": 0.3}, ratio=10, record_se=False),
     **{f"broken-{k}": Setting("broken", k, {"b1": 0.1, "b2": 0.4, "log_Nb": np.log(1e5)},
                               kind="broken") for k in (5, 6, 8, 12)},
     **{f"frontier-own-{s}": Setting("power", 5, {}, kind="frontier-own", sigma=s)
@@ -146,6 +149,7 @@ def _one(s: Setting, rng: np.random.Generator) -> tuple:
         return fit, {"collinear said": fit.status == "collinear"}
     x, y, d, se = law_data(s.form, s.sizes, rng, s.seeds, s.rho, s.ratio,
                            flat=s.kind == "flat", nofloor=s.kind == "nofloor")
+    se = se if s.record_se else None
     if s.kind == "broken":
         power = _fit("power", x, y, se=se)
         flags = {"curvature flag": _flag(power, "curvature"),
