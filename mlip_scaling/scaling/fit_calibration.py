@@ -76,12 +76,12 @@ SETTINGS = {
     **{f"het-power-{k}-x{r}": Setting("power", k, {"beta": 0.3}, ratio=r)
        for k in (5, 8) for r in (3, 10)},
     **{f"het-floor-8-x{r}": Setting("floor", 8, _B, ratio=r) for r in (3, 10)},
-    "het-power-8-x10-nose": Setting("power", 8, {"beta": 0.3}, ratio=10, record_se=False),
     **{f"broken-{k}": Setting("broken", k, {"b1": 0.1, "b2": 0.4, "log_Nb": np.log(1e5)},
                               kind="broken") for k in (5, 6, 8, 12)},
     **{f"frontier-own-{s}": Setting("power", 5, {}, kind="frontier-own", sigma=s)
        for s in (0.05, 0.15)},
     **{f"collinear-{k}": Setting("joint", k, {"beta": 0.35}, kind="collinear") for k in (5, 8)},
+    "het-power-8-x10-nose": Setting("power", 8, {"beta": 0.3}, ratio=10, record_se=False),
 }
 
 
