@@ -15,8 +15,8 @@ Data sets: ``fit_planted`` (laws, noise models). Settings:
   same data fitted without them (the unweighted fallback).
 * ``broken-K``: exponent 0.1 below N_b = 1e5, 0.4 above (s = 0.5): the power form's
   curvature and extrapolation flags, and the broken form's intervals of b1, b2 and log N_b.
-* ``frontier-own-<σ>``: the compute frontier of the test loss itself on a 5×5 grid; the
-  truth is the exponent of the noiseless grid's frontier.
+* ``frontier-own-<σ>``: the compute frontier of the test loss itself on a 5×5 grid
+  (``frontier-own8-<σ>``: 8×8); the truth is the exponent of the noiseless grid's frontier.
 * ``collinear-K``: D = 10·N on K sizes, L = 50/N^0.35 + 8/D^0.35 (5 % noise): whether the
   joint form says "collinear", and the combined-axis exponent's coverage (truth 0.35).
 """
@@ -82,6 +82,8 @@ SETTINGS = {
        for s in (0.05, 0.15)},
     **{f"collinear-{k}": Setting("joint", k, {"beta": 0.35}, kind="collinear") for k in (5, 8)},
     "het-power-8-x10-nose": Setting("power", 8, {"beta": 0.3}, ratio=10, record_se=False),
+    **{f"frontier-own8-{s}": Setting("power", 8, {}, kind="frontier-own", sigma=s)
+       for s in (0.05, 0.15)},
 }
 
 
@@ -126,7 +128,7 @@ def _frontier_fit(rng: np.random.Generator):
 def _own_frontier_fit(s: Setting, rng: np.random.Generator):
     from mlip_scaling.scaling.fit_planted import frontier_runs
 
-    c, loss, n, d = frontier_runs(rng, s.sigma)
+    c, loss, n, d = frontier_runs(rng, s.sigma, s.sizes)
     kwargs = {"runs": (n, d)} if "runs" in inspect.signature(frontier_fits).parameters else {}
     return frontier_fits(c, loss, forms=("power",), n_perm=200,
                          seed=int(rng.integers(1 << 30)), **kwargs)[2][0]
@@ -191,7 +193,7 @@ def _truth(s: Setting) -> dict[str, float]:
     if s.kind == "frontier-own":
         from mlip_scaling.scaling.fit_planted import frontier_truth
 
-        return {"beta": frontier_truth()}
+        return {"beta": frontier_truth(s.sizes)}
     return s.truth
 
 

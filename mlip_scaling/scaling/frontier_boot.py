@@ -6,8 +6,8 @@ t-interval of the log-log slope on the kept runs is too narrow (and biased). Par
 bootstrap with the selection redone in every draw:
 
 1. A smooth surrogate of log loss over all runs: least squares on (1, log N, log D, their
-   squares and product) when N and D are given (at least 9 runs), else on (1, log C,
-   log² C); residual variance s² with ν d.o.f.
+   squares and product; the cubic terms too from 40 runs) when N and D are given (at
+   least 9 runs), else on (1, log C, log² C); residual variance s² with ν d.o.f.
 2. Each draw: σ* = s·sqrt(χ²_ν/ν) (the noise level is estimated too), log L* = surrogate +
    σ*·ε, the frontier chosen again on L*, its log-log slope γ*.
 3. γ_s: the frontier exponent of the noiseless surrogate. Basic bootstrap interval
@@ -35,7 +35,10 @@ def _surrogate(c: np.ndarray, loss: np.ndarray, runs) -> tuple[np.ndarray, float
     lc = np.log(c)
     if runs is not None and len(c) >= 9:
         u1, u2 = (np.log(np.asarray(v, float)) for v in runs)
+        u1, u2 = ((u - u.mean()) / max(np.ptp(u), 1e-12) for u in (u1, u2))
         cols = [np.ones_like(u1), u1, u2, u1**2, u2**2, u1 * u2]
+        if len(c) >= 40:  # cubic terms with at least 4 runs per coefficient
+            cols += [u1**3, u2**3, u1**2 * u2, u1 * u2**2]
     else:
         cols = [np.ones_like(lc), lc, lc**2]
     design = np.stack(cols, axis=1)
