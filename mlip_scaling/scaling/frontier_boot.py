@@ -8,11 +8,13 @@ bootstrap with the selection redone in every draw:
 1. A smooth surrogate of log loss over all runs: least squares on (1, log N, log D, their
    squares and product; the cubic terms too from 40 runs) when N and D are given (at
    least 9 runs), else on (1, log C, log² C); residual variance s² with ν d.o.f.
-2. Each draw: σ* = s·sqrt(χ²_ν/ν) (the noise level is estimated too), log L* = surrogate +
-   σ*·ε, the frontier chosen again on L*, its log-log slope γ*.
-3. γ_s: the frontier exponent of the noiseless surrogate. Basic bootstrap interval
-   [γ̂ − q₀.₉₇₅(γ* − γ_s), γ̂ − q₀.₀₂₅(γ* − γ_s)]: the selection's spread and bias,
-   measured on the surrogate, carried over to the observed exponent γ̂.
+2. Each draw: σ* = s·sqrt(χ²_ν/ν) (the noise level is estimated too); a plausible
+   noiseless surface, the surrogate's coefficients drawn from their sampling distribution
+   (σ*²·(XᵀX)⁻¹), so that the selection is replayed on surfaces other than the one
+   fitted; its frontier exponent γ_s*; noisy losses log L* = surface + σ*·ε, the frontier
+   chosen again on L*, its log-log slope γ*.
+3. Basic bootstrap interval [γ̂ − q₀.₉₇₅(γ* − γ_s*), γ̂ − q₀.₀₂₅(γ* − γ_s*)]: the
+   selection's spread and bias carried over to the observed exponent γ̂.
 """
 
 from __future__ import annotations
@@ -30,8 +32,10 @@ def _slope(c: np.ndarray, loss: np.ndarray, idx: np.ndarray) -> float:
     return float(-np.polyfit(np.log(c[idx]), np.log(loss[idx]), 1)[0])
 
 
-def _surrogate(c: np.ndarray, loss: np.ndarray, runs) -> tuple[np.ndarray, float, int]:
-    """(fitted log loss [n], residual sd, dof) of the smooth surrogate."""
+def _surrogate(c: np.ndarray, loss: np.ndarray, runs) -> tuple[np.ndarray, np.ndarray,
+                                                               np.ndarray, float, int]:
+    """(design [n, p], coefficients [p], their unscaled covariance [p, p], residual sd,
+    dof) of the smooth surrogate of log loss."""
     lc = np.log(c)
     if runs is not None and len(c) >= 9:
         u1, u2 = (np.log(np.asarray(v, float)) for v in runs)
@@ -40,14 +44,14 @@ def _surrogate(c: np.ndarray, loss: np.ndarray, runs) -> tuple[np.ndarray, float
         if len(c) >= 40:  # cubic terms with at least 4 runs per coefficient
             cols += [u1**3, u2**3, u1**2 * u2, u1 * u2**2]
     else:
+        lc = (lc - lc.mean()) / max(np.ptp(lc), 1e-12)
         cols = [np.ones_like(lc), lc, lc**2]
     design = np.stack(cols, axis=1)
     coef, *_ = np.linalg.lstsq(design, np.log(loss), rcond=None)
-    rank = np.linalg.matrix_rank(design)
-    dof = len(c) - rank
-    fitted = design @ coef
-    rss = float(((np.log(loss) - fitted) ** 2).sum())
-    return fitted, float(np.sqrt(rss / dof)) if dof > 0 else float("nan"), dof
+    dof = len(c) - np.linalg.matrix_rank(design)
+    rss = float(((np.log(loss) - design @ coef) ** 2).sum())
+    sd = float(np.sqrt(rss / dof)) if dof > 0 else float("nan")
+    return design, coef, np.linalg.pinv(design.T @ design), sd, dof
 
 
 def selection_interval(compute, loss, runs=None, n_boot: int = N_BOOT, seed: int = 0,
@@ -64,17 +68,21 @@ def selection_interval(compute, loss, runs=None, n_boot: int = N_BOOT, seed: int
         runs = runs if good_runs.all() else None
     c, loss = c[good], loss[good]
     observed = _slope(c, loss, frontier_indices(c, loss))
-    fitted, sd, dof = _surrogate(c, loss, runs)
+    design, coef, cov, sd, dof = _surrogate(c, loss, runs)
     if not np.isfinite(observed) or dof < 1 or not np.isfinite(sd):
         return None
-    smooth = np.exp(fitted)
-    gamma_s = _slope(c, smooth, frontier_indices(c, smooth))
     rng = np.random.default_rng(seed)
     sig = sd * np.sqrt(rng.chisquare(dof, n_boot) / dof)
-    draws = np.exp(fitted[None, :] + sig[:, None] * rng.normal(size=(n_boot, len(c))))
-    delta = np.array([_slope(c, y, frontier_indices(c, y)) for y in draws]) - gamma_s
+    root = np.linalg.cholesky(cov + 1e-12 * np.trace(cov) * np.eye(len(coef)))
+    surfaces = (coef[None, :] + sig[:, None] * rng.normal(size=(n_boot, len(coef))) @ root.T
+                ) @ design.T  # [n_boot, n] plausible noiseless log losses
+    delta = np.empty(n_boot)
+    for k, (surface, s) in enumerate(zip(np.exp(surfaces), sig)):
+        noisy = surface * np.exp(s * rng.normal(size=len(c)))
+        delta[k] = (_slope(c, noisy, frontier_indices(c, noisy))
+                    - _slope(c, surface, frontier_indices(c, surface)))
     delta = delta[np.isfinite(delta)]
-    if len(delta) < n_boot // 2 or not np.isfinite(gamma_s):
+    if len(delta) < n_boot // 2:
         return None
     q_lo, q_hi = np.quantile(delta, [(1 - level) / 2, (1 + level) / 2])
     return [float(observed - q_hi), float(observed - q_lo)]
