@@ -97,8 +97,9 @@ def _goal(name: str) -> list[tuple[str, float, float, str]]:
         out.append(("reported", s.reported, 0.0, "<="))
     if kind == "collinear":
         out.append(("collinear said", s.rates["collinear said"], 0.99, ">="))
-    return [(w, v, g, d, mc_error(v, s.n_ok if w.startswith("coverage") else s.reps))
-            for w, v, g, d in out]
+    # flags come from exact 5 % tests (5 % in expectation): two Monte-Carlo errors allowed
+    return [(w, v, g, d, mc_error(v, s.n_ok if w.startswith("coverage") else s.reps)
+             * (2 if w.endswith("flag") and d == "<=" else 1)) for w, v, g, d in out]
 
 
 @pytest.mark.slow
