@@ -93,3 +93,15 @@ def test_frontier_interval_of_the_test_loss_includes_the_selection():
     t_only = fit_law("power", *frontier_fits(c, loss, forms=("power",), n_perm=50)[:2])
     assert np.ptp(fit.ci["beta"]) > np.ptp(t_only.ci["beta"])
     assert fit.ci["beta"][0] < frontier_truth() < fit.ci["beta"][1]
+
+
+def test_table_row_shows_the_curvature_p_and_a_warning_when_it_rejects():
+    from mlip_scaling.scaling.report_page import FIT_COLUMNS, fit_table
+
+    rng = np.random.default_rng(2)
+    x = np.logspace(3, 7, 8)
+    fit = fit_power(x, broken_law(x, 3, 0.1, 0.4, 1e5, 0.5) * np.exp(rng.normal(0, .05, 8)))
+    row = {"family": "f", "metric": "test_loss", "axis": "data", "slice": {}, **fit.to_dict()}
+    cells = dict(zip(FIT_COLUMNS, fit_table([row])[0]))
+    assert float(cells["p (curvature)"]) == pytest.approx(fit.p_curv, rel=0.05)
+    assert "WARNING: the log-log plot bends" in cells["status"]
