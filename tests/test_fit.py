@@ -42,18 +42,21 @@ def test_joint_form_recovers_both_exponents():
     np.testing.assert_allclose(predict("joint", fit.params, n, d), y, rtol=0.05)
 
 
-def test_power_interval_is_the_textbook_t_interval_with_replicates():
+def test_replicates_are_averaged_per_size_and_the_t_interval_has_sizes_minus_two_dof():
     rng = np.random.default_rng(8)
-    x = np.repeat(np.logspace(3, 6, 4), 3)  # 4 sizes x 3 seeds: every run is a point
+    sizes = np.logspace(3, 6, 4)
+    x = np.repeat(sizes, 3)  # 4 sizes x 3 seeds: the fit is on the 4 per-size means
     y = 2.0 * x**-0.25 * np.exp(rng.normal(0, 0.05, len(x)))
     fit = fit_power(x, y)
-    ref = stats.linregress(np.log(x), np.log(y))
-    half = stats.t.ppf(0.975, len(x) - 2) * ref.stderr
+    ref = stats.linregress(np.log(sizes), np.log(y).reshape(4, 3).mean(1))
+    half = stats.t.ppf(0.975, 4 - 2) * ref.stderr
     np.testing.assert_allclose(fit.ci["beta"], [-ref.slope - half, -ref.slope + half],
                                rtol=1e-9)
     np.testing.assert_allclose(fit.p_trend, ref.pvalue, rtol=1e-6)
-    assert fit.indicative and fit.n_sizes == 4 and fit.n_points == 12
+    assert fit.indicative and fit.n_sizes == 4 and fit.n_points == 12 and fit.n_cells == 4
+    assert fit.dof == 2 and fit.se["beta"] == pytest.approx(ref.stderr, rel=1e-9)
     assert fit.interval.startswith("t") and len(fit.band["x"]) == len(fit.band["lo"])
+    assert "seeds averaged" in fit.weighting
     assert not fit_power(np.logspace(3, 6, 5), 2.0 * np.logspace(3, 6, 5) ** -0.25).indicative
 
 

@@ -1,24 +1,37 @@
 """Scaling-law fits with calibrated 95 % intervals and trend tests.
 
-The compute frontier's selection and null are in ``frontier``.
+The compute frontier's selection and null are in ``frontier``; cells and weights in
+``fit_cells``; the broken form in ``fit_broken``; the leave-largest-out test and collinear
+axes in ``fit_checks``.
 
-Forms (noise model: Gaussian on log L, so every loss is a sum of squared log residuals):
+Noise model: Gaussian on log L. Every fit is made on cells (the runs at one size, or one
+(N, D) pair): their mean log L, weighted by inverse variance (recorded standard errors,
+replicate counts; ``fit_cells``). Replicate seeds thus never count as independent
+points: the residual variance comes from the cell means and every interval and test has
+(cells − parameters) degrees of freedom.
 
-* ``power`` L = α·N^−β: ordinary least squares of log L on log N (the paper's fit). The
-  interval of β is the t-interval with n − 2 degrees of freedom.
+Forms:
+
+* ``power`` L = α·N^−β: weighted least squares of log L on log N (the paper's fit,
+  unweighted with one run per size). The interval of β is the t-interval with K − 2 d.o.f.
 * ``floor`` L = E + A·N^−b and ``joint`` L(N, D) = E + A/N^a + B/D^b: variable projection
   over a grid of exponents, polished with the analytic Jacobian; profile-likelihood
   intervals (F-calibrated; see ``fit_nonlinear``). Every fit starts from scratch.
+* ``broken`` L = a·N^−b1·(1 + (N/N_b)^(1/s))^(−(b2−b1)·s), s fixed: reported only when it
+  beats the pure power law by its nested test (``p_break``, exact Monte-Carlo null).
 * Trend test: an exponent is reported only when the log-log slope differs from 0 (F-test
   against a constant, p < 0.05) and the loss decreases; the joint form needs both partial
-  slopes of log L on (log N, log D) to pass. ``p_trend`` is in every row.
+  slopes of log L on (log N, log D) to pass. ``p_trend`` is in every row. When log N and
+  log D are collinear the joint form says so (status ``collinear``) and gives the power
+  law along the runs (the combined axis) instead.
 * Floor test: the floor form is reported only when it beats the pure power law it nests
-  (F-test on the residual sums of squares, 1 and n − 3 d.o.f., p < 0.05: ``p_floor``).
-* Replicates (several runs at one size) enter as separate points: the residual variance
-  then includes the seed-to-seed scatter and the d.o.f. count every run.
+  (F-test on the residual sums of squares, 1 and K − 3 d.o.f., p < 0.05: ``p_floor``).
+* Curvature test (power form): t-test of a quadratic term in log-log (``p_curv``); flag
+  ``curvature`` when p < 0.05 (a bend: a floor, a broken law).
+* Leave-largest-out check: refit from scratch without the largest cell; the relative
+  error there (``extrapolation_error``) and a t-test of it against the noise
+  (``p_extrap``; flag ``extrapolation`` when p < 0.05).
 * With <= 4 distinct sizes a fit is flagged ``indicative``.
-* Leave-largest-out check: refit from scratch without the largest N (N·D for the joint
-  form), relative error of the prediction there.
 """
 
 from __future__ import annotations
@@ -28,29 +41,44 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy import stats
 
+from mlip_scaling.scaling.fit_broken import broken_predict, fit_broken
+from mlip_scaling.scaling.fit_cells import Cells, curvature_p, make_cells, wls
+from mlip_scaling.scaling.fit_checks import (
+    COLLINEAR_R,
+    NEAR_COLLINEAR_R,
+    extrapolation_p,
+    jacobian,
+    linear_se,
+    log_correlation,
+)
 from mlip_scaling.scaling.fit_nonlinear import fit_floor_vp, fit_joint_vp
 
 __all__ = ["FitResult", "fit_power", "fit_floor", "fit_joint", "fit_law", "predict", "ALPHA",
            "NEEDED"]
 
-ALPHA = 0.05  # level of the trend and floor tests (95 % intervals)
+ALPHA = 0.05  # level of the trend, floor, break, curvature and extrapolation tests
 INDICATIVE_SIZES = 4
-#: minimum (distinct sizes, points) of each law form
-NEEDED = {"power": (3, 3), "floor": (4, 5), "joint": (3, 8)}
-_INTERVAL = {"power": "t (n-2 dof)", "floor": "profile likelihood, F(1, n-3)",
-             "joint": "profile likelihood, F(1, n-5)"}
+#: minimum (distinct sizes, cells) of each law form; a cell is one size (one (N, D) pair)
+NEEDED = {"power": (3, 3), "floor": (4, 5), "joint": (3, 8), "broken": (6, 6)}
+_INTERVAL = {"power": "t (cells-2 dof)", "floor": "profile likelihood, F(1, cells-3)",
+             "joint": "profile likelihood, F(1, cells-5)",
+             "broken": "profile likelihood, F(1, cells-4), s fixed"}
+#: parameters varied in the linearised standard errors (s of the broken form is fixed)
+_FREE = {"power": ["alpha", "beta"], "floor": ["E", "A", "b"],
+         "joint": ["E", "A", "B", "a", "b"], "broken": ["a", "b1", "b2", "Nb"]}
 
 
 @dataclass
 class FitResult:
-    """One fitted law: parameters, 95 % intervals, tests and status."""
+    """One fitted law: parameters, 95 % intervals, tests, flags and status."""
 
     form: str
-    status: str = "ok"  # ok | insufficient | no-trend | unidentifiable | failed
+    #: ok | insufficient | no-trend | unidentifiable | collinear | failed
+    status: str = "ok"
     reason: str = ""
     params: dict[str, float] = field(default_factory=dict)
     ci: dict[str, list[float]] = field(default_factory=dict)
-    n_points: int = 0
+    n_points: int = 0  # runs
     n_sizes: int = 0
     indicative: bool = False  # <= 4 distinct sizes
     interval: str = ""  # how the 95 % intervals were made
@@ -60,6 +88,15 @@ class FitResult:
     r2: float | None = None
     extrapolation_error: float | None = None  # relative error at the largest N, left out
     band: dict[str, list[float]] = field(default_factory=dict)  # x, lo, hi (95 %)
+    n_cells: int = 0  # distinct sizes (or (N, D) pairs): the points fitted
+    weighting: str = ""  # how runs became weighted cells
+    dof: int | None = None  # residual degrees of freedom (cells − parameters)
+    resid_sd: float | None = None  # residual sd of log L at weight 1 (weights mean 1)
+    se: dict[str, float] = field(default_factory=dict)  # standard errors (linearised)
+    p_curv: float | None = None  # quadratic term in log-log (power form)
+    p_extrap: float | None = None  # leave-largest-out error against the noise
+    p_break: float | None = None  # broken form against the pure power law
+    flags: list[str] = field(default_factory=list)  # curvature | extrapolation
 
     @property
     def ok(self) -> bool:
@@ -68,8 +105,8 @@ class FitResult:
     @property
     def exponent(self) -> float | None:
         """β (power), b (floor) — the decay exponent; None when not fitted and for the
-        joint form (two exponents: params a and b)."""
-        if not self.ok or self.form == "joint":
+        joint and broken forms (two exponents each)."""
+        if not self.ok or self.form in ("joint", "broken"):
             return None
         return self.params["beta" if self.form == "power" else "b"]
 
@@ -87,29 +124,30 @@ def predict(form: str, params: dict[str, float], x: np.ndarray,
         return params["E"] + params["A"] * x ** -params["b"]
     if form == "joint":
         return params["E"] + params["A"] * x ** -params["a"] + params["B"] * d ** -params["b"]
+    if form == "broken":
+        return broken_predict(params, x)
     raise ValueError(f"unknown law form {form!r}")
 
 
-def _ols(x: np.ndarray, y: np.ndarray) -> dict:
-    """Log-log least squares: slope, intercept, RSS, their standard errors, F-test p."""
+def _ols(x: np.ndarray, y: np.ndarray, w: np.ndarray | None = None) -> dict:
+    """Weighted log-log least squares: slope, intercept, weighted RSS, their standard
+    errors, the F-test p against a constant (weights default to 1)."""
     u, v = np.log(x), np.log(y)
-    n, ubar = len(u), u.mean()
-    sxx = float(((u - ubar) ** 2).sum())
-    slope = float(((u - ubar) * (v - v.mean())).sum() / sxx)
-    icept = float(v.mean() - slope * ubar)
-    rss = float(((v - icept - slope * u) ** 2).sum())
-    tss = float(((v - v.mean()) ** 2).sum())
-    s2 = rss / (n - 2)
-    fstat = (tss - rss) / s2 if s2 > 0 else np.inf
-    return {"slope": slope, "icept": icept, "rss": rss, "tss": tss, "s2": s2, "n": n,
-            "ubar": float(ubar), "sxx": sxx, "se_slope": float(np.sqrt(s2 / sxx)),
-            "se_icept": float(np.sqrt(s2 * (1 / n + ubar**2 / sxx))),
-            "p": float(stats.f.sf(fstat, 1, n - 2)) if np.isfinite(fstat) else 0.0}
+    w = np.ones(len(u)) if w is None else w
+    fit = wls(np.stack([np.ones_like(u), u], axis=1), v, w)
+    icept, slope = (float(c) for c in fit["coef"])
+    tss = float((w * (v - np.average(v, weights=w)) ** 2).sum())
+    s2, cov = fit["s2"], fit["cov_unscaled"]
+    fstat = (tss - fit["rss"]) / s2 if s2 > 0 else np.inf
+    return {"slope": slope, "icept": icept, "rss": fit["rss"], "s2": s2, "n": len(u),
+            "cov": cov, "se_slope": float(np.sqrt(s2 * cov[1, 1])),
+            "se_icept": float(np.sqrt(s2 * cov[0, 0])),
+            "p": float(stats.f.sf(fstat, 1, len(u) - 2)) if np.isfinite(fstat) else 0.0}
 
 
-def _power(x, y) -> tuple[dict, dict, dict]:
+def _power(x, y, w) -> tuple[dict, dict, dict]:
     """(params, ci, band) of the power law with t-intervals and t-band."""
-    o = _ols(x, y)
+    o = _ols(x, y, w)
     t = float(stats.t.ppf(1 - ALPHA / 2, o["n"] - 2))
     beta = -o["slope"]
     params = {"alpha": float(np.exp(o["icept"])), "beta": beta}
@@ -117,8 +155,9 @@ def _power(x, y) -> tuple[dict, dict, dict]:
           "alpha": [float(np.exp(o["icept"] - t * o["se_icept"])),
                     float(np.exp(o["icept"] + t * o["se_icept"]))]}
     xs = np.logspace(np.log10(x.min()), np.log10(x.max()), 40)
+    g = np.stack([np.ones(40), np.log(xs)], axis=1)
     mid = o["icept"] + o["slope"] * np.log(xs)
-    half = t * np.sqrt(o["s2"] * (1 / o["n"] + (np.log(xs) - o["ubar"]) ** 2 / o["sxx"]))
+    half = t * np.sqrt(o["s2"] * np.einsum("ij,jk,ik->i", g, o["cov"], g))
     band = {"x": xs.tolist(), "lo": np.exp(mid - half).tolist(),
             "hi": np.exp(mid + half).tolist()}
     return params, ci, band
@@ -132,71 +171,86 @@ def _floor_band(x: np.ndarray, curves: list) -> dict:
     return {"x": xs.tolist(), "lo": ys.min(0).tolist(), "hi": ys.max(0).tolist()}
 
 
-def _joint_trend(n, d, y) -> tuple[float, str]:
-    """Partial F-tests of log L on (1, log N, log D): (larger p, reason when failing)."""
-    design = np.stack([np.ones_like(n), np.log(n), np.log(d)], axis=1)
-    coef, *_ = np.linalg.lstsq(design, np.log(y), rcond=None)
-    rss = float(((np.log(y) - design @ coef) ** 2).sum())
-    dof = len(y) - 3
+def _joint_trend(c: Cells) -> tuple[float, str]:
+    """Weighted partial F-tests of log L on (1, log N, log D): (larger p, reason)."""
+    design = np.stack([np.ones_like(c.x), np.log(c.x), np.log(c.d)], axis=1)
+    full = wls(design, np.log(c.y), c.w)
     pvals = []
     for k in (1, 2):
-        keep = [0, 3 - k]
-        c0, *_ = np.linalg.lstsq(design[:, keep], np.log(y), rcond=None)
-        rss0 = float(((np.log(y) - design[:, keep] @ c0) ** 2).sum())
-        fstat = (rss0 - rss) / (rss / dof) if rss > 0 else np.inf
-        p = float(stats.f.sf(fstat, 1, dof)) if np.isfinite(fstat) else 0.0
-        pvals.append(p if coef[k] < 0 else 1.0)
+        rss0 = wls(design[:, [0, 3 - k]], np.log(c.y), c.w)["rss"]
+        fstat = (rss0 - full["rss"]) / full["s2"] if full["rss"] > 0 else np.inf
+        p = float(stats.f.sf(fstat, 1, full["dof"])) if np.isfinite(fstat) else 0.0
+        pvals.append(p if full["coef"][k] < 0 else 1.0)
     why = "" if max(pvals) < ALPHA else (
         f"no significant decrease with N (p={pvals[0]:.3g}) or with D (p={pvals[1]:.3g})")
     return max(pvals), why
 
 
-def _r2(form: str, params, x, y, d) -> float:
-    ly = np.log(y)
-    ss = float(((ly - np.log(predict(form, params, x, d))) ** 2).sum())
-    tot = float(((ly - ly.mean()) ** 2).sum())
+def _r2(form: str, params, c: Cells) -> float:
+    ly = np.log(c.y)
+    ss = float((c.w * (ly - np.log(predict(form, params, c.x, c.d))) ** 2).sum())
+    tot = float((c.w * (ly - np.average(ly, weights=c.w)) ** 2).sum())
     return 1.0 - ss / tot if tot > 0 else float("nan")
 
 
-def _core(form: str, x, y, d, intervals: bool = True) -> tuple[dict, dict, dict, float]:
-    """(params, ci, band, RSS) of ``form`` fitted from scratch."""
+def _core(form: str, x, y, d, w, intervals: bool = True) -> tuple[dict, dict, dict, float,
+                                                                  dict]:
+    """(params, ci, band, weighted RSS, extra) of ``form`` fitted from scratch on cells."""
     if form == "power":
-        params, ci, band = _power(x, y)
-        return params, ci, band, _ols(x, y)["rss"]
+        params, ci, band = _power(x, y, w)
+        return params, ci, band, _ols(x, y, w)["rss"], {}
     if form == "floor":
-        out = fit_floor_vp(x, y, intervals)
-        return out["params"], out["ci"], _floor_band(x, out["curves"]), out["rss"]
-    out = fit_joint_vp(x, d, y, intervals)
-    return out["params"], out["ci"], {}, out["rss"]
+        out = fit_floor_vp(x, y, intervals, w)
+        return out["params"], out["ci"], _floor_band(x, out["curves"]), out["rss"], {}
+    if form == "broken":
+        out = fit_broken(x, y, w, intervals=intervals)
+        return out["params"], out["ci"], {}, out["rss"], {"p_break": out["p_break"]}
+    out = fit_joint_vp(x, d, y, intervals, w)
+    return out["params"], out["ci"], {}, out["rss"], {}
 
 
-def _extrapolation(form: str, x, y, d) -> float | None:
-    """Leave-largest-out relative error, refitted from scratch (no warm start)."""
-    keep = x < x.max() if form != "joint" else (x * d) < (x * d).max()
+def _logpred(form: str, x, d):
+    return lambda p: np.log(np.maximum(predict(form, p, x, d), 1e-300))
+
+
+def _extrapolation(form: str, c: Cells) -> tuple[float | None, float | None]:
+    """Leave-largest-out (relative error, t-test p), refitted from scratch."""
+    key = c.x if form != "joint" else c.x * c.d
+    keep = key < key.max()
     sizes, points = NEEDED[form]
-    if len(np.unique(x[keep])) < sizes or keep.sum() < points:
-        return None
-    dk = None if d is None else d[keep]
-    if form == "joint" and len(np.unique(dk)) < sizes:
-        return None
-    params = _core(form, x[keep], y[keep], dk, intervals=False)[0]
-    pred = predict(form, params, x[~keep], None if d is None else d[~keep])
-    return float(np.mean(np.abs(pred - y[~keep]) / y[~keep]))
+    dk = None if c.d is None else c.d[keep]
+    if len(np.unique(c.x[keep])) < sizes or keep.sum() < points or (
+            form == "joint" and len(np.unique(dk)) < sizes):
+        return None, None
+    params, _, _, rss, _ = _core(form, c.x[keep], c.y[keep], dk, c.w[keep], intervals=False)
+    dh = None if c.d is None else c.d[~keep]
+    pred = predict(form, params, c.x[~keep], dh)
+    rel = float(np.mean(np.abs(pred - c.y[~keep]) / c.y[~keep]))
+    if (~keep).sum() != 1:
+        return rel, None
+    free = _FREE[form]
+    jac = jacobian(_logpred(form, c.x[keep], dk), params, free)
+    grad = jacobian(_logpred(form, c.x[~keep], dh), params, free)[0]
+    resid = float(np.log(c.y[~keep][0]) - np.log(pred[0]))
+    return rel, extrapolation_p(resid, float(c.w[~keep][0]), grad, jac, c.w[keep], rss)
 
 
-def _clean(x, y, d):
+def _clean(x, y, d, se=None):
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     d = None if d is None else np.asarray(d, dtype=float)
     good = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
     if d is not None:
         good &= np.isfinite(d) & (d > 0)
-    return x[good], y[good], None if d is None else d[good]
+    if se is not None:
+        se = np.asarray(se, dtype=float)[good]
+        se = se if np.all(np.isfinite(se) & (se > 0)) else None  # all or none
+    return x[good], y[good], None if d is None else d[good], se
 
 
-def _trend(form: str, x, y, d) -> tuple[float, str]:
+def _trend(form: str, c: Cells) -> tuple[float, str]:
     if form == "joint":
-        return _joint_trend(x, d, y)
-    o = _ols(x, y)
+        return _joint_trend(c)
+    o = _ols(c.x, c.y, c.w)
     if o["slope"] >= 0:
         verb = "increases" if o["p"] < ALPHA else "does not decrease"
         return o["p"], f"loss {verb} (log-log slope {o['slope']:.3g}, p={o['p']:.3g})"
@@ -205,73 +259,146 @@ def _trend(form: str, x, y, d) -> tuple[float, str]:
     return o["p"], ""
 
 
-def fit_law(form: str, x, y, d=None) -> FitResult:
-    """Fit ``form`` ('power', 'floor', 'joint') to losses ``y`` at sizes ``x`` (and ``d``).
+def _collinear(res: FitResult, c: Cells, r: float, partial: str) -> FitResult:
+    """Joint form on collinear (log N, log D): the power law along the runs instead."""
+    k = float(np.polyfit(np.log(c.x), np.log(c.d), 1)[0])
+    words = (f"N and D are collinear in log space (r = {r:.3f}, D ∝ N^{k:.2f} over the runs): "
+             f"their exponents cannot be separated" + (f" ({partial})" if partial else ""))
+    o = _ols(c.x, c.y, c.w)
+    res.p_trend = o["p"] if o["slope"] < 0 else 1.0
+    if o["slope"] >= 0 or o["p"] >= ALPHA:
+        res.status, res.reason = "no-trend", (
+            f"{words}; no significant decrease along the runs either (p={res.p_trend:.3g})")
+        return res
+    params, ci, band = _power(c.x, c.y, c.w)
+    res.status, res.interval = "collinear", _INTERVAL["power"] + ", combined axis"
+    res.params, res.ci, res.band = {**params, "k": k}, ci, band
+    res.dof, res.resid_sd = len(c.x) - 2, float(np.sqrt(o["s2"]))
+    res.se = {"beta": o["se_slope"]}
+    res.reason = (f"{words}; along the runs L ∝ N^-{params['beta']:.3f} "
+                  f"[{ci['beta'][0]:.3f}, {ci['beta'][1]:.3f}] (power law on the combined "
+                  f"axis N, with D ∝ N^{k:.2f})")
+    return res
 
-    The status is not 'ok' (params empty) with too few distinct sizes or points, no
-    significant decreasing trend, a floor that does not beat the pure power law, or an
-    exponent whose interval is unbounded; ``reason`` says which, with the p-value.
-    """
-    if form not in NEEDED:
-        raise ValueError(f"unknown law form {form!r} (power, floor, joint)")
-    x, y, d = _clean(x, y, d)
-    sizes = len(np.unique(x)) if d is None else min(len(np.unique(x)), len(np.unique(d)))
-    res = FitResult(form=form, n_points=int(len(x)), n_sizes=sizes, interval=_INTERVAL[form],
-                    indicative=sizes <= INDICATIVE_SIZES)
-    need_sizes, need_points = NEEDED[form]
-    if sizes < need_sizes or len(x) < need_points:
-        res.status, res.reason = "insufficient", (
-            f"{sizes} distinct sizes ({len(x)} valid points); the {form} form needs >= "
-            f"{need_sizes} sizes and >= {need_points} points")
-        return res
-    res.p_trend, why = _trend(form, x, y, d)
-    if why:
-        res.status, res.reason = "no-trend", why
-        return res
-    try:
-        params, ci, band, rss = _core(form, x, y, d)
-    except (ValueError, np.linalg.LinAlgError, FloatingPointError) as exc:
-        res.status, res.reason = "failed", str(exc)
-        return res
+
+def _checks(res: FitResult, form: str, c: Cells, params: dict, rss: float) -> None:
+    """Degrees of freedom, residual sd, standard errors, curvature and extrapolation."""
+    free = _FREE[form]
+    res.dof = len(c.x) - len(free)
+    s2 = rss / res.dof if res.dof > 0 else float("nan")
+    res.resid_sd = float(np.sqrt(s2))
+    jac = jacobian(_logpred(form, c.x, c.d), params, free)
+    ses = linear_se(jac, c.w, s2)
+    res.se = {k: float(v) for k, v in zip(free, ses) if k in ("beta", "a", "b", "b1", "b2")}
+    if form == "power":
+        res.p_curv = curvature_p(c.x, c.y, c.w)
+        if res.p_curv is not None and res.p_curv < ALPHA:
+            res.flags.append("curvature")
+    res.extrapolation_error, res.p_extrap = _extrapolation(form, c)
+    if res.p_extrap is not None and res.p_extrap < ALPHA:
+        res.flags.append("extrapolation")
+
+
+def _nested(res: FitResult, form: str, c: Cells, rss: float, extra: dict) -> bool:
+    """Floor and break tests against the pure power law; False (status set) on failure."""
     if form == "floor":
-        res.p_floor = _floor_test(x, y, rss)
+        res.p_floor = _floor_test(c, rss)
         if res.p_floor >= ALPHA:
             res.status, res.reason = "unidentifiable", (
                 f"no floor: E + A·N^-b does not beat the pure power law (F-test "
                 f"p={res.p_floor:.3g}); use the pure power law")
-            return res
-    unbounded = [k for k in ("a", "b", "beta") if k in ci and not np.isfinite(ci[k][1])]
+            return False
+    if form == "broken":
+        res.p_break = extra["p_break"]
+        if res.p_break is None or res.p_break >= ALPHA:
+            res.status, res.reason = "unidentifiable", (
+                "no break: the broken power law does not beat the pure power law (sup-F "
+                f"test p={res.p_break if res.p_break is not None else float('nan'):.3g}); "
+                "use the pure power law")
+            return False
+    return True
+
+
+def fit_law(form: str, x, y, d=None, se=None) -> FitResult:
+    """Fit ``form`` ('power', 'floor', 'joint', 'broken') to losses ``y`` [n] at sizes
+    ``x`` [n] (and data sizes ``d`` [n] for the joint form); ``se`` [n]: standard errors
+    of ``y`` (same units), used as weights when every point has one.
+
+    Runs at one size (one (N, D) pair) are averaged into a cell (see ``fit_cells``).
+    The status is not 'ok' (params empty) with too few distinct sizes or cells, no
+    significant decreasing trend, a floor or break that does not beat the pure power law,
+    an exponent whose interval is unbounded, or collinear N and D ('collinear': the power
+    law along the runs is in params); ``reason`` says which, with the p-value.
+    """
+    if form not in NEEDED:
+        raise ValueError(f"unknown law form {form!r} ({', '.join(NEEDED)})")
+    if (form == "joint") != (d is not None):
+        raise ValueError("the joint form needs data sizes d; the other forms take none")
+    x, y, d, se = _clean(x, y, d, se)
+    sizes = len(np.unique(x)) if d is None else min(len(np.unique(x)), len(np.unique(d)))
+    res = FitResult(form=form, n_points=int(len(x)), n_sizes=sizes, interval=_INTERVAL[form],
+                    indicative=sizes <= INDICATIVE_SIZES)
+    c = make_cells(x, y, d, se) if len(x) else None
+    res.n_cells = 0 if c is None else len(c.x)
+    need_sizes, need_cells = NEEDED[form]
+    r = log_correlation(c.x, c.d) if form == "joint" and c is not None else 0.0
+    if abs(r) >= COLLINEAR_R and res.n_cells >= NEEDED["power"][1]:
+        res.weighting = c.weighting
+        return _collinear(res, c, r, "")
+    if sizes < need_sizes or res.n_cells < need_cells:
+        res.status, res.reason = "insufficient", (
+            f"{sizes} distinct sizes ({res.n_cells} cells of {len(x)} valid runs); the {form} "
+            f"form needs >= {need_sizes} sizes and >= {need_cells} cells")
+        return res
+    res.weighting = c.weighting
+    res.p_trend, why = _trend(form, c)
+    if why:
+        if abs(r) >= NEAR_COLLINEAR_R:
+            alt = _collinear(FitResult(**res.to_dict()), c, r, f"partial tests: {why}")
+            if alt.status == "collinear":
+                return alt
+        res.status, res.reason = "no-trend", why
+        return res
+    try:
+        params, ci, band, rss, extra = _core(form, c.x, c.y, c.d, c.w)
+    except (ValueError, np.linalg.LinAlgError, FloatingPointError) as exc:
+        res.status, res.reason = "failed", str(exc)
+        return res
+    if not _nested(res, form, c, rss, extra):
+        return res
+    unbounded = [k for k in ("a", "b", "beta", "b1", "b2") if k in ci
+                 and not np.isfinite(ci[k][1])]
     if unbounded:
         res.status, res.reason = "unidentifiable", (
             f"the 95 % interval of {unbounded[0]} is unbounded above (estimate "
             f"{params[unbounded[0]]:.3g})")
         return res
     res.params, res.ci, res.band = params, ci, band
-    res.r2 = _r2(form, params, x, y, d)
-    res.extrapolation_error = _extrapolation(form, x, y, d)
+    res.r2 = _r2(form, params, c)
+    _checks(res, form, c, params, rss)
     return res
 
 
-def _floor_test(x, y, rss_floor: float) -> float:
+def _floor_test(c: Cells, rss_floor: float) -> float:
     """F-test of the floor form against the pure power law it nests (E = 0)."""
-    dof = len(x) - 3
-    rss_power = _ols(x, y)["rss"]
+    dof = len(c.x) - 3
+    rss_power = _ols(c.x, c.y, c.w)["rss"]
     if rss_floor <= 0:
         return 0.0 if rss_power > 0 else 1.0
     fstat = max(rss_power - rss_floor, 0.0) / (rss_floor / dof)
     return float(stats.f.sf(fstat, 1, dof))
 
 
-def fit_power(x, y) -> FitResult:
+def fit_power(x, y, se=None) -> FitResult:
     """The paper's pure power law L = α·N^−β."""
-    return fit_law("power", x, y)
+    return fit_law("power", x, y, se=se)
 
 
-def fit_floor(x, y) -> FitResult:
+def fit_floor(x, y, se=None) -> FitResult:
     """L = E + A·N^−b with an irreducible floor E."""
-    return fit_law("floor", x, y)
+    return fit_law("floor", x, y, se=se)
 
 
-def fit_joint(n, d, y) -> FitResult:
+def fit_joint(n, d, y, se=None) -> FitResult:
     """L(N_params, N_data) = E + A/N^a + B/D^b."""
-    return fit_law("joint", n, y, d=d)
+    return fit_law("joint", n, y, d=d, se=se)

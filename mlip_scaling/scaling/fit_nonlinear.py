@@ -2,7 +2,8 @@
 
 Both laws are sums of non-negative amplitudes times fixed columns once the exponents are
 fixed: floor L = E + A·N^−b (columns 1, N^−b), joint L = E + A·N^−a + B·D^−b (columns 1,
-N^−a, D^−b). The loss is the sum of squared log residuals (Gaussian noise on log L).
+N^−a, D^−b). The loss is the (weighted) sum of squared log residuals (Gaussian noise on log L; the
+weights are the cells' inverse variances, see ``fit_cells``).
 
 * Fit: for every exponent on a grid (b ∈ [0.01, 4]; (a, b) ∈ [0.01, 2.5]²) the amplitudes
   are profiled out exactly (non-negative least squares of relative residuals, then
@@ -63,26 +64,29 @@ def _nnls_batch(M: np.ndarray, t: np.ndarray) -> np.ndarray:
     return best_c
 
 
-def _log_rss(Z: np.ndarray, c: np.ndarray, ly: np.ndarray) -> np.ndarray:
+def _log_rss(Z: np.ndarray, c: np.ndarray, ly: np.ndarray, w: np.ndarray) -> np.ndarray:
     pred = np.maximum((Z @ c[..., None])[..., 0], _TINY)
-    return ((np.log(pred) - ly) ** 2).sum(-1)
+    return (w * (np.log(pred) - ly) ** 2).sum(-1)
 
 
-def profile_amplitudes(Z: np.ndarray, ly: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Non-negative amplitudes c minimising Σ (log(Z c) − log y)² for fixed columns.
+def profile_amplitudes(Z: np.ndarray, ly: np.ndarray, w: np.ndarray | None = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Non-negative amplitudes c minimising Σ w·(log(Z c) − log y)² for fixed columns.
 
-    Z [..., n, k] positive columns, ly [..., n] log losses (broadcastable).
-    Returns (c [..., k], RSS [...])."""
+    Z [..., n, k] positive columns, ly [..., n] log losses (broadcastable), w [n] weights
+    (default 1). Returns (c [..., k], weighted RSS [...])."""
     Z, ly = np.broadcast_arrays(Z, ly[..., None])
     ly = ly[..., 0]
-    c = _nnls_batch(Z * np.exp(-ly)[..., None], np.ones_like(ly))  # relative residuals
-    rss = _log_rss(Z, c, ly)
+    w = np.ones(ly.shape[-1]) if w is None else np.asarray(w, float)
+    sw = np.sqrt(w)
+    c = _nnls_batch(Z * (np.exp(-ly) * sw)[..., None], np.broadcast_to(sw, ly.shape))
+    rss = _log_rss(Z, c, ly, w)
     for _ in range(_GN_STEPS):
         pred = np.maximum((Z @ c[..., None])[..., 0], _TINY)
         jac = Z / pred[..., None]
         target = (jac @ c[..., None])[..., 0] - (np.log(pred) - ly)
-        c_new = _nnls_batch(jac, target)
-        rss_new = _log_rss(Z, c_new, ly)
+        c_new = _nnls_batch(jac * sw[:, None], target * sw)
+        rss_new = _log_rss(Z, c_new, ly, w)
         better = rss_new < rss * (1 - 1e-12)
         if not better.any():
             break
@@ -153,38 +157,40 @@ def _floor_columns(xr: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.stack([np.ones_like(z), z], axis=-1)
 
 
-def _polish_floor(xr, ly, start: np.ndarray) -> tuple[np.ndarray, float]:
-    """Bounded least squares on (E, A', b) with the analytic Jacobian."""
-    u = np.log(xr)
+def _polish_floor(xr, ly, start: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, float]:
+    """Bounded weighted least squares on (E, A', b) with the analytic Jacobian."""
+    u, sw = np.log(xr), np.sqrt(w)
 
     def resid(p):
-        return np.log(np.maximum(p[0] + p[1] * np.exp(-p[2] * u), _TINY)) - ly
+        return sw * (np.log(np.maximum(p[0] + p[1] * np.exp(-p[2] * u), _TINY)) - ly)
 
     def jac(p):
         z = np.exp(-p[2] * u)
         pred = np.maximum(p[0] + p[1] * z, _TINY)
-        return np.stack([1 / pred, z / pred, -p[1] * u * z / pred], axis=1)
+        return sw[:, None] * np.stack([1 / pred, z / pred, -p[1] * u * z / pred], axis=1)
 
     res = least_squares(resid, start, jac=jac, method="trf",
                         bounds=([0, 0, B_GRID[0]], [np.inf, np.inf, B_GRID[-1]]))
     return res.x, float((res.fun ** 2).sum())
 
 
-def fit_floor_vp(x: np.ndarray, y: np.ndarray, intervals: bool = True) -> dict:
+def fit_floor_vp(x: np.ndarray, y: np.ndarray, intervals: bool = True,
+                 w: np.ndarray | None = None) -> dict:
     """Floor law E + A·N^−b: params, RSS and (``intervals``) profile intervals of b and E
-    and band curves.
+    and band curves; ``w`` [n] weights of the squared log residuals (default 1).
 
     Returns {"params", "rss", "ci", "curves"}; curves are (E, A, b) with b across its
     interval and (E, A) profiled (for a plotted band)."""
     xref = _geomean(x)
     xr, ly = x / xref, np.log(y)
+    w = np.ones(len(x)) if w is None else np.asarray(w, float)
 
     def prof_b(b):
-        return profile_amplitudes(_floor_columns(xr, b), ly)[1]
+        return profile_amplitudes(_floor_columns(xr, b), ly, w)[1]
 
     b0, _ = _min_1d(prof_b, B_GRID)
-    coef, _ = profile_amplitudes(_floor_columns(xr, [b0]), ly)
-    p, rss_min = _polish_floor(xr, ly, np.array([coef[0, 0], coef[0, 1], b0]))
+    coef, _ = profile_amplitudes(_floor_columns(xr, [b0]), ly, w)
+    p, rss_min = _polish_floor(xr, ly, np.array([coef[0, 0], coef[0, 1], b0]), w)
     params = {"E": float(p[0]), "A": float(p[1] * xref ** p[2]), "b": float(p[2])}
     if not intervals:
         return {"params": params, "rss": rss_min, "curves": [], "ci": {}}
@@ -192,34 +198,35 @@ def fit_floor_vp(x: np.ndarray, y: np.ndarray, intervals: bool = True) -> dict:
     ci_b = profile_limit(prof_b, B_GRID, float(p[2]), thr)
     y_min = float(y.min())
     e_grid = _E_FRACTIONS * y_min
-    ci_e = profile_limit(lambda e: _floor_e_profile(xr, ly, e), e_grid, float(p[0]), thr)
+    ci_e = profile_limit(lambda e: _floor_e_profile(xr, ly, e, w), e_grid, float(p[0]), thr)
     band_b = np.linspace(ci_b[0], ci_b[1], 15) if np.isfinite(ci_b[1]) else np.zeros(0)
-    coef = profile_amplitudes(_floor_columns(xr, band_b), ly)[0] if len(band_b) else []
+    coef = profile_amplitudes(_floor_columns(xr, band_b), ly, w)[0] if len(band_b) else []
     curves = [(float(c[0]), float(c[1] * xref ** b), float(b)) for c, b in zip(coef, band_b)]
     return {"params": params, "rss": rss_min, "curves": curves,
             "ci": {"b": ci_b, "E": [ci_e[0], min(ci_e[1], y_min)]}}
 
 
-def _floor_e_profile(xr, ly, e_values: np.ndarray) -> np.ndarray:
+def _floor_e_profile(xr, ly, e_values: np.ndarray, w: np.ndarray) -> np.ndarray:
     """min over A >= 0 and b of the RSS at each fixed floor E (grid over b, then Brent)."""
     out = np.empty(len(e_values))
     for i, e in enumerate(np.asarray(e_values, float)):
-        out[i] = _min_1d(lambda b, e=e: _fixed_floor_rss(xr, ly, e, b), B_GRID)[1]
+        out[i] = _min_1d(lambda b, e=e: _fixed_floor_rss(xr, ly, e, b, w), B_GRID)[1]
     return out
 
 
-def _fixed_floor_rss(xr, ly, e: float, b: np.ndarray) -> np.ndarray:
-    """RSS of E fixed + A·xr^−b with A >= 0 profiled (Gauss-Newton), for each b."""
+def _fixed_floor_rss(xr, ly, e: float, b: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Weighted RSS of E fixed + A·xr^−b with A >= 0 profiled (Gauss-Newton), each b."""
     z = xr[None, :] ** -np.asarray(b, float)[:, None]  # [K, n]
     y = np.exp(ly)
-    w = z / y
-    amp = np.maximum((w * np.maximum(y - e, 0.0) / y).sum(-1) / (w * w).sum(-1), 0.0)
+    r = z / y
+    amp = np.maximum((w * r * np.maximum(y - e, 0.0) / y).sum(-1) / (w * r * r).sum(-1), 0.0)
     for _ in range(_GN_STEPS):
         pred = np.maximum(e + amp[:, None] * z, _TINY)
         g = z / pred
-        amp = np.maximum(amp - (g * (np.log(pred) - ly)).sum(-1) / (g * g).sum(-1), 0.0)
+        amp = np.maximum(amp - (w * g * (np.log(pred) - ly)).sum(-1) / (w * g * g).sum(-1),
+                         0.0)
     pred = np.maximum(e + amp[:, None] * z, _TINY)
-    return ((np.log(pred) - ly) ** 2).sum(-1)
+    return (w * (np.log(pred) - ly) ** 2).sum(-1)
 
 
 def _joint_columns(nr, dr, a, b) -> np.ndarray:
@@ -230,11 +237,11 @@ def _joint_columns(nr, dr, a, b) -> np.ndarray:
     return np.stack([np.ones_like(za), za, zb], axis=-1)
 
 
-def _polish_joint(nr, dr, ly, start: np.ndarray, fixed: int | None = None
+def _polish_joint(nr, dr, ly, w, start: np.ndarray, fixed: int | None = None
                   ) -> tuple[np.ndarray, float]:
-    """Bounded least squares on (E, A', B', a, b) with the analytic Jacobian; ``fixed``:
-    index of an exponent (3: a, 4: b) held at its start value (a profile point)."""
-    un, ud = np.log(nr), np.log(dr)
+    """Bounded weighted least squares on (E, A', B', a, b) with the analytic Jacobian;
+    ``fixed``: index of an exponent (3: a, 4: b) held at its start value (a profile point)."""
+    un, ud, sw = np.log(nr), np.log(dr), np.sqrt(w)
     free = [k for k in range(5) if k != fixed]
 
     def full(q):
@@ -247,14 +254,14 @@ def _polish_joint(nr, dr, ly, start: np.ndarray, fixed: int | None = None
         return za, zb, np.maximum(p[0] + p[1] * za + p[2] * zb, _TINY)
 
     def resid(q):
-        return np.log(parts(full(q))[2]) - ly
+        return sw * (np.log(parts(full(q))[2]) - ly)
 
     def jac(q):
         p = full(q)
         za, zb, pred = parts(p)
         cols = np.stack([1 / pred, za / pred, zb / pred, -p[1] * un * za / pred,
                          -p[2] * ud * zb / pred], axis=1)
-        return cols[:, free]
+        return sw[:, None] * cols[:, free]
 
     lo = np.array([0, 0, 0, JOINT_GRID[0], JOINT_GRID[0]])[free]
     hi = np.array([np.inf, np.inf, np.inf, JOINT_GRID[-1], JOINT_GRID[-1]])[free]
@@ -263,7 +270,7 @@ def _polish_joint(nr, dr, ly, start: np.ndarray, fixed: int | None = None
     return full(res.x), float((res.fun ** 2).sum())
 
 
-def _joint_profile(nr, dr, ly, coef, rss, axis: int):
+def _joint_profile(nr, dr, ly, w, coef, rss, axis: int):
     """Vectorised profile RSS of exponent ``axis`` (0: a, 1: b): each point polished from
     the best grid point of the nearest grid column."""
     def prof(values):
@@ -275,29 +282,31 @@ def _joint_profile(nr, dr, ly, coef, rss, axis: int):
             amps = coef[k, j] if axis == 0 else coef[j, k]
             expo = [v, JOINT_GRID[j]] if axis == 0 else [JOINT_GRID[j], v]
             start = np.array([*amps, *expo])
-            out[i] = min(_polish_joint(nr, dr, ly, start, fixed=3 + axis)[1], line[j]
+            out[i] = min(_polish_joint(nr, dr, ly, w, start, fixed=3 + axis)[1], line[j]
                          if JOINT_GRID[k] == v else np.inf)
         return out
 
     return prof
 
 
-def fit_joint_vp(n: np.ndarray, d: np.ndarray, y: np.ndarray, intervals: bool = True) -> dict:
+def fit_joint_vp(n: np.ndarray, d: np.ndarray, y: np.ndarray, intervals: bool = True,
+                 w: np.ndarray | None = None) -> dict:
     """Joint law E + A·N^−a + B·D^−b: params, RSS and (``intervals``) profile intervals
-    of a and b."""
+    of a and b; ``w`` [n] weights of the squared log residuals (default 1)."""
     nref, dref = _geomean(n), _geomean(d)
     nr, dr, ly = n / nref, d / dref, np.log(y)
-    coef, rss = profile_amplitudes(_joint_columns(nr, dr, JOINT_GRID, JOINT_GRID), ly)
+    w = np.ones(len(y)) if w is None else np.asarray(w, float)
+    coef, rss = profile_amplitudes(_joint_columns(nr, dr, JOINT_GRID, JOINT_GRID), ly, w)
     i, j = np.unravel_index(int(np.argmin(rss)), rss.shape)
     start = np.array([*coef[i, j], JOINT_GRID[i], JOINT_GRID[j]])
-    p, rss_min = _polish_joint(nr, dr, ly, start)
+    p, rss_min = _polish_joint(nr, dr, ly, w, start)
     if rss_min > rss[i, j]:
         p, rss_min = start, float(rss[i, j])
     thr = threshold(rss_min, len(y) - 5)
     if not intervals:
         ci = {}
     else:
-        ci = {k: profile_limit(_joint_profile(nr, dr, ly, coef, rss, axis), JOINT_GRID,
+        ci = {k: profile_limit(_joint_profile(nr, dr, ly, w, coef, rss, axis), JOINT_GRID,
                                float(p[3 + axis]), thr, vals=rss.min(axis=1 - axis))
               for axis, k in enumerate("ab")}
     params = {"E": float(p[0]), "A": float(p[1] * nref ** p[3]),

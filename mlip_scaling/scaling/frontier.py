@@ -16,6 +16,7 @@ import itertools
 import numpy as np
 
 from mlip_scaling.scaling.fit import ALPHA, FitResult, _clean, _ols, fit_law
+from mlip_scaling.scaling.frontier_boot import N_BOOT, selection_interval
 
 __all__ = ["frontier", "frontier_indices", "frontier_null", "fit_frontier", "frontier_fits",
            "frontier_fit"]
@@ -98,13 +99,15 @@ def fit_frontier(compute, loss, metric=None, forms=("floor", "power"), n_perm: i
 
 
 def frontier_fits(compute, loss, metric=None, forms=("power", "floor"), n_perm: int = 1000,
-                  seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[FitResult]]:
+                  seed: int = 0, runs=None) -> tuple[np.ndarray, np.ndarray, list[FitResult]]:
     """Each form fitted to ``metric`` on the frontier runs chosen by ``loss``.
 
     Trend test: for another metric, the permutation null with the selection kept
     (``p_perm``, exact); for the loss itself, the F-test of log loss on log compute over
     all runs (no selection), with the re-selecting null's ``p_perm`` reported beside it.
-    Returns (frontier FLOPs [M], metric there [M], [FitResult per form]).
+    The power-law interval of the loss itself is the parametric bootstrap that re-selects
+    the frontier in every draw (``frontier_boot``; ``runs``: (N [n], D [n]) of each run
+    for its surrogate). Returns (frontier FLOPs [M], metric there [M], [FitResult per form]).
     """
     own = metric is None
     metric = loss if own else metric
@@ -113,11 +116,27 @@ def frontier_fits(compute, loss, metric=None, forms=("power", "floor"), n_perm: 
     keep = np.isfinite(m) & (m > 0)
     _, _, p_perm = frontier_null(compute, loss, metric, n_perm, seed, reselect=own)
     p_all = _all_runs_p(compute, loss) if own else None
-    return c[keep], m[keep], [frontier_fit(f, c[keep], m[keep], p_perm, p_all) for f in forms]
+    fits = [frontier_fit(f, c[keep], m[keep], p_perm, p_all) for f in forms]
+    if own:
+        for fit in (f for f in fits if f.ok):
+            _selection_interval(fit, compute, loss, runs, seed)
+    return c[keep], m[keep], fits
+
+
+def _selection_interval(fit: FitResult, compute, loss, runs, seed: int) -> None:
+    """The power law's β interval re-selecting the frontier; a note on the other forms."""
+    ci = selection_interval(compute, loss, runs, seed=seed) if fit.form == "power" else None
+    if ci is None:
+        note = "the interval does not include the frontier selection's own noise"
+        fit.reason = f"{fit.reason}; {note}" if fit.reason else f"note: {note}"
+        return
+    fit.ci["beta"] = ci
+    fit.interval = f"parametric bootstrap re-selecting the frontier ({N_BOOT} draws)"
+    fit.band = {}
 
 
 def _all_runs_p(compute, loss) -> float | None:
-    c, l, _ = _clean(compute, loss, None)
+    c, l, _, _ = _clean(compute, loss, None)
     if len(np.unique(c)) < 3:
         return None
     o = _ols(c, l)

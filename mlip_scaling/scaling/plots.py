@@ -20,7 +20,6 @@ from mlip_scaling.scaling.metrics import metric as metric_info
 
 __all__ = ["plot_metric", "plot_frontier", "plot_quality", "law_band", "log_ticks"]
 
-_EXPONENT = {"power": "beta", "floor": "b"}
 _MANTISSAS = ((1.0,), (1.0, 3.0), (1.0, 2.0, 5.0), tuple(float(m) for m in range(1, 10)))
 Paths = tuple[Path, Path] | None
 
@@ -48,9 +47,14 @@ def law_band(row: dict, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
 
 def _draw_law(ax, row: dict, color, style: str = "-") -> None:
     xs = np.logspace(np.log10(min(row["x"])), np.log10(max(row["x"])), 60)
-    key = _EXPONENT[row["form"]]
-    label = (f"{row['family']}: β={row['params'][key]:.3f}" if row["form"] == "power"
-             else f"{row['family']}: E+A·N^-b, b={row['params'][key]:.3f}")
+    p = row["params"]
+    if row["form"] == "broken":
+        label = f"{row['family']}: broken, b1={p['b1']:.3f}, b2={p['b2']:.3f}"
+    elif row["form"] == "power":
+        label = f"{row['family']}: β={p['beta']:.3f}" + (
+            " (curved!)" if "curvature" in (row.get("flags") or []) else "")
+    else:
+        label = f"{row['family']}: E+A·N^-b, b={p['b']:.3f}"
     label += f" (indicative: {row.get('n_sizes')} sizes)" if row.get("indicative") else ""
     ax.plot(xs, predict(row["form"], row["params"], xs), style, color=color, label=label)
     band = law_band(row, xs)
@@ -173,6 +177,8 @@ def _panel(ax, rows: list[dict], metric: str, axis: str, colors: dict[str, str])
             _draw_law(ax, power, color)
         if sel.get("floor", {}).get("status") == "ok":
             _draw_law(ax, sel["floor"], color, "--")
+        if sel.get("broken", {}).get("status") == "ok":
+            _draw_law(ax, sel["broken"], color, ":")
 
 
 def plot_metric(rows: list[dict], metric: str, out: Path) -> Paths:

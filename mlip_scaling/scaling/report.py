@@ -32,7 +32,7 @@ from mlip_scaling.scaling.report_page import (
     page,
 )
 from mlip_scaling.scaling.results import check_records, read_results
-from mlip_scaling.scaling.slices import AXES, finite, slice_points
+from mlip_scaling.scaling.slices import AXES, finite, slice_points_se, standard_error
 
 __all__ = ["load_records", "split_records", "fit_records", "build_report", "write_report",
            "print_table", "print_models", "exit_status", "RESULTS_NAME"]
@@ -93,7 +93,8 @@ def _present_elsewhere(metric: str, records: list[dict]) -> bool:
     return any(_finite((r.get("metrics") or {}).get(metric)) for r in records)
 
 
-def fit_records(records: list[dict], metrics=None, axes=None, forms=("power", "floor"),
+def fit_records(records: list[dict], metrics=None, axes=None,
+                forms=("power", "floor", "broken"),
                 n_perm: int = 1000) -> list[dict]:
     """Fits per family, metric, axis and form as JSON-able rows (FitResult fields plus
     family, metric, axis, the fitted slice and the points x, y).
@@ -111,9 +112,9 @@ def fit_records(records: list[dict], metrics=None, axes=None, forms=("power", "f
             if not _present_elsewhere(metric, recs):
                 continue
             for axis in (a for a in axes if a in AXES):
-                x, y, desc = slice_points(recs, axis, metric)
+                x, y, se, desc = slice_points_se(recs, axis, metric)
                 fits = (_compute_fits(recs, metric, forms, n_perm) if axis == "compute"
-                        else [fit_law(form, x, y) for form in forms])
+                        else [fit_law(form, x, y, se=se) for form in forms])
                 rows += [_row(family, metric, axis, fit, x, y, desc) for fit in fits]
             if "joint" in axes:
                 rows.append(_joint_row(family, metric, recs))
@@ -126,15 +127,20 @@ def _compute_fits(recs: list[dict], metric: str, forms, n_perm: int) -> list[Fit
     select = [r["metrics"][SELECTION] for r in runs]
     values = None if metric == SELECTION else [
         v if _finite(v := (r.get("metrics") or {}).get(metric)) else np.nan for r in runs]
-    return frontier_fits(flops, select, values, forms, n_perm)[2]
+    sizes = [r.get("n_params") for r in runs], [r.get("n_train") for r in runs]
+    usable = all(_finite(v) for v in (*sizes[0], *sizes[1]))
+    return frontier_fits(flops, select, values, forms, n_perm,
+                         runs=(np.asarray(sizes[0], float), np.asarray(sizes[1], float))
+                         if usable else None)[2]
 
 
 def _joint_row(family: str, metric: str, recs: list[dict]) -> dict:
-    pts = [(r["n_params"], r["n_train"], r["metrics"][metric]) for r in recs
-           if _finite(r.get("n_params")) and _finite(r.get("n_train"))
+    pts = [(r["n_params"], r["n_train"], r["metrics"][metric], standard_error(r, metric))
+           for r in recs if _finite(r.get("n_params")) and _finite(r.get("n_train"))
            and _finite(r["metrics"].get(metric))]
-    n, d, y = (np.asarray(v, float) for v in zip(*pts)) if pts else (np.zeros(0),) * 3
-    row = _row(family, metric, "joint", fit_joint(n, d, y), n, y,
+    n, d, y, se = (np.asarray(v, float) for v in zip(*pts)) if pts else (np.zeros(0),) * 4
+    se = se if len(se) and np.isfinite(se).all() else None
+    row = _row(family, metric, "joint", fit_joint(n, d, y, se=se), n, y,
                {"fixed": None, "value": None, "rule": "all runs", "missing": []})
     row["d"] = [float(v) for v in d]
     return row
@@ -199,6 +205,18 @@ def _write_csv(path: Path, header: list[str], lines: list[list]) -> None:
         writer.writerows(lines)
 
 
+_EXTRA_CSV = ["n_cells", "weighting", "dof", "resid_sd", "p_curv", "p_extrap", "p_break",
+              "flags", "se_beta", "se_a", "se_b", "se_b1", "se_b2"]
+
+
+def _csv_extra(row: dict, key: str):
+    if key == "flags":
+        return ";".join(row.get("flags") or [])
+    if key.startswith("se_"):
+        return (row.get("se") or {}).get(key[3:])
+    return row.get(key)
+
+
 def _write_tables(rows, records, excluded, out: Path) -> None:
     measured = model_metrics(records, oracle=True)
     payload = {"format": FITS_FORMAT, "fits": rows,
@@ -213,13 +231,14 @@ def _write_tables(rows, records, excluded, out: Path) -> None:
                ["family", "metric", "axis", "slice_fixed", "slice_value", "slice_rule", "form",
                 "status", "reason", "n_points", "n_sizes", "indicative", "interval", "p_trend",
                 "p_floor", "p_perm", "r2", "extrapolation_error", *keys,
-                *[f"{k}_{e}" for k in keys for e in ("lo", "hi")]],
+                *[f"{k}_{e}" for k in keys for e in ("lo", "hi")], *_EXTRA_CSV],
                [[r["family"], r["metric"], r["axis"], r["slice"].get("fixed"),
                  r["slice"].get("value"), r["slice"].get("rule"), r["form"], r["status"],
                  r["reason"], r["n_points"], r["n_sizes"], r["indicative"], r["interval"],
                  r["p_trend"], r["p_floor"], r["p_perm"], r["r2"], r["extrapolation_error"],
                  *[r["params"].get(k) for k in keys],
-                 *[r["ci"].get(k, [None, None])[i] for k in keys for i in (0, 1)]]
+                 *[r["ci"].get(k, [None, None])[i] for k in keys for i in (0, 1)],
+                 *[_csv_extra(r, k) for k in _EXTRA_CSV]]
                 for r in rows])
     why = {id(rec): reason for rec, reason in excluded}
     names = list(dict.fromkeys([*FITTED, *measured]))

@@ -21,12 +21,19 @@ __all__ = ["model_metrics", "model_table", "missing_lines", "no_floor_lines", "f
 _EXPONENT = {"power": "beta", "floor": "b"}
 _AXIS_WORDS = {"data": "the data axis", "params": "the parameter axis",
                "compute": "the compute frontier", "joint": "both axes"}
-_FORM_WORDS = {"power": "a power law", "floor": "the floor form", "joint": "the joint law"}
+_FORM_WORDS = {"power": "a power law", "floor": "the floor form", "joint": "the joint law",
+               "broken": "the broken power law"}
 #: trend-test p-values in this open range decide near the 0.05 threshold: such a cell may
 #: flip between an exponent and none on another machine or rerun (marked "borderline")
 BORDERLINE = (0.01, 0.1)
 FIT_COLUMNS = ("family", "metric", "axis", "fitted slice", "form", "exponent", "95 % CI",
-               "p (trend)", "R²", "extrap. error", "status")
+               "p (trend)", "p (curvature)", "R²", "extrap. error", "status")
+_WARNINGS = {
+    "curvature": "WARNING: the log-log plot bends (curvature test p={p_curv:.2g}); one power "
+                 "law misdescribes these sizes and its extrapolation is unsafe (see the "
+                 "broken and floor forms)",
+    "extrapolation": "WARNING: the largest size lies further from the law fitted without it "
+                     "than the noise explains (p={p_extrap:.2g})"}
 
 
 def _num(value, fmt: str = "{:.3g}") -> str:
@@ -76,7 +83,8 @@ def _missing_part(axis: str, form: str, group: list[dict], power_short: bool) ->
     the group's fits (the best-covered of those short, when metrics differ)."""
     sizes, points = NEEDED[form]
     short_sizes = [r["n_sizes"] for r in group if r["n_sizes"] < sizes]
-    short_points = [r["n_points"] for r in group if r["n_points"] < points
+    short_points = [r.get("n_cells", r["n_points"]) for r in group
+                    if r.get("n_cells", r["n_points"]) < points
                     ] if form != "power" else []  # power: as many points as sizes needed
     wants = ([f"{sizes} distinct sizes"] if short_sizes else []) + (
         [f"{points} runs"] if short_points else [])
@@ -101,7 +109,7 @@ def missing_lines(rows: list[dict]) -> list[str]:
         for axis in ("data", "params", "compute", "joint"):
             on_axis = [r for r in short if r["axis"] == axis]
             power = [r for r in on_axis if r["form"] == "power"]
-            for form in ("power", "floor", "joint"):
+            for form in ("power", "floor", "joint"):  # the broken form is optional
                 group = [r for r in on_axis if r["form"] == form]
                 if group and not (form == "floor" and power):
                     parts.append(_missing_part(axis, form, group, bool(power)))
@@ -152,6 +160,8 @@ def p_text(row: dict) -> str:
     parts = ["—" if p is None else f"{p:.2g}" + (" borderline" if is_borderline(p) else "")]
     if row.get("p_floor") is not None:
         parts.append(f"floor {row['p_floor']:.2g}")
+    if row.get("p_break") is not None:
+        parts.append(f"break {row['p_break']:.2g}")
     if row.get("p_perm") is not None and row.get("p_perm") != row.get("p_trend"):
         parts.append(f"perm {row['p_perm']:.2g}")
     return ", ".join(parts)
@@ -160,6 +170,14 @@ def p_text(row: dict) -> str:
 def _fmt_exponent(r: dict) -> tuple[str, str]:
     if not r["params"]:
         return "—", ""
+    p, ci = r["params"], r["ci"]
+    if r["status"] == "collinear":
+        return (f"β={p['beta']:.3f} along the runs (D ∝ N^{p['k']:.2f})",
+                f"[{ci['beta'][0]:.3f}, {ci['beta'][1]:.3f}]")
+    if r["form"] == "broken":
+        return (f"b1={p['b1']:.3f} b2={p['b2']:.3f} N_b={p['Nb']:.3g}",
+                f"b1 [{ci['b1'][0]:.3f}, {ci['b1'][1]:.3f}] b2 [{ci['b2'][0]:.3f}, "
+                f"{ci['b2'][1]:.3f}] N_b [{ci['Nb'][0]:.3g}, {ci['Nb'][1]:.3g}]")
     if r["form"] == "joint":
         p, ci = r["params"], r["ci"]
         return (f"a={p['a']:.3f} b={p['b']:.3f}",
@@ -174,7 +192,23 @@ def _status_text(r: dict) -> str:
         text = f"ok, indicative ({r.get('n_sizes')} sizes)"
     if r["status"] == "ok" and r["reason"]:
         text += f"; {r['reason']}"
+    if r["status"] == "ok" and r.get("weighting") not in (None, "", "unweighted"):
+        text += f"; {r['weighting']}"
+    for flag in r.get("flags") or []:
+        text += "; " + _WARNINGS[flag].format(**r)
     return text
+
+
+def warning_count(rows: list[dict]) -> int:
+    """Number of fitted rows carrying a warning flag."""
+    return sum(1 for r in rows if r["status"] == "ok" and r.get("flags"))
+
+
+def _extrap_text(r: dict) -> str:
+    if r["extrapolation_error"] is None:
+        return ""
+    text = f"{100 * r['extrapolation_error']:.1f} %"
+    return text + (f" (p={r['p_extrap']:.2g})" if r.get("p_extrap") is not None else "")
 
 
 def fit_table(rows: list[dict]) -> list[list[str]]:
@@ -183,10 +217,9 @@ def fit_table(rows: list[dict]) -> list[list[str]]:
     for r in rows:
         exp_, ci = _fmt_exponent(r)
         out.append([r["family"], metric(r["metric"]).heading(), r["axis"], slice_text(r),
-                    r["form"], exp_, ci, p_text(r),
-                    f"{r['r2']:.3f}" if r["r2"] is not None else "",
-                    f"{100 * r['extrapolation_error']:.1f} %"
-                    if r["extrapolation_error"] is not None else "", _status_text(r)])
+                    r["form"], exp_, ci, p_text(r), _num(r.get("p_curv"), "{:.2g}"),
+                    f"{r['r2']:.3f}" if r["r2"] is not None else "", _extrap_text(r),
+                    _status_text(r)])
     return out
 
 
@@ -194,11 +227,17 @@ _STYLE = ("body{font-family:sans-serif;max-width:1300px;margin:auto;padding:0 8p
           "table{border-collapse:collapse;font-size:13px;margin-bottom:8px}"
           "td,th{border:1px solid #ccc;padding:3px 6px}th{background:#f2f2f2}"
           "td.n{text-align:right;white-space:nowrap}svg{max-width:100%;height:auto}"
-          ".note{color:#555}.wide{overflow-x:auto}.models td{white-space:nowrap}")
+          ".note{color:#555}.warn{color:#a00;font-weight:bold}.wide{overflow-x:auto}"
+          ".models td{white-space:nowrap}")
 _INTRO = ("Laws: L = α·N^−β (log-log least squares; solid, 95 % t-band) and L = E + A·N^−b "
           "(least squares of log residuals; dashed, 95 % profile-likelihood band). An exponent "
           "is given only where the test against no dependence rejects at 5 % (p in the table), "
-          "a floor only where it beats the pure power law; 'indicative' rows have <= 4 sizes. "
+          "a floor (or a break) only where it beats the pure power law; 'indicative' rows have "
+          "<= 4 sizes. Seeds at one size are averaged first (the fit is on per-size means, "
+          "so errors shared by a size's seeds are in the intervals), weighted by inverse "
+          "variance where standard errors are recorded. p (curvature): quadratic term in "
+          "log-log; extrap. error: the largest size predicted without it, p against the "
+          "noise. "
           "Data and parameter axes use the largest complete slice (the fitted slice is in each "
           "row); the compute frontier is chosen by test loss and compared with a permutation "
           "null.")
@@ -233,7 +272,7 @@ def page(records: list[dict], usable: list[dict], rows: list[dict],
     titles = ["", "", "parameters", "training structures", "training compute (FLOP)",
               *[metric(m).definition for m in names], ""]
     shown = [r for r in rows if r["status"] != "insufficient"
-             and (r["form"] != "floor" or r["status"] == "ok")]
+             and (r["form"] not in ("floor", "broken") or r["status"] == "ok")]
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>mlip-scaling report"
              f"</title><style>{_STYLE}</style></head><body>", "<h1>Scaling report</h1>",
              f"<p>{len(usable)} runs used ({esc(', '.join(families))}); {len(excluded)} "
@@ -242,6 +281,9 @@ def page(records: list[dict], usable: list[dict], rows: list[dict],
              "<h2>Exponents</h2>"]
     parts.append(_table(list(FIT_COLUMNS), fit_table(shown)) if shown
                  else "<p>No law could be tested on these runs.</p>")
+    if warning_count(shown):
+        parts.append(f"<p class='warn'>{warning_count(shown)} fitted row(s) carry a warning "
+                     "(curvature or extrapolation; in the status column).</p>")
     parts += [f"<p class='note'>{esc(line)}</p>"
               for line in missing_lines(rows) + no_floor_lines(rows)]
     parts.append(f"<p class='note'>{esc(_INTRO)}</p><h2>Metrics</h2><ul>")

@@ -20,7 +20,8 @@ import numpy as np
 from mlip_scaling.scaling.frontier import frontier_indices
 from mlip_scaling.scaling.metrics import SELECTION
 
-__all__ = ["AXES", "choose_slice", "slice_points", "axis_points", "finite"]
+__all__ = ["AXES", "choose_slice", "slice_points", "slice_points_se", "standard_error",
+           "axis_points", "finite"]
 
 AXES = {"data": "n_train", "params": "n_params", "compute": "flops"}
 _OTHER = {"data": "n_params", "params": "n_train"}
@@ -58,6 +59,20 @@ def slice_points(recs: list[dict], axis: str, metric: str) -> tuple[np.ndarray, 
                                                                       dict]:
     """(x [n], metric [n], slice description) of one family on one axis, sorted by x;
     the description lists the slice's runs whose metric is missing."""
+    x, y, _, desc = slice_points_se(recs, axis, metric)
+    return x, y, desc
+
+
+def standard_error(rec: dict, metric: str) -> float:
+    """The run's recorded standard error of ``metric`` (``<metric>_se``), NaN if none."""
+    value = _metric(rec, f"{metric}_se")
+    return float(value) if finite(value) and value > 0 else float("nan")
+
+
+def slice_points_se(recs: list[dict], axis: str, metric: str
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict]:
+    """:func:`slice_points` with the standard errors [n] of the metric (None unless every
+    point has one)."""
     key = AXES[axis]
     if axis == "compute":
         runs = [r for r in recs if finite(r.get(key)) and finite(_metric(r, SELECTION))]
@@ -70,10 +85,12 @@ def slice_points(recs: list[dict], axis: str, metric: str) -> tuple[np.ndarray, 
                   and r.get(desc["fixed"]) == desc["value"] and finite(r.get(key))]
     missing = [r for r in chosen if not finite(_metric(r, metric))]
     desc["missing"] = sorted(str(r.get("checkpoint")) for r in missing)
-    pts = sorted((r[key], _metric(r, metric)) for r in chosen if finite(_metric(r, metric)))
+    pts = sorted((r[key], _metric(r, metric), standard_error(r, metric)) for r in chosen
+                 if finite(_metric(r, metric)))
     x = np.asarray([p[0] for p in pts], float)
     y = np.asarray([p[1] for p in pts], float)
-    return x, y, desc
+    se = np.asarray([p[2] for p in pts], float)
+    return x, y, se if len(se) and np.isfinite(se).all() else None, desc
 
 
 def axis_points(recs: list[dict], axis: str, metric: str) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,123 @@
+"""Cells, weights and weighted log-log least squares for the scaling-law fits.
+
+* Cells: the runs at one size (one (N, D) pair for the joint form) form a cell; every fit
+  is made on the cell means of log L. Replicate seeds at one size share the size's error
+  (same data subset, same size), so their scatter says nothing about how far the cell mean
+  lies from the law: the residual variance of the fit comes from the cell means alone and
+  the intervals and tests have (cells − parameters) degrees of freedom, whatever the
+  correlation between seeds.
+* Weights: Var(cell mean of log L) = τ² + v_k, where v_k is the part known per cell —
+  from the recorded standard errors (mean of (SE/L)² over the cell's runs, divided by
+  their number) or, without them, the pooled within-cell variance of the seeds divided by
+  the cell's count (0 without replicates) — and τ² the between-cell variance left over
+  (Paule-Mandel: the τ² ≥ 0 at which the weighted residual sum of a log-log fit with a
+  quadratic term equals its degrees of freedom). Weights 1/(τ² + v_k), scaled to mean 1;
+  the overall scale is still estimated from the weighted residuals (t and F intervals), so
+  the weights only have to be right relative to each other. Equal v_k give equal weights
+  (plain least squares on the cell means).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+from scipy.optimize import brentq
+
+__all__ = ["Cells", "make_cells", "wls", "curvature_p"]
+
+
+@dataclass
+class Cells:
+    """Cell means: x [K], y (geometric mean L) [K], d [K] or None, w [K] (mean 1),
+    count [K] runs per cell, ``weighting`` in words."""
+
+    x: np.ndarray
+    y: np.ndarray
+    d: np.ndarray | None
+    w: np.ndarray
+    count: np.ndarray
+    weighting: str
+
+
+def _design(u: np.ndarray, ud: np.ndarray | None, quadratic: bool) -> np.ndarray:
+    cols = [np.ones_like(u), u] + ([ud] if ud is not None else [])
+    if quadratic:
+        cols.append(u**2)
+    return np.stack(cols, axis=1)
+
+
+def wls(design: np.ndarray, v: np.ndarray, w: np.ndarray) -> dict:
+    """Weighted least squares of ``v`` [K] on ``design`` [K, p] with weights ``w`` [K]:
+    coef [p], cov_unscaled = (XᵀWX)⁻¹ [p, p], rss (weighted), dof, s2."""
+    sw = np.sqrt(w)
+    xw, vw = design * sw[:, None], v * sw
+    coef, *_ = np.linalg.lstsq(xw, vw, rcond=None)
+    rss = float(((vw - xw @ coef) ** 2).sum())
+    dof = len(v) - design.shape[1]
+    return {"coef": coef, "cov_unscaled": np.linalg.pinv(xw.T @ xw), "rss": rss, "dof": dof,
+            "s2": rss / dof if dof > 0 else float("nan")}
+
+
+def _tau2(v: np.ndarray, design: np.ndarray, known: np.ndarray) -> float:
+    """Paule-Mandel between-cell variance: Q(τ²) = dof, or 0 when Q(0) <= dof."""
+    dof = len(v) - design.shape[1]
+    if dof <= 0 or np.allclose(known, known[0]):
+        return 0.0
+
+    def excess(t2: float) -> float:
+        return wls(design, v, 1.0 / (t2 + known))["rss"] - dof
+
+    if excess(0.0) <= 0:
+        return 0.0
+    hi = max(float(np.var(v)), 1e-12)
+    while excess(hi) > 0 and hi < 1e6:
+        hi *= 4
+    return float(brentq(excess, 0.0, hi, xtol=1e-12 + 1e-8 * hi))
+
+
+def make_cells(x: np.ndarray, y: np.ndarray, d: np.ndarray | None = None,
+               se: np.ndarray | None = None) -> Cells:
+    """Cell means and weights (module docstring); ``se`` [n] standard errors of y."""
+    keys = np.stack([x] if d is None else [x, d], axis=1)
+    uniq, inv = np.unique(keys, axis=0, return_inverse=True)
+    inv = inv.ravel()
+    count = np.bincount(inv, minlength=len(uniq)).astype(float)
+    ly = np.log(y)
+    mean = np.bincount(inv, ly, minlength=len(uniq)) / count
+    if se is not None:
+        known = np.bincount(inv, (se / y) ** 2, minlength=len(uniq)) / count**2
+        how = "inverse-variance weights from the recorded standard errors"
+    elif count.max() > 1:
+        dev = float(((ly - mean[inv]) ** 2).sum())
+        known = dev / (len(y) - len(uniq)) / count
+        how = "seeds averaged per size" if np.allclose(count, count[0]) else (
+            "seeds averaged per size, weighted by their count")
+    else:
+        known, how = np.zeros(len(uniq)), "unweighted"
+    if count.max() > 1 and se is not None:
+        how += ", seeds averaged per size"
+    xc = uniq[:, 0]
+    dc = None if d is None else uniq[:, 1]
+    quadratic = d is None and len(uniq) >= 5
+    design = _design(np.log(xc), None if dc is None else np.log(dc), quadratic)
+    if np.allclose(known, known[0]):
+        w = np.ones(len(uniq))
+    else:
+        w = 1.0 / (_tau2(mean, design, known) + known)
+    return Cells(xc, np.exp(mean), dc, w / w.mean(), count, how)
+
+
+def curvature_p(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> float | None:
+    """Two-sided p-value of the quadratic term of log L on log N (weighted t-test with
+    K − 3 d.o.f.): small when the log-log plot bends (a broken law, a floor)."""
+    if len(x) < 4:
+        return None
+    u = np.log(x)
+    u = (u - np.average(u, weights=w)) / max(np.ptp(u), 1e-300)
+    fit = wls(_design(u, None, True), np.log(y), w)
+    se = np.sqrt(fit["s2"] * fit["cov_unscaled"][2, 2])
+    if not se > 0:
+        return 0.0 if abs(fit["coef"][2]) > 0 else 1.0
+    return float(2 * stats.t.sf(abs(fit["coef"][2]) / se, fit["dof"]))
