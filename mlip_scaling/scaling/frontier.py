@@ -16,25 +16,10 @@ import itertools
 import numpy as np
 
 from mlip_scaling.scaling.fit import ALPHA, FitResult, _clean, _ols, fit_law
-from mlip_scaling.scaling.frontier_boot import N_BOOT, selection_interval
+from mlip_scaling.scaling.frontier_boot import N_BOOT, frontier_indices, selection_interval
 
 __all__ = ["frontier", "frontier_indices", "frontier_null", "fit_frontier", "frontier_fits",
            "frontier_fit"]
-
-
-def frontier_indices(compute, select) -> np.ndarray:
-    """Indices of the compute-frontier runs: at each distinct compute the run with the best
-    ``select`` (test loss), kept when below every cheaper run's (running minimum); sorted
-    by compute. Runs with non-finite or non-positive values are never chosen."""
-    c, s = np.asarray(compute, dtype=float), np.asarray(select, dtype=float)
-    good = np.flatnonzero(np.isfinite(c) & np.isfinite(s) & (c > 0) & (s > 0))
-    order = good[np.lexsort((s[good], c[good]))]  # by compute, then best first
-    if not len(order):
-        return order
-    first = np.concatenate([[True], c[order][1:] != c[order][:-1]])
-    order = order[first]  # the best run at each distinct compute
-    before = np.concatenate([[np.inf], np.minimum.accumulate(s[order])[:-1]])
-    return order[s[order] < before]
 
 
 def frontier(compute, loss) -> tuple[np.ndarray, np.ndarray]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["selection_interval", "N_BOOT"]
+__all__ = ["frontier_indices", "selection_interval", "N_BOOT"]
 
 N_BOOT = 400
 
@@ -54,12 +54,25 @@ def _surrogate(c: np.ndarray, loss: np.ndarray, runs) -> tuple[np.ndarray, np.nd
     return design, coef, np.linalg.pinv(design.T @ design), sd, dof
 
 
+def frontier_indices(compute, select) -> np.ndarray:
+    """Indices of the compute-frontier runs: at each distinct compute the run with the best
+    ``select`` (test loss), kept when below every cheaper run's (running minimum); sorted
+    by compute. Runs with non-finite or non-positive values are never chosen."""
+    c, s = np.asarray(compute, dtype=float), np.asarray(select, dtype=float)
+    good = np.flatnonzero(np.isfinite(c) & np.isfinite(s) & (c > 0) & (s > 0))
+    order = good[np.lexsort((s[good], c[good]))]  # by compute, then best first
+    if not len(order):
+        return order
+    first = np.concatenate([[True], c[order][1:] != c[order][:-1]])
+    order = order[first]  # the best run at each distinct compute
+    before = np.concatenate([[np.inf], np.minimum.accumulate(s[order])[:-1]])
+    return order[s[order] < before]
+
+
 def selection_interval(compute, loss, runs=None, n_boot: int = N_BOOT, seed: int = 0,
                        level: float = 0.95) -> list[float] | None:
     """95 % interval [lo, hi] of the frontier exponent of ``loss`` (module docstring);
     ``runs``: (N [n], D [n]) of each run, or None. None when it cannot be formed."""
-    from mlip_scaling.scaling.frontier import frontier_indices
-
     c, loss = np.asarray(compute, float), np.asarray(loss, float)
     good = np.isfinite(c) & np.isfinite(loss) & (c > 0) & (loss > 0)
     if runs is not None:
