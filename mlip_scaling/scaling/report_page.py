@@ -165,6 +165,8 @@ def _status_text(r: dict) -> str:
         text = f"ok, indicative ({r.get('n_sizes')} sizes)"
     if r["status"] == "ok" and r["reason"]:
         text += f"; {r['reason']}"
+    if r.get("convergence"):
+        text += f"; {r['convergence']}"
     return text
 
 
