@@ -4,10 +4,10 @@
 * ``eqv2-l3-<size>``: higher-order equivariant (lmax 3, mmax 2).
 
 Both are registered as their own families (``eqv2-l1``, ``eqv2-l3``: the same model class
-as ``eqv2``), so a report fits each ladder separately. Everything else is the conservative
-``eqv2-<size>`` ladder's recipe (cutoff 6 Å, smooth envelope, no neighbour cap, energy head
-only, forces and stress by autograd, minimal S² grids). Five sizes each, ×2.5-3.7 per step,
-over the range the invariant and unconstrained transformer ladders cover at their small end.
+as ``eqv2``), so a report fits each ladder separately. The cutoff is the transformers' 5 Å;
+the rest is the conservative ``eqv2-<size>`` ladder's recipe (smooth envelope, no neighbour
+cap, energy head only, forces and stress by autograd, minimal S² grids). Five sizes each,
+×2.5-3.7 per step, over the range the transformer ladders cover at their small end.
 ``LMAX_PRESET_PARAMS`` holds exact counts (checked by the tests).
 """
 
@@ -15,7 +15,11 @@ from __future__ import annotations
 
 from mlip_scaling.models.equiformer_v2.presets import _ladder_config
 
-__all__ = ["LMAX_FAMILIES", "LMAX_PRESETS", "LMAX_PRESET_PARAMS", "LMAX_DEFAULTS"]
+__all__ = ["LMAX_FAMILIES", "LMAX_PRESETS", "LMAX_PRESET_PARAMS", "LMAX_DEFAULTS", "CUTOFF"]
+
+#: Cutoff (Å): the transformer ladders' (same neighbourhoods, so that the symmetry built in is
+#: what differs between the families), 0.6x the edges of the eqv2 ladder's 6 Å.
+CUTOFF = 5.0
 
 #: family -> (lmax, mmax)
 LMAX_FAMILIES: dict[str, tuple[int, int]] = {"eqv2-l1": (1, 1), "eqv2-l3": (3, 2)}
@@ -39,8 +43,9 @@ _SHAPES: tuple[tuple[str, str, int, tuple[int, ...]], ...] = (
 def _config(family: str, shape: tuple[int, ...]) -> dict:
     layers, channels, attn_hidden, heads, alpha, value, ffn, gaussians, edge = shape
     lmax, mmax = LMAX_FAMILIES[family]
-    return _ladder_config(layers, channels, lmax, mmax, attn_hidden, heads, alpha, value, ffn,
-                          gaussians, edge, None)
+    config = _ladder_config(layers, channels, lmax, mmax, attn_hidden, heads, alpha, value,
+                            ffn, gaussians, edge, None)
+    return {**config, "cutoff": CUTOFF}
 
 
 #: preset name -> (family, config)
