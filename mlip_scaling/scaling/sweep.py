@@ -204,18 +204,21 @@ def is_finished(run: Run) -> bool:
 
 def plan_mismatches(run: Run) -> list[str]:
     """What the finished model file of ``run`` was trained with that the plan no longer says
-    (``["lr 0.002 != 0.005", ...]``): hyperparameters, steps, learning rate, batch, seed,
-    training-set size. Settings the file does not record are not compared."""
+    (``["lr 0.002 != 0.005", ...]``): hyperparameters, steps (not in convergence mode, where
+    a run stops early), patience, learning rate, batch, seed, training-set size. Settings the
+    file does not record are not compared."""
     from mlip_scaling.checkpoint import load_checkpoint
 
     ckpt, cfg = load_checkpoint(run.export), run.config
     train = ckpt.get("train") or {}
     _, _, config = resolve_model(cfg.model, cfg.params, cfg.model_config)
-    planned = {"hyperparameters": stored_form(config), "steps": cfg.max_steps,
+    planned = {"hyperparameters": stored_form(config),
+               "steps": None if cfg.patience else cfg.max_steps,  # early stops end sooner
                "lr": cfg.lr, "batch_size": cfg.batch_size, "seed": cfg.seed,
-               "n_train_structures": cfg.train_size}
+               "n_train_structures": cfg.train_size, "patience": cfg.patience}
     stored = {"hyperparameters": stored_form((ckpt.get("model") or {}).get("config")),
-              **{k: train.get(k) for k in planned if k != "hyperparameters"}}
+              **{k: train.get(k) for k in planned if k != "hyperparameters"},
+              "patience": (train.get("stop_criterion") or {}).get("patience")}
     out = []
     for key, want in planned.items():
         have = stored[key]
