@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -187,14 +188,15 @@ def training_walls(study: Path) -> dict[str, float]:
     return walls
 
 
-def block(study: Path) -> str:
-    """The Markdown block of the study's results."""
+def block(study: Path, image: str | None = None) -> str:
+    """The Markdown block of the study's results (``image``: the figure's link)."""
     rows, records = _fits(study), _records(study)
     lines = [BEGIN, "", f"Test force MAE (eV/Å): power-law exponents with 95 % intervals "
              f"and trend p; ✔ = resolved (half-width ≤ {RESOLVED_HALF_WIDTH}, p < 0.05).", "",
              *main_table(rows, records, training_walls(study)), "",
              "Data exponents of the downstream metrics (largest model of each family):", "",
-             *downstream_table(rows), "", *paragraph(rows), "", END]
+             *downstream_table(rows), "", *paragraph(rows), "",
+             *([f"![learning curves per family]({image})", ""] if image else []), END]
     return "\n".join(lines) + "\n"
 
 
@@ -251,14 +253,17 @@ def main(argv: list[str] | None = None) -> int:
                         "block is replaced (default: print the block)")
     parser.add_argument("--figure", type=Path, default=None, help="learning-curve PNG")
     args = parser.parse_args(argv)
-    text = block(args.study)
+    image = None
+    if args.figure is not None:
+        print(f"wrote {figure(args.study, args.figure)}")
+        base = args.doc.parent if args.doc is not None else Path.cwd()
+        image = os.path.relpath(args.figure, base)
+    text = block(args.study, image)
     if args.doc is None:
         sys.stdout.write(text)
     else:
         atomic_write_text(replace_block(args.doc.read_text(), text, str(args.doc)), args.doc)
         print(f"wrote the study table to {args.doc}")
-    if args.figure is not None:
-        print(f"wrote {figure(args.study, args.figure)}")
     return 0
 
 
