@@ -132,3 +132,14 @@ def test_smoke_study_end_to_end(tmp_path, table, capsys):
     text = doc.read_text()
     assert "old" not in text and "| transformer |" in text and text.endswith("end\n")
     assert (tmp_path / "lc.png").stat().st_size > 1000
+
+
+def test_sw_small_recipe_keeps_cells_small():
+    from mlip_scaling.data.generate import get_recipe, make_structure
+
+    recipe = get_recipe("sw-small")
+    sizes = [len(make_structure(recipe, k, seed=0)[0]) for k in range(40)]
+    assert recipe.oracle == "sw" and max(sizes) <= 16 and min(sizes) >= 1
+    assert len(set(sizes)) >= 4  # still a spread of cell sizes
+    default = [len(make_structure(get_recipe("sw"), k, seed=0)[0]) for k in range(40)]
+    assert max(default) > 16  # the cap is the recipe's, not a global change
