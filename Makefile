@@ -1,4 +1,4 @@
-# make demo | make test | make bench -- each sets up .venv itself.
+# make demo | make study | make test | make bench -- each sets up .venv itself.
 # A torch that is already importable by $(PYTHON) (e.g. your CUDA build) is kept;
 # otherwise the CPU wheel torch==2.13.0 is installed.
 PYTHON ?= python3
@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 PYTEST_WORKERS ?= 2
 
-.PHONY: demo test lint bench data clean
+.PHONY: demo study study-smoke test lint bench data clean
 
 $(STAMP): pyproject.toml
 	@if [ ! -x $(PY) ]; then \
@@ -30,6 +30,19 @@ demo: $(STAMP)
 	  --k-relax 20 --md-steps 500 --relax-max-atoms 4 --md-min-length 7 --max-test 200 --jobs 2
 	$(PY) examples/demo_summary.py $(DEMO_DIR)/report --readme README.md \
 	  --figure docs/demo_test_loss.png
+
+# The reference scaling study (docs/study.md): ~1.5-2 h on 2 cores; rerun to resume.
+STUDY_DIR ?= runs/study
+STUDY_PLAN ?= studies/reference.yaml
+study: $(STAMP)
+	$(PY) studies/run_study.py $(STUDY_PLAN) --out $(STUDY_DIR) --jobs 2
+	$(PY) studies/study_table.py $(STUDY_DIR) --doc docs/study.md \
+	  --figure docs/study_learning_curves.png
+
+# Every stage of the study on a few structures (< 1 min; also run by the tests).
+study-smoke: $(STAMP)
+	$(PY) studies/run_study.py studies/smoke.yaml --out runs/study-smoke --jobs 2
+	$(PY) studies/study_table.py runs/study-smoke --figure runs/study-smoke/curves.png
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -132,9 +132,9 @@ def load_error_reason(exc: BaseException) -> str:
 _TRAIN_FIELDS: dict[str, type | tuple[type, ...]] = {
     "split": dict, "dataset": str, "dataset_hash": str, "dataset_name": str, "model": str,
     "preset": str, "n_params": (int, float), "n_train_structures": (int, float),
-    "flops": (int, float),
+    "flops": (int, float), "converged": bool, "best_step": (int, float),
 }
-_KIND_NAMES = {dict: "mapping", str: "string", (int, float): "finite number"}
+_KIND_NAMES = {dict: "mapping", str: "string", (int, float): "finite number", bool: "true/false"}
 
 
 def _plain_number(value: object) -> bool:

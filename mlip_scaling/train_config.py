@@ -88,6 +88,13 @@ class TrainConfig:
                                    group=_OPTIM)
     max_flops: float | None = option(None, "compute budget in FLOP (training stops when it is "
                                      "spent)", rule=POSITIVE, group=_OPTIM)
+    patience: int | None = option(
+        None, "early stopping: stop after this many validations in a row without a relative "
+        "improvement of --min-delta in the validation loss, and export the best-validation "
+        "weights (the epoch/step/FLOP budget is then a cap)", rule=POSITIVE_INT, group=_OPTIM)
+    min_delta: float = option(1e-3, "with --patience: the smallest relative decrease of the "
+                              "validation loss that counts as an improvement",
+                              rule=OPEN_FRACTION, group=_OPTIM)
     lr: float = option(2e-3, "maximum learning rate (AdamW)", rule=POSITIVE, group=_OPTIM)
     warmup: float = option(0.01, "linear warm-up: fraction of the steps (<1) or number of "
                            "steps", rule=NON_NEGATIVE, group=_OPTIM)
@@ -147,6 +154,8 @@ class TrainConfig:
             if value >= 1 and value != int(value):
                 raise ConfigError(f"{flag_name(name)} must be a fraction in [0, 1) or "
                                   f"a whole number of structures, got {value}")
+        if self.patience is not None and self.val_size == 0:
+            raise ConfigError("--patience needs a validation split (--val-size > 0)")
         if not isinstance(self.model_config, dict):
             raise ConfigError("model_config must be a mapping of hyperparameters")
         return self

@@ -38,11 +38,13 @@ _MODES = ("bulk", "bulk", "bulk", "vacancy", "slab", "md", "relax")
 
 @dataclass(frozen=True)
 class Recipe:
-    """Which oracle labels which chemistry (``groups``: (elements, covalent?, weight))."""
+    """Which oracle labels which chemistry (``groups``: (elements, covalent?, weight));
+    ``max_atoms``: the largest structure (default 64 covalent, 128 metallic)."""
 
     name: str
     oracle: str
     groups: tuple[tuple[tuple[str, ...], bool, float], ...]
+    max_atoms: int | None = None
 
 
 RECIPES: dict[str, Recipe] = {
@@ -50,6 +52,9 @@ RECIPES: dict[str, Recipe] = {
     "emt": Recipe("emt", "emt", ((EMT_METALS, False, 1.0),)),
     "sw": Recipe("sw", "sw", ((("Si",), True, 1.0),)),
     "tersoff": Recipe("tersoff", "tersoff", ((("Si", "C"), True, 1.0),)),
+    # the reference scaling study: Stillinger-Weber Si (three-body, angular) in cells of
+    # at most 16 atoms, so that equivariant models of several degrees train on 2 cores
+    "sw-small": Recipe("sw-small", "sw", ((("Si",), True, 1.0),), max_atoms=16),
 }
 
 
@@ -146,7 +151,7 @@ def make_structure(recipe: Recipe, index: int, seed: int = 0) -> tuple[Atoms, st
     weights = np.array([w for _, _, w in recipe.groups])
     elements, covalent, _ = recipe.groups[rng.choice(len(weights), p=weights / weights.sum())]
     kinds = _PROTOTYPES_COVALENT if covalent else _PROTOTYPES_METAL
-    max_atoms = 64 if covalent else 128  # many-body oracles are slower per atom
+    max_atoms = recipe.max_atoms or (64 if covalent else 128)  # many-body oracles: slower
     atoms = _supercell(_prototype(str(rng.choice(kinds)), elements, rng), rng, max_atoms)
     if rng.choice(kinds) == "random_alloy" or (not covalent and rng.random() < 0.25):
         atoms.symbols = list(rng.choice(elements, size=len(atoms)))

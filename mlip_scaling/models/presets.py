@@ -9,6 +9,8 @@
   (:mod:`mlip_scaling.models.transformer_seed`), 9 steps from 2.2k to 1.2M like the paper's
   2.3k-1.2M ladder; FFN 4× the token width.
 * ``eqv2-<size>`` and ``eqv2-S/M/L``: :mod:`mlip_scaling.models.equiformer_v2.presets`.
+* ``eqv2-l1-<size>`` and ``eqv2-l3-<size>``: EquiformerV2 at a fixed degree (families of
+  their own), :mod:`mlip_scaling.models.equiformer_v2.lmax_ladders`.
 
 ``PRESET_PARAMS`` holds exact trainable-parameter counts (checked by the tests);
 ``DEFAULT_PRESET`` maps a family to the preset used when only the family is named.
@@ -16,6 +18,11 @@
 
 from __future__ import annotations
 
+from mlip_scaling.models.equiformer_v2.lmax_ladders import (
+    LMAX_DEFAULTS,
+    LMAX_PRESET_PARAMS,
+    LMAX_PRESETS,
+)
 from mlip_scaling.models.equiformer_v2.presets import EQV2_PRESET_PARAMS, EQV2_PRESETS
 
 __all__ = ["DEFAULT_PRESET", "PRESETS", "PRESET_PARAMS", "TRANSFORMER_CUTOFF", "format_size"]
@@ -103,10 +110,15 @@ for _n, _shape in _SEED:
 for _name, _config in EQV2_PRESETS.items():
     PRESETS[_name] = ("eqv2", dict(_config))
 PRESET_PARAMS.update(EQV2_PRESET_PARAMS)
+# --- fixed-degree EquiformerV2 ladders (eqv2-l1-*, eqv2-l3-*) -------------------------
+PRESETS.update(LMAX_PRESETS)
+PRESET_PARAMS.update(LMAX_PRESET_PARAMS)
+# --- end of the fixed-degree ladders --------------------------------------------------
 
 #: Preset used when only a family is named (small enough to train on a laptop CPU).
 DEFAULT_PRESET: dict[str, str] = {
     "transformer": "transformer-2.3k",
     "transformer-seed": "transformer-seed-69k",
     "eqv2": "eqv2-5.6k",
+    **LMAX_DEFAULTS,  # fixed-degree EquiformerV2 ladders
 }

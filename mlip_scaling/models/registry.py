@@ -38,6 +38,10 @@ FAMILIES: dict[str, str] = {
     "transformer": "mlip_scaling.models.transformer:TransformerEnergyModel",
     "transformer-seed": "mlip_scaling.models.transformer_seed:SeedTransformer",
     "eqv2": "mlip_scaling.models.equiformer_v2.model:EquiformerV2",
+    # --- fixed-degree EquiformerV2 ladders: families of their own, the same class ---
+    "eqv2-l1": "mlip_scaling.models.equiformer_v2.model:EquiformerV2",
+    "eqv2-l3": "mlip_scaling.models.equiformer_v2.model:EquiformerV2",
+    # --- end of the fixed-degree ladders ---
 }
 
 

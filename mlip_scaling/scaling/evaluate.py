@@ -152,7 +152,8 @@ def _record(path: Path, root: Path, digest: str, ckpt: dict | None, settings: di
             "flops": train.get("flops"), "dataset_name": train.get("dataset_name"),
             "dataset_hash": train.get("dataset_hash"), "status": "ok", "error": None,
             "budget": train.get("budget"), "flops_matmul": train.get("flops_matmul"),
-            "metrics": {}, "settings": settings}
+            "seed": train.get("seed"), "converged": train.get("converged"),
+            "best_step": train.get("best_step"), "metrics": {}, "settings": settings}
 
 
 def _oracle_choice(settings: dict, source: Any, data: str, trusted: bool

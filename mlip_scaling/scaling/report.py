@@ -115,10 +115,23 @@ def fit_records(records: list[dict], metrics=None, axes=None,
                 x, y, se, desc = slice_points_se(recs, axis, metric)
                 fits = (_compute_fits(recs, metric, forms, n_perm) if axis == "compute"
                         else [fit_law(form, x, y, se=se) for form in forms])
-                rows += [_row(family, metric, axis, fit, x, y, desc) for fit in fits]
+                note = _convergence(recs, desc) if axis != "compute" else None
+                rows += [{**_row(family, metric, axis, fit, x, y, desc), "convergence": note}
+                         for fit in fits]
             if "joint" in axes:
                 rows.append(_joint_row(family, metric, recs))
     return rows
+
+
+def _convergence(recs: list[dict], desc: dict) -> str | None:
+    """Whether the slice's runs converged (early stopping): None when no run says."""
+    said = [r["converged"] for r in recs if desc.get("value") is not None
+            and r.get(desc["fixed"]) == desc["value"] and r.get("converged") is not None]
+    if not said:
+        return None
+    still = len(said) - sum(said)
+    return ("all runs converged" if not still else
+            f"{still} of {len(said)} runs still improving at their cap")
 
 
 def _compute_fits(recs: list[dict], metric: str, forms, n_perm: int) -> list[FitResult]:
@@ -230,13 +243,13 @@ def _write_tables(rows, records, excluded, out: Path) -> None:
     _write_csv(out / "fits.csv",
                ["family", "metric", "axis", "slice_fixed", "slice_value", "slice_rule", "form",
                 "status", "reason", "n_points", "n_sizes", "indicative", "interval", "p_trend",
-                "p_floor", "p_perm", "r2", "extrapolation_error", *keys,
+                "p_floor", "p_perm", "r2", "extrapolation_error", "convergence", *keys,
                 *[f"{k}_{e}" for k in keys for e in ("lo", "hi")], *_EXTRA_CSV],
                [[r["family"], r["metric"], r["axis"], r["slice"].get("fixed"),
                  r["slice"].get("value"), r["slice"].get("rule"), r["form"], r["status"],
                  r["reason"], r["n_points"], r["n_sizes"], r["indicative"], r["interval"],
                  r["p_trend"], r["p_floor"], r["p_perm"], r["r2"], r["extrapolation_error"],
-                 *[r["params"].get(k) for k in keys],
+                 r.get("convergence"), *[r["params"].get(k) for k in keys],
                  *[r["ci"].get(k, [None, None])[i] for k in keys for i in (0, 1)],
                  *[_csv_extra(r, k) for k in _EXTRA_CSV]]
                 for r in rows])

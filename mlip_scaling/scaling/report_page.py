@@ -194,6 +194,8 @@ def _status_text(r: dict) -> str:
         text += f"; {r['reason']}"
     if r["status"] == "ok" and r.get("weighting") not in (None, "", "unweighted"):
         text += f"; {r['weighting']}"
+    if r.get("convergence"):
+        text += f"; {r['convergence']}"
     for flag in r.get("flags") or []:
         text += "; " + _WARNINGS[flag].format(**r)
     return text

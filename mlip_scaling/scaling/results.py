@@ -24,7 +24,8 @@ _NUMBER = (int, float)
 RECORD_FIELDS: dict[str, type | tuple[type, ...]] = {
     "checkpoint": str, "hash": str, "family": str, "model": str, "n_params": _NUMBER,
     "n_train": _NUMBER, "flops": _NUMBER, "dataset_name": str, "dataset_hash": str,
-    "status": str, "error": str, "metrics": dict, "settings": dict,
+    "status": str, "error": str, "metrics": dict, "settings": dict, "converged": bool,
+    "seed": int, "best_step": int,
 }
 #: evaluation setting -> accepted type(s); None is always accepted
 SETTING_FIELDS: dict[str, type | tuple[type, ...]] = {

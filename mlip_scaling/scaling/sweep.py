@@ -17,6 +17,12 @@ axis varies data only (``max_steps = epochs = S``: an epoch has at least one ste
 epoch cap never binds). Epochs E instead trains E passes over each training set (more steps
 for larger sets); the checkpoint's ``train.budget`` records which ("steps", "epochs" or
 "flops").
+
+Convergence mode (``patience`` N): every run stops after N validations without a relative
+improvement of ``min_delta`` in its validation loss and exports its best-validation weights;
+``epochs`` (or ``fixed_steps``) is then only a cap, and the model file records whether the
+run converged (``train.converged``) or hit the cap while still improving. ``seeds`` repeats
+every cell once per seed (run names end in ``-s<seed>``).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from mlip_scaling.cli_args import (
+    OPEN_FRACTION,
     POSITIVE,
     POSITIVE_INT,
     SEED,
@@ -79,6 +86,15 @@ class SweepPlan:
                              help="comma-separated FLOP budgets (one run per budget)")
     data: str | None = option(None, "dataset (default: the embedded one)")
     seed: int | None = option(None, "seed of every run (default: mlip-train's)", rule=SEED)
+    seeds: list = option(factory=list, rule=SEED, help="comma-separated seeds: every cell "
+                         "once per seed (run names end in -s<seed>); instead of --seed")
+    patience: int | None = option(
+        None, "convergence mode: stop each run after this many validations without a "
+        "relative improvement of --min-delta and export its best-validation weights "
+        "(--epochs or --fixed-steps is then a cap)", rule=POSITIVE_INT)
+    min_delta: float | None = option(None, "with --patience: the smallest relative decrease "
+                                     "of the validation loss that counts (default: "
+                                     "mlip-train's)", rule=OPEN_FRACTION)
     out: str = option("sweep", "sweep folder (one sub-folder per run)")
     train: dict = option(factory=dict, help="mlip-train options of every run: a JSON object "
                          "(in a plan file a mapping, as in mlip-train's --config file)")
@@ -144,14 +160,16 @@ def _train_overrides(train: dict[str, Any], train_args: list[str]
 def plan_runs(out: str | Path, models: list[str], train_sizes: list[int], epochs: int | None,
               max_flops: list[float] | None = None, data: str | None = None,
               train_args: list[str] | None = None, seed: int | None = None,
-              fixed_steps: int | None = None, train: dict[str, Any] | None = None
+              fixed_steps: int | None = None, train: dict[str, Any] | None = None,
+              seeds: list[int] | None = None, stop: dict[str, Any] | None = None
               ) -> list[Run]:
     """The grid models x train sizes x FLOP budgets as runs (checked training configs).
 
     Each run trains ``fixed_steps`` optimiser steps, or ``epochs`` passes when
     ``fixed_steps`` is None (exactly one of the two is given). ``train``: mlip-train options
     of every run (as in a config file), ``train_args``: the same as mlip-train flags (they
-    win over ``train`` and over what the sweep sets).
+    win over ``train`` and over what the sweep sets). ``seeds``: one run per seed and cell
+    (instead of ``seed``); ``stop``: the early-stopping options (patience, min_delta).
     """
     if not models or not train_sizes:
         raise ConfigError("a sweep needs at least one --models entry and one --train-sizes entry")
@@ -159,14 +177,19 @@ def plan_runs(out: str | Path, models: list[str], train_sizes: list[int], epochs
         raise ConfigError("a sweep trains either --fixed-steps S or --epochs E (give one)")
     length = ({"epochs": epochs} if fixed_steps is None else
               {"epochs": fixed_steps, "max_steps": fixed_steps})
+    if seeds and seed is not None:
+        raise ConfigError("give either seed (--seed) or seeds (--seeds), not both")
     overrides, output = _train_overrides(train or {}, train_args or [])
+    stop = {k: v for k, v in (stop or {}).items() if v is not None}
     runs = []
-    for model, n, flops in itertools.product(models, train_sizes, max_flops or [None]):
-        name = f"{model}-n{int(n)}" + (f"-c{flops:.3g}".replace("+", "") if flops else "")
+    for model, n, flops, s in itertools.product(models, train_sizes, max_flops or [None],
+                                                 seeds or [seed]):
+        name = (f"{model}-n{int(n)}" + (f"-c{flops:.3g}".replace("+", "") if flops else "")
+                + (f"-s{int(s)}" if seeds else ""))
         base = {"model": model, "train_size": int(n), **length, "out": str(Path(out) / name),
-                "resume": True, "export": f"{name}.pt", "max_flops": flops or None,
+                "resume": True, "export": f"{name}.pt", "max_flops": flops or None, **stop,
                 **({"data": str(data)} if data else {}),
-                **({"seed": int(seed)} if seed is not None else {})}
+                **({"seed": int(s)} if s is not None else {})}
         runs.append(Run(name, _config(base, overrides, name), output))
     return runs
 
@@ -183,18 +206,21 @@ def is_finished(run: Run) -> bool:
 
 def plan_mismatches(run: Run) -> list[str]:
     """What the finished model file of ``run`` was trained with that the plan no longer says
-    (``["lr 0.002 != 0.005", ...]``): hyperparameters, steps, learning rate, batch, seed,
-    training-set size. Settings the file does not record are not compared."""
+    (``["lr 0.002 != 0.005", ...]``): hyperparameters, steps (not in convergence mode, where
+    a run stops early), patience, learning rate, batch, seed, training-set size. Settings the
+    file does not record are not compared."""
     from mlip_scaling.checkpoint import load_checkpoint
 
     ckpt, cfg = load_checkpoint(run.export), run.config
     train = ckpt.get("train") or {}
     _, _, config = resolve_model(cfg.model, cfg.params, cfg.model_config)
-    planned = {"hyperparameters": stored_form(config), "steps": cfg.max_steps,
+    planned = {"hyperparameters": stored_form(config),
+               "steps": None if cfg.patience else cfg.max_steps,  # early stops end sooner
                "lr": cfg.lr, "batch_size": cfg.batch_size, "seed": cfg.seed,
-               "n_train_structures": cfg.train_size}
+               "n_train_structures": cfg.train_size, "patience": cfg.patience}
     stored = {"hyperparameters": stored_form((ckpt.get("model") or {}).get("config")),
-              **{k: train.get(k) for k in planned if k != "hyperparameters"}}
+              **{k: train.get(k) for k in planned if k != "hyperparameters"},
+              "patience": (train.get("stop_criterion") or {}).get("patience")}
     out = []
     for key, want in planned.items():
         have = stored[key]
@@ -234,7 +260,8 @@ def sweep_runs(plan: SweepPlan, forward: list[str] | None = None, check_out: boo
         check_output_dir(plan.out, "--out")
     return plan_runs(plan.out, _unique(plan.models), _unique(plan.train_sizes), epochs,
                      _unique(plan.max_flops), plan.data, plan.train_args + list(forward or []),
-                     plan.seed, steps, plan.train)
+                     plan.seed, steps, plan.train, _unique(plan.seeds),
+                     {"patience": plan.patience, "min_delta": plan.min_delta})
 
 
 def _unique(items: list) -> list:

@@ -178,8 +178,10 @@ def _progress(trainer: Trainer, enabled: bool) -> tuple[ProgressBar, Any]:
 
 
 def training_budget(cfg: TrainConfig, trainer: Trainer) -> str:
-    """What set the run's length (and its cosine schedule): ``"steps"`` (--max-steps),
-    ``"flops"`` (--max-flops) or ``"epochs"``."""
+    """What set the run's length: ``"patience"`` (stopped early), else what set its cosine
+    schedule: ``"steps"`` (--max-steps), ``"flops"`` (--max-flops) or ``"epochs"``."""
+    if trainer.early.stopped:
+        return "patience"
     by_epochs = cfg.epochs * trainer.steps_per_epoch
     by_steps = min(by_epochs, cfg.max_steps) if cfg.max_steps is not None else by_epochs
     if cfg.max_flops is not None and trainer.total_steps() < by_steps:
@@ -197,7 +199,7 @@ def _train_record(cfg: TrainConfig, trainer: Trainer, n_params: int, info: dict)
         "skipped_steps": trainer.skipped, "lr": cfg.lr, "amp": trainer.precision,
         "batch_size": cfg.batch_size, "seed": cfg.seed, **info,
         "wall_time_s": trainer.wall_time + trainer._elapsed(), "device": str(trainer.device),
-        "world_size": trainer.dist.world,
+        "world_size": trainer.dist.world, **trainer.early.record(),
         **({"previous_dataset_hashes": trainer.previous_datasets}
            if trainer.previous_datasets else {}),
     }
@@ -256,17 +258,28 @@ def _run(cfg: TrainConfig, trainer: Trainer, n_params: int, family: str, run_dir
         with bar:
             trainer.fit(update)
     train = _train_record(cfg, trainer, n_params, info)
-    metrics = dict(trainer.last_val)
+    potential, metrics = trainer.export_potential()
     _check_outcome(trainer, metrics, run_dir)
     if dist.is_main:
-        save_potential(export, trainer.eval_potential().cpu(), train=train, metrics=metrics)
+        save_potential(export, potential.cpu(), train=train, metrics=metrics)
         if show:
+            if train["converged"] is not None:
+                print(_convergence_line(train), file=sys.stderr, flush=True)
             print(f"exported {export} | val energy MAE {_fmt(metrics.get('energy_mae'))} eV/atom"
                   f", force MAE {_fmt(metrics.get('force_mae'))} eV/Å, stress MAE "
                   f"{_fmt(metrics.get('stress_mae'))} eV/Å^3 | {train['flops']:.3g} FLOP "
                   f"({train['pf_days']:.3g} PF-days), {train['wall_time_s']:.0f} s",
                   file=sys.stderr, flush=True)
     return {"export": export, "train": train, "metrics": metrics, "run_dir": run_dir}
+
+
+def _convergence_line(train: dict) -> str:
+    crit = train["stop_criterion"]
+    state = ("converged" if train["converged"] else
+             f"not converged (the budget ended {train['validations_since_best']} of "
+             f"{crit['patience']} validations after the best)")
+    return (f"early stopping: {state}; best validation loss {_fmt(train['best_val_loss'])} "
+            f"at step {train['best_step']} (weights of that step exported)")
 
 
 def _check_outcome(trainer: Trainer, metrics: dict, run_dir: Path) -> None:

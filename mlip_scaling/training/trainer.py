@@ -31,6 +31,7 @@ from mlip_scaling.models.registry import stored_form
 from mlip_scaling.train_config import RESUME_KEYS
 from mlip_scaling.training.config import TrainConfig
 from mlip_scaling.training.distributed import DistInfo, all_reduce_sum
+from mlip_scaling.training.early_stop import EarlyStopping
 from mlip_scaling.training.ema import EMA
 from mlip_scaling.training.flops import FlopModel, batch_features
 from mlip_scaling.training.logger import MetricsLogger
@@ -86,6 +87,8 @@ class Trainer:
         self.flop_model_matmul: FlopModel | None = None
         self.flops_matmul = 0.0
         self.scheduler: CosineWarmup | None = None
+        self.early = EarlyStopping(cfg.patience, cfg.min_delta, cfg.val_every)
+        self.val_step: int | None = None  # step of the last validation
         self.logger = MetricsLogger(self.run_dir, enabled=dist.is_main)
 
     # ---------------------------------------------------------------- setup
@@ -251,6 +254,7 @@ class Trainer:
             "metrics_bytes": self.logger.size(), "finished": finished,
             "dataset_hash": self.dataset_hash, "previous_datasets": self.previous_datasets,
             "precision": self.precision, "hyperparameters": stored_form(self.potential.config),
+            "early_stop": self.early.state_dict(), "val_step": self.val_step,
         }
 
     def save(self, finished: bool = False) -> None:
@@ -283,12 +287,14 @@ class Trainer:
         self.batch_in_epoch, self.skipped = int(state["batch_in_epoch"]), int(state["skipped"])
         self.flops, self.wall_time = float(state["flops"]), float(state["wall_time"])
         self.last_val = dict(state["last_val"])
+        self.early.load_state_dict(state.get("early_stop"))
+        self.val_step = state.get("val_step")
         if self.cfg.amp == "auto" and self.device.type == "cpu" and (
                 state.get("precision") in CPU_CANDIDATES):
             self.precision = state["precision"]  # the choice timed when the run started
             self.amp_note = f"--amp auto: {PRECISION_NAMES[self.precision]} (chosen at the start)"
         self.logger.truncate(int(state["metrics_bytes"]))
-        more = self.step < self.scheduler.total_steps and not self._flops_spent()
+        more = not self._done()
         return bool(state["finished"]) and not more  # a larger budget continues the run
 
     def _check_hyperparameters(self, path: Path, state: dict) -> None:
@@ -332,13 +338,12 @@ class Trainer:
     def fit(self, progress: Callable[[dict], None] | None = None) -> None:
         """Train until the step/epoch/FLOP budget is spent, saving ``last.pt`` on the way."""
         self._t0 = time.perf_counter()
-        total = self.scheduler.total_steps
-        while self.step < total and not self._flops_spent():
+        while not self._done():
             batches = sampling.epoch_batches(len(self.train_items), self.local_batch, self.epoch,
                                           self.cfg.seed, self.dist.rank, self.dist.world)
             start = self.batch_in_epoch
             for k, batch in enumerate(self._loader(batches[start:]), start=start):
-                if self.step >= total or self._flops_spent():
+                if self._done():
                     break
                 record = self.train_step(to_device(batch, self.device))
                 self.step, self.batch_in_epoch = self.step + 1, k + 1
@@ -348,7 +353,7 @@ class Trainer:
                 if self.cfg.val_every == 0:
                     self._validate_and_log()
                 self.save()
-        if self.cfg.val_every != 0 or not self.last_val:
+        if self.val_step != self.step or not self.last_val:
             self._validate_and_log()
         self.save(finished=True)
 
@@ -358,6 +363,11 @@ class Trainer:
             return (collate([self.train_items[i] for i in b]) for b in batches)
         return DataLoader(self.train_items, batch_sampler=batches, collate_fn=collate,
                           num_workers=self.cfg.workers)
+
+    def _done(self) -> bool:
+        """Budget spent (steps, FLOPs) or stopped early."""
+        return (self.step >= self.scheduler.total_steps or self._flops_spent()
+                or self.early.stopped)
 
     def _flops_spent(self) -> bool:
         return self.cfg.max_flops is not None and self.flops >= self.cfg.max_flops
@@ -375,6 +385,20 @@ class Trainer:
             self.save()
 
     def _validate_and_log(self) -> None:
-        self.last_val = self.validate()
+        potential = self.eval_potential()
+        self.last_val, self.val_step = self.validate(potential), self.step
+        improved = self.early.update(self.step, self.last_val, potential.state_dict())
         self.logger.log("val", {"step": self.step, "epoch": self.step / self.steps_per_epoch,
-                                "flops": self.flops, **self.last_val})
+                                "flops": self.flops, **self.last_val, "improved": improved})
+        if self.early.stopped:
+            self.logger.event("early_stop", step=self.step, best_step=self.early.best_step,
+                              best_loss=self.early.best_loss)
+
+    def export_potential(self) -> tuple[Potential, dict[str, Any]]:
+        """(potential to export, its validation metrics): with ``--patience`` the
+        best-validation weights and metrics, else the evaluated weights and the last ones."""
+        potential = self.eval_potential()
+        if self.early.active and self.early.best_weights is not None:
+            potential.load_state_dict(self.early.best_weights)
+            return potential, dict(self.early.best_metrics)
+        return potential, dict(self.last_val)
