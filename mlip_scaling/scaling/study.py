@@ -139,7 +139,7 @@ def run_study(spec: StudySpec, out: str | Path, jobs: int = 2, quiet: bool = Fal
               n_perm: int = 1000) -> Path:
     """Generate, train, evaluate and fit; returns the report folder (``OUT/report``).
     Rerunning continues where an interrupted call stopped."""
-    from mlip_scaling.scaling.eval_settings import evaluate_missing, missing_models
+    from mlip_scaling.scaling.evaluate import evaluate_missing, missing_models
     from mlip_scaling.scaling.report import write_report
 
     out = Path(out)
