@@ -159,3 +159,13 @@ def test_plan_cli_from_pilot_and_from_given_noise(tmp_path, capsys):
         with pytest.raises(SystemExit) as exc:
             main(argv)
         assert exc.value.code == 2 and says in capsys.readouterr().err
+
+
+def test_pinned_sizes_leave_the_evaluation_count_to_choose():
+    noise = Noise("m", sigma_run=0.02, sigma_eval=0.3, count_ref=20, count_kind="md_steps")
+    out = plan_grid(noise, 0.2, 0.08, 1e4, 1e6, min_sizes=5, max_sizes=5, max_seeds=1)
+    grid = out["grid"]
+    assert out["status"] == "ok" and len(grid.sizes) == 5 and grid.seeds == 1
+    half = Grid(grid.sizes, 1, md_steps=grid.md_steps // 2)
+    assert out["p_resolve"] >= 0.9 > resolve_probability(0.2, 0.08, half.sizes,
+                                                         size_variances(noise, half))

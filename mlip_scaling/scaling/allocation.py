@@ -5,14 +5,15 @@
 * Cost: the measured training FLOPs of the runs (counted per step during training, the
   records' ``flops``; not 6·N·D), described by C ≈ κ·N^γ·D^δ (least squares of log C on
   log N and log D over the runs). It holds for one training protocol (same epochs).
-* Minimising L at fixed C (δ' = β/δ):  N_opt = G·C^a, D_opt = (C/(κ·N_opt^γ))^(1/δ) with
+* Minimising L at fixed C:  N_opt = G·C^a, D_opt = (C/(κ·N_opt^γ))^(1/δ) with
   a = β/(δα + γβ), b = α/(δα + γβ)  (γ = δ = 1: Chinchilla's a = β/(α+β)) and
   G = [αA / (γβ'·B·κ^β')]^(1/(α + γβ')), β' = β/δ.
 * Intervals (95 %): every exponent, allocation and loss is recomputed on ``n_boot``
   resampled data sets, each refitted from scratch (variable-projection grid, no warm
   start; cf. Besiroglu et al. 2024). Resampling: cluster wild bootstrap — the fitted log
-  law plus the log residuals (scaled by √(n/(n−p))) with one random sign per (N, D) cell,
-  the same for the cost model — so unequal noise and runs sharing a cell are respected.
+  law plus each log residual (divided by √(1 − h_i), h_i its leverage in the law's
+  Jacobian) times one random sign per (N, D) cell; the cost model likewise (residuals
+  scaled by √(n/(n−3))) — so unequal noise and runs sharing a cell are respected.
   Interval: estimate ± t(0.975, n−5)·SD of the draws (log scale for N, D and L).
 """
 

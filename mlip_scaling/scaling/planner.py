@@ -138,23 +138,27 @@ def grid_summary(noise: Noise, grid: Grid, beta: float | None = None,
     return out
 
 
-def _candidates(noise: Noise, max_sizes: int, max_seeds: int, max_count_factor: int):
+def _candidates(noise: Noise, min_sizes: int, max_sizes: int, max_seeds: int,
+                max_count_factor: int):
     counts = [noise.count_ref]
     if noise.count_kind and noise.sigma_eval > 0:
         counts = sorted({max(1, int(round(noise.count_ref * 2.0**j)))
                          for j in range(-3, int(np.log2(max_count_factor)) + 1)})
-    return itertools.product(range(3, max_sizes + 1), range(1, max_seeds + 1), counts)
+    return itertools.product(range(min_sizes, max_sizes + 1), range(1, max_seeds + 1), counts)
 
 
 def plan_grid(noise: Noise, beta: float, half_width: float, low: float, high: float,
               target: float = TARGET_RATE, max_sizes: int = 12, max_seeds: int = 8,
-              max_count_factor: int = 64) -> dict:
+              max_count_factor: int = 64, min_sizes: int = 3) -> dict:
     """The cheapest grid over sizes in [low, high] that resolves β to ``half_width`` with
     probability >= ``target``: fewest trained runs (sizes × seeds), then fewest
-    evaluations per model. Returns {"status": "ok" | "unreachable", "grid", "p_resolve",
-    "mde", "runs", "reason"}."""
+    evaluations per model (relaxations or MD steps, from count_ref/8 to
+    count_ref·``max_count_factor`` in factors of 2). ``min_sizes`` = ``max_sizes`` and
+    ``max_seeds`` = 1 pin the sizes and leave the evaluation count to choose.
+    Returns {"status": "ok" | "unreachable", "grid", "p_resolve", "mde", "runs",
+    "reason"}."""
     best = None
-    for k, s, n in _candidates(noise, max_sizes, max_seeds, max_count_factor):
+    for k, s, n in _candidates(noise, min_sizes, max_sizes, max_seeds, max_count_factor):
         grid = Grid(log_sizes(low, high, k), s, **_counts(noise.count_kind, n))
         p = resolve_probability(beta, half_width, grid.sizes, size_variances(noise, grid))
         key = (k * s, n, k)
@@ -166,7 +170,7 @@ def plan_grid(noise: Noise, beta: float, half_width: float, low: float, high: fl
         p = resolve_probability(beta, half_width, widest.sizes, size_variances(noise, widest))
         return {"status": "unreachable", "grid": widest, "p_resolve": p, "runs": None,
                 "mde": grid_summary(noise, widest)["mde"],
-                "reason": f"even {max_sizes} sizes x {max_seeds} seeds resolve beta={beta:g} "
+                "reason": f"even {max_sizes} sizes x {max_seeds} seed(s) resolve beta={beta:g} "
                           f"to +-{half_width:g} in only {100 * p:.0f} % (need "
                           f"{100 * target:.0f} %): widen the size range"}
     _, grid, p = best
