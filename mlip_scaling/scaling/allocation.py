@@ -112,6 +112,12 @@ def _default_budgets(flops: np.ndarray) -> np.ndarray:
     return 10.0 ** np.arange(lo, hi + 1)[-7:]
 
 
+def _outside(budget: float, n_opt: float, d_opt: float, c, n, d) -> bool:
+    """Whether a budget or its allocation lies beyond the runs (C, N or D range)."""
+    return bool(budget > c.max() or not n.min() <= n_opt <= n.max()
+                or not d.min() <= d_opt <= d.max())
+
+
 def _refused(reason: str, fit: FitResult | None = None) -> dict:
     return {"status": "not fitted", "reason": reason,
             "law": fit.to_dict() if fit is not None else None}
@@ -161,7 +167,8 @@ def allocate(n, d, y, flops, budgets=None, n_boot: int = 200, seed: int = 0) -> 
     ci = {k: _interval(best[k], v, dof, log=k not in "ab") for k, v in stack.items()}
     table = [{"budget": float(budgets[i]), "n": float(best["n"][i]), "n_ci": ci["n"][i],
               "d": float(best["d"][i]), "d_ci": ci["d"][i], "loss": float(best["loss"][i]),
-              "loss_ci": ci["loss"][i], "extrapolated": bool(budgets[i] > c.max())}
+              "loss_ci": ci["loss"][i], "extrapolated": _outside(budgets[i], best["n"][i],
+                                                                 best["d"][i], c, n, d)}
              for i in range(len(budgets))]
     return {"status": "ok", "reason": "", "law": fit.to_dict(),
             "cost": {k: v for k, v in cost.items() if k != "resid"},
@@ -197,7 +204,7 @@ def allocation_lines(result: dict) -> tuple[str, list[list[str]]]:
             + ("; indicative (<= 4 sizes)" if result["indicative"] else ""))
     cells = [[f"{r['budget']:.3g}", f"{r['n']:.3g}", _range(r["n_ci"]), f"{r['d']:.3g}",
               _range(r["d_ci"]), f"{r['loss']:.4g}", _range(r["loss_ci"], "{:.4g}"),
-              "extrapolated" if r["extrapolated"] else "within the runs"]
+              "extrapolated" if r["extrapolated"] else "within the runs' C, N, D"]
              for r in result["table"]]
     return head, cells
 
