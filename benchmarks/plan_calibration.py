@@ -21,11 +21,16 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=200)
     p.add_argument("--boot", type=int, default=40, help="bootstrap refits per repetition")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seeds", type=int, default=1, help="runs per (N, D) cell")
+    p.add_argument("--rho", type=float, default=0.0, help="correlation of a cell's runs")
     args = p.parse_args()
     if args.what == "allocation":
         for k in args.sizes:
-            out = allocation_coverage(k, args.reps, n_boot=args.boot, seed=args.seed)
-            print(json.dumps({"setting": f"allocation-{k}x{k}", **out}), flush=True)
+            out = allocation_coverage(k, args.reps, n_boot=args.boot, seed=args.seed,
+                                      seeds=args.seeds, rho=args.rho)
+            name = f"allocation-{k}x{k}" + (f"-{args.seeds}seeds-rho{args.rho:g}"
+                                            if args.seeds > 1 else "")
+            print(json.dumps({"setting": name, **out}), flush=True)
     else:
         for row in planner_check_table(args.reps, args.seed):
             print(json.dumps(row), flush=True)

@@ -4,7 +4,8 @@
   structures, loss L = 0.02 + 50/N^0.35 + 8/D^0.3 with log-normal noise, training FLOPs
   C = 3e3·N^0.9·D (5 % scatter, a per-structure cost that grows sub-linearly with N, as
   measured rather than 6ND). Planted a = β/(α + γβ), b = α/(α + γβ); the fraction of
-  repetitions whose 95 % intervals hold them.
+  repetitions whose 95 % intervals hold them. Optionally several seeds per cell whose
+  errors share a component (correlation ``rho``).
 * ``planner_check``: data simulated from the planner's own noise model at a grid, each
   downstream value the mean of ``count`` skewed per-structure errors (Gamma, CV
   ``cv``), fitted with the package's power law on per-size means; the fraction of
@@ -29,21 +30,23 @@ ALLOCATION_TRUTH = {"E": 0.02, "A": 50.0, "a": 0.35, "B": 8.0, "b": 0.3, "kappa"
 
 
 def allocation_coverage(sizes: int, reps: int, noise: float = 0.02, n_boot: int = 40,
-                        seed: int = 0) -> dict:
-    """Coverage of the planted allocation exponents (see the module docstring).
+                        seed: int = 0, seeds: int = 1, rho: float = 0.0) -> dict:
+    """Coverage of the planted allocation exponents (see the module docstring); ``seeds``
+    runs per cell whose log errors correlate by ``rho`` (a component shared by the cell).
 
     Returns {"reps", "fitted" (fraction with status ok), "cover_a", "cover_b", "bias_a",
     "bias_b", "seconds"}."""
     t = ALLOCATION_TRUTH
     true_a = t["b"] / (t["a"] + t["gamma"] * t["b"])
     true_b = t["a"] / (t["a"] + t["gamma"] * t["b"])
-    n, d = (v.ravel() for v in np.meshgrid(np.logspace(4, 7, sizes), np.logspace(2, 5, sizes),
-                                           indexing="ij"))
+    n, d = (np.repeat(v.ravel(), seeds) for v in np.meshgrid(
+        np.logspace(4, 7, sizes), np.logspace(2, 5, sizes), indexing="ij"))
     rng = np.random.default_rng(seed)
     start, hits = time.perf_counter(), []
     for rep in range(reps):
+        shared = np.repeat(rng.normal(0, noise * np.sqrt(rho), sizes * sizes), seeds)
         y = (t["E"] + t["A"] / n ** t["a"] + t["B"] / d ** t["b"]) * np.exp(
-            rng.normal(0, noise, n.size))
+            shared + rng.normal(0, noise * np.sqrt(1 - rho), n.size))
         c = t["kappa"] * n ** t["gamma"] * d * np.exp(rng.normal(0, 0.05, n.size))
         res = allocate(n, d, y, c, budgets=[1e12], n_boot=n_boot, seed=seed * 100_003 + rep)
         if res["status"] == "ok":
