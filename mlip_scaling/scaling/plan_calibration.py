@@ -44,7 +44,8 @@ def allocation_coverage(sizes: int, reps: int, noise: float = 0.02, n_boot: int 
     rng = np.random.default_rng(seed)
     start, hits = time.perf_counter(), []
     for rep in range(reps):
-        shared = np.repeat(rng.normal(0, noise * np.sqrt(rho), sizes * sizes), seeds)
+        shared = np.repeat(rng.normal(0, noise * np.sqrt(rho), sizes * sizes), seeds) if (
+            rho > 0) else 0.0
         y = (t["E"] + t["A"] / n ** t["a"] + t["B"] / d ** t["b"]) * np.exp(
             shared + rng.normal(0, noise * np.sqrt(1 - rho), n.size))
         c = t["kappa"] * n ** t["gamma"] * d * np.exp(rng.normal(0, 0.05, n.size))
