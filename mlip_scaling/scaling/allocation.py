@@ -138,8 +138,7 @@ def allocate(n, d, y, flops, budgets=None, n_boot: int = 200, seed: int = 0) -> 
         return _refused("no run records its parameters, structures, loss and training FLOPs")
     fit = fit_joint(n, d, y)
     if not fit.ok:
-        return _refused(f"the joint law L(N, D) could not be fitted ({fit.status}: "
-                        f"{fit.reason})", fit)
+        return _refused(f"the joint law L(N, D) was not fitted: {fit.reason}", fit)
     cost = fit_cost(n, d, c)
     if cost["scatter"] > COST_SCATTER_MAX or cost["gamma"] <= 0 or cost["delta"] <= 0:
         return _refused(

@@ -96,7 +96,7 @@ def planner_check(sizes, seeds: int, count: int, beta: float, half_width: float,
 #: planner checks: (name, σ_run, per-structure CV, count kind, reference count, β, h)
 PLANNER_SETTINGS = (
     ("relaxations, beta 0.1 +- 0.05", 0.03, 1.0, "relaxations", 20, 0.1, 0.05),
-    ("seeds needed, beta 0.2 +- 0.07", 0.12, 0.5, "relaxations", 20, 0.2, 0.07),
+    ("large run scatter, beta 0.2 +- 0.07", 0.12, 0.5, "relaxations", 20, 0.2, 0.07),
     ("md steps, beta 0.3 +- 0.1", 0.05, 3.0, "md_steps", 1000, 0.3, 0.1),
 )
 
