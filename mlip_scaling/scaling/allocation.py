@@ -163,7 +163,7 @@ def allocate(n, d, y, flops, budgets=None, n_boot: int = 200, seed: int = 0) -> 
         return _refused(f"{failed} of {n_boot} bootstrap refits failed", fit)
     stack = {k: np.array([dr[k] for dr in draws]) for k in ("a", "b", "n", "d", "loss")}
     dof = len(y) - 5
-    ci = {k: _interval(best[k], v, dof, log=k not in "ab") for k, v in stack.items()}
+    ci = {k: _interval(best[k], v, dof, log=k not in ("a", "b")) for k, v in stack.items()}
     table = [{"budget": float(budgets[i]), "n": float(best["n"][i]), "n_ci": ci["n"][i],
               "d": float(best["d"][i]), "d_ci": ci["d"][i], "loss": float(best["loss"][i]),
               "loss_ci": ci["loss"][i], "extrapolated": _outside(budgets[i], best["n"][i],
@@ -200,6 +200,8 @@ def allocation_lines(result: dict) -> tuple[str, list[list[str]]]:
             f" (95 %, {result['n_boot']} bootstrap refits from scratch); measured cost "
             f"C = {cost['kappa']:.3g}·N^{cost['gamma']:.3f}·D^{cost['delta']:.3f} FLOP "
             f"(scatter {100 * cost['scatter']:.1f} %)"
+            + (f"; {result['failed_boot']} refits without an N or D term left out"
+               if result["failed_boot"] else "")
             + ("; indicative (<= 4 sizes)" if result["indicative"] else ""))
     cells = [[f"{r['budget']:.3g}", f"{r['n']:.3g}", _range(r["n_ci"]), f"{r['d']:.3g}",
               _range(r["d_ci"]), f"{r['loss']:.4g}", _range(r["loss_ci"], "{:.4g}"),
