@@ -10,10 +10,10 @@
   G = [αA / (γβ'·B·κ^β')]^(1/(α + γβ')), β' = β/δ.
 * Intervals (95 %): every exponent, allocation and loss is recomputed on ``n_boot``
   resampled data sets, each refitted from scratch (variable-projection grid, no warm
-  start; cf. Besiroglu et al. 2024). Resampling: cluster wild bootstrap — the fitted log
-  law plus each log residual (divided by √(1 − h_i), h_i its leverage in the law's
-  Jacobian) times one random sign per (N, D) cell; the cost model likewise (residuals
-  scaled by √(n/(n−3))) — so unequal noise and runs sharing a cell are respected.
+  start; cf. Besiroglu et al. 2024). Resampling: residual bootstrap — the fitted log
+  law plus log residuals (each divided by √(1 − h_i), h_i its leverage in the law's
+  Jacobian, then centred) drawn with replacement, the noise model of the fits (Gaussian
+  on log L, equal variance); the cost model likewise (residuals scaled by √(n/(n−3))).
   Interval: estimate ± t(0.975, n−5)·SD of the draws (log scale for N, D and L).
 """
 
@@ -83,16 +83,15 @@ def _leverage(n, d, params: dict) -> np.ndarray:
 
 
 def _boot_draw(rng: np.random.Generator, n, d, y, params: dict, cost: dict,
-               cells: np.ndarray, lev: np.ndarray) -> tuple[dict, dict]:
+               lev: np.ndarray) -> tuple[dict, dict]:
     """One resampled data set refitted from scratch: (law params, cost model)."""
     k = len(y)
-    signs = rng.choice([-1.0, 1.0], size=cells.max() + 1)
     fitted = np.log(predict("joint", params, n, d))
     resid = (np.log(y) - fitted) / np.sqrt(1 - lev)
-    y_star = np.exp(fitted + signs[cells] * resid)
-    signs_c = rng.choice([-1.0, 1.0], size=cells.max() + 1)
+    y_star = np.exp(fitted + rng.choice(resid - resid.mean(), size=k))
     c_fit = np.log(cost["kappa"]) + cost["gamma"] * np.log(n) + cost["delta"] * np.log(d)
-    c_star = np.exp(c_fit + signs_c[cells] * cost["resid"] * np.sqrt(k / max(k - 3, 1)))
+    c_resid = cost["resid"] * np.sqrt(k / max(k - 3, 1))
+    c_star = np.exp(c_fit + rng.choice(c_resid, size=k))
     return fit_joint_vp(n, d, y_star, intervals=False)["params"], fit_cost(n, d, c_star)
 
 
@@ -149,14 +148,13 @@ def allocate(n, d, y, flops, budgets=None, n_boot: int = 200, seed: int = 0) -> 
         return _refused("the fitted law has no N term or no D term (amplitude 0)", fit)
     budgets = _default_budgets(c) if budgets is None else np.asarray(budgets, float)
     best = optimal_allocation(fit.params, cost, budgets)
-    _, cells = np.unique(np.stack([n, d], 1), axis=0, return_inverse=True)
     rng = np.random.default_rng(seed)
     lev = _leverage(n, d, fit.params)
     draws, failed = [], 0
     for _ in range(n_boot):
         try:
-            draws.append(optimal_allocation(*_boot_draw(rng, n, d, y, fit.params, cost,
-                                                        cells.ravel(), lev), budgets))
+            draws.append(optimal_allocation(*_boot_draw(rng, n, d, y, fit.params, cost, lev),
+                                                budgets))
         except (ValueError, np.linalg.LinAlgError, FloatingPointError):
             failed += 1
     if len(draws) < max(20, n_boot // 2):
