@@ -52,7 +52,7 @@ def write_results(path, records) -> None:
 def report_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("scaling")
     write_results(root / "scaling_results.json", synthetic_records())
-    html = build_report(root, root / "report", n_perm=200, quiet=True)
+    html = build_report(root, root / "report", n_perm=200, quiet=True, n_boot=20)
     return root, html
 
 

@@ -66,7 +66,7 @@ def test_fit_without_any_law_exits_1(tmp_path, capsys):
 def test_report_on_results_file_and_bad_input(results_dir, tmp_path, capsys):
     out = tmp_path / "rep"
     assert main(["report", str(results_dir / "scaling_results.json"), "--out", str(out),
-                 "--n-perm", "100", "--quiet"]) == 0
+                 "--n-perm", "100", "--quiet", "--n-boot", "20"]) == 0
     assert (out / "report.html").is_file() and (out / "test_loss.svg").is_file()
     err = _error(capsys, ["fit", str(results_dir), "--metric", "nonsense"])
     assert "nonsense" in err
@@ -96,7 +96,8 @@ def test_report_refuses_mixed_datasets_unless_allowed(tmp_path, capsys):
     write_results(tmp_path / "scaling_results.json", _loss_only(synthetic_records(mixed=True)))
     err = _error(capsys, ["report", str(tmp_path), "--quiet", "--n-perm", "50"])
     assert "different datasets" in err and "--allow-mixed" in err
-    assert main(["report", str(tmp_path), "--quiet", "--n-perm", "50", "--allow-mixed"]) == 0
+    assert main(["report", str(tmp_path), "--quiet", "--n-perm", "50", "--allow-mixed",
+                 "--n-boot", "20"]) == 0
 
 
 def test_report_evaluates_only_model_files_without_results(results_dir, monkeypatch):
@@ -114,7 +115,7 @@ def test_report_evaluates_only_model_files_without_results(results_dir, monkeypa
     write_results(results_dir / "scaling_results.json", records)
     model = results_dir / "new.pt"
     torch.save({"weights": torch.zeros(2)}, model)
-    argv = ["report", str(results_dir), "--quiet", "--n-perm", "50"]
+    argv = ["report", str(results_dir), "--quiet", "--n-perm", "50", "--n-boot", "20"]
     assert main(argv + ["--md-steps", "9", "--relax-max-atoms", "6", "--md-min-length", "7"]) == 0
     assert len(calls) == 1
     assert calls[0]["k_relax"] == 1 and calls[0]["max_test"] == 4 and calls[0]["md_steps"] == 9

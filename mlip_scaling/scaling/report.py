@@ -19,12 +19,16 @@ import numpy as np
 
 from mlip_scaling.errors import ConfigError, DataError
 from mlip_scaling.io_utils import atomic_path, atomic_write_text
+from mlip_scaling.scaling.allocation import allocation_from_records, allocation_lines
 from mlip_scaling.scaling.fit import FitResult, fit_joint, fit_law
 from mlip_scaling.scaling.frontier import frontier_fits
 from mlip_scaling.scaling.metrics import FITTED, REGISTRY, SELECTION
 from mlip_scaling.scaling.metrics import metric as metric_info
+from mlip_scaling.scaling.planner import row_detectable
 from mlip_scaling.scaling.report_page import (
+    ALLOCATION_COLUMNS,
     FIT_COLUMNS,
+    allocation_section,
     fit_table,
     missing_lines,
     model_metrics,
@@ -35,7 +39,8 @@ from mlip_scaling.scaling.results import check_records, read_results
 from mlip_scaling.scaling.slices import AXES, finite, slice_points_se, standard_error
 
 __all__ = ["load_records", "split_records", "fit_records", "build_report", "write_report",
-           "print_table", "print_models", "exit_status", "RESULTS_NAME"]
+           "print_table", "print_models", "exit_status", "allocations", "print_allocations",
+           "RESULTS_NAME"]
 
 RESULTS_NAME = "scaling_results.json"
 FITS_FORMAT = "mlip-scaling-fits/1"
@@ -120,6 +125,8 @@ def fit_records(records: list[dict], metrics=None, axes=None,
                          for fit in fits]
             if "joint" in axes:
                 rows.append(_joint_row(family, metric, recs))
+    for row in rows:
+        row["mde"] = row_detectable(row)
     return rows
 
 
@@ -132,6 +139,23 @@ def _convergence(recs: list[dict], desc: dict) -> str | None:
     still = len(said) - sum(said)
     return ("all runs converged" if not still else
             f"{still} of {len(said)} runs still improving at their cap")
+
+
+def allocations(records: list[dict], n_boot: int = 200) -> dict[str, dict]:
+    """Compute-optimal allocation of the test loss per family (``allocation``)."""
+    return {family: allocation_from_records(
+        [r for r in records if str(r.get("family") or "?") == family], SELECTION,
+        n_boot=n_boot) for family in sorted({str(r.get("family") or "?") for r in records})}
+
+
+def print_allocations(found: dict[str, dict]) -> None:
+    """Terminal table of the compute-optimal allocations (or why each is missing)."""
+    for family, result in found.items():
+        head, cells = allocation_lines(result)
+        if cells:
+            _rich_table(f"{family}: compute-optimal allocation of the test loss",
+                        ALLOCATION_COLUMNS, cells)
+        print(f"{family}: {head}")
 
 
 def _compute_fits(recs: list[dict], metric: str, forms, n_perm: int) -> list[FitResult]:
@@ -265,9 +289,11 @@ def _write_tables(rows, records, excluded, out: Path) -> None:
 
 
 def write_report(source, out_dir, allow_mixed: bool = False, n_perm: int = 1000,
-                 quiet: bool = False, verbose: bool = False) -> tuple[Path, list[dict]]:
+                 quiet: bool = False, verbose: bool = False, n_boot: int = 200
+                 ) -> tuple[Path, list[dict]]:
     """Fit every metric and axis; write PNG+SVG plots (figures with nothing to draw are
-    skipped), report.html, fits.json, fits.csv and points.csv to ``out_dir``.
+    skipped), report.html, fits.json, fits.csv, points.csv and allocation.json (the
+    compute-optimal allocation, ``n_boot`` bootstrap refits) to ``out_dir``.
     Returns (HTML path, fit rows); prints the tables unless ``quiet``."""
     from mlip_scaling.scaling.plots import plot_frontier, plot_metric, plot_quality
 
@@ -289,13 +315,17 @@ def write_report(source, out_dir, allow_mixed: bool = False, n_perm: int = 1000,
                                       plot_quality(rows, SELECTION, out)))
     figures = [(title, *paths) for title, paths in drawn if paths is not None]
     _write_tables(rows, records, excluded, out)
+    found = allocations(usable, n_boot)
+    atomic_write_text(json.dumps(found, indent=1) + "\n", out / "allocation.json")
     html_path = out / "report.html"
-    atomic_write_text(page(records, usable, rows, excluded, figures), html_path)
+    atomic_write_text(page(records, usable, rows, excluded, figures,
+                           allocation_section(found)), html_path)
     if not quiet:
         print_models(records, excluded)
         print_table(rows if verbose else
                     [r for r in rows if r["form"] == "power" or r["axis"] == "joint"],
                     verbose=verbose)
+        print_allocations(found)
         for rec, why in excluded:
             print(f"excluded {rec.get('checkpoint')}: {why}")
         print(f"report written to {html_path}")
@@ -303,6 +333,6 @@ def write_report(source, out_dir, allow_mixed: bool = False, n_perm: int = 1000,
 
 
 def build_report(source, out_dir, allow_mixed: bool = False, n_perm: int = 1000,
-                 quiet: bool = False) -> Path:
+                 quiet: bool = False, n_boot: int = 200) -> Path:
     """:func:`write_report` returning the HTML path only."""
-    return write_report(source, out_dir, allow_mixed, n_perm, quiet)[0]
+    return write_report(source, out_dir, allow_mixed, n_perm, quiet, n_boot=n_boot)[0]

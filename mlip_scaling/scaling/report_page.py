@@ -16,7 +16,8 @@ from mlip_scaling.scaling.metrics import REGISTRY, metric
 from mlip_scaling.scaling.slices import finite
 
 __all__ = ["model_metrics", "model_table", "missing_lines", "no_floor_lines", "fit_table",
-           "slice_text", "p_text", "page", "FIT_COLUMNS", "BORDERLINE", "is_borderline"]
+           "slice_text", "p_text", "page", "FIT_COLUMNS", "BORDERLINE", "is_borderline",
+           "ALLOCATION_COLUMNS", "allocation_section", "mde_text"]
 
 _EXPONENT = {"power": "beta", "floor": "b"}
 _AXIS_WORDS = {"data": "the data axis", "params": "the parameter axis",
@@ -27,13 +28,19 @@ _FORM_WORDS = {"power": "a power law", "floor": "the floor form", "joint": "the 
 #: flip between an exponent and none on another machine or rerun (marked "borderline")
 BORDERLINE = (0.01, 0.1)
 FIT_COLUMNS = ("family", "metric", "axis", "fitted slice", "form", "exponent", "95 % CI",
-               "p (trend)", "p (curvature)", "R²", "extrap. error", "status")
+               "p (trend)", "p (curvature)", "min. detectable", "R²", "extrap. error",
+               "status")
 _WARNINGS = {
     "curvature": "WARNING: the log-log plot bends (curvature test p={p_curv:.2g}); one power "
                  "law misdescribes these sizes and its extrapolation is unsafe (see the "
                  "broken and floor forms)",
     "extrapolation": "WARNING: the largest size lies further from the law fitted without it "
                      "than the noise explains (p={p_extrap:.2g})"}
+ALLOCATION_COLUMNS = ("budget C (FLOP)", "N_opt (parameters)", "95 % CI", "D_opt (structures)",
+                      "95 % CI", "expected test loss", "95 % CI", "")
+_MDE_NOTE = ("min. detectable: the smallest exponent this design (its sizes and residual "
+             "scatter) detects with power 0.8 at α = 0.05 (a and b: partial slopes on log N "
+             "and log D); smaller true exponents are usually not reported.")
 
 
 def _num(value, fmt: str = "{:.3g}") -> str:
@@ -186,6 +193,14 @@ def _fmt_exponent(r: dict) -> tuple[str, str]:
     return f"{r['params'][key]:.3f}", f"[{r['ci'][key][0]:.3f}, {r['ci'][key][1]:.3f}]"
 
 
+def mde_text(r: dict) -> str:
+    """The row's minimal detectable exponent (``a=…, b=…`` for the joint law)."""
+    mde = r.get("mde")
+    if isinstance(mde, dict):
+        return ", ".join(f"{k}={v:.3g}" for k, v in mde.items())
+    return f"{mde:.3g}" if finite(mde) else ""
+
+
 def _status_text(r: dict) -> str:
     text = r["status"] if r["status"] == "ok" else f"{r['status']}: {r['reason']}"
     if r["status"] == "ok" and r.get("indicative"):
@@ -220,8 +235,8 @@ def fit_table(rows: list[dict]) -> list[list[str]]:
         exp_, ci = _fmt_exponent(r)
         out.append([r["family"], metric(r["metric"]).heading(), r["axis"], slice_text(r),
                     r["form"], exp_, ci, p_text(r), _num(r.get("p_curv"), "{:.2g}"),
-                    f"{r['r2']:.3f}" if r["r2"] is not None else "", _extrap_text(r),
-                    _status_text(r)])
+                    mde_text(r), f"{r['r2']:.3f}" if r["r2"] is not None else "",
+                    _extrap_text(r), _status_text(r)])
     return out
 
 
@@ -263,10 +278,29 @@ def _inline_svg(path: Path) -> str:
     return re.sub(r"^.*?(?=<svg)", "", text, count=1, flags=re.S)
 
 
+def allocation_section(found: dict[str, dict]) -> str:
+    """HTML of the compute-optimal allocation per family (or why it is not fitted)."""
+    from mlip_scaling.scaling.allocation import allocation_lines
+
+    parts = ["<h2>Compute-optimal allocation (test loss)</h2>"]
+    for family, result in found.items():
+        head, cells = allocation_lines(result)
+        parts.append(f"<p><b>{html.escape(family)}</b>: {html.escape(head)}</p>")
+        if cells:
+            parts.append(_table(list(ALLOCATION_COLUMNS), cells, numeric_from=0))
+    parts.append("<p class='note'>For a budget of C FLOP: about N_opt parameters on D_opt "
+                 "training structures (same training protocol as the runs), expected loss "
+                 "L; from the joint law and the runs' measured FLOPs (Chinchilla approach "
+                 "3), 95 % intervals from bootstrap refits from scratch.</p>")
+    return "\n".join(parts)
+
+
 def page(records: list[dict], usable: list[dict], rows: list[dict],
-         excluded: list[tuple[dict, str]], figures: list[tuple[str, Path, Path]]) -> str:
+         excluded: list[tuple[dict, str]], figures: list[tuple[str, Path, Path]],
+         allocation: str = "") -> str:
     """The report's HTML: per-model table, exponent table (fitted and untestable laws; the
-    'insufficient' ones as one line per family), metric definitions, figures, exclusions."""
+    'insufficient' ones as one line per family), the compute-optimal allocation section
+    (HTML given), metric definitions, figures, exclusions."""
     esc = html.escape
     families = sorted({str(r.get("family") or "?") for r in usable})
     header, model_rows = model_table(records, excluded)
@@ -288,6 +322,7 @@ def page(records: list[dict], usable: list[dict], rows: list[dict],
                      "(curvature or extrapolation; in the status column).</p>")
     parts += [f"<p class='note'>{esc(line)}</p>"
               for line in missing_lines(rows) + no_floor_lines(rows)]
+    parts.append(f"<p class='note'>{esc(_MDE_NOTE)}</p>{allocation}")
     parts.append(f"<p class='note'>{esc(_INTRO)}</p><h2>Metrics</h2><ul>")
     parts += [f"<li><b>{esc(metric(m).heading())}</b>: {esc(metric(m).definition)}"
               f"{'' if metric(m).lower_is_better else ' (higher is better)'}"

@@ -23,6 +23,7 @@ __all__ = ["add_fit", "add_report", "add_bias"]
 #: bins of the outcome grid: a one-hot array of R x S x P x bins floats is built
 BINS = Number(integer=True, low=2, high=4096)
 Q_MIN = Number(low=0, low_open=True, high=1)
+BOOT = Number(integer=True, low=20)
 
 
 def _split_list(values: list[str] | None) -> list[str] | None:
@@ -81,7 +82,7 @@ def _report(args: argparse.Namespace) -> int:
         _evaluate_missing(source, args)
     out = Path(args.out) if args.out else (source if source.is_dir() else source.parent) / "report"
     _, rows = write_report(source, out, allow_mixed=args.allow_mixed, n_perm=args.n_perm,
-                           quiet=args.quiet, verbose=args.verbose > 0)
+                           quiet=args.quiet, verbose=args.verbose > 0, n_boot=args.n_boot)
     return exit_status(rows)
 
 
@@ -142,6 +143,8 @@ def add_report(sub: argparse._SubParsersAction, fmt: type) -> None:
     p.add_argument("--out", type=output_dir, default=None,
                    help="report folder (default: DIR/report)")
     _add_fit_options(p)
+    p.add_argument("--n-boot", type=BOOT, default=200,
+                   help="bootstrap refits of the compute-optimal allocation's intervals")
     p.add_argument("--no-evaluate", action="store_true", help="use existing results only")
     add_arguments(p, EvalSettings, defaults=False, help_prefix="evaluate: ")
     p.add_argument("--jobs", type=NON_NEGATIVE_INT, default=1,
