@@ -38,6 +38,8 @@ FAMILIES: dict[str, str] = {
     "transformer": "mlip_scaling.models.transformer:TransformerEnergyModel",
     "transformer-seed": "mlip_scaling.models.transformer_seed:SeedTransformer",
     "eqv2": "mlip_scaling.models.equiformer_v2.model:EquiformerV2",
+    # direct-force ladder: the same class, its presets set direct_forces (see presets.py)
+    "eqv2d": "mlip_scaling.models.equiformer_v2.model:EquiformerV2",
 }
 
 
