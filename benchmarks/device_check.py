@@ -39,8 +39,9 @@ import torch
 
 NO_CUDA = "no CUDA device: nothing to check"
 MODELS = ("transformer-57k", "eqv2-57k")
-#: largest force error / largest force allowed against the CPU float64 reference
-FORCE_TOL = {"float64": 1e-8, "float32": 1e-3, "bf16": 0.1}
+#: largest force error / largest force allowed against the CPU float64 reference (bf16:
+#: 8-bit mantissas through the double backward; the CPU dry run of eqv2-1.5k reads 0.08)
+FORCE_TOL = {"float64": 1e-8, "float32": 1e-3, "bf16": 0.25}
 #: relative error of the loss gradient allowed
 GRAD_TOL = {"float64": 1e-8, "float32": 1e-2, "bf16": 0.25}
 MIN_LEFT_S = 15.0  # a row starts only with at least this much of the budget left
@@ -224,16 +225,16 @@ class DeviceCheck:
 
         ref = self._calc_reference(preset)
         calc = ScalingCalculator(_seeded(preset), device=self.device, dtype=dtype)
-        atoms, sign = self._cell(), [1.0]
+        atoms = self._cell()
+        start, gen = atoms.positions.copy(), torch.Generator().manual_seed(0)
         atoms.calc = calc
-        step = 1e-3 * torch.randn(len(atoms), 3, generator=torch.Generator().manual_seed(0))
 
-        def call() -> None:  # an MD-like move (and back), then forces
-            atoms.positions += sign[0] * step.numpy()
-            sign[0] = -sign[0]
+        def call() -> None:  # an MD-like move to a new geometry (never a cached result)
+            atoms.positions = start + 1e-3 * torch.randn(len(atoms), 3, generator=gen).numpy()
             atoms.get_forces()
 
-        ms = median_ms(call, self.device, repeats=3, warmup=1)  # 4 moves: back at the start
+        ms = median_ms(call, self.device, repeats=3, warmup=1)
+        atoms.positions = start  # not evaluated before: computed afresh
         f_err = _rel(torch.as_tensor(atoms.get_forces()), torch.as_tensor(ref["forces"]))
         e_err = abs(atoms.get_potential_energy() - float(ref["energy"])) / len(atoms)
         tol = FORCE_TOL[dtype]
