@@ -41,6 +41,7 @@ from mlip_scaling.training.precision import (
     autocast,
     choose_cpu_precision,
     cpu_has_bf16,
+    probe_clock,
     resolve_amp,
     time_precisions,
 )
@@ -110,7 +111,8 @@ class Trainer:
         else:
             picks = list(range(min(self.local_batch, len(self.train_items))))
             batch = self._batch(picks)
-            seconds = time_precisions(lambda precision: self._probe(precision, batch))
+            seconds = time_precisions(lambda precision: self._probe(precision, batch),
+                                      clock=probe_clock())
             pooled = all_reduce_sum(torch.tensor([seconds[p] for p in CPU_CANDIDATES],
                                                  dtype=torch.float64), self.dist)
             mean = (pooled / self.dist.world).tolist()  # every rank takes the same choice
