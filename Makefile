@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 PYTEST_WORKERS ?= 2
 
-.PHONY: demo study study-smoke test lint bench data clean
+.PHONY: demo study study-smoke test lint bench data clean device-check
 
 $(STAMP): pyproject.toml
 	@if [ ! -x $(PY) ]; then \
@@ -58,6 +58,10 @@ bench: $(STAMP)
 	@if [ ! -x $(MACE_VENV)/bin/python ]; then $(PYTHON) -m venv $(MACE_VENV) && \
 	  $(MACE_VENV)/bin/pip install -q torch==2.13.0 mace-torch; fi
 	MACE_PYTHON=$(MACE_VENV)/bin/python $(PY) benchmarks/run_all.py
+
+# every GPU path in one table (< 8 min); without CUDA one line, exit 0
+device-check: $(STAMP)
+	$(PY) benchmarks/device_check.py
 
 data: $(STAMP)
 	$(VENV)/bin/mlip-data generate --recipe default --out mlip_scaling/data/default.h5

@@ -27,7 +27,11 @@ Forces and stress are derivatives taken on the loaded program::
 They are not inside the program: ``torch.export`` cannot trace ``torch.autograd.grad`` in
 the forward (it leaves an untraceable constant behind). The file's extra entry
 ``metadata.json`` names the family, cutoff (Å), species, dtype and these inputs/outputs.
-Models with direct force heads are refused (their forces are not energy derivatives).
+
+Models with direct force heads (``eqv2d-<size>``, ``eqv2-S/M/L``; metadata
+``"direct_forces": true``) return two more outputs, their heads' predictions (not energy
+derivatives): forces [N, 3] (eV/Å) and stress [3, 3] (eV/Å^3, meaningful for cells
+periodic in all three directions); for them ``strain`` must stay zero.
 """
 
 from __future__ import annotations
@@ -43,11 +47,13 @@ from mlip_scaling.data.atomic_data import compute_edge_vectors
 from mlip_scaling.errors import ConfigError
 from mlip_scaling.models.potential import Potential
 
-__all__ = ["EXPORT_FORMAT", "StructureEnergy", "export_potential", "save_exported"]
+__all__ = ["DIRECT_OUTPUTS", "EXPORT_FORMAT", "StructureEnergy", "export_potential",
+           "save_exported"]
 
 EXPORT_FORMAT = "mlip-scaling-export/1"
 INPUTS = ["positions", "cell", "atomic_numbers", "edge_index", "edge_cell_shift", "strain"]
 OUTPUTS = ["energy", "energies"]
+DIRECT_OUTPUTS = ["forces", "stress"]
 
 
 class StructureEnergy(nn.Module):
@@ -65,8 +71,9 @@ class StructureEnergy(nn.Module):
         edge_index: torch.Tensor,
         edge_cell_shift: torch.Tensor,
         strain: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> energy [] (eV), per-atom energies [N] (eV)."""
+    ) -> tuple[torch.Tensor, ...]:
+        """-> energy [] (eV), per-atom energies [N] (eV); direct-force models also
+        forces [N, 3] (eV/Å) and stress [3, 3] (eV/Å^3) from their heads."""
         sym = 0.5 * (strain + strain.transpose(0, 1))
         data = {
             keys.POSITIONS: positions + positions @ sym,
@@ -78,7 +85,10 @@ class StructureEnergy(nn.Module):
         }
         out = self.potential.model(compute_edge_vectors(data))
         atomic = self.potential._atomic_energies(out[keys.ATOMIC_ENERGIES], atomic_numbers)
-        return atomic.sum(), atomic
+        if not self.potential.direct_forces:
+            return atomic.sum(), atomic
+        scale = self.potential.scale.to(atomic.dtype)
+        return atomic.sum(), atomic, out[keys.FORCES] * scale, out[keys.STRESS][0] * scale
 
 
 def _example_inputs(potential: Potential, n: int = 3) -> tuple[torch.Tensor, ...]:
@@ -97,9 +107,6 @@ def _example_inputs(potential: Potential, n: int = 3) -> tuple[torch.Tensor, ...
 
 def export_potential(potential: Potential) -> torch.export.ExportedProgram:
     """Trace ``potential`` (eval mode, its dtype, CPU) with dynamic atom and edge counts."""
-    if potential.direct_forces:
-        raise ConfigError(f"{potential.family} model predicts forces with a head; only "
-                          "energy models (forces as derivatives) can be exported")
     module = StructureEnergy(potential).eval()
     example = _example_inputs(potential)
     module(*example)  # fills the models' lazily built constant tables before tracing
@@ -125,7 +132,9 @@ def save_exported(model_path: str | Path, out: str | Path,
     metadata = {
         "format": EXPORT_FORMAT, "family": potential.family, "cutoff": potential.cutoff,
         "species": potential.species, "dtype": str(dtype).removeprefix("torch."),
-        "inputs": INPUTS, "outputs": OUTPUTS, "source": str(Path(model_path).name),
+        "inputs": INPUTS, "source": str(Path(model_path).name),
+        "outputs": OUTPUTS + (DIRECT_OUTPUTS if potential.direct_forces else []),
+        "direct_forces": potential.direct_forces,
     }
     out = Path(out)
     tmp = out.with_suffix(".tmp.pt2")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import torch
 from test_training_helpers import emt_structures
 
+from mlip_scaling.training import precision
 from mlip_scaling.training import trainer as trainer_module
 from mlip_scaling.training.config import TrainConfig
 from mlip_scaling.training.precision import choose_cpu_precision, time_precisions
@@ -119,3 +121,14 @@ def test_probe_leaves_the_weights_and_gradients_untouched(tmp_path, monkeypatch)
     monkeypatch.setattr(trainer_module.Trainer, "_choose_amp", spy)
     _train(tmp_path)
     assert seen["ok"] and all(g is None for g in seen["grads"])
+
+
+def test_probe_clock_is_cpu_time_on_one_thread():
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert precision.probe_clock() is time.process_time  # other processes do not count
+        torch.set_num_threads(2)
+        assert precision.probe_clock() is time.perf_counter  # CPU time would add up threads
+    finally:
+        torch.set_num_threads(threads)

@@ -51,10 +51,10 @@ def test_names_follow_exact_counts(family):
         assert name == f"{family}-{registry.format_size(PRESET_PARAMS[name])}"
 
 
-@pytest.mark.parametrize("family", ["transformer", "transformer-seed", "eqv2"])
+@pytest.mark.parametrize("family", ["transformer", "transformer-seed", "eqv2", "eqv2d"])
 def test_nearest_preset(family):
     names = registry.list_presets(family)
-    factor = 1.0 if family == "eqv2" else 1.1  # eqv2-28M and eqv2-S are 12 % apart
+    factor = 1.0 if family.startswith("eqv2") else 1.1  # eqv2-28M and eqv2-S: 12 % apart
     for name in names:
         assert registry.nearest_preset(PRESET_PARAMS[name] * factor, family) == name
     by_size = sorted(names, key=PRESET_PARAMS.get)

@@ -11,6 +11,8 @@
 * ``eqv2-<size>`` and ``eqv2-S/M/L``: :mod:`mlip_scaling.models.equiformer_v2.presets`.
 * ``eqv2-l1-<size>`` and ``eqv2-l3-<size>``: EquiformerV2 at a fixed degree (families of
   their own), :mod:`mlip_scaling.models.equiformer_v2.lmax_ladders`.
+* ``eqv2d-<size>`` (family ``eqv2d``): the eqv2 ladder's backbones with direct force and
+  stress heads (the size names the backbone; ``PRESET_PARAMS`` the exact total).
 
 ``PRESET_PARAMS`` holds exact trainable-parameter counts (checked by the tests);
 ``DEFAULT_PRESET`` maps a family to the preset used when only the family is named.
@@ -23,7 +25,12 @@ from mlip_scaling.models.equiformer_v2.lmax_ladders import (
     LMAX_PRESET_PARAMS,
     LMAX_PRESETS,
 )
-from mlip_scaling.models.equiformer_v2.presets import EQV2_PRESET_PARAMS, EQV2_PRESETS
+from mlip_scaling.models.equiformer_v2.presets import (
+    EQV2_PRESET_PARAMS,
+    EQV2_PRESETS,
+    EQV2D_PRESET_PARAMS,  # direct-force ladder
+    EQV2D_PRESETS,
+)
 
 __all__ = ["DEFAULT_PRESET", "PRESETS", "PRESET_PARAMS", "TRANSFORMER_CUTOFF", "format_size"]
 
@@ -115,10 +122,17 @@ PRESETS.update(LMAX_PRESETS)
 PRESET_PARAMS.update(LMAX_PRESET_PARAMS)
 # --- end of the fixed-degree ladders --------------------------------------------------
 
+# ---- direct-force EquiformerV2 ladder (family "eqv2d") ----
+for _name, _config in EQV2D_PRESETS.items():
+    PRESETS[_name] = ("eqv2d", dict(_config))
+PRESET_PARAMS.update(EQV2D_PRESET_PARAMS)
+# ---- end of the direct-force ladder ----
+
 #: Preset used when only a family is named (small enough to train on a laptop CPU).
 DEFAULT_PRESET: dict[str, str] = {
     "transformer": "transformer-2.3k",
     "transformer-seed": "transformer-seed-69k",
     "eqv2": "eqv2-5.6k",
     **LMAX_DEFAULTS,  # fixed-degree EquiformerV2 ladders
+    "eqv2d": "eqv2d-5.6k",  # direct-force ladder
 }

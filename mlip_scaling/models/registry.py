@@ -42,6 +42,8 @@ FAMILIES: dict[str, str] = {
     "eqv2-l1": "mlip_scaling.models.equiformer_v2.model:EquiformerV2",
     "eqv2-l3": "mlip_scaling.models.equiformer_v2.model:EquiformerV2",
     # --- end of the fixed-degree ladders ---
+    # direct-force ladder: the same class, its presets set direct_forces (see presets.py)
+    "eqv2d": "mlip_scaling.models.equiformer_v2.model:EquiformerV2",
 }
 
 

@@ -4,7 +4,8 @@
 with a GradScaler on older CUDA devices. On a CPU, bf16 autocast is not reliably faster
 even with native bf16 instructions (``benchmarks/bench_amp.py``: transformer-2.3k, the default
 preset, takes 1.3-1.4x as long per step in bf16 on an AMD EPYC with AVX512-BF16), so ``auto``
-times a few steps of both and keeps the faster (bf16 only when at least 5 % faster;
+times a few steps of both (CPU time with one thread, wall time with more: see
+:func:`probe_clock`) and keeps the faster (bf16 only when at least 5 % faster;
 float32 without native bf16: emulated bf16 is always slower). Losses, forces and stress
 always come out in float32.
 """
@@ -22,6 +23,7 @@ import torch
 from mlip_scaling.errors import ConfigError
 
 __all__ = ["resolve_amp", "autocast", "cpu_has_bf16", "time_precisions", "choose_cpu_precision",
+           "probe_clock",
            "CPU_CANDIDATES", "PRECISION_NAMES", "BF16_MARGIN"]
 
 #: What ``auto`` chooses between on a CPU with native bf16.
@@ -75,6 +77,13 @@ def time_precisions(step: Callable[[str], None], repeats: int = 3, budget_s: flo
         if spent > budget_s:
             break
     return best
+
+
+def probe_clock() -> Callable[[], float]:
+    """The clock ``auto`` times its candidates with: CPU time of this process when torch
+    runs one thread (equal to the wall time of an idle core, and not lengthened by other
+    processes on a shared machine), wall time otherwise (CPU time would add up threads)."""
+    return time.process_time if torch.get_num_threads() == 1 else time.perf_counter
 
 
 def choose_cpu_precision(seconds: dict[str, float]) -> tuple[str, str]:

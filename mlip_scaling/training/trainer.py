@@ -42,6 +42,7 @@ from mlip_scaling.training.precision import (
     autocast,
     choose_cpu_precision,
     cpu_has_bf16,
+    probe_clock,
     resolve_amp,
     time_precisions,
 )
@@ -93,11 +94,9 @@ class Trainer:
 
     # ---------------------------------------------------------------- setup
     def _build_model(self) -> None:
-        if self.cfg.compile:
-            if self.need_forces and not self.potential.direct_forces:
-                raise ConfigError("--compile: torch.compile cannot differentiate twice, which "
-                                  "training on conservative forces/stress needs")
-            self.potential.model.compile()
+        if self.cfg.compile and self.need_forces and not self.potential.direct_forces:
+            raise ConfigError("--compile: torch.compile cannot differentiate twice, which "
+                              "training on conservative forces/stress needs")
         self.forward_model: Callable = self.potential
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -115,7 +114,8 @@ class Trainer:
         else:
             picks = list(range(min(self.local_batch, len(self.train_items))))
             batch = self._batch(picks)
-            seconds = time_precisions(lambda precision: self._probe(precision, batch))
+            seconds = time_precisions(lambda precision: self._probe(precision, batch),
+                                      clock=probe_clock())
             pooled = all_reduce_sum(torch.tensor([seconds[p] for p in CPU_CANDIDATES],
                                                  dtype=torch.float64), self.dist)
             mean = (pooled / self.dist.world).tolist()  # every rank takes the same choice
@@ -173,8 +173,9 @@ class Trainer:
 
     def _loss(self, batch: AtomicData, model: Callable) -> tuple[torch.Tensor, dict, dict]:
         with autocast(self.precision, self.device):
+            # create_graph also keeps the energy's graph when no forces are trained on
             pred = model(batch, compute_forces=self.need_forces,
-                         compute_stress=self.need_stress, create_graph=self.need_forces)
+                         compute_stress=self.need_stress, create_graph=True)
         terms = loss_terms(pred, batch)
         return total_loss(terms, self.weights), terms, pred
 
@@ -328,12 +329,18 @@ class Trainer:
         """Fresh start (FLOP model measured) or resume; returns whether already finished."""
         last = self.run_dir / "last.pt"
         if resume and last.exists():
-            return self.load(last)
-        self.logger.truncate(0)  # a fresh start never appends to an unfinished start's log
-        self._choose_amp()
-        self._measure_flops()
-        self._make_scheduler()
-        return False
+            finished = self.load(last)
+        else:
+            self.logger.truncate(0)  # a fresh start never appends to an unfinished start's log
+            self._choose_amp()
+            self._measure_flops()
+            self._make_scheduler()
+            finished = False
+        if self.cfg.compile:
+            # only now: a first call under the FLOP counter's dispatch mode would make
+            # torch.compile skip the model's code for the rest of the process
+            self.potential.model.compile()
+        return finished
 
     def fit(self, progress: Callable[[dict], None] | None = None) -> None:
         """Train until the step/epoch/FLOP budget is spent, saving ``last.pt`` on the way."""

@@ -26,13 +26,17 @@
   ``--model-config`` makes a ladder model O(3)-invariant at twice the cost of a step
   (outputs averaged over the structure and its point inversion; see benchmarks/PARITY.md).
   Model files store their full config, so files trained averaged stay averaged.
+* ``eqv2d-<size>`` (family ``eqv2d``): the same backbones with direct force and stress
+  heads (non-conservative; no double backward in training); see ``EQV2D_PRESETS`` and
+  benchmarks/EQV2_DIRECT.md for the trade.
 
 ``EQV2_PRESET_PARAMS`` holds exact counts (checked by the tests).
 """
 
 from __future__ import annotations
 
-__all__ = ["EQV2_PRESETS", "EQV2_PRESET_PARAMS", "LADDER_CUTOFF", "FAIRCHEM_FUNCTION"]
+__all__ = ["EQV2D_PRESETS", "EQV2D_PRESET_PARAMS", "EQV2_PRESETS", "EQV2_PRESET_PARAMS",
+           "LADDER_CUTOFF", "FAIRCHEM_FUNCTION"]
 
 #: Cutoff (Å) of the conservative ladder.
 LADDER_CUTOFF = 6.0
@@ -132,3 +136,26 @@ EQV2_PRESETS.update({f"eqv2-{s}": _omat24_config(s) for s in _OMAT24_SHAPES})
 
 EQV2_PRESET_PARAMS: dict[str, int] = {name: n for name, n, _ in _LADDER}
 EQV2_PRESET_PARAMS.update(_PUBLISHED)
+
+
+# ---------------------------------------------------------------------------------------
+# Direct-force ladder: ``eqv2d-<size>``
+# ---------------------------------------------------------------------------------------
+#: The direct-force ladder (family ``eqv2d``): the backbone of ``eqv2-<size>`` (the size in
+#: the name is that backbone's exact count) with the direct heads of the OMat24 models, a
+#: force head (one more graph attention, ``l = 1`` output) and the package's equivariant
+#: rank-2 stress head. Forces and stress are predictions, not derivatives of the energy
+#: (non-conservative): a training step needs no double backward. The heads add 30-65 % to
+#: the parameter count (``EQV2D_PRESET_PARAMS``: exact totals).
+EQV2D_PRESETS: dict[str, dict] = {
+    f"eqv2d-{name.removeprefix('eqv2-')}": {
+        **_ladder_config(*shape), "direct_forces": True, "stress_head": "equivariant"}
+    for name, _, shape in _LADDER
+}
+#: exact totals; eqv2d-28M/79M/147M equal eqv2-S/M/L's counts (same backbones and heads)
+EQV2D_PRESET_PARAMS: dict[str, int] = {
+    "eqv2d-1.5k": 2318, "eqv2d-5.6k": 9160, "eqv2d-22k": 31084, "eqv2d-57k": 81304,
+    "eqv2d-186k": 240296, "eqv2d-603k": 787897, "eqv2d-1.8M": 2255946,
+    "eqv2d-5.0M": 6213802, "eqv2d-11M": 12719338, "eqv2d-28M": 31207434,
+    "eqv2d-79M": 86589068, "eqv2d-147M": 153769868,
+}
