@@ -2,7 +2,7 @@
 same backbone): training-step time, force error at equal CPU time, NVE energy drift.
 
     python benchmarks/bench_eqv2_direct.py steps                  # step times, one process
-    python benchmarks/bench_eqv2_direct.py compile eqv2d-5.6k     # torch.compile of the step
+    python benchmarks/bench_eqv2_direct.py compile eqv2d-9.2k     # torch.compile of the step
     python benchmarks/bench_eqv2_direct.py accuracy --budget 150  # equal CPU time, then NVE
     python benchmarks/bench_eqv2_direct.py ab --base /tmp/base    # mlip-train step vs a checkout
 
@@ -48,7 +48,7 @@ from mlip_scaling.calculators.ase import ScalingCalculator  # noqa: E402
 from mlip_scaling.data.oracles import get_oracle  # noqa: E402
 from mlip_scaling.scaling.downstream.md import md_errors  # noqa: E402
 
-PAIRS = (("eqv2-5.6k", "eqv2d-5.6k"), ("eqv2-57k", "eqv2d-57k"))
+PAIRS = (("eqv2-5.6k", "eqv2d-9.2k"), ("eqv2-57k", "eqv2d-81k"))
 
 
 def interleaved_ms(steps: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
@@ -198,10 +198,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     s = sub.add_parser("steps", help="step times of both ladders in one process")
     s.add_argument("--repeats", type=int, default=7)
     c = sub.add_parser("compile", help="torch.compile of a direct model's training step")
-    c.add_argument("preset", nargs="?", default="eqv2d-5.6k")
+    c.add_argument("preset", nargs="?", default="eqv2d-9.2k")
     c.add_argument("--repeats", type=int, default=3, help="passes over the 4 batches")
     a = sub.add_parser("accuracy", help="equal CPU time on Cu-Ni EMT, then NVE drift")
-    a.add_argument("--models", nargs="+", default=["eqv2-5.6k", "eqv2d-5.6k"])
+    a.add_argument("--models", nargs="+", default=["eqv2-5.6k", "eqv2d-9.2k"])
     a.add_argument("--budget", type=float, default=150.0, help="CPU-s of training per model")
     a.add_argument("--points", type=int, default=3, help="test checkpoints (x2 apart)")
     a.add_argument("--train-size", type=int, default=400)

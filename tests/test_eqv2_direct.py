@@ -63,14 +63,14 @@ def _crystal() -> Atoms:
 
 def test_every_eqv2d_preset_is_an_eqv2_backbone_with_direct_heads():
     names = registry.list_presets("eqv2d")
-    assert len(names) == 12 and registry.resolve_model("eqv2d")[0] == "eqv2d-5.6k"
+    assert len(names) == 12 and registry.resolve_model("eqv2d")[0] == "eqv2d-9.2k"
     for name in names:
         family, config = PRESETS[name]
         base = PRESETS["eqv2-" + name.removeprefix("eqv2d-")][1]
         assert family == "eqv2d" and config["direct_forces"] and not base["direct_forces"]
         assert {k: v for k, v in config.items() if k not in ("direct_forces", "stress_head")} \
             == {k: v for k, v in base.items() if k != "direct_forces"}
-    shapes = registry.meta_shapes("eqv2d", PRESETS["eqv2d-5.6k"][1])
+    shapes = registry.meta_shapes("eqv2d", PRESETS["eqv2d-9.2k"][1])
     base = registry.meta_shapes("eqv2", PRESETS["eqv2-5.6k"][1])
     assert {k: shapes[k] for k in base} == base  # the same backbone and energy head
     assert {k.split(".")[0] for k in set(shapes) - set(base)} == {"force_head", "stress_head"}
@@ -160,7 +160,7 @@ def test_train_calculate_and_export(tmp_path):
     data = tmp_path / "emt.extxyz"
     ase.io.write(data, emt_structures(12, seed=21))
     out = tmp_path / "run"
-    argv = ["--model", "eqv2d-1.5k", "--data", str(data), "--batch-size", "4", "--val-size", "4",
+    argv = ["--model", "eqv2d-2.3k", "--data", str(data), "--batch-size", "4", "--val-size", "4",
             "--test-size", "2", "--epochs", "2", "--device", "cpu", "--out", str(out),
             "--export", "m.pt"]
     assert train_main(argv) == 0

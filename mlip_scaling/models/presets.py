@@ -12,7 +12,7 @@
 * ``eqv2-l1-<size>`` and ``eqv2-l3-<size>``: EquiformerV2 at a fixed degree (families of
   their own), :mod:`mlip_scaling.models.equiformer_v2.lmax_ladders`.
 * ``eqv2d-<size>`` (family ``eqv2d``): the eqv2 ladder's backbones with direct force and
-  stress heads (the size names the backbone; ``PRESET_PARAMS`` the exact total).
+  stress heads (named by the exact total, heads included, like every ladder).
 
 ``PRESET_PARAMS`` holds exact trainable-parameter counts (checked by the tests);
 ``DEFAULT_PRESET`` maps a family to the preset used when only the family is named.
@@ -134,5 +134,5 @@ DEFAULT_PRESET: dict[str, str] = {
     "transformer-seed": "transformer-seed-69k",
     "eqv2": "eqv2-5.6k",
     **LMAX_DEFAULTS,  # fixed-degree EquiformerV2 ladders
-    "eqv2d": "eqv2d-5.6k",  # direct-force ladder
+    "eqv2d": "eqv2d-9.2k",  # direct-force ladder
 }

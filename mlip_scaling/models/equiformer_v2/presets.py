@@ -142,20 +142,27 @@ EQV2_PRESET_PARAMS.update(_PUBLISHED)
 # Direct-force ladder: ``eqv2d-<size>``
 # ---------------------------------------------------------------------------------------
 #: The direct-force ladder (family ``eqv2d``): the backbone of ``eqv2-<size>`` (the size in
-#: the name is that backbone's exact count) with the direct heads of the OMat24 models, a
+#: the name is the exact total, heads included) with the direct heads of the OMat24 models, a
 #: force head (one more graph attention, ``l = 1`` output) and the package's equivariant
 #: rank-2 stress head. Forces and stress are predictions, not derivatives of the energy
 #: (non-conservative): a training step needs no double backward. The heads add 30-65 % to
 #: the parameter count (``EQV2D_PRESET_PARAMS``: exact totals).
+#: direct-force preset of each backbone, named like every ladder by its exact total count
+_EQV2D_NAMES = {
+    "eqv2-1.5k": "eqv2d-2.3k", "eqv2-5.6k": "eqv2d-9.2k", "eqv2-22k": "eqv2d-31k",
+    "eqv2-57k": "eqv2d-81k", "eqv2-186k": "eqv2d-240k", "eqv2-603k": "eqv2d-788k",
+    "eqv2-1.8M": "eqv2d-2.3M", "eqv2-5.0M": "eqv2d-6.2M", "eqv2-11M": "eqv2d-13M",
+    "eqv2-28M": "eqv2d-31M", "eqv2-79M": "eqv2d-87M", "eqv2-147M": "eqv2d-154M",
+}
 EQV2D_PRESETS: dict[str, dict] = {
-    f"eqv2d-{name.removeprefix('eqv2-')}": {
+    _EQV2D_NAMES[name]: {
         **_ladder_config(*shape), "direct_forces": True, "stress_head": "equivariant"}
     for name, _, shape in _LADDER
 }
-#: exact totals; eqv2d-28M/79M/147M equal eqv2-S/M/L's counts (same backbones and heads)
+#: exact totals; eqv2d-31M/79M/147M equal eqv2-S/M/L's counts (same backbones and heads)
 EQV2D_PRESET_PARAMS: dict[str, int] = {
-    "eqv2d-1.5k": 2318, "eqv2d-5.6k": 9160, "eqv2d-22k": 31084, "eqv2d-57k": 81304,
-    "eqv2d-186k": 240296, "eqv2d-603k": 787897, "eqv2d-1.8M": 2255946,
-    "eqv2d-5.0M": 6213802, "eqv2d-11M": 12719338, "eqv2d-28M": 31207434,
-    "eqv2d-79M": 86589068, "eqv2d-147M": 153769868,
+    "eqv2d-2.3k": 2318, "eqv2d-9.2k": 9160, "eqv2d-31k": 31084, "eqv2d-81k": 81304,
+    "eqv2d-240k": 240296, "eqv2d-788k": 787897, "eqv2d-2.3M": 2255946,
+    "eqv2d-6.2M": 6213802, "eqv2d-13M": 12719338, "eqv2d-31M": 31207434,
+    "eqv2d-87M": 86589068, "eqv2d-154M": 153769868,
 }
