@@ -23,6 +23,7 @@ from mlip_scaling.checkpoint import load_potential
 from mlip_scaling.data.atomic_data import from_atoms
 from mlip_scaling.data.neighbors import NeighborListTransform
 from mlip_scaling.models import registry
+from mlip_scaling.models.equiformer_v2.presets import EQV2D_NAMES
 from mlip_scaling.models.potential import Potential
 from mlip_scaling.models.presets import PRESETS
 from mlip_scaling.scaling.cli import main as scaling_main
@@ -64,9 +65,10 @@ def _crystal() -> Atoms:
 def test_every_eqv2d_preset_is_an_eqv2_backbone_with_direct_heads():
     names = registry.list_presets("eqv2d")
     assert len(names) == 12 and registry.resolve_model("eqv2d")[0] == "eqv2d-9.2k"
+    backbones = {direct: base for base, direct in EQV2D_NAMES.items()}
     for name in names:
         family, config = PRESETS[name]
-        base = PRESETS["eqv2-" + name.removeprefix("eqv2d-")][1]
+        base = PRESETS[backbones[name]][1]
         assert family == "eqv2d" and config["direct_forces"] and not base["direct_forces"]
         assert {k: v for k, v in config.items() if k not in ("direct_forces", "stress_head")} \
             == {k: v for k, v in base.items() if k != "direct_forces"}

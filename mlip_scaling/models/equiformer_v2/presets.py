@@ -35,8 +35,8 @@
 
 from __future__ import annotations
 
-__all__ = ["EQV2D_PRESETS", "EQV2D_PRESET_PARAMS", "EQV2_PRESETS", "EQV2_PRESET_PARAMS",
-           "LADDER_CUTOFF", "FAIRCHEM_FUNCTION"]
+__all__ = ["EQV2D_NAMES", "EQV2D_PRESETS", "EQV2D_PRESET_PARAMS", "EQV2_PRESETS",
+           "EQV2_PRESET_PARAMS", "LADDER_CUTOFF", "FAIRCHEM_FUNCTION"]
 
 #: Cutoff (Å) of the conservative ladder.
 LADDER_CUTOFF = 6.0
@@ -148,14 +148,14 @@ EQV2_PRESET_PARAMS.update(_PUBLISHED)
 #: (non-conservative): a training step needs no double backward. The heads add 30-65 % to
 #: the parameter count (``EQV2D_PRESET_PARAMS``: exact totals).
 #: direct-force preset of each backbone, named like every ladder by its exact total count
-_EQV2D_NAMES = {
+EQV2D_NAMES = {
     "eqv2-1.5k": "eqv2d-2.3k", "eqv2-5.6k": "eqv2d-9.2k", "eqv2-22k": "eqv2d-31k",
     "eqv2-57k": "eqv2d-81k", "eqv2-186k": "eqv2d-240k", "eqv2-603k": "eqv2d-788k",
     "eqv2-1.8M": "eqv2d-2.3M", "eqv2-5.0M": "eqv2d-6.2M", "eqv2-11M": "eqv2d-13M",
     "eqv2-28M": "eqv2d-31M", "eqv2-79M": "eqv2d-87M", "eqv2-147M": "eqv2d-154M",
 }
 EQV2D_PRESETS: dict[str, dict] = {
-    _EQV2D_NAMES[name]: {
+    EQV2D_NAMES[name]: {
         **_ladder_config(*shape), "direct_forces": True, "stress_head": "equivariant"}
     for name, _, shape in _LADDER
 }
