@@ -9,6 +9,7 @@
   (:mod:`mlip_scaling.models.transformer_seed`), 9 steps from 2.2k to 1.2M like the paper's
   2.3k-1.2M ladder; FFN 4× the token width.
 * ``eqv2-<size>`` and ``eqv2-S/M/L``: :mod:`mlip_scaling.models.equiformer_v2.presets`.
+* ``bpnn-<size>``: Behler-Parrinello networks, :mod:`mlip_scaling.models.bpnn.presets`.
 
 ``PRESET_PARAMS`` holds exact trainable-parameter counts (checked by the tests);
 ``DEFAULT_PRESET`` maps a family to the preset used when only the family is named.
@@ -110,3 +111,16 @@ DEFAULT_PRESET: dict[str, str] = {
     "transformer-seed": "transformer-seed-69k",
     "eqv2": "eqv2-5.6k",
 }
+
+# --- issue #25 families: presets and defaults ------------------------------------------
+from mlip_scaling.models.bpnn.presets import (  # noqa: E402
+    BPNN_DEFAULT,
+    BPNN_PRESET_PARAMS,
+    BPNN_PRESETS,
+)
+
+for _name, _config in BPNN_PRESETS.items():
+    PRESETS[_name] = ("bpnn", dict(_config))
+PRESET_PARAMS.update(BPNN_PRESET_PARAMS)
+DEFAULT_PRESET["bpnn"] = BPNN_DEFAULT
+# --- end of issue #25 presets ----------------------------------------------------------

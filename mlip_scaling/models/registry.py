@@ -39,6 +39,9 @@ FAMILIES: dict[str, str] = {
     "transformer-seed": "mlip_scaling.models.transformer_seed:SeedTransformer",
     "eqv2": "mlip_scaling.models.equiformer_v2.model:EquiformerV2",
 }
+# --- new families (issue #25): Behler-Parrinello networks, GemNet-OC ---------------
+FAMILIES["bpnn"] = "mlip_scaling.models.bpnn.model:BehlerParrinello"
+# --- end of the issue #25 families ---------------------------------------------------
 
 
 #: sane ranges (inclusive) of integer hyperparameters; the presets sit well inside them
@@ -57,6 +60,10 @@ FLOAT_RANGES: dict[str, tuple[float, float]] = {
     "cutoff": (0.0, 30.0), "logit_cap": (0.0, 1e6), "avg_num_nodes": (0.0, 1e9),
     "avg_degree": (0.0, 1e9), "alpha_drop": (0.0, 1.0), "drop_path_rate": (0.0, 1.0),
 }
+# --- ranges of the issue #25 families' hyperparameters ------------------------------
+INT_RANGES.update({"num_angular_radial": (1, 64), "num_zeta": (1, 4),
+                   "chemical_channels": (1, 256)})
+# --- end of the issue #25 ranges -----------------------------------------------------
 _ZERO_ALLOWED = {"alpha_drop", "drop_path_rate"}
 _NULLABLE = {"grid_resolution", "max_neighbors"}
 
