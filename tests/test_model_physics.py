@@ -44,6 +44,12 @@ FAMILIES_UNDER_TEST: list[tuple[str, dict]] = [
         {"cutoff": 4.0, "elements": "13,28,29", "hidden_channels": 8, "num_layers": 2,
          "num_radial": 6, "num_angular_radial": 2, "num_zeta": 3, "chemical_channels": 2},
     ),
+    (
+        "gemnet",
+        {"cutoff": 4.0, "num_blocks": 2, "atom_channels": 8, "edge_channels": 8,
+         "triplet_channels": 4, "quad_channels": 4, "num_radial": 6, "num_spherical": 4,
+         "num_quad_spherical": 2},
+    ),
 ]
 _IDS = [family + ("-options" if "moment_channels" in config else "")
         for family, config in FAMILIES_UNDER_TEST]

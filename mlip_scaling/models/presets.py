@@ -10,6 +10,7 @@
   2.3k-1.2M ladder; FFN 4× the token width.
 * ``eqv2-<size>`` and ``eqv2-S/M/L``: :mod:`mlip_scaling.models.equiformer_v2.presets`.
 * ``bpnn-<size>``: Behler-Parrinello networks, :mod:`mlip_scaling.models.bpnn.presets`.
+* ``gemnet-<size>``: GemNet-OC-style models, :mod:`mlip_scaling.models.gemnet_oc.presets`.
 
 ``PRESET_PARAMS`` holds exact trainable-parameter counts (checked by the tests);
 ``DEFAULT_PRESET`` maps a family to the preset used when only the family is named.
@@ -118,9 +119,18 @@ from mlip_scaling.models.bpnn.presets import (  # noqa: E402
     BPNN_PRESET_PARAMS,
     BPNN_PRESETS,
 )
+from mlip_scaling.models.gemnet_oc.presets import (  # noqa: E402
+    GEMNET_DEFAULT,
+    GEMNET_PRESET_PARAMS,
+    GEMNET_PRESETS,
+)
 
 for _name, _config in BPNN_PRESETS.items():
     PRESETS[_name] = ("bpnn", dict(_config))
 PRESET_PARAMS.update(BPNN_PRESET_PARAMS)
 DEFAULT_PRESET["bpnn"] = BPNN_DEFAULT
+for _name, _config in GEMNET_PRESETS.items():
+    PRESETS[_name] = ("gemnet", dict(_config))
+PRESET_PARAMS.update(GEMNET_PRESET_PARAMS)
+DEFAULT_PRESET["gemnet"] = GEMNET_DEFAULT
 # --- end of issue #25 presets ----------------------------------------------------------

@@ -41,6 +41,7 @@ FAMILIES: dict[str, str] = {
 }
 # --- new families (issue #25): Behler-Parrinello networks, GemNet-OC ---------------
 FAMILIES["bpnn"] = "mlip_scaling.models.bpnn.model:BehlerParrinello"
+FAMILIES["gemnet"] = "mlip_scaling.models.gemnet_oc.model:GemNetOC"
 # --- end of the issue #25 families ---------------------------------------------------
 
 
@@ -62,7 +63,10 @@ FLOAT_RANGES: dict[str, tuple[float, float]] = {
 }
 # --- ranges of the issue #25 families' hyperparameters ------------------------------
 INT_RANGES.update({"num_angular_radial": (1, 64), "num_zeta": (1, 4),
-                   "chemical_channels": (1, 256)})
+                   "chemical_channels": (1, 256), "num_blocks": (1, 64),
+                   "atom_channels": (1, 8192), "triplet_channels": (1, 8192),
+                   "quad_channels": (1, 8192), "num_spherical": (1, 16),
+                   "num_quad_spherical": (1, 8)})
 # --- end of the issue #25 ranges -----------------------------------------------------
 _ZERO_ALLOWED = {"alpha_drop", "drop_path_rate"}
 _NULLABLE = {"grid_resolution", "max_neighbors"}
