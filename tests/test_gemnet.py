@@ -135,3 +135,18 @@ def test_variants_share_the_energy_and_differ_in_forces(direct):
     np.testing.assert_allclose(a[keys.ENERGY], b[keys.ENERGY], rtol=1e-12)
     assert np.abs(b[keys.FORCES]).max() > 1e-3
     assert not np.allclose(a[keys.FORCES], b[keys.FORCES])  # an untrained head is not -dE/dr
+
+
+def test_direct_model_file_runs_in_the_calculator(direct, tmp_path):
+    from mlip_scaling.calculators.ase import ScalingCalculator
+    from mlip_scaling.checkpoint import save_potential
+
+    pot, _ = direct
+    path = save_potential(tmp_path / "gemnet.pt", pot)
+    atoms = _crystal(seed=6)
+    calc = ScalingCalculator(path, dtype="float64")
+    assert calc.potential.direct_forces and calc.potential.config == pot.config
+    got = calc.predict([atoms])[0]
+    want = _predict(pot, atoms)
+    assert got["energy"] == pytest.approx(float(want[keys.ENERGY][0]), rel=1e-12)
+    np.testing.assert_allclose(got["forces"], want[keys.FORCES], atol=1e-12)
