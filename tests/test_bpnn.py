@@ -127,12 +127,31 @@ def test_model_file_round_trip(model_file):
     np.testing.assert_allclose(got["stress"], expected["stress"], rtol=1e-9, atol=1e-14)
 
 
-def test_torchsim_model(model_file):
-    path, atoms, expected = model_file
+@pytest.mark.parametrize("name", ["bpnn-5.3k", "gemnet-2.2k"])
+def test_torchsim_model(name, tmp_path):
+    """Both new families through torch-sim (batched) equal the ASE calculator."""
     ts = pytest.importorskip("torch_sim")
     from mlip_scaling.calculators.torchsim import ScalingTorchSimModel
 
+    torch.manual_seed(1)
+    family, config = registry.get_preset(name)
+    potential = Potential(registry.build_model(family, config), family, config,
+                          species=[13, 28, 29]).double()
+    path = save_potential(tmp_path / "model.pt", potential)
+    structures = [_alloy(seed=5), _alloy(seed=6) * (1, 2, 1)]
+    expected = ScalingCalculator(potential, dtype="float64").predict(structures)
     model = ScalingTorchSimModel(path, device="cpu", dtype="float64")
-    out = model(ts.io.atoms_to_state([atoms], model.device, model.dtype))
-    assert float(out["energy"][0]) == pytest.approx(expected["energy"], abs=1e-10)
-    np.testing.assert_allclose(out["forces"].numpy(), expected["forces"], atol=1e-10)
+    out = model(ts.io.atoms_to_state(structures, model.device, model.dtype))
+    start = 0
+    for k, (atoms, ref) in enumerate(zip(structures, expected)):
+        assert float(out["energy"][k]) == pytest.approx(float(ref["energy"]), abs=1e-10)
+        forces = out["forces"][start:start + len(atoms)].numpy()
+        np.testing.assert_allclose(forces, ref["forces"], atol=1e-10)
+        np.testing.assert_allclose(out["stress"][k].numpy(), _full(ref["stress"]), atol=1e-10)
+        start += len(atoms)
+
+
+def _full(voigt: np.ndarray) -> np.ndarray:
+    from ase.stress import voigt_6_to_full_3x3_stress
+
+    return voigt_6_to_full_3x3_stress(voigt)
