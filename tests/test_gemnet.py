@@ -150,3 +150,35 @@ def test_direct_model_file_runs_in_the_calculator(direct, tmp_path):
     want = _predict(pot, atoms)
     assert got["energy"] == pytest.approx(float(want[keys.ENERGY][0]), rel=1e-12)
     np.testing.assert_allclose(got["forces"], want[keys.FORCES], atol=1e-12)
+
+
+def test_quadruplet_cutoff_is_smooth():
+    """An atom crossing the shorter quadruplet cutoff changes the quadruplet sums (and so
+    the energy) continuously, with a continuous first derivative."""
+    from ase import Atoms
+
+    from mlip_scaling.models.blocks import PolynomialCutoff
+
+    envelope = PolynomialCutoff(2.8)
+
+    def sums(distance: float) -> dict:
+        # atom 2 (with its neighbour 4) crosses the quadruplet cutoff of atom 0
+        pos = [[0.0, 0.0, 0.0], [1.8, 0.0, 0.0], [0.0, distance, 0.0], [2.0, -2.2, 0.1],
+               [0.0, distance + 1.8, 0.3]]
+        data = _graph(Atoms(numbers=[29, 28, 13, 29, 28], positions=pos))
+        lengths = data[keys.EDGE_LENGTHS]
+        g = EdgeGeometry(data, torch.ones(len(lengths), 1, dtype=lengths.dtype), 5, 2, 3,
+                         envelope(lengths))
+        ones = torch.ones(len(lengths), 1, dtype=lengths.dtype)
+        out = quadruplet_sums(ones, 0.5 * ones, g).numpy()
+        return {tuple(e): row for e, row in zip(data[keys.EDGE_INDEX].T.tolist(), out)}
+
+    inside = sums(2.5)
+    assert np.abs(inside[(0, 2)]).max() > 1e-3  # the crossing edge has quadruplets
+    gaps = []
+    for delta in (1e-2, 1e-3, 1e-4):
+        a, b = sums(2.8 - delta), sums(2.8 + delta)
+        assert a.keys() == b.keys()
+        gaps.append(max(np.abs(a[k] - b[k]).max() for k in a))
+    # the envelope's value and slope vanish at the cutoff: gaps fall like delta^2 or faster
+    assert gaps[1] < 0.02 * gaps[0] and gaps[2] < 0.02 * gaps[1]

@@ -61,15 +61,17 @@ FLOAT_RANGES: dict[str, tuple[float, float]] = {
     "cutoff": (0.0, 30.0), "logit_cap": (0.0, 1e6), "avg_num_nodes": (0.0, 1e9),
     "avg_degree": (0.0, 1e9), "alpha_drop": (0.0, 1.0), "drop_path_rate": (0.0, 1.0),
 }
+_ZERO_ALLOWED = {"alpha_drop", "drop_path_rate"}
+_NULLABLE = {"grid_resolution", "max_neighbors"}
 # --- ranges of the issue #25 families' hyperparameters ------------------------------
 INT_RANGES.update({"num_angular_radial": (1, 64), "num_zeta": (1, 4),
                    "chemical_channels": (1, 256), "num_blocks": (1, 64),
                    "atom_channels": (1, 8192), "triplet_channels": (1, 8192),
                    "quad_channels": (1, 8192), "num_spherical": (1, 16),
                    "num_quad_spherical": (1, 8)})
+FLOAT_RANGES["quad_cutoff"] = (0.0, 30.0)
+_NULLABLE.add("quad_cutoff")
 # --- end of the issue #25 ranges -----------------------------------------------------
-_ZERO_ALLOWED = {"alpha_drop", "drop_path_rate"}
-_NULLABLE = {"grid_resolution", "max_neighbors"}
 
 
 def _family_class(family: str) -> type[nn.Module]:

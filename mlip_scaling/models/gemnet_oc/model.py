@@ -44,26 +44,37 @@ __all__ = ["EdgeGeometry", "GemNetOC", "InteractionBlock", "quadruplet_sums"]
 
 
 class EdgeGeometry:
-    """Per-forward edge and triplet quantities shared by all blocks."""
+    """Per-forward edge and triplet quantities shared by all blocks.
+
+    ``quad_envelope`` [E] (None: quadruplets over all edges) restricts the quadruplet
+    triplets to edges where it is non-zero and weights them by it.
+    """
 
     def __init__(self, data: dict[str, torch.Tensor], rbf: torch.Tensor, num_atoms: int,
-                 num_spherical: int, num_quad_spherical: int) -> None:
+                 num_spherical: int, num_quad_spherical: int,
+                 quad_envelope: torch.Tensor | None = None) -> None:
         self.edge_index = data[keys.EDGE_INDEX]
         self.num_atoms = num_atoms
         self.unit = data[keys.EDGE_VECTORS] / data[keys.EDGE_LENGTHS].unsqueeze(-1)
         self.rbf = rbf
         self.t_out, self.t_in = build_triplets(self.edge_index[0], num_atoms)
         self.reverse = reverse_edges(self.edge_index, data[keys.EDGE_CELL_SHIFT], num_atoms)
-        u_out, u_in = self.unit[self.t_out], self.unit[self.t_in]
-        cos = (u_out * u_in).sum(-1)
+        cos = (self.unit[self.t_out] * self.unit[self.t_in]).sum(-1)
         self.cbf = legendre(cos, num_spherical)
+        self.quad_envelope = quad_envelope
+        self.q_out, self.q_in = self.t_out, self.t_in
+        if quad_envelope is not None:
+            inside = quad_envelope > 0
+            keep = torch.nonzero(inside[self.t_out] & inside[self.t_in]).squeeze(1)
+            self.q_out, self.q_in, cos = self.t_out[keep], self.t_in[keep], cos[keep]
         self.qbf = legendre(cos, num_quad_spherical)
         # component of r̂_ik normal to r̂_ij (norm sin θ_kij; smooth, no division)
-        self.normal = u_in - cos.unsqueeze(-1) * u_out
+        self.normal = self.unit[self.q_in] - cos.unsqueeze(-1) * self.unit[self.q_out]
 
-    def triplet_sum(self, values: torch.Tensor) -> torch.Tensor:
-        """Per-triplet values [T, ...] -> sums over each edge's triplets [E, ...]."""
-        return scatter_sum(values, self.t_out, self.rbf.shape[0])
+    def triplet_sum(self, values: torch.Tensor, quad: bool = False) -> torch.Tensor:
+        """Per-triplet values [T, ...] (of the quadruplet triplets with ``quad``) -> sums
+        over each edge's triplets [E, ...]."""
+        return scatter_sum(values, self.q_out if quad else self.t_out, self.rbf.shape[0])
 
 
 def quadruplet_sums(x_in: torch.Tensor, x_out: torch.Tensor, g: EdgeGeometry) -> torch.Tensor:
@@ -72,18 +83,24 @@ def quadruplet_sums(x_in: torch.Tensor, x_out: torch.Tensor, g: EdgeGeometry) ->
     ``x_in``, ``x_out`` [E, C] per-edge weights; ``k`` runs over the other edges of ``i``,
     ``l`` over the other edges of ``j`` (the reverse edge excluded). The basis ``B`` is
     ``P_a(cos θ_kij) P_b(cos θ_ijl)`` (``a, b < L``) and ``sin θ_kij sin θ_ijl cos φ``
-    (φ the dihedral angle) -> [E, C, L·L + 1].
+    (φ the dihedral angle) -> [E, C, L·L + 1]. With a quadruplet cutoff every edge of
+    the quadruplet (central, in and out) is weighted by its envelope.
     """
-    sides = []
-    for x in (x_in, x_out):
-        values = x[g.t_in].unsqueeze(-1)  # [T, C, 1]
-        sides.append((g.triplet_sum(values * g.qbf.unsqueeze(1)),  # [E, C, L]
-                      g.triplet_sum(values * g.normal.unsqueeze(1))))  # [E, C, 3]
-    (s_in, v_in), (s_out, v_out) = sides
-    s_out, v_out = s_out[g.reverse], v_out[g.reverse]  # sums over the edges (j, l)
+    width = x_in.shape[1]
+    x = torch.cat([x_in, x_out], dim=1)
+    if g.quad_envelope is not None:  # in-edges enter and leave smoothly
+        x = x * g.quad_envelope.unsqueeze(-1)
+    basis = torch.cat([g.qbf, g.normal], dim=1)  # [T, L + 3]
+    sums = g.triplet_sum(x[g.q_in].unsqueeze(-1) * basis.unsqueeze(1), quad=True)
+    num = g.qbf.shape[1]
+    s_in, v_in = sums[:, :width, :num], sums[:, :width, num:]
+    s_out, v_out = sums[g.reverse, width:, :num], sums[g.reverse, width:, num:]
     product = (s_in.unsqueeze(-1) * s_out.unsqueeze(-2)).flatten(2)
     dihedral = (v_in * v_out).sum(-1, keepdim=True)
-    return torch.cat([product, dihedral], dim=-1)
+    out = torch.cat([product, dihedral], dim=-1)
+    if g.quad_envelope is not None:  # so does the central edge
+        out = out * g.quad_envelope[:, None, None]
+    return out
 
 
 class InteractionBlock(nn.Module):
@@ -157,6 +174,8 @@ class GemNetOC(nn.Module):
         max_num_elements: size of the atomic-number embedding.
         avg_degree: typical neighbour count; sums over neighbours are divided by its root.
         envelope_exponent: exponent p of the polynomial envelope.
+        quad_cutoff: shorter cutoff (Å) of every edge in a quadruplet (GemNet-OC's
+            ``cutoff_qint``; None: ``cutoff``), each weighted by its own envelope.
 
     Needs ``atomic_numbers``, ``edge_index``, ``edge_cell_shift``, ``edge_vectors``,
     ``edge_lengths`` (and ``cell``, ``pbc``, ``batch`` with direct forces).
@@ -166,7 +185,8 @@ class GemNetOC(nn.Module):
                  triplet_channels: int, quad_channels: int, num_radial: int = 16,
                  num_spherical: int = 7, num_quad_spherical: int = 3, quadruplets: bool = True,
                  direct_forces: bool = False, max_num_elements: int = 119,
-                 avg_degree: float = 20.0, envelope_exponent: int = 6) -> None:
+                 avg_degree: float = 20.0, envelope_exponent: int = 6,
+                 quad_cutoff: float | None = None) -> None:
         super().__init__()
         self.cutoff = float(cutoff)
         self.direct_forces = bool(direct_forces)
@@ -174,6 +194,9 @@ class GemNetOC(nn.Module):
         self.num_spherical, self.num_quad_spherical = num_spherical, num_quad_spherical
         self.radial = GaussianSmearing(0.0, cutoff, num_radial)
         self.envelope = PolynomialCutoff(cutoff, envelope_exponent)
+        self.quad_envelope = None
+        if quadruplets and quad_cutoff is not None and quad_cutoff < cutoff:
+            self.quad_envelope = PolynomialCutoff(quad_cutoff, envelope_exponent)
         self.embedding = nn.Embedding(max_num_elements, atom_channels)
         self.edge_embedding = mlp([2 * atom_channels + num_radial, edge_channels])
         self.blocks = nn.ModuleList(
@@ -193,7 +216,9 @@ class GemNetOC(nn.Module):
         check_atomic_numbers(numbers, self.max_num_elements)
         lengths = data[keys.EDGE_LENGTHS]
         rbf = self.radial(lengths) * self.envelope(lengths).unsqueeze(-1)
-        g = EdgeGeometry(data, rbf, numbers.shape[0], self.num_spherical, self.num_quad_spherical)
+        quad = None if self.quad_envelope is None else self.quad_envelope(lengths)
+        g = EdgeGeometry(data, rbf, numbers.shape[0], self.num_spherical,
+                         self.num_quad_spherical, quad)
         h = self.embedding(numbers)
         centre, neighbour = g.edge_index
         m = self.edge_embedding(torch.cat([h[centre], h[neighbour], rbf], dim=-1))
