@@ -110,8 +110,7 @@ def drift_mev_per_atom_ps(times_fs: np.ndarray, e_per_atom: np.ndarray) -> float
 
 @pytest.mark.parametrize(("name", "steps", "lr"),
                          [("density", 250, 2e-2), ("transformer-1.2k", 400, 2e-2),
-                          pytest.param("bpnn-5.3k", 400, 2e-2, marks=pytest.mark.slow),
-                          pytest.param("gemnet-2.2k", 400, 2e-2, marks=pytest.mark.slow)])
+                          pytest.param("bpnn-5.3k", 400, 2e-2, marks=pytest.mark.slow)])
 def test_trained_model_conserves_energy_in_nve(name, steps, lr):
     potential = train(emt_structures(12), name, steps, lr)
     check = emt_structures(4, seed=1)
