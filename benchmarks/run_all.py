@@ -13,7 +13,7 @@ HERE = Path(__file__).parent
 if __name__ == "__main__":
     failed = 0
     for script in ("bench_data.py", "bench_models.py", "bench_md.py", "bench_amp.py",
-                   "bench_eqv2.py", "bench_train.py"):
+                   "bench_eqv2.py", "bench_families.py", "bench_train.py"):
         print(f"\n=== {script} ===", flush=True)
         failed += subprocess.call([sys.executable, str(HERE / script)]) != 0
     sys.exit(1 if failed else 0)

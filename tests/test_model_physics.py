@@ -39,8 +39,25 @@ FAMILIES_UNDER_TEST: list[tuple[str, dict]] = [
          "ffn_hidden_channels": 8, "lmax": 2, "mmax": 1, "grid_resolution": 24,
          "num_distance_basis": 8, "edge_channels": 8},
     ),
+    (
+        "bpnn",
+        {"cutoff": 4.0, "elements": "13,28,29", "hidden_channels": 8, "num_layers": 2,
+         "num_radial": 6, "num_angular_radial": 2, "num_zeta": 3, "chemical_channels": 2},
+    ),
+    (
+        "gemnet",
+        {"cutoff": 4.0, "num_blocks": 2, "atom_channels": 8, "edge_channels": 8,
+         "triplet_channels": 4, "quad_channels": 4, "num_radial": 6, "num_spherical": 4,
+         "num_quad_spherical": 2},
+    ),
+    (
+        "gemnet",
+        {"cutoff": 4.0, "num_blocks": 1, "atom_channels": 8, "edge_channels": 8,
+         "triplet_channels": 4, "quad_channels": 4, "num_radial": 6, "num_spherical": 4,
+         "num_quad_spherical": 2, "quad_cutoff": 3.0, "direct_forces": False},
+    ),
 ]
-_IDS = [family + ("-options" if "moment_channels" in config else "")
+_IDS = [family + ("-options" if {"moment_channels", "quad_cutoff"} & set(config) else "")
         for family, config in FAMILIES_UNDER_TEST]
 
 

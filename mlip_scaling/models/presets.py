@@ -13,6 +13,8 @@
   their own), :mod:`mlip_scaling.models.equiformer_v2.lmax_ladders`.
 * ``eqv2d-<size>`` (family ``eqv2d``): the eqv2 ladder's backbones with direct force and
   stress heads (named by the exact total, heads included, like every ladder).
+* ``bpnn-<size>``: Behler-Parrinello networks, :mod:`mlip_scaling.models.bpnn.presets`.
+* ``gemnet-<size>``: GemNet-OC-style models, :mod:`mlip_scaling.models.gemnet_oc.presets`.
 
 ``PRESET_PARAMS`` holds exact trainable-parameter counts (checked by the tests);
 ``DEFAULT_PRESET`` maps a family to the preset used when only the family is named.
@@ -136,3 +138,25 @@ DEFAULT_PRESET: dict[str, str] = {
     **LMAX_DEFAULTS,  # fixed-degree EquiformerV2 ladders
     "eqv2d": "eqv2d-9.2k",  # direct-force ladder
 }
+
+# --- issue #25 families: presets and defaults ------------------------------------------
+from mlip_scaling.models.bpnn.presets import (  # noqa: E402
+    BPNN_DEFAULT,
+    BPNN_PRESET_PARAMS,
+    BPNN_PRESETS,
+)
+from mlip_scaling.models.gemnet_oc.presets import (  # noqa: E402
+    GEMNET_DEFAULT,
+    GEMNET_PRESET_PARAMS,
+    GEMNET_PRESETS,
+)
+
+for _name, _config in BPNN_PRESETS.items():
+    PRESETS[_name] = ("bpnn", dict(_config))
+PRESET_PARAMS.update(BPNN_PRESET_PARAMS)
+DEFAULT_PRESET["bpnn"] = BPNN_DEFAULT
+for _name, _config in GEMNET_PRESETS.items():
+    PRESETS[_name] = ("gemnet", dict(_config))
+PRESET_PARAMS.update(GEMNET_PRESET_PARAMS)
+DEFAULT_PRESET["gemnet"] = GEMNET_DEFAULT
+# --- end of issue #25 presets ----------------------------------------------------------

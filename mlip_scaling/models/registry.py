@@ -45,6 +45,10 @@ FAMILIES: dict[str, str] = {
     # direct-force ladder: the same class, its presets set direct_forces (see presets.py)
     "eqv2d": "mlip_scaling.models.equiformer_v2.model:EquiformerV2",
 }
+# --- new families (issue #25): Behler-Parrinello networks, GemNet-OC ---------------
+FAMILIES["bpnn"] = "mlip_scaling.models.bpnn.model:BehlerParrinello"
+FAMILIES["gemnet"] = "mlip_scaling.models.gemnet_oc.model:GemNetOC"
+# --- end of the issue #25 families ---------------------------------------------------
 
 
 #: sane ranges (inclusive) of integer hyperparameters; the presets sit well inside them
@@ -65,6 +69,15 @@ FLOAT_RANGES: dict[str, tuple[float, float]] = {
 }
 _ZERO_ALLOWED = {"alpha_drop", "drop_path_rate"}
 _NULLABLE = {"grid_resolution", "max_neighbors"}
+# --- ranges of the issue #25 families' hyperparameters ------------------------------
+INT_RANGES.update({"num_angular_radial": (1, 64), "num_zeta": (1, 4),
+                   "chemical_channels": (1, 256), "num_blocks": (1, 64),
+                   "atom_channels": (1, 8192), "triplet_channels": (1, 8192),
+                   "quad_channels": (1, 8192), "num_spherical": (1, 16),
+                   "num_quad_spherical": (1, 8)})
+FLOAT_RANGES["quad_cutoff"] = (0.0, 30.0)
+_NULLABLE.add("quad_cutoff")
+# --- end of the issue #25 ranges -----------------------------------------------------
 
 
 def _family_class(family: str) -> type[nn.Module]:

@@ -1,0 +1,1 @@
+"""Behler-Parrinello networks: per-element MLPs on atom-centred symmetry functions."""

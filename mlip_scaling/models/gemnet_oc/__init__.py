@@ -1,0 +1,1 @@
+"""GemNet-OC-style directional message passing with triplet and quadruplet interactions."""
