@@ -46,7 +46,7 @@ def test_ladders_are_geometric(family, smallest, largest, steps):
     assert np.abs(log_counts - even).max() < math.log(2.0)
 
 
-@pytest.mark.parametrize("family", ["transformer", "transformer-seed", "bpnn", "gemnet"])
+@pytest.mark.parametrize("family", ["transformer", "transformer-seed", "eqv2d", "bpnn", "gemnet"])
 def test_names_follow_exact_counts(family):
     for name in registry.list_presets(family):
         assert name == f"{family}-{registry.format_size(PRESET_PARAMS[name])}"
