@@ -170,8 +170,9 @@ _TEST_SE = {"test_loss": "over test structures (delta method of the weighted sum
             "stress_mae": "over the stress-labelled test structures",
             **{f"{k}_rmse": "over test structures (SE of the mean square / (2·RMSE))"
                for k in ("energy", "force", "stress")}}
-_ENTRIES += tuple(_with_se(m, _TEST_SE.get(m.name, "over test structures"))[1]
-                  for m in _ENTRIES if m.produced_by == "test")
+_ENTRIES = tuple(e for m in _ENTRIES for e in (  # each SE right after its metric
+    _with_se(m, _TEST_SE.get(m.name, "over test structures")) if m.produced_by == "test"
+    else (m,)))
 # --- end standard errors of the test-split metrics ------------------------------------
 #: metric name -> :class:`Metric`, in table order
 REGISTRY: dict[str, Metric] = {m.name: m for m in _ENTRIES}
