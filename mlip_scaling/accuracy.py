@@ -66,7 +66,25 @@ def error_sums(pred: dict, batch: dict) -> dict[str, float]:
 
 def _sum_tensors(pred: dict, batch: dict) -> dict[str, torch.Tensor]:
     """:func:`error_sums` as 0-d float64 tensors on the batch's device."""
-    return {k: v.sum() for k, v in _structure_tensors(pred, batch).items()}
+    n_atoms = batch[keys.NUM_ATOMS].double()
+    de = (pred[keys.ENERGY].double() - batch[keys.ENERGY].double()) / n_atoms
+    count = n_atoms.new_tensor
+    sums = {"n_e": count(de.numel()), "e_abs": de.abs().sum(), "e_sq": (de * de).sum()}
+    if keys.FORCES in pred and keys.FORCES in batch:
+        df = pred[keys.FORCES].double() - batch[keys.FORCES].double()
+        sums.update(n_f=count(df.numel()), f_abs=df.abs().sum(), f_sq=(df * df).sum(),
+                    n_atoms=count(len(df)), f_l2=torch.linalg.vector_norm(df, dim=-1).sum())
+    if keys.STRESS in pred and keys.STRESS in batch:
+        mask = stress_mask(batch)
+        p, r = pred[keys.STRESS].double(), batch[keys.STRESS].double()
+        (iso_p, dev_p), (iso_r, dev_r) = stress_parts(p), stress_parts(r)
+        ds = torch.where(mask[:, None, None], p - r, 0.0)
+        dev = torch.where(mask[:, None, None], dev_p - dev_r, 0.0)
+        n_sb = mask.double().sum()
+        sums.update(n_s=9.0 * n_sb, s_abs=ds.abs().sum(), s_sq=(ds * ds).sum(), n_sb=n_sb,
+                    s_iso=torch.where(mask, iso_p - iso_r, 0.0).abs().sum(),
+                    s_aniso=dev.abs().sum())
+    return sums
 
 
 def structure_errors(pred: dict, batch: dict) -> dict[str, np.ndarray]:
@@ -81,7 +99,9 @@ def structure_errors(pred: dict, batch: dict) -> dict[str, np.ndarray]:
 
 
 def _structure_tensors(pred: dict, batch: dict) -> dict[str, torch.Tensor]:
-    """The error sums of each structure, float64 tensors [B] on the batch's device."""
+    """The error sums of each structure, float64 tensors [B] on the batch's device: the
+    terms of :func:`_sum_tensors` split by structure (kept apart so training steps do not
+    pay for the split; a test checks that they add up)."""
     n_atoms = batch[keys.NUM_ATOMS].double()
     de = (pred[keys.ENERGY].double() - batch[keys.ENERGY].double()) / n_atoms
     rows = {"n_e": torch.ones_like(de), "e_abs": de.abs(), "e_sq": de * de}
