@@ -106,6 +106,8 @@ def test_every_computed_metric_reaches_points_csv_and_the_fits(folder, tmp_path)
             assert float(points[rec["checkpoint"]][name]) == pytest.approx(value, rel=1e-12)
             assert (name in fitted) != (name in fits["not_fitted"]), name
     assert {"relax_adwt", "md_stability", "relax_failure_rate"} <= fitted
+    for name in (n for n in produced_by("test") if n.endswith("_se")):  # 3 test structures
+        assert all(float(points[r["checkpoint"]][name]) > 0 for r in records), name
     for name in ("md_oracle_stability", "relax_oracle_failures", "md_unstable"):
         assert fits["not_fitted"][name] == metric(name).not_fitted
 

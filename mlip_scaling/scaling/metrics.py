@@ -9,7 +9,8 @@ the return dict of ``scaling.downstream.relax.summarise`` or ``md.md_errors`` ot
 :func:`test_metrics` computes the test-split errors with the sums and loss of training
 (``mlip_scaling.accuracy``): L = 2.5·MAE(E/atom) + 20·L2MAE(F) + 5·MAE(σ_iso) +
 5·MAE(σ_aniso), with σ_iso the mean of the diagonal and σ_aniso the deviatoric part; stress
-terms only over labelled structures.
+terms only over labelled structures. Each comes with its standard error ``<name>_se``, the
+test structures being the independent units (``mlip_scaling.accuracy.standard_errors``).
 """
 
 from __future__ import annotations
@@ -163,6 +164,16 @@ _ENTRIES += (
            not_fitted=_COUNT),
 )
 # --- end phonons and elastic constants ------------------------------------------------
+# --- standard errors of the test-split metrics (mlip_scaling.accuracy.standard_errors) -
+_TEST_SE = {"test_loss": "over test structures (delta method of the weighted sum of ratios)",
+            "force_mae": "over test structures (a structure, not an atom, is one unit)",
+            "stress_mae": "over the stress-labelled test structures",
+            **{f"{k}_rmse": "over test structures (SE of the mean square / (2·RMSE))"
+               for k in ("energy", "force", "stress")}}
+_ENTRIES = tuple(e for m in _ENTRIES for e in (  # each SE right after its metric
+    _with_se(m, _TEST_SE.get(m.name, "over test structures")) if m.produced_by == "test"
+    else (m,)))
+# --- end standard errors of the test-split metrics ------------------------------------
 #: metric name -> :class:`Metric`, in table order
 REGISTRY: dict[str, Metric] = {m.name: m for m in _ENTRIES}
 #: names of the metrics whose scaling laws are fitted, in table order
@@ -203,29 +214,35 @@ def axis_label(axis: str) -> str:
 
 def test_metrics(potential: Potential, source: Any, indices: Sequence[int],
                  batch_size: int = 16) -> dict[str, float | None]:
-    """energy_mae/rmse (eV/atom), force_mae/rmse (eV/Å), stress_mae/rmse (eV/Å^3), test_loss.
+    """energy_mae/rmse (eV/atom), force_mae/rmse (eV/Å), stress_mae/rmse (eV/Å^3), test_loss,
+    and the standard error ``<name>_se`` of each (test structures as independent units).
 
     ``source[i]`` are labelled structures (store items or ASE Atoms); the potential is run
     in its own dtype on the CPU, in batches of ``batch_size`` structures.
     """
+    import numpy as np
+
     from mlip_scaling.accuracy import (
         LossWeights,
-        add_sums,
-        error_sums,
         finish_metrics,
         loss_from_sums,
+        standard_errors,
+        structure_errors,
     )
     from mlip_scaling.data.atomic_data import collate
     from mlip_scaling.data.dataset import prepare
 
     dtype = potential.dtype
     items = prepare(source, indices, potential.cutoff, {}, "test split", dtype)
-    sums: dict[str, float] = {}
+    parts = []
     for k in range(0, len(items), batch_size):
         batch = collate(items[k:k + batch_size])
-        sums = add_sums(sums, error_sums(potential(batch), batch))
-    return select({**finish_metrics(sums), "test_loss": loss_from_sums(sums, LossWeights())},
-                  "test")
+        parts.append(structure_errors(potential(batch), batch))
+    rows = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+    sums = {name: float(v.sum()) for name, v in rows.items()}
+    weights = LossWeights()
+    return select({**finish_metrics(sums), "test_loss": loss_from_sums(sums, weights),
+                   **standard_errors(rows, weights)}, "test")
 
 
 test_metrics.__test__ = False  # not a pytest test despite the name
