@@ -152,3 +152,11 @@ def test_standard_errors_do_not_depend_on_the_batch_size() -> None:
     assert whole["force_mae_se"] > 0 and whole["test_loss_se"] > 0
     for name, value in whole.items():
         assert split[name] == pytest.approx(value, rel=1e-10), name
+
+
+def test_an_empty_test_split_is_one_line():
+    from mlip_scaling.errors import DataError
+    from mlip_scaling.scaling.metrics import test_metrics
+
+    with pytest.raises(DataError, match="test split is empty"):
+        test_metrics(None, [], [])

@@ -231,7 +231,11 @@ def test_metrics(potential: Potential, source: Any, indices: Sequence[int],
     )
     from mlip_scaling.data.atomic_data import collate
     from mlip_scaling.data.dataset import prepare
+    from mlip_scaling.errors import DataError
 
+    if not len(indices):
+        raise DataError("the test split is empty: no structure to evaluate (a larger dataset "
+                        "or a smaller --max-test / train size)")
     dtype = potential.dtype
     items = prepare(source, indices, potential.cutoff, {}, "test split", dtype)
     parts = []
