@@ -19,7 +19,7 @@ from test_training_helpers import emt_structures
 
 from mlip_scaling.data.store import write_store
 from mlip_scaling.procs import HAS_PDEATHSIG
-from mlip_scaling.scaling import sweep
+from mlip_scaling.scaling import launch_local, sweep
 from mlip_scaling.train_config import TrainConfig
 from mlip_scaling.training.runner import LOCK_NAME
 
@@ -127,17 +127,17 @@ def test_interrupted_sweep_stops_its_trainings(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(sweep.Run, "command",
                         property(lambda r: [sys.executable, "-c", "import time; time.sleep(120)"]))
     started = []
-    real_start = sweep._start
-    monkeypatch.setattr(sweep, "_start", lambda r, log: started.append(real_start(r, log))
-                        or started[-1])
+    real_start = launch_local._start
+    monkeypatch.setattr(launch_local, "_start",
+                        lambda r, log: started.append(real_start(r, log)) or started[-1])
 
     def interrupt(seconds: float) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(sweep, "time", types.SimpleNamespace(sleep=interrupt,
-                                                             perf_counter=time.perf_counter))
+    monkeypatch.setattr(launch_local, "time",
+                        types.SimpleNamespace(sleep=interrupt, perf_counter=time.perf_counter))
     with pytest.raises(KeyboardInterrupt):
-        sweep._run_local([run], jobs=1)
+        launch_local.run_local([run], jobs=1)
     assert len(started) == 1 and started[0].poll() is not None  # terminated and reaped
 
 

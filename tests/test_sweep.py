@@ -12,7 +12,7 @@ import torch
 from mlip_scaling.checkpoint import save_potential
 from mlip_scaling.models.potential import Potential
 from mlip_scaling.models.registry import build_model, get_preset
-from mlip_scaling.scaling import sweep
+from mlip_scaling.scaling import launch_local, sweep
 from mlip_scaling.scaling.cli import main
 
 
@@ -109,11 +109,11 @@ def test_run_held_by_another_process_is_waited_for(tmp_path, monkeypatch, capsys
             _finish(held)
         holder.stdin.close()  # the holder exits: the kernel frees its lock
 
-    monkeypatch.setattr(sweep, "_start", start)
+    monkeypatch.setattr(launch_local, "_start", start)
     timer = threading.Timer(1.0, release)
     timer.start()
     try:
-        assert sweep._schedule(runs, 1, []) == 0
+        assert launch_local._schedule(runs, 1, []) == 0
     finally:
         timer.join()
         holder.wait(timeout=30)

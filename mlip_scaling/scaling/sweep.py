@@ -30,12 +30,8 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import shlex
-import signal
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,12 +45,10 @@ from mlip_scaling.cli_args import (
     check_output_dir,
 )
 from mlip_scaling.errors import ConfigError
-from mlip_scaling.io_utils import lock_holder
 from mlip_scaling.models.registry import resolve_model, stored_form
 from mlip_scaling.options import coerce_options, load_mapping, option
-from mlip_scaling.procs import preexec_die_with_parent
+from mlip_scaling.scaling.launch_local import is_finished, run_local
 from mlip_scaling.train_config import (
-    LOCK_NAME,
     TrainConfig,
     config_args,
     explicit_options,
@@ -194,16 +188,6 @@ def plan_runs(out: str | Path, models: list[str], train_sizes: list[int], epochs
     return runs
 
 
-def is_finished(run: Run) -> bool:
-    """Whether the run's exported model exists and is a readable model file."""
-    from mlip_scaling.checkpoint import CheckpointError, load_checkpoint
-
-    try:
-        return run.export.is_file() and bool(load_checkpoint(run.export))
-    except CheckpointError:
-        return False
-
-
 def plan_mismatches(run: Run) -> list[str]:
     """What the finished model file of ``run`` was trained with that the plan no longer says
     (``["lr 0.002 != 0.005", ...]``): hyperparameters, steps (not in convergence mode, where
@@ -278,110 +262,6 @@ def _length(plan: SweepPlan) -> tuple[int | None, int | None]:
     return plan.epochs, plan.fixed_steps
 
 
-def _run_local(runs: list[Run], jobs: int = 1, quiet: bool = False) -> int:
-    """Run the trainings here, ``jobs`` at a time (each run's output -> ``train.log`` then,
-    and with ``quiet``).
-
-    The trainings die with this process: by the parent-death signal when it is killed,
-    and by SIGTERM here when it is stopped or fails.
-    """
-    active: list[tuple[Run, subprocess.Popen, float, int]] = []
-    main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _raise_exit) if main else None
-    try:
-        return _schedule(runs, jobs, active, log=jobs > 1 or quiet)
-    finally:
-        if main:
-            signal.signal(signal.SIGTERM, previous)
-        _stop(proc for _, proc, _, _ in active)
-
-
-def _raise_exit(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
-
-
-def _stop(procs: Iterable[subprocess.Popen]) -> None:
-    """Terminate still-running trainings (and wait for them)."""
-    for proc in [p for p in procs if p.poll() is None]:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-def _schedule(runs: list[Run], jobs: int, active: list, log: bool = False) -> int:
-    """Start and reap the runs, ``jobs`` at a time (``active``: the running ones). A run
-    whose folder another live process holds (a second sweep on the same folder) is
-    running elsewhere: it is waited for, then counted done or started here to finish it."""
-    failed: list[str] = []
-    queue = list(reversed(runs)) if jobs > 1 else list(runs)  # largest (last in grid) first
-    waiting: list[Run] = []
-    started = 0
-    while queue or active or waiting:
-        queue[:0] = _freed(waiting)
-        while queue and len(active) < jobs:
-            r = queue.pop(0)
-            if _elsewhere(r, waiting):
-                continue
-            started += 1
-            print(f"[{started}/{len(runs)}] {r.name}: {shlex.join(r.command)}", flush=True)
-            active.append((r, _start(r, log=log), time.perf_counter(), started))
-        time.sleep(0.2)
-        for item in [a for a in active if a[1].poll() is not None]:
-            active.remove(item)
-            r, proc, start, k = item
-            code = proc.returncode
-            if code and _elsewhere(r, waiting):  # another sweep claimed it first
-                continue
-            failed += [r.name] if code else []
-            state = f"FAILED (exit {code})" if code else f"done -> {r.export}"
-            print(f"[{k}/{len(runs)}] {r.name}: {state} after "
-                  f"{time.perf_counter() - start:.0f} s", flush=True)
-    print(f"{len(failed)} run(s) failed: {', '.join(failed)} (re-run the sweep to resume)"
-          if failed else f"all {len(runs)} runs done")
-    return 1 if failed else 0
-
-
-def _holder(r: Run) -> str | None:
-    """The process id of another live process holding ``r``'s run folder, else None."""
-    return lock_holder(r.out / LOCK_NAME)
-
-
-def _elsewhere(r: Run, waiting: list[Run]) -> bool:
-    """Whether ``r`` runs in another process now; it is then added to ``waiting``."""
-    holder = _holder(r)
-    if holder is None:
-        return False
-    waiting.append(r)
-    print(f"{r.name}: running elsewhere (process {holder}); waiting for it", flush=True)
-    return True
-
-
-def _freed(waiting: list[Run]) -> list[Run]:
-    """The waiting runs whose folder is free again and that did not finish there (to start
-    here); the finished ones are reported done and removed from ``waiting``."""
-    restart = []
-    for r in [w for w in waiting if _holder(w) is None]:
-        waiting.remove(r)
-        if is_finished(r):
-            print(f"{r.name}: done elsewhere -> {r.export}", flush=True)
-        else:
-            restart.append(r)
-    return restart
-
-
-def _start(r: Run, log: bool) -> subprocess.Popen:
-    """Start one mlip-train process (it dies with this one); with ``log`` its output is
-    appended to ``train.log``."""
-    if not log:
-        return subprocess.Popen(r.command, preexec_fn=preexec_die_with_parent())
-    r.out.mkdir(parents=True, exist_ok=True)
-    with open(r.out / "train.log", "ab") as fh:
-        return subprocess.Popen(r.command, stdout=fh, stderr=subprocess.STDOUT,
-                                preexec_fn=preexec_die_with_parent())
-
-
 def _run_command(command: list[str]) -> int:
     """Body of one Slurm array task."""
     return subprocess.run(command, check=True).returncode
@@ -421,4 +301,4 @@ def run_sweep(todo: list[Run], out: str | Path, launcher: str = "local", jobs: i
     (``launcher="slurm"``, in ``out``); exit status 1 when a local run failed."""
     if launcher == "slurm":
         return _submit_slurm(todo, out, slurm or {})
-    return _run_local(todo, jobs, quiet)
+    return run_local(todo, jobs, quiet)
