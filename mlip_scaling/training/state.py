@@ -8,14 +8,18 @@ Everything stored is tensors and plain Python data so that the file loads with
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from mlip_scaling.checkpoint import STATE_FORMAT, load_state, save_state
+from mlip_scaling.errors import ConfigError
+from mlip_scaling.train_config import RESUME_KEYS
 
-__all__ = ["STATE_FORMAT", "capture_rng", "restore_rng", "save_state", "load_state"]
+__all__ = ["STATE_FORMAT", "capture_rng", "restore_rng", "save_state", "load_state",
+           "check_resumable", "datasets_before"]
 
 
 def capture_rng() -> dict[str, Any]:
@@ -45,3 +49,35 @@ def restore_rng(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def check_resumable(path: Path, state: dict, config: dict, hyperparameters: dict) -> None:
+    """Refuse to resume the run state ``state`` (read from ``path``) with changed resume
+    options (``config``: this run's options) or into a model whose hyperparameters differ
+    from the run's (``hyperparameters``: their stored form)."""
+    changed = [k for k in RESUME_KEYS if state["config"].get(k) != config[k]]
+    if changed:
+        raise ConfigError(f"{path}: cannot resume with changed option(s) "
+                          f"{', '.join(changed)} (use another --out)")
+    before = state.get("hyperparameters")  # absent in states of earlier versions
+    if before is None or before == hyperparameters:
+        return
+    differ = [k for k in sorted(set(before) | set(hyperparameters))
+              if before.get(k) != hyperparameters.get(k)]
+    raise ConfigError(f"{path}: the run started with other hyperparameters than this "
+                      f"model has ({', '.join(differ)} differ)")
+
+
+def datasets_before(path: Path, state: dict, dataset_hash: str | None,
+                    allow_change: bool) -> list[str]:
+    """Content hashes of the datasets the run was trained on before this one; resuming on
+    other data is refused unless ``allow_change`` (then the old hash is remembered)."""
+    before = state.get("dataset_hash")
+    previous = list(state.get("previous_datasets") or [])
+    if not before or not dataset_hash or before == dataset_hash:
+        return previous
+    if not allow_change:
+        raise ConfigError(f"{path}: the run was trained on dataset {before} but --data has "
+                          f"content hash {dataset_hash}; pass --allow-data-change to "
+                          "continue on the new data, or use another --out")
+    return [*previous, before]

@@ -28,7 +28,6 @@ from mlip_scaling.data.atomic_data import AtomicData, collate, to_device
 from mlip_scaling.errors import ConfigError, MlipError
 from mlip_scaling.models.potential import Potential
 from mlip_scaling.models.registry import stored_form
-from mlip_scaling.train_config import RESUME_KEYS
 from mlip_scaling.training.config import TrainConfig
 from mlip_scaling.training.distributed import DistInfo, all_reduce_sum
 from mlip_scaling.training.early_stop import EarlyStopping
@@ -47,7 +46,14 @@ from mlip_scaling.training.precision import (
     time_precisions,
 )
 from mlip_scaling.training.schedule import CosineWarmup, warmup_steps
-from mlip_scaling.training.state import capture_rng, load_state, restore_rng, save_state
+from mlip_scaling.training.state import (
+    capture_rng,
+    check_resumable,
+    datasets_before,
+    load_state,
+    restore_rng,
+    save_state,
+)
 
 __all__ = ["Trainer", "TrainingDiverged"]
 
@@ -266,12 +272,9 @@ class Trainer:
     def load(self, path: Path) -> bool:
         """Restore everything from ``path``; returns whether there is nothing left to train."""
         state = load_state(path)
-        changed = [k for k in RESUME_KEYS if state["config"].get(k) != self.cfg.to_dict()[k]]
-        if changed:
-            raise ConfigError(f"{path}: cannot resume with changed option(s) "
-                              f"{', '.join(changed)} (use another --out)")
-        self._check_hyperparameters(path, state)
-        self._check_dataset(path, state)
+        check_resumable(path, state, self.cfg.to_dict(), stored_form(self.potential.config))
+        self.previous_datasets = datasets_before(path, state, self.dataset_hash,
+                                                 self.cfg.allow_data_change)
         self.potential.load_state_dict(state["potential"])
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
@@ -297,29 +300,6 @@ class Trainer:
         self.logger.truncate(int(state["metrics_bytes"]))
         more = not self._done()
         return bool(state["finished"]) and not more  # a larger budget continues the run
-
-    def _check_hyperparameters(self, path: Path, state: dict) -> None:
-        """Refuse to load weights into a model whose hyperparameters differ from the run's."""
-        before = state.get("hyperparameters")  # absent in states of earlier versions
-        now = stored_form(self.potential.config)
-        if before is None or before == now:
-            return
-        changed = {k: before.get(k) for k in sorted(set(before) | set(now))
-                   if before.get(k) != now.get(k)}
-        raise ConfigError(f"{path}: the run started with other hyperparameters than this "
-                          f"model has ({', '.join(changed)} differ)")
-
-    def _check_dataset(self, path: Path, state: dict) -> None:
-        """Refuse to resume on other data unless --allow-data-change (then remember both)."""
-        before = state.get("dataset_hash")
-        self.previous_datasets = list(state.get("previous_datasets") or [])
-        if not before or not self.dataset_hash or before == self.dataset_hash:
-            return
-        if not self.cfg.allow_data_change:
-            raise ConfigError(f"{path}: the run was trained on dataset {before} but --data has "
-                              f"content hash {self.dataset_hash}; pass --allow-data-change to "
-                              "continue on the new data, or use another --out")
-        self.previous_datasets.append(before)
 
     def _elapsed(self) -> float:
         return time.perf_counter() - self._t0 if hasattr(self, "_t0") else 0.0
