@@ -42,7 +42,7 @@ import numpy as np
 from scipy import stats
 
 from mlip_scaling.scaling.fit_broken import broken_predict, fit_broken
-from mlip_scaling.scaling.fit_cells import Cells, curvature_p, make_cells, wls
+from mlip_scaling.scaling.fit_cells import Cells, curvature_p, loglog_ols, make_cells, wls
 from mlip_scaling.scaling.fit_checks import (
     COLLINEAR_R,
     NEAR_COLLINEAR_R,
@@ -129,25 +129,9 @@ def predict(form: str, params: dict[str, float], x: np.ndarray,
     raise ValueError(f"unknown law form {form!r}")
 
 
-def _ols(x: np.ndarray, y: np.ndarray, w: np.ndarray | None = None) -> dict:
-    """Weighted log-log least squares: slope, intercept, weighted RSS, their standard
-    errors, the F-test p against a constant (weights default to 1)."""
-    u, v = np.log(x), np.log(y)
-    w = np.ones(len(u)) if w is None else w
-    fit = wls(np.stack([np.ones_like(u), u], axis=1), v, w)
-    icept, slope = (float(c) for c in fit["coef"])
-    tss = float((w * (v - np.average(v, weights=w)) ** 2).sum())
-    s2, cov = fit["s2"], fit["cov_unscaled"]
-    fstat = (tss - fit["rss"]) / s2 if s2 > 0 else np.inf
-    return {"slope": slope, "icept": icept, "rss": fit["rss"], "s2": s2, "n": len(u),
-            "cov": cov, "se_slope": float(np.sqrt(s2 * cov[1, 1])),
-            "se_icept": float(np.sqrt(s2 * cov[0, 0])),
-            "p": float(stats.f.sf(fstat, 1, len(u) - 2)) if np.isfinite(fstat) else 0.0}
-
-
 def _power(x, y, w) -> tuple[dict, dict, dict]:
     """(params, ci, band) of the power law with t-intervals and t-band."""
-    o = _ols(x, y, w)
+    o = loglog_ols(x, y, w)
     t = float(stats.t.ppf(1 - ALPHA / 2, o["n"] - 2))
     beta = -o["slope"]
     params = {"alpha": float(np.exp(o["icept"])), "beta": beta}
@@ -198,7 +182,7 @@ def _core(form: str, x, y, d, w, intervals: bool = True) -> tuple[dict, dict, di
     """(params, ci, band, weighted RSS, extra) of ``form`` fitted from scratch on cells."""
     if form == "power":
         params, ci, band = _power(x, y, w)
-        return params, ci, band, _ols(x, y, w)["rss"], {}
+        return params, ci, band, loglog_ols(x, y, w)["rss"], {}
     if form == "floor":
         out = fit_floor_vp(x, y, intervals, w)
         return out["params"], out["ci"], _floor_band(x, out["curves"]), out["rss"], {}
@@ -250,7 +234,7 @@ def _clean(x, y, d, se=None):
 def _trend(form: str, c: Cells) -> tuple[float, str]:
     if form == "joint":
         return _joint_trend(c)
-    o = _ols(c.x, c.y, c.w)
+    o = loglog_ols(c.x, c.y, c.w)
     if o["slope"] >= 0:
         verb = "increases" if o["p"] < ALPHA else "does not decrease"
         return o["p"], f"loss {verb} (log-log slope {o['slope']:.3g}, p={o['p']:.3g})"
@@ -264,7 +248,7 @@ def _collinear(res: FitResult, c: Cells, r: float, partial: str) -> FitResult:
     k = float(np.polyfit(np.log(c.x), np.log(c.d), 1)[0])
     words = (f"N and D are collinear in log space (r = {r:.3f}, D ∝ N^{k:.2f} over the runs): "
              f"their exponents cannot be separated" + (f" ({partial})" if partial else ""))
-    o = _ols(c.x, c.y, c.w)
+    o = loglog_ols(c.x, c.y, c.w)
     res.p_trend = o["p"] if o["slope"] < 0 else 1.0
     if o["slope"] >= 0 or o["p"] >= ALPHA:
         res.status, res.reason = "no-trend", (
@@ -382,7 +366,7 @@ def fit_law(form: str, x, y, d=None, se=None) -> FitResult:
 def _floor_test(c: Cells, rss_floor: float) -> float:
     """F-test of the floor form against the pure power law it nests (E = 0)."""
     dof = len(c.x) - 3
-    rss_power = _ols(c.x, c.y, c.w)["rss"]
+    rss_power = loglog_ols(c.x, c.y, c.w)["rss"]
     if rss_floor <= 0:
         return 0.0 if rss_power > 0 else 1.0
     fstat = max(rss_power - rss_floor, 0.0) / (rss_floor / dof)

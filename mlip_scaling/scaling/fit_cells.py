@@ -25,7 +25,7 @@ import numpy as np
 from scipy import stats
 from scipy.optimize import brentq
 
-__all__ = ["Cells", "make_cells", "wls", "curvature_p"]
+__all__ = ["Cells", "make_cells", "wls", "loglog_ols", "curvature_p"]
 
 
 @dataclass
@@ -121,3 +121,19 @@ def curvature_p(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> float | None:
     if not se > 0:
         return 0.0 if abs(fit["coef"][2]) > 0 else 1.0
     return float(2 * stats.t.sf(abs(fit["coef"][2]) / se, fit["dof"]))
+
+
+def loglog_ols(x: np.ndarray, y: np.ndarray, w: np.ndarray | None = None) -> dict:
+    """Weighted log-log least squares: slope, intercept, weighted RSS, their standard
+    errors, the F-test p against a constant (weights default to 1)."""
+    u, v = np.log(x), np.log(y)
+    w = np.ones(len(u)) if w is None else w
+    fit = wls(np.stack([np.ones_like(u), u], axis=1), v, w)
+    icept, slope = (float(c) for c in fit["coef"])
+    tss = float((w * (v - np.average(v, weights=w)) ** 2).sum())
+    s2, cov = fit["s2"], fit["cov_unscaled"]
+    fstat = (tss - fit["rss"]) / s2 if s2 > 0 else np.inf
+    return {"slope": slope, "icept": icept, "rss": fit["rss"], "s2": s2, "n": len(u),
+            "cov": cov, "se_slope": float(np.sqrt(s2 * cov[1, 1])),
+            "se_icept": float(np.sqrt(s2 * cov[0, 0])),
+            "p": float(stats.f.sf(fstat, 1, len(u) - 2)) if np.isfinite(fstat) else 0.0}

@@ -15,7 +15,8 @@ import itertools
 
 import numpy as np
 
-from mlip_scaling.scaling.fit import ALPHA, FitResult, _clean, _ols, fit_law
+from mlip_scaling.scaling.fit import ALPHA, FitResult, _clean, fit_law
+from mlip_scaling.scaling.fit_cells import loglog_ols
 from mlip_scaling.scaling.frontier_boot import N_BOOT, frontier_indices, selection_interval
 
 __all__ = ["frontier", "frontier_indices", "frontier_null", "fit_frontier", "frontier_fits",
@@ -124,7 +125,7 @@ def _all_runs_p(compute, loss) -> float | None:
     c, l, _, _ = _clean(compute, loss, None)
     if len(np.unique(c)) < 3:
         return None
-    o = _ols(c, l)
+    o = loglog_ols(c, l)
     return o["p"] if o["slope"] < 0 else 1.0
 
 
