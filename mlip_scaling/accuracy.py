@@ -75,16 +75,23 @@ def _sum_tensors(pred: dict, batch: dict) -> dict[str, torch.Tensor]:
         sums.update(n_f=count(df.numel()), f_abs=df.abs().sum(), f_sq=(df * df).sum(),
                     n_atoms=count(len(df)), f_l2=torch.linalg.vector_norm(df, dim=-1).sum())
     if keys.STRESS in pred and keys.STRESS in batch:
-        mask = stress_mask(batch)
-        p, r = pred[keys.STRESS].double(), batch[keys.STRESS].double()
-        (iso_p, dev_p), (iso_r, dev_r) = stress_parts(p), stress_parts(r)
-        ds = torch.where(mask[:, None, None], p - r, 0.0)
-        dev = torch.where(mask[:, None, None], dev_p - dev_r, 0.0)
+        mask, ds, iso, dev = _stress_differences(pred, batch)
         n_sb = mask.double().sum()
         sums.update(n_s=9.0 * n_sb, s_abs=ds.abs().sum(), s_sq=(ds * ds).sum(), n_sb=n_sb,
-                    s_iso=torch.where(mask, iso_p - iso_r, 0.0).abs().sum(),
+                    s_iso=iso.abs().sum(),
                     s_aniso=dev.abs().sum())
     return sums
+
+
+def _stress_differences(pred: dict, batch: dict) -> tuple[torch.Tensor, ...]:
+    """Stress-labelled mask [B] and the prediction's errors, zero where unlabelled: full
+    tensor [B, 3, 3] (eV/Å^3), isotropic part [B] and deviatoric part [B, 3, 3]."""
+    mask = stress_mask(batch)
+    p, r = pred[keys.STRESS].double(), batch[keys.STRESS].double()
+    (iso_p, dev_p), (iso_r, dev_r) = stress_parts(p), stress_parts(r)
+    return (mask, torch.where(mask[:, None, None], p - r, 0.0),
+            torch.where(mask, iso_p - iso_r, 0.0),
+            torch.where(mask[:, None, None], dev_p - dev_r, 0.0))
 
 
 def structure_errors(pred: dict, batch: dict) -> dict[str, np.ndarray]:
@@ -122,15 +129,11 @@ def _structure_tensors(pred: dict, batch: dict) -> dict[str, torch.Tensor]:
                     n_atoms=per_structure(torch.ones_like(df[:, 0])),
                     f_l2=per_structure(torch.linalg.vector_norm(df, dim=-1)))
     if keys.STRESS in pred and keys.STRESS in batch:
-        mask = stress_mask(batch)
-        p, r = pred[keys.STRESS].double(), batch[keys.STRESS].double()
-        (iso_p, dev_p), (iso_r, dev_r) = stress_parts(p), stress_parts(r)
-        ds = torch.where(mask[:, None, None], p - r, 0.0)
-        dev = torch.where(mask[:, None, None], dev_p - dev_r, 0.0)
+        mask, ds, iso, dev = _stress_differences(pred, batch)
         labelled = mask.double()
         rows.update(n_s=9.0 * labelled, s_abs=ds.abs().sum(dim=(1, 2)),
                     s_sq=(ds * ds).sum(dim=(1, 2)), n_sb=labelled,
-                    s_iso=torch.where(mask, iso_p - iso_r, 0.0).abs(),
+                    s_iso=iso.abs(),
                     s_aniso=dev.abs().sum(dim=(1, 2)))
     return rows
 
