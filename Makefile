@@ -28,7 +28,7 @@ demo: $(STAMP)
 	$(VENV)/bin/mlip-scaling sweep --plan examples/demo_eqv2.yaml --out $(DEMO_DIR) --jobs 2
 	$(VENV)/bin/mlip-scaling report $(DEMO_DIR) --out $(DEMO_DIR)/report \
 	  --k-relax 20 --md-steps 500 --relax-max-atoms 4 --md-min-length 7 --max-test 200 --jobs 2
-	$(PY) examples/demo_summary.py $(DEMO_DIR)/report --readme README.md \
+	$(PY) examples/demo_summary.py $(DEMO_DIR)/report --doc docs/benchmarks.md \
 	  --figure docs/demo_test_loss.png
 
 # The reference scaling study (docs/study.md): ~1.5-2 h on 2 cores; rerun to resume.
@@ -37,7 +37,7 @@ STUDY_PLAN ?= studies/reference.yaml
 study: $(STAMP)
 	$(PY) studies/run_study.py $(STUDY_PLAN) --out $(STUDY_DIR) --jobs 2
 	$(PY) studies/study_table.py $(STUDY_DIR) --doc docs/study.md \
-	  --figure docs/study_learning_curves.png
+	  --figure docs/study_learning_curves.png --readme README.md
 
 # Every stage of the study on a few structures (< 1 min; also run by the tests).
 study-smoke: $(STAMP)

@@ -1,17 +1,19 @@
-"""Markdown exponent table of a ``mlip-scaling report`` folder, optionally written into README.
+"""Markdown exponent table of a ``mlip-scaling report`` folder, optionally written into a page.
 
     python examples/demo_summary.py runs/demo/report                    # print the table
-    python examples/demo_summary.py runs/demo/report --readme README.md --figure docs/demo.png
+    python examples/demo_summary.py runs/demo/report --doc docs/benchmarks.md \
+        --figure docs/demo_test_loss.png
 
-With ``--readme`` the text between ``<!-- demo:start -->`` and ``<!-- demo:end -->`` is
+With ``--doc`` the text between ``<!-- demo:start -->`` and ``<!-- demo:end -->`` is
 replaced by the table (and the figure, copied from the report's ``test_loss.png``), so the
-README always shows the numbers of the last ``make demo``.
+page always shows the numbers of the last ``make demo``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -49,6 +51,8 @@ def cell(fit: dict | None) -> str:
         return "; ".join(v for v in (f"no exponent ({fit['status']})", _p(fit)) if v)
     lo, hi = fit["ci"]["beta"]
     text = f"{fit['params']['beta']:.2f} [{lo:.2f}, {hi:.2f}] {_p(fit)}".rstrip()
+    if fit.get("p_curv") is not None and fit["p_curv"] < ALPHA:
+        text += f" (bends: curvature p={fit['p_curv']:.2g})"
     return text + (" (indicative)" if fit.get("indicative") else "")
 
 
@@ -87,41 +91,43 @@ def table(fits: list[dict]) -> str:
                  "decided it. An exponent is given only where p < 0.05 and the error "
                  "decreases; *increases*: a significant increase. *borderline*: "
                  "0.01 < p < 0.1, a cell that may flip between an exponent and none on "
-                 "another machine. *indicative*: fitted on <= 4 sizes.")
+                 "another machine. *bends*: the curvature test rejects a straight log-log line. "
+                 "*indicative*: fitted on <= 4 sizes. The report adds each row's smallest "
+                 "detectable exponent and the compute-optimal allocation.")
     return "\n".join(lines).rstrip() + "\n"
 
 
-def write_readme(readme: Path, text: str) -> None:
-    content = readme.read_text()
+def write_block(doc: Path, text: str) -> None:
+    content = doc.read_text()
     if START not in content or END not in content:
-        raise SystemExit(f"{readme}: no {START} ... {END} block to replace")
+        raise SystemExit(f"{doc}: no {START} ... {END} block to replace")
     head, rest = content.split(START, 1)
     tail = rest.split(END, 1)[1]
-    tmp = readme.with_suffix(".tmp")
+    tmp = doc.with_suffix(".tmp")
     tmp.write_text(f"{head}{START}\n{text}{END}{tail}")
-    tmp.replace(readme)
+    tmp.replace(doc)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("report", type=Path, help="folder written by mlip-scaling report")
-    parser.add_argument("--readme", type=Path, help="README to update between the markers")
-    parser.add_argument("--figure", type=Path, help="copy test_loss.png here (with --readme)")
+    parser.add_argument("--doc", type=Path, help="Markdown page to update between the markers")
+    parser.add_argument("--figure", type=Path, help="copy test_loss.png here (with --doc)")
     args = parser.parse_args(argv)
     fits_file = args.report / "fits.json"
     if not fits_file.is_file():
         raise SystemExit(f"{fits_file}: missing; run mlip-scaling report first")
     text = table(json.loads(fits_file.read_text())["fits"])
-    if args.readme is None:
+    if args.doc is None:
         print(text, end="")
         return 0
     if args.figure is not None:
         args.figure.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(args.report / "test_loss.png", args.figure)
-        rel = args.figure.resolve().relative_to(args.readme.resolve().parent)
-        text += f"\n![test loss against data, parameters and compute]({rel.as_posix()})\n"
-    write_readme(args.readme, text)
-    print(f"{args.readme}: demo table updated from {fits_file}")
+        rel = os.path.relpath(args.figure.resolve(), args.doc.resolve().parent)
+        text += f"\n![test loss against data, parameters and compute]({rel})\n"
+    write_block(args.doc, text)
+    print(f"{args.doc}: demo table updated from {fits_file}")
     return 0
 
 

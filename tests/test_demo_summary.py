@@ -32,7 +32,7 @@ def test_readme_block_is_replaced_with_the_measured_table(summary, tmp_path):
     (report / "test_loss.png").write_bytes(b"png")
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- demo:start -->\nold table\n<!-- demo:end -->\nrest\n")
-    assert summary.main([str(report), "--readme", str(readme),
+    assert summary.main([str(report), "--doc", str(readme),
                          "--figure", str(tmp_path / "docs" / "demo.png")]) == 0
     text = readme.read_text()
     assert "old table" not in text and text.startswith("intro\n") and text.endswith("rest\n")
@@ -51,11 +51,14 @@ def test_missing_markers_or_fits_are_refused(summary, tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("no markers\n")
     with pytest.raises(SystemExit, match="demo:start"):
-        summary.main([str(tmp_path), "--readme", str(readme)])
+        summary.main([str(tmp_path), "--doc", str(readme)])
     assert readme.read_text() == "no markers\n"
 
 
 def test_cells_show_the_deciding_p_an_increase_and_borderline(summary):
+    bent = {**_fit("test_loss", "data", 0.5), "p_curv": 0.004}
+    assert summary.cell(bent) == "0.50 [0.40, 0.60] p=0.001 (bends: curvature p=0.004)"
+    assert "bends" not in summary.cell({**bent, "p_curv": 0.2})
     up = _fit("rdf_error", "data", status="no-trend", p=0.024)
     assert summary.cell(up) == "no exponent: the error increases; p=0.024 (borderline)"
     flat = {**_fit("test_loss", "compute", status="no-trend", p=0.098), "p_perm": 0.031}

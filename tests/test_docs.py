@@ -1,5 +1,5 @@
-"""The front page and the docs/ pages: short README, the demo block that ``make demo``
-rewrites, and relative links (files and section anchors) that resolve."""
+"""The front page and the docs/ pages: short README, the blocks that ``make demo`` and
+``make study`` rewrite, and relative links (files and section anchors) that resolve."""
 
 from __future__ import annotations
 
@@ -31,12 +31,17 @@ def test_slug_rule():
     assert _slug(" OMat24 (fairchem) files") == "omat24-fairchem-files"
 
 
-def test_front_page_is_short_and_keeps_the_demo_block():
+def test_front_page_is_short_and_the_generated_blocks_exist():
     text = (ROOT / "README.md").read_text()
     assert len(text.splitlines()) <= 150
     summary = load_script("examples/demo_summary.py")
-    assert text.count(summary.START) == 1 and text.count(summary.END) == 1
-    assert text.index(summary.START) < text.index(summary.END)
+    table = load_script("studies/study_table.py")
+    page = (ROOT / "docs" / "benchmarks.md").read_text()
+    for doc, begin, end in ((page, summary.START, summary.END), (text, table.BEGIN, table.END),
+                            ((ROOT / "docs" / "study.md").read_text(), table.BEGIN, table.END)):
+        assert doc.count(begin) == 1 and doc.count(end) == 1
+        assert doc.index(begin) < doc.index(end)
+    assert "--doc docs/benchmarks.md" in (ROOT / "Makefile").read_text()
     assert "make test" in text and "make test" in (ROOT / ".ci" / "run").read_text()
 
 

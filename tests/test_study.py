@@ -127,10 +127,15 @@ def test_smoke_study_end_to_end(tmp_path, table, capsys):
     assert {p: p.stat().st_mtime_ns for p in models} == models  # nothing retrained
     doc = tmp_path / "study.md"
     doc.write_text(f"intro\n{table.BEGIN}\nold\n{table.END}\nend\n")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"front\n{table.BEGIN}\nold\n{table.END}\n")
     assert table.main([str(tmp_path), "--doc", str(doc), "--figure",
-                       str(tmp_path / "lc.png")]) == 0
+                       str(tmp_path / "lc.png"), "--readme", str(readme)]) == 0
     text = doc.read_text()
     assert "old" not in text and "| transformer |" in text and text.endswith("end\n")
+    assert "Against published results" in text and "[compare" not in text
+    front = readme.read_text()
+    assert "| transformer |" in front and "](study.md)" in front and "](lc.png)" in front
     assert (tmp_path / "lc.png").stat().st_size > 1000
 
 
