@@ -1,5 +1,6 @@
 """Convert fairchem-core 1.x EquiformerV2 checkpoints (the OMat24 models) into
-self-describing ``mlip-scaling/1`` model files that compute the same function.
+self-describing ``mlip-scaling/1`` model files that compute the same function (GemNet-OC
+checkpoints are handed to :mod:`mlip_scaling.models.gemnet_oc.fairchem_import`).
 
 What is converted: the hydra model's ``equiformer_v2_backbone`` with the scalar energy,
 vector force and rank-2 (decomposed) stress heads; the weights in ``state_dict``
@@ -33,6 +34,7 @@ from mlip_scaling.models.equiformer_v2.fairchem_pickle import (
 )
 from mlip_scaling.models.equiformer_v2.model import EquiformerV2
 from mlip_scaling.models.equiformer_v2.presets import FAIRCHEM_FUNCTION
+from mlip_scaling.models.gemnet_oc.fairchem_import import convert_gemnet, is_gemnet_config
 
 __all__ = [
     "FairchemFileError",
@@ -248,6 +250,14 @@ def convert_fairchem(ckpt: dict, where: str = "fairchem checkpoint", sha256: str
     """
     if not is_fairchem_checkpoint(ckpt):
         raise _fail(where, "not a fairchem checkpoint (no state_dict and config.model)")
+    if weights not in WEIGHTS:
+        raise _fail(where, f"weights {weights!r} is not one of {WEIGHTS}")
+    model_cfg = ckpt["config"]["model"]
+    if isinstance(model_cfg, dict) and is_gemnet_config(model_cfg):
+        max_z = int(model_cfg.get("num_elements", 83)) + 1
+        return convert_gemnet(ckpt, lambda message: _fail(where, message),
+                              _normalizers(where, ckpt), _references(where, ckpt, max_z),
+                              sha256, weights)
     config = _backbone_config(where, ckpt["config"]["model"])
     config["output_normalizers"] = _normalizers(where, ckpt)
     with torch.device("cpu"):

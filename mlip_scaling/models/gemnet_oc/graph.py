@@ -1,67 +1,138 @@
-"""Graph helpers of the GemNet-OC family: triplets, reverse edges, angular bases.
+"""Graphs and interaction indices of the GemNet-OC family (fairchem's ``gemnet_oc`` rules).
 
-All are vectorised over edges and triplets (no Python loops over atoms); the index
-tensors depend on the edge list only, the bases are differentiable in the edge vectors.
+Edges follow the package's convention: ``index[0]`` the centre atom ``i`` (where messages
+are aggregated), ``index[1]`` the neighbour ``j``, ``shift`` the integer cell shift of
+``j``'s image and ``vector = r_j + shift @ cell - r_i`` (Å). All functions are vectorised
+over edges (no Python loops over atoms); index tensors depend on the edge list only.
+
+Four graphs are used: the atom-to-atom graph (all edges within ``cutoff``, capped at
+``max_neighbors_aint`` with fairchem's rule on squared distances), and the main, the
+atom-edge and the quadruplet graphs taken from it with shorter cutoffs and caps (fairchem's
+rule on distances). The main graph is then made symmetric as fairchem does: the edges with
+``j < i`` (for ``j == i`` the images with a lexicographically positive shift) are kept and
+their reverses appended, so that ``swap`` (the reverse of every edge) is a fixed permutation.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-__all__ = ["build_triplets", "legendre", "reverse_edges"]
+from mlip_scaling.models.equiformer_v2.model import _by_centre_then
 
-_SHIFT_BITS = 7  # |cell shift| < 64 per component in the reverse-edge key
+__all__ = ["Edges", "cap_neighbors", "pair_edges", "quadruplets", "symmetrize", "triplets"]
+
+#: fairchem's tolerance (Å on distances, Å² on squared distances) of non-strict caps
+TIE_TOLERANCE = 0.01
 
 
-def build_triplets(centre: torch.Tensor, num_atoms: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ordered pairs of distinct edges with the same centre atom.
+@dataclass
+class Edges:
+    """A directed edge list: ``index`` [2, E], ``shift`` [E, 3] (long), ``vector`` [E, 3]
+    (Å), ``length`` [E] (Å)."""
 
-    ``centre`` [E] -> ``(t_out, t_in)`` [T] edge indices: for every edge ``e = (i, j)``
-    all edges ``(i, k)`` with ``k`` another neighbour (or another image of ``j``).
+    index: torch.Tensor
+    shift: torch.Tensor
+    vector: torch.Tensor
+    length: torch.Tensor
+
+    def select(self, keep: torch.Tensor) -> Edges:
+        """The edges where the bool mask ``keep`` [E] is true."""
+        return Edges(self.index[:, keep], self.shift[keep], self.vector[keep], self.length[keep])
+
+    @property
+    def unit(self) -> torch.Tensor:
+        """[E, 3] unit vectors from the centre to the neighbour."""
+        return self.vector / self.length.unsqueeze(-1)
+
+
+def cap_neighbors(edges: Edges, k: int | None, num_atoms: int, strict: bool,
+                  squared: bool) -> Edges:
+    """At most ``k`` nearest neighbours per centre (None: all), by fairchem's rule.
+
+    ``strict``: exactly the ``k`` shortest (exact ties broken by edge order). Otherwise,
+    for a centre with more than ``k`` edges, every edge whose key is at most the
+    ``(k+1)``-th smallest key plus :data:`TIE_TOLERANCE`; the key is the squared length
+    (``squared``, as fairchem's neighbour search) or the length (its sub-graphs).
     """
-    num_edges = centre.shape[0]
-    order = torch.argsort(centre, stable=True)
-    counts = torch.bincount(centre, minlength=num_atoms)
+    if k is None or k <= 0:
+        return edges
+    key = edges.length.detach()
+    key = key * key if squared else key
+    centre = edges.index[0]
+    order, counts, starts = _by_centre_then(key, centre, num_atoms)
+    if strict:
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(order.shape[0], device=order.device) - starts[centre[order]]
+        return edges.select(rank < k)
+    threshold = torch.full((num_atoms,), torch.inf, dtype=key.dtype, device=key.device)
+    more = counts > k
+    threshold[more] = key[order[starts[more] + k]] + TIE_TOLERANCE
+    return edges.select(key <= threshold[centre])
+
+
+def symmetrize(edges: Edges) -> tuple[Edges, torch.Tensor]:
+    """fairchem's symmetric main graph and ``swap`` [E'] (the reverse of every edge)."""
+    i, j = edges.index
+    s = edges.shift
+    positive = (s[:, 0] > 0) | ((s[:, 0] == 0) & (s[:, 1] > 0)) | (
+        (s[:, 0] == 0) & (s[:, 1] == 0) & (s[:, 2] > 0))
+    half = edges.select((j < i) | ((j == i) & positive))
+    full = Edges(torch.cat([half.index, half.index.flip(0)], 1),
+                 torch.cat([half.shift, -half.shift]),
+                 torch.cat([half.vector, -half.vector]),
+                 torch.cat([half.length, half.length]))
+    n = half.length.shape[0]
+    ar = torch.arange(n, device=i.device)
+    return full, torch.cat([ar + n, ar])
+
+
+def pair_edges(key_out: torch.Tensor, key_in: torch.Tensor,
+               num_keys: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """All pairs ``(o, e)`` with ``key_in[e] == key_out[o]``: ``(out, in)`` [P] indices,
+    sorted by ``out``."""
+    order = torch.argsort(key_in, stable=True)
+    counts = torch.bincount(key_in, minlength=num_keys)
     start = torch.cumsum(counts, 0) - counts
-    degree = counts[centre]
-    t_out = torch.repeat_interleave(torch.arange(num_edges, device=centre.device), degree)
+    degree = counts[key_out]
+    out = torch.repeat_interleave(torch.arange(key_out.shape[0], device=key_out.device), degree)
     first = torch.repeat_interleave(torch.cumsum(degree, 0) - degree, degree)
-    offset = torch.arange(t_out.shape[0], device=centre.device) - first
-    t_in = order[start[centre[t_out]] + offset]
-    keep = t_in != t_out
-    return t_out[keep], t_in[keep]
+    offset = torch.arange(out.shape[0], device=key_out.device) - first
+    return out, order[start[key_out[out]] + offset]
 
 
-def reverse_edges(edge_index: torch.Tensor, shifts: torch.Tensor, num_atoms: int) -> torch.Tensor:
-    """Index [E] of the reverse of every edge: ``(i, j, s) -> (j, i, -s)``.
+def _keep(pairs: tuple[torch.Tensor, torch.Tensor],
+          drop: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return pairs[0][~drop], pairs[1][~drop]
 
-    ``edge_index`` [2, E], ``shifts`` [E, 3] integer cell shifts (as floats). ValueError when
-    the list is not symmetric (a full neighbour list always is; checked in eager mode).
+
+def triplets(out: Edges, inp: Edges, num_atoms: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Edges ``e`` of ``inp`` with the centre of edge ``o`` of ``out``, except the same
+    neighbour image (fairchem's ``get_triplets`` / ``get_mixed_triplets``) -> ``(o, e)``."""
+    o, e = pair_edges(out.index[0], inp.index[0], num_atoms)
+    same = (out.index[1][o] == inp.index[1][e]) & (out.shift[o] == inp.shift[e]).all(-1)
+    return _keep((o, e), same)
+
+
+def quadruplets(main: Edges, qint: Edges, num_atoms: int) -> dict[str, torch.Tensor]:
+    """fairchem's quadruplets ``c -> a <- b <- d``: main edge ``o = (a, c)``, quadruplet
+    edge ``q = (a, b)``, main edge ``d = (b, d)``, with ``b`` not the image of ``c`` and
+    ``d`` neither the image of ``a`` behind ``q`` nor that of ``c``.
+
+    Returns ``in_q``, ``in_d`` [T_in] (the in-triplets ``(q, d)``), ``out_o``, ``out_q``
+    [T_out] (the out-triplets ``(o, q)``), ``quad_out`` (main edge ``o``), ``quad_in``
+    (in-triplet) and ``quad_trip`` (out-triplet) [Q].
     """
-    s = shifts.detach().round().long()
-    checks = not (torch.compiler.is_compiling() or torch.compiler.is_exporting())
-    if checks and s.numel() and int(s.abs().max()) >= 2 ** (_SHIFT_BITS - 1):
-        raise ValueError("cell shifts of 64 or more cells are not supported")
-
-    def key(i: torch.Tensor, j: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-        code = torch.zeros_like(i)
-        for c in range(3):
-            code = (code << _SHIFT_BITS) + shift[:, c] + 2 ** (_SHIFT_BITS - 1)
-        return ((i * num_atoms + j) << (3 * _SHIFT_BITS)) + code
-
-    forward = key(edge_index[0], edge_index[1], s)
-    backward = key(edge_index[1], edge_index[0], -s)
-    a, b = torch.argsort(forward), torch.argsort(backward)
-    if checks and not torch.equal(forward[a], backward[b]):
-        raise ValueError("the neighbour list is not symmetric (an edge lacks its reverse)")
-    reverse = torch.empty_like(a)
-    reverse[b] = a
-    return reverse
-
-
-def legendre(x: torch.Tensor, num: int) -> torch.Tensor:
-    """Legendre polynomials ``P_0..P_{num-1}`` of ``x`` [T] -> [T, num] (recurrence)."""
-    out = [torch.ones_like(x), x]
-    for n in range(1, num - 1):
-        out.append(((2 * n + 1) * x * out[n] - n * out[n - 1]) / (n + 1))
-    return torch.stack(out[:num], dim=-1)
+    q, d = pair_edges(qint.index[1], main.index[0], num_atoms)  # d centred on b
+    back = (main.index[1][d] == qint.index[0][q]) & (
+        (qint.shift[q] + main.shift[d]) == 0).all(-1)
+    in_q, in_d = _keep((q, d), back)
+    out_o, out_q = triplets(main, qint, num_atoms)
+    trip, tin = pair_edges(out_q, in_q, qint.length.shape[0])
+    o, d_edge = out_o[trip], in_d[tin]
+    same = (main.index[1][o] == main.index[1][d_edge]) & (
+        (main.shift[d_edge] + qint.shift[out_q[trip]]) == main.shift[o]).all(-1)
+    trip, tin = _keep((trip, tin), same)
+    return {"in_q": in_q, "in_d": in_d, "out_o": out_o, "out_q": out_q,
+            "quad_out": out_o[trip], "quad_in": tin, "quad_trip": trip}

@@ -1,254 +1,269 @@
-"""GemNet-OC-style directional message passing (after Gasteiger et al., TMLR 2022).
+"""GemNet-OC (Gasteiger et al., TMLR 2022), the function of fairchem-core 1.10's
+``gemnet_oc`` model: the same weights give the same energies and forces (see
+``docs/families.md`` and ``tests/test_gemnet.py`` for the measured agreement).
 
-Atoms carry embeddings ``h_i`` [N, A], directed edges ``e = (i, j)`` embeddings ``m_e``
-[E, C]. Every interaction block updates them with
-
-* **edge-to-edge, two hops (triplets)**: ``m_ij += Σ_k x_ik ⊙ W_r φ(r_ik) ⊙ W_c P(cos θ_kij)``
-  over the other edges ``(i, k)`` of the centre (``P`` Legendre polynomials: the m = 0
-  spherical basis);
-* **edge-to-edge, three hops (quadruplets)** ``k - i - j - l``: the sum over ``k`` and ``l``
-  of ``x_ik x'_jl B(θ_kij, θ_ijl, φ)`` with the separable basis ``P_a(cos θ_kij)
-  P_b(cos θ_ijl)`` and the dihedral term ``sin θ_kij sin θ_ijl cos φ`` (a dot product of the
-  components of ``r̂_ik`` and ``r̂_jl`` normal to ``r̂_ij``), evaluated as products of two
-  triplet sums (the second on the reverse edge ``(j, i)``): exact for this basis and
-  linear in the triplets, with no quadruplet list;
-* **atom-to-edge** (``m_ij`` from ``[h_i, h_j, m_ij]``), **edge-to-atom** (``h_i += MLP(Σ_j
-  m_ij ⊙ W φ(r_ij))``) and **atom-to-atom** (``h_i += Σ_j W' φ(r_ij) ⊙ V h_j``) blocks.
-
-The radial basis ``φ`` (Gaussians) carries the smooth polynomial envelope, so every
-contribution of a pair vanishes with two derivatives at the cutoff. The energy is the sum
-of per-block atom heads. ``direct_forces=True`` adds GemNet-OC's direct force head
-(``F_i = Σ_j f_ij r̂_ij``, ``f`` from the edge embeddings) and a stress from the same edge
-terms (``σ = -(1/V) Σ_ij f_ij r̂_ij ⊗ r_ij``, symmetrised); otherwise forces and stress are
-derivatives of the energy taken by :class:`~mlip_scaling.models.potential.Potential`.
+Atoms carry embeddings ``h`` [N, A], directed main-graph edges ``m`` [E, C]. Every block
+updates ``m`` from triplets ``b -> a <- c`` (circular basis of the angle), quadruplets
+``d -> b -> a <- c`` (angle and dihedral) and atom-to-edge triplets, and ``h`` from the
+edges, edge-to-atom triplets and an atom-to-atom pair term, each on its own graph and
+cutoff (:mod:`mlip_scaling.models.gemnet_oc.graph`). Output blocks after the embedding and
+after every block feed a global MLP: per-atom energies, and with ``direct_forces`` edge
+magnitudes ``f_e`` (forces ``F_i = -Σ_{e: centre i} f_e r̂_e``). fairchem has no stress
+output; here a direct model's stress is the edge virial ``(1/2V) Σ_e F_e ⊗ r_e`` of those
+edge forces, and a gradient model's stress is ``(1/V) ∂E/∂ε`` (``Potential``).
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import nn
 
 from mlip_scaling import keys
-from mlip_scaling.models.blocks import (
-    GaussianSmearing,
-    PolynomialCutoff,
-    check_atomic_numbers,
-    mlp,
-    scatter_sum,
+from mlip_scaling.models.blocks import check_atomic_numbers, scatter_sum
+from mlip_scaling.models.gemnet_oc import bases as fb
+from mlip_scaling.models.gemnet_oc.graph import (
+    Edges,
+    cap_neighbors,
+    quadruplets,
+    symmetrize,
+    triplets,
 )
-from mlip_scaling.models.gemnet_oc.graph import build_triplets, legendre, reverse_edges
+from mlip_scaling.models.gemnet_oc.interaction import Context, EdgeEmbedding, InteractionBlock
+from mlip_scaling.models.gemnet_oc.layers import BasisEmbedding, Dense, OutputBlock, ResidualLayer
 
-__all__ = ["EdgeGeometry", "GemNetOC", "InteractionBlock", "quadruplet_sums"]
+__all__ = ["GemNetOC"]
 
-
-class EdgeGeometry:
-    """Per-forward edge and triplet quantities shared by all blocks.
-
-    ``quad_envelope`` [E] (None: quadruplets over all edges) restricts the quadruplet
-    triplets to edges where it is non-zero and weights them by it.
-    """
-
-    def __init__(self, data: dict[str, torch.Tensor], rbf: torch.Tensor, num_atoms: int,
-                 num_spherical: int, num_quad_spherical: int,
-                 quad_envelope: torch.Tensor | None = None) -> None:
-        self.edge_index = data[keys.EDGE_INDEX]
-        self.num_atoms = num_atoms
-        self.unit = data[keys.EDGE_VECTORS] / data[keys.EDGE_LENGTHS].unsqueeze(-1)
-        self.rbf = rbf
-        self.t_out, self.t_in = build_triplets(self.edge_index[0], num_atoms)
-        self.reverse = reverse_edges(self.edge_index, data[keys.EDGE_CELL_SHIFT], num_atoms)
-        cos = (self.unit[self.t_out] * self.unit[self.t_in]).sum(-1)
-        self.cbf = legendre(cos, num_spherical)
-        self.quad_envelope = quad_envelope
-        self.q_out, self.q_in = self.t_out, self.t_in
-        if quad_envelope is not None:
-            inside = quad_envelope > 0
-            keep = torch.nonzero(inside[self.t_out] & inside[self.t_in]).squeeze(1)
-            self.q_out, self.q_in, cos = self.t_out[keep], self.t_in[keep], cos[keep]
-        self.qbf = legendre(cos, num_quad_spherical)
-        # component of r̂_ik normal to r̂_ij (norm sin θ_kij; smooth, no division)
-        self.normal = self.unit[self.q_in] - cos.unsqueeze(-1) * self.unit[self.q_out]
-
-    def triplet_sum(self, values: torch.Tensor, quad: bool = False) -> torch.Tensor:
-        """Per-triplet values [T, ...] (of the quadruplet triplets with ``quad``) -> sums
-        over each edge's triplets [E, ...]."""
-        return scatter_sum(values, self.q_out if quad else self.t_out, self.rbf.shape[0])
-
-
-def quadruplet_sums(x_in: torch.Tensor, x_out: torch.Tensor, g: EdgeGeometry) -> torch.Tensor:
-    """``Σ_{k,l} x_in[ik] x_out[jl] B(θ_kij, θ_ijl, φ)`` for every edge ``(i, j)``.
-
-    ``x_in``, ``x_out`` [E, C] per-edge weights; ``k`` runs over the other edges of ``i``,
-    ``l`` over the other edges of ``j`` (the reverse edge excluded). The basis ``B`` is
-    ``P_a(cos θ_kij) P_b(cos θ_ijl)`` (``a, b < L``) and ``sin θ_kij sin θ_ijl cos φ``
-    (φ the dihedral angle) -> [E, C, L·L + 1]. With a quadruplet cutoff every edge of
-    the quadruplet (central, in and out) is weighted by its envelope.
-    """
-    width = x_in.shape[1]
-    x = torch.cat([x_in, x_out], dim=1)
-    if g.quad_envelope is not None:  # in-edges enter and leave smoothly
-        x = x * g.quad_envelope.unsqueeze(-1)
-    basis = torch.cat([g.qbf, g.normal], dim=1)  # [T, L + 3]
-    sums = g.triplet_sum(x[g.q_in].unsqueeze(-1) * basis.unsqueeze(1), quad=True)
-    num = g.qbf.shape[1]
-    s_in, v_in = sums[:, :width, :num], sums[:, :width, num:]
-    s_out, v_out = sums[g.reverse, width:, :num], sums[g.reverse, width:, num:]
-    product = (s_in.unsqueeze(-1) * s_out.unsqueeze(-2)).flatten(2)
-    dihedral = (v_in * v_out).sum(-1, keepdim=True)
-    out = torch.cat([product, dihedral], dim=-1)
-    if g.quad_envelope is not None:  # so does the central edge
-        out = out * g.quad_envelope[:, None, None]
-    return out
-
-
-class InteractionBlock(nn.Module):
-    """One GemNet-OC-style block: triplet, quadruplet, atom/edge updates (see module notes)."""
-
-    def __init__(self, atom: int, edge: int, triplet: int, quad: int, num_radial: int,
-                 num_spherical: int, num_quad_spherical: int, quadruplets: bool,
-                 avg_degree: float) -> None:
-        super().__init__()
-        self.norm = 1.0 / math.sqrt(avg_degree)
-        self.trip_down = nn.Linear(edge, triplet, bias=False)
-        self.trip_rbf = nn.Linear(num_radial, triplet, bias=False)
-        self.trip_cbf = nn.Linear(num_spherical, triplet, bias=False)
-        self.trip_up = nn.Linear(triplet, edge, bias=False)
-        self.quad = None
-        if quadruplets:
-            self.quad = nn.ModuleDict({
-                "down_in": nn.Linear(edge, quad, bias=False),
-                "down_out": nn.Linear(edge, quad, bias=False),
-                "rbf": nn.Linear(num_radial, quad, bias=False),
-                "up": nn.Linear(quad * (num_quad_spherical**2 + 1), edge, bias=False),
-            })
-        self.edge_mlp = mlp([edge, edge, edge])
-        self.concat = nn.Linear(2 * atom + edge, edge)
-        self.e2a_rbf = nn.Linear(num_radial, edge, bias=False)
-        self.atom_mlp = mlp([edge, atom, atom])
-        self.a2a_rbf = nn.Linear(num_radial, atom, bias=False)
-        self.a2a = nn.Linear(atom, atom, bias=False)
-        self.act = nn.SiLU()
-
-    def _triplets(self, m: torch.Tensor, g: EdgeGeometry) -> torch.Tensor:
-        x = self.act(self.trip_down(m)) * self.trip_rbf(g.rbf)  # [E, Ct]
-        y = g.triplet_sum(x[g.t_in] * self.trip_cbf(g.cbf))
-        return self.act(self.trip_up(y * self.norm))
-
-    def _quadruplets(self, m: torch.Tensor, g: EdgeGeometry) -> torch.Tensor:
-        q = self.quad
-        weight = q["rbf"](g.rbf) * self.norm
-        x_in = self.act(q["down_in"](m)) * weight
-        x_out = self.act(q["down_out"](m)) * weight
-        return self.act(q["up"](quadruplet_sums(x_in, x_out, g).flatten(1)))
-
-    def forward(self, h: torch.Tensor, m: torch.Tensor,
-                g: EdgeGeometry) -> tuple[torch.Tensor, torch.Tensor]:
-        """Atom [N, A] and edge [E, C] embeddings -> updated ones."""
-        update = self._triplets(m, g)
-        if self.quad is not None:
-            update = update + self._quadruplets(m, g)
-        m = m + self.edge_mlp(update)
-        centre, neighbour = g.edge_index
-        messages = scatter_sum(m * self.e2a_rbf(g.rbf), centre, g.num_atoms) * self.norm
-        pairs = scatter_sum(self.a2a_rbf(g.rbf) * self.a2a(h)[neighbour], centre, g.num_atoms)
-        h = h + self.atom_mlp(messages) + pairs * self.norm
-        m = m + self.act(self.concat(torch.cat([h[centre], h[neighbour], m], dim=-1)))
-        return h, m
+_SIZES = ("emb_size_atom", "emb_size_edge", "emb_size_trip_in", "emb_size_trip_out",
+          "emb_size_quad_in", "emb_size_quad_out", "emb_size_aint_in", "emb_size_aint_out",
+          "emb_size_rbf", "emb_size_cbf", "emb_size_sbf", "num_before_skip",
+          "num_after_skip", "num_concat", "num_atom", "num_atom_emb_layers")
+_FLAGS = ("quad_interaction", "atom_edge_interaction", "edge_atom_interaction",
+          "atom_interaction")
 
 
 class GemNetOC(nn.Module):
-    """GemNet-OC-style energy model: ``data -> {"energies": [N]}`` (and direct forces).
+    """GemNet-OC energy model: ``data -> {"energies": [N]}`` (+ direct ``forces``, ``stress``).
 
-    Args:
-        cutoff: rc (Å).
-        num_blocks: interaction blocks.
-        atom_channels, edge_channels: embedding widths of atoms and edges.
-        triplet_channels, quad_channels: widths of the two- and three-hop interactions.
-        num_radial: Gaussian radial basis size.
-        num_spherical: Legendre degrees of the triplet basis.
-        num_quad_spherical: Legendre degrees per angle of the quadruplet basis.
-        quadruplets: include the three-hop interaction.
-        direct_forces: predict forces and stress with edge heads (non-conservative).
-        max_num_elements: size of the atomic-number embedding.
-        avg_degree: typical neighbour count; sums over neighbours are divided by its root.
-        envelope_exponent: exponent p of the polynomial envelope.
-        quad_cutoff: shorter cutoff (Å) of every edge in a quadruplet (GemNet-OC's
-            ``cutoff_qint``; None: ``cutoff``), each weighted by its own envelope.
-
-    Needs ``atomic_numbers``, ``edge_index``, ``edge_cell_shift``, ``edge_vectors``,
-    ``edge_lengths`` (and ``cell``, ``pbc``, ``batch`` with direct forces).
+    Sizes (fairchem's names): ``num_spherical`` (L), ``num_radial``, ``num_blocks``,
+    ``emb_size_*`` widths, ``num_before_skip``/``num_after_skip``/``num_concat``/
+    ``num_atom``/``num_output_afteratom``/``num_atom_emb_layers``/``num_global_out_layers``
+    residual counts. Interactions: ``quad_interaction``, ``atom_edge_interaction``,
+    ``edge_atom_interaction``, ``atom_interaction``. Cutoffs (Å): ``cutoff`` is the
+    largest (fairchem's ``cutoff_aint``, the neighbour list's), ``cutoff_main`` the
+    embedding graph's (fairchem's ``cutoff``), ``cutoff_qint``, ``cutoff_aeaint`` (None:
+    ``cutoff_main``). ``max_neighbors*`` caps (None: no cap) per graph as fairchem's,
+    ``max_neighbors_strict`` its ``enforce_max_neighbors_strictly``. ``sbf``: two-angle
+    basis (``spherical_harmonics`` or ``legendre_outer``); ``envelope_exponent`` p;
+    ``extensive`` (energy sum, else mean); ``forces_coupled`` (``f_e = f_{reverse(e)}``);
+    ``quad_on_untagged`` (fairchem's ``qint_tags`` contains 0: atoms here are untagged,
+    so False leaves the quadruplet graph empty); ``num_elements`` (Z in 1..num_elements).
     """
 
-    def __init__(self, cutoff: float, num_blocks: int, atom_channels: int, edge_channels: int,
-                 triplet_channels: int, quad_channels: int, num_radial: int = 16,
-                 num_spherical: int = 7, num_quad_spherical: int = 3, quadruplets: bool = True,
-                 direct_forces: bool = False, max_num_elements: int = 119,
-                 avg_degree: float = 20.0, envelope_exponent: int = 6,
-                 quad_cutoff: float | None = None) -> None:
+    def __init__(self, cutoff: float, num_blocks: int, emb_size_atom: int, emb_size_edge: int,
+                 emb_size_trip_in: int, emb_size_trip_out: int, emb_size_rbf: int,
+                 emb_size_cbf: int, num_spherical: int = 7, num_radial: int = 128,
+                 emb_size_quad_in: int = 4, emb_size_quad_out: int = 4,
+                 emb_size_aint_in: int = 4, emb_size_aint_out: int = 4, emb_size_sbf: int = 4,
+                 num_before_skip: int = 1, num_after_skip: int = 1, num_concat: int = 1,
+                 num_atom: int = 1, num_output_afteratom: int = 1,
+                 num_atom_emb_layers: int = 0, num_global_out_layers: int = 2,
+                 quad_interaction: bool = True, atom_edge_interaction: bool = True,
+                 edge_atom_interaction: bool = True, atom_interaction: bool = True,
+                 cutoff_main: float | None = None, cutoff_qint: float | None = None,
+                 cutoff_aeaint: float | None = None, max_neighbors: int | None = None,
+                 max_neighbors_qint: int | None = None,
+                 max_neighbors_aeaint: int | None = None,
+                 max_neighbors_aint: int | None = None, max_neighbors_strict: bool = False,
+                 sbf: str = "legendre_outer", envelope_exponent: int = 5,
+                 extensive: bool = True, forces_coupled: bool = False,
+                 quad_on_untagged: bool = True, direct_forces: bool = False,
+                 num_elements: int = 83) -> None:
         super().__init__()
-        self.cutoff = float(cutoff)
-        self.direct_forces = bool(direct_forces)
-        self.max_num_elements = int(max_num_elements)
-        self.num_spherical, self.num_quad_spherical = num_spherical, num_quad_spherical
-        self.radial = GaussianSmearing(0.0, cutoff, num_radial)
-        self.envelope = PolynomialCutoff(cutoff, envelope_exponent)
-        self.quad_envelope = None
-        if quadruplets and quad_cutoff is not None and quad_cutoff < cutoff:
-            self.quad_envelope = PolynomialCutoff(quad_cutoff, envelope_exponent)
-        self.embedding = nn.Embedding(max_num_elements, atom_channels)
-        self.edge_embedding = mlp([2 * atom_channels + num_radial, edge_channels])
-        self.blocks = nn.ModuleList(
-            InteractionBlock(atom_channels, edge_channels, triplet_channels, quad_channels,
-                             num_radial, num_spherical, num_quad_spherical, quadruplets,
-                             avg_degree) for _ in range(num_blocks))
-        self.energy_heads = nn.ModuleList(
-            mlp([atom_channels, atom_channels, 1]) for _ in range(num_blocks + 1))
-        self.force_heads = None
+        if sbf not in fb.SBF_KINDS:
+            raise ValueError(f"sbf {sbf!r} is not one of {fb.SBF_KINDS}")
+        self.cutoff, self.direct_forces = float(cutoff), bool(direct_forces)
+        main = float(cutoff_main or cutoff)
+        self.cutoffs = {"main": main, "qint": float(cutoff_qint or main),
+                        "aeaint": float(cutoff_aeaint or main), "aint": self.cutoff}
+        if max(self.cutoffs.values()) > self.cutoff:
+            raise ValueError(f"the cutoffs {self.cutoffs} exceed cutoff={cutoff}")
+        self.caps = {"main": max_neighbors, "qint": max_neighbors_qint or max_neighbors,
+                     "aeaint": max_neighbors_aeaint or max_neighbors,
+                     "aint": max_neighbors_aint}
+        self.strict, self.sbf, self.exponent = bool(max_neighbors_strict), sbf, envelope_exponent
+        self.num_spherical, self.num_radial = num_spherical, num_radial
+        self.extensive, self.forces_coupled = bool(extensive), bool(forces_coupled)
+        self.quad_on_untagged, self.num_elements = bool(quad_on_untagged), int(num_elements)
+        args = locals()
+        self.flags = {k: bool(args[k]) for k in _FLAGS}
+        sizes = {k: int(args[k]) for k in _SIZES}
+        self._shared_layers(num_radial, num_spherical, emb_size_rbf, emb_size_cbf, emb_size_sbf)
+        self.atom_emb = nn.Module()
+        self.atom_emb.embeddings = nn.Embedding(num_elements, emb_size_atom)
+        self.edge_emb = EdgeEmbedding(emb_size_atom, num_radial, emb_size_edge)
+        self.int_blocks = nn.ModuleList(InteractionBlock(sizes, self.flags)
+                                        for _ in range(num_blocks))
+        self.out_blocks = nn.ModuleList(
+            OutputBlock(emb_size_atom, emb_size_edge, emb_size_rbf, num_atom,
+                        num_output_afteratom, self.direct_forces) for _ in range(num_blocks + 1))
+        self.out_mlp_E = self._global_mlp(emb_size_atom, num_blocks, num_global_out_layers)
+        self.out_energy = Dense(emb_size_atom, 1, activation=False)
         if self.direct_forces:
-            self.force_heads = nn.ModuleList(
-                mlp([edge_channels, edge_channels, 1]) for _ in range(num_blocks + 1))
+            self.out_mlp_F = self._global_mlp(emb_size_edge, num_blocks, num_global_out_layers)
+            self.out_forces = Dense(emb_size_edge, 1, activation=False)
+
+    @staticmethod
+    def _global_mlp(width: int, num_blocks: int, layers: int) -> nn.Sequential:
+        return nn.Sequential(Dense(width * (num_blocks + 1), width),
+                             *(ResidualLayer(width) for _ in range(layers)))
+
+    def _shared_layers(self, rad: int, sph: int, rbf: int, cbf: int, sbf: int) -> None:
+        """Basis projections shared by all blocks (fairchem's names)."""
+        if self.flags["quad_interaction"]:
+            self.mlp_rbf_qint = Dense(rad, rbf, activation=False)
+            self.mlp_cbf_qint = BasisEmbedding(rad, cbf, sph)
+            self.mlp_sbf_qint = BasisEmbedding(rad, sbf, sph**2)
+        if self.flags["atom_edge_interaction"]:
+            self.mlp_rbf_aeint = Dense(rad, rbf, activation=False)
+            self.mlp_cbf_aeint = BasisEmbedding(rad, cbf, sph)
+        if self.flags["edge_atom_interaction"]:
+            self.mlp_rbf_eaint = Dense(rad, rbf, activation=False)
+            self.mlp_cbf_eaint = BasisEmbedding(rad, cbf, sph)
+        if self.flags["atom_interaction"]:
+            self.mlp_rbf_aint = BasisEmbedding(rad, rbf)
+        self.mlp_rbf_tint = Dense(rad, rbf, activation=False)
+        self.mlp_cbf_tint = BasisEmbedding(rad, cbf, sph)
+        self.mlp_rbf_h = Dense(rad, rbf, activation=False)
+        self.mlp_rbf_out = Dense(rad, rbf, activation=False)
+
+    def _rbf(self, edges: Edges, which: str) -> torch.Tensor:
+        return fb.radial_basis(edges.length, self.cutoffs[which], self.num_radial, self.exponent)
+
+    def _graphs(self, data: dict[str, torch.Tensor]) -> tuple[dict[str, Edges], torch.Tensor]:
+        """fairchem's graphs: ``aint``, ``main`` (symmetric), ``aeaint``, ``qint``; swap."""
+        n = data[keys.ATOMIC_NUMBERS].shape[0]
+        full = Edges(data[keys.EDGE_INDEX], data[keys.EDGE_CELL_SHIFT].round().long(),
+                     data[keys.EDGE_VECTORS], data[keys.EDGE_LENGTHS])
+        full = full.select(full.length <= self.cutoff)
+        any_atom = self.flags["atom_edge_interaction"] or self.flags["edge_atom_interaction"] \
+            or self.flags["atom_interaction"]
+        graphs: dict[str, Edges] = {}
+        if any_atom:
+            graphs["aint"] = cap_neighbors(full, self.caps["aint"], n, self.strict, True)
+            base, base_name = graphs["aint"], "aint"
+            graphs["main"] = self._subgraph(base, base_name, "main", n)
+            graphs["aeaint"] = self._subgraph(base, base_name, "aeaint", n)
+        else:
+            graphs["main"] = cap_neighbors(full.select(full.length <= self.cutoffs["main"]),
+                                           self.caps["main"], n, self.strict, True)
+            base, base_name = graphs["main"], "main"
+        if self.flags["quad_interaction"]:
+            qint = self._subgraph(base, base_name, "qint", n)
+            graphs["qint"] = qint if self.quad_on_untagged else qint.select(
+                torch.zeros_like(qint.length, dtype=torch.bool))
+        graphs["main"], swap = symmetrize(graphs["main"])
+        return graphs, swap
+
+    def _subgraph(self, edges: Edges, source: str, target: str, n: int) -> Edges:
+        if abs(self.cutoffs[target] - self.cutoffs[source]) > 1e-8 * self.cutoffs[source]:
+            edges = edges.select(edges.length <= self.cutoffs[target])
+        if self.caps[target] != self.caps[source]:
+            edges = cap_neighbors(edges, self.caps[target], n, self.strict, False)
+        return edges
+
+    def _context(self, data: dict[str, torch.Tensor]) -> tuple[Context, torch.Tensor]:
+        n = data[keys.ATOMIC_NUMBERS].shape[0]
+        graphs, swap = self._graphs(data)
+        main = graphs["main"]
+        u = main.unit
+        rbf_main = self._rbf(main, "main")
+        trip = {"e2e": triplets(main, main, n)}
+        o, e = trip["e2e"]
+        sph = fb.circular_basis((u[o] * u[e]).sum(-1).clamp(-1, 1), self.num_spherical)
+        bases = {"e2e": {"rad": self.mlp_rbf_tint(rbf_main), "sph": sph,
+                         "rad_w": self.mlp_cbf_tint.per_edge(rbf_main)}}
+        ctx = Context(n, main, swap, trip, bases, self.mlp_rbf_h(rbf_main),
+                      aeint=graphs.get("aeaint"), aint=graphs.get("aint"))
+        if self.flags["quad_interaction"]:
+            self._quad_bases(ctx, graphs["qint"], rbf_main)
+        if ctx.aeint is not None:
+            self._atom_edge_bases(ctx, rbf_main)
+        if self.flags["atom_interaction"]:
+            ctx.a2a_rad = self.mlp_rbf_aint.radial(self._rbf(ctx.aint, "aint"))
+        return ctx, rbf_main
+
+    def _quad_bases(self, ctx: Context, qint: Edges, rbf_main: torch.Tensor) -> None:
+        main, uq = ctx.main, qint.unit
+        u = main.unit
+        quad = quadruplets(main, qint, ctx.num_atoms)
+        cos_abd = (uq[quad["in_q"]] * u[quad["in_d"]]).sum(-1).clamp(-1, 1)
+        cross_db = torch.linalg.cross(u[quad["in_d"]], uq[quad["in_q"]])
+        cos_cab = (u[quad["out_o"]] * uq[quad["out_q"]]).sum(-1).clamp(-1, 1)
+        cross_ca = torch.linalg.cross(u[quad["out_o"]], uq[quad["out_q"]])
+        angle = fb.dihedral(cross_ca[quad["quad_trip"]], cross_db[quad["quad_in"]])
+        rad_w_cir = self.mlp_cbf_qint.per_edge(self._rbf(qint, "qint"))[quad["in_q"]]
+        cir = (rad_w_cir @ fb.circular_basis(cos_abd, self.num_spherical)[:, :, None])
+        sph = fb.spherical_basis(cos_cab[quad["quad_trip"]], angle, self.num_spherical, self.sbf)
+        ctx.quad = quad
+        ctx.bases["qint"] = {"rad": self.mlp_rbf_qint(rbf_main), "cir": cir.squeeze(-1),
+                             "rad_w": self.mlp_sbf_qint.per_edge(rbf_main), "sph": sph}
+
+    def _atom_edge_bases(self, ctx: Context, rbf_main: torch.Tensor) -> None:
+        main, ae, n = ctx.main, ctx.aeint, ctx.num_atoms
+        u, ua = main.unit, ae.unit
+        rbf_ae = self._rbf(ae, "aeaint")
+        if self.flags["atom_edge_interaction"]:
+            o, f = ctx.trip["a2e"] = triplets(main, ae, n)
+            cos = (u[o] * ua[f]).sum(-1).clamp(-1, 1)
+            ctx.bases["a2e"] = {"rad": self.mlp_rbf_aeint(rbf_ae),
+                                "sph": fb.circular_basis(cos, self.num_spherical),
+                                "rad_w": self.mlp_cbf_aeint.per_edge(rbf_main)}
+        if self.flags["edge_atom_interaction"]:
+            f, e = ctx.trip["e2a"] = triplets(ae, main, n)
+            cos = (ua[f] * u[e]).sum(-1).clamp(-1, 1)
+            ctx.bases["e2a"] = {"rad": self.mlp_rbf_eaint(rbf_main),
+                                "sph": fb.circular_basis(cos, self.num_spherical),
+                                "rad_w": self.mlp_cbf_eaint.per_edge(rbf_ae)}
 
     def forward(self, data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Data dict -> ``{"energies": [N]}`` (+ ``forces`` [N, 3], ``stress`` [B, 3, 3])."""
         numbers = data[keys.ATOMIC_NUMBERS]
-        check_atomic_numbers(numbers, self.max_num_elements)
-        lengths = data[keys.EDGE_LENGTHS]
-        rbf = self.radial(lengths) * self.envelope(lengths).unsqueeze(-1)
-        quad = None if self.quad_envelope is None else self.quad_envelope(lengths)
-        g = EdgeGeometry(data, rbf, numbers.shape[0], self.num_spherical,
-                         self.num_quad_spherical, quad)
-        h = self.embedding(numbers)
-        centre, neighbour = g.edge_index
-        m = self.edge_embedding(torch.cat([h[centre], h[neighbour], rbf], dim=-1))
-        energies = self.energy_heads[0](h).squeeze(-1)
-        edge_force = self._edge_force(0, m, lengths)
-        for k, block in enumerate(self.blocks, start=1):
-            h, m = block(h, m, g)
-            energies = energies + self.energy_heads[k](h).squeeze(-1)
-            if edge_force is not None:
-                edge_force = edge_force + self._edge_force(k, m, lengths)
+        check_atomic_numbers(numbers, self.num_elements + 1)
+        ctx, rbf_main = self._context(data)
+        centre = ctx.main.index[0]
+        rbf_out = self.mlp_rbf_out(rbf_main)
+        h = self.atom_emb.embeddings(numbers - 1)
+        m = self.edge_emb(h, rbf_main, ctx.main.index)
+        x_e, x_f = self.out_blocks[0](h, m, rbf_out, centre)
+        xs_e, xs_f = [x_e], [x_f]
+        for block, out in zip(self.int_blocks, self.out_blocks[1:]):
+            h, m = block(h, m, ctx)
+            x_e, x_f = out(h, m, rbf_out, centre)
+            xs_e.append(x_e)
+            xs_f.append(x_f)
+        energies = self.out_energy(self.out_mlp_E(torch.cat(xs_e, dim=-1))).squeeze(-1)
+        if not self.extensive:
+            batch = data[keys.BATCH]
+            energies = energies / data[keys.NUM_ATOMS][batch].to(energies.dtype)
         out = {keys.ATOMIC_ENERGIES: energies}
-        if edge_force is not None:
-            out.update(self._direct(edge_force, g, data))
+        if self.direct_forces:
+            f = self.out_forces(self.out_mlp_F(torch.cat(xs_f, dim=-1))).squeeze(-1)
+            if self.forces_coupled:
+                f = 0.5 * (f + f[ctx.swap])
+            out.update(self._direct(f, ctx.main, data))
         return out
 
-    def _edge_force(self, k: int, m: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor | None:
-        if self.force_heads is None:
-            return None
-        return self.force_heads[k](m).squeeze(-1) * self.envelope(lengths)
-
     @staticmethod
-    def _direct(f: torch.Tensor, g: EdgeGeometry, data: dict[str, torch.Tensor]) -> dict:
-        """Edge magnitudes ``f`` [E] -> forces [N, 3] and pair-virial stress [B, 3, 3]."""
-        centre = g.edge_index[0]
-        forces = scatter_sum(f.unsqueeze(-1) * g.unit, centre, g.num_atoms)
+    def _direct(f: torch.Tensor, main: Edges, data: dict[str, torch.Tensor]) -> dict:
+        """Edge magnitudes ``f`` [E] -> forces [N, 3] and the edge-virial stress [B, 3, 3]."""
+        n = data[keys.ATOMIC_NUMBERS].shape[0]
+        force = -f.unsqueeze(-1) * main.unit  # on the centre atom
+        forces = scatter_sum(force, main.index[0], n)
         cell, batch = data[keys.CELL], data[keys.BATCH]
-        virial = -(f[:, None, None] * g.unit[:, :, None] * data[keys.EDGE_VECTORS][:, None, :])
-        virial = scatter_sum(virial, batch[centre], cell.shape[0])
+        virial = scatter_sum(force[:, :, None] * main.vector[:, None, :],
+                             batch[main.index[0]], cell.shape[0])
         volume = torch.linalg.det(cell).abs()
         periodic = data[keys.PBC].all(dim=1) & (volume > 1e-12)
-        inv = torch.where(periodic, 1.0 / volume.clamp_min(1e-12), torch.zeros_like(volume))
+        inv = torch.where(periodic, 0.5 / volume.clamp_min(1e-12), torch.zeros_like(volume))
         stress = 0.5 * (virial + virial.transpose(1, 2)) * inv[:, None, None]
         return {keys.FORCES: forces, keys.STRESS: stress}

@@ -32,7 +32,7 @@ def _import_fairchem(args: argparse.Namespace) -> int:
     converted = import_fairchem(source, args.weights)
     atomic_torch_save(converted, out)
     train = converted["train"]
-    print(f"wrote {out}: eqv2, {train['n_params']:,} parameters "
+    print(f"wrote {out}: {converted['model']['family']}, {train['n_params']:,} parameters "
           f"(weights: {train['weights']}), sha256 of source "
           f"{train['source_sha256'][:12]}")
     return 0
@@ -50,8 +50,8 @@ def _converter(sub: argparse._SubParsersAction, fmt: type, name: str, about: str
 def add_import_fairchem(sub: argparse._SubParsersAction, fmt: type) -> None:
     """The ``import-fairchem`` subcommand."""
     p = _converter(sub, fmt, "import-fairchem", "convert a fairchem EquiformerV2 (OMat24) "
-                   "checkpoint to a model file", ("checkpoint", "fairchem-core 1.x "
-                   "EquiformerV2 checkpoint (.pt)"), "model file to write (default: CHECKPOINT "
+                   "or GemNet-OC checkpoint to a model file", ("checkpoint", "fairchem-core "
+                   "1.x EquiformerV2 or GemNet-OC checkpoint (.pt)"), "model file to write (default: CHECKPOINT "
                    "with suffix .mlip.pt)")
     p.add_argument("--weights", choices=["state_dict", "ema"], default="state_dict",
                    help="state_dict: what fairchem's OCPCalculator predicts with, on every "
