@@ -27,7 +27,8 @@ Forms:
 * Floor test: the floor form is reported only when it beats the pure power law it nests
   (F-test on the residual sums of squares, 1 and K − 3 d.o.f., p < 0.05: ``p_floor``).
 * Curvature test (power form): t-test of a quadratic term in log-log (``p_curv``); flag
-  ``curvature`` when p < 0.05 (a bend: a floor, a broken law).
+  ``curvature`` when p < 0.05 (a bend: a floor, a broken law). With SEs declared complete
+  (``se_complete``) the known-variance z-test instead (more power at 5 sizes).
 * Leave-largest-out check: refit from scratch without the largest cell; the relative
   error there (``extrapolation_error``) and a t-test of it against the noise
   (``p_extrap``; flag ``extrapolation`` when p < 0.05).
@@ -42,7 +43,14 @@ import numpy as np
 from scipy import stats
 
 from mlip_scaling.scaling.fit_broken import broken_predict, fit_broken
-from mlip_scaling.scaling.fit_cells import Cells, curvature_p, loglog_ols, make_cells, wls
+from mlip_scaling.scaling.fit_cells import (
+    Cells,
+    curvature_p,
+    loglog_ols,
+    make_cells,
+    reweight,
+    wls,
+)
 from mlip_scaling.scaling.fit_checks import (
     COLLINEAR_R,
     NEAR_COLLINEAR_R,
@@ -275,7 +283,7 @@ def _checks(res: FitResult, form: str, c: Cells, params: dict, rss: float) -> No
     ses = linear_se(jac, c.w, s2)
     res.se = {k: float(v) for k, v in zip(free, ses) if k in ("beta", "a", "b", "b1", "b2")}
     if form == "power":
-        res.p_curv = curvature_p(c.x, c.y, c.w)
+        res.p_curv = curvature_p(c.x, c.y, c.w, c.var_known)
         if res.p_curv is not None and res.p_curv < ALPHA:
             res.flags.append("curvature")
     res.extrapolation_error, res.p_extrap = _extrapolation(form, c)
@@ -303,10 +311,14 @@ def _nested(res: FitResult, form: str, c: Cells, rss: float, extra: dict) -> boo
     return True
 
 
-def fit_law(form: str, x, y, d=None, se=None) -> FitResult:
+def fit_law(form: str, x, y, d=None, se=None, se_complete: bool = False) -> FitResult:
     """Fit ``form`` ('power', 'floor', 'joint', 'broken') to losses ``y`` [n] at sizes
     ``x`` [n] (and data sizes ``d`` [n] for the joint form); ``se`` [n]: standard errors
-    of ``y`` (same units), used as weights when every point has one.
+    of ``y`` (same units), used as weights when every point has one. ``se_complete``: the
+    SEs describe all the noise of a run, training included (e.g. from replicate trainings),
+    so the curvature test takes them as known variances (``fit_cells.curvature_p``;
+    ignored when a cell's seeds scatter more than their SEs explain). Evaluation SEs alone
+    do not: they leave out the seed-to-seed and per-size noise of training.
 
     Runs at one size (one (N, D) pair) are averaged into a cell (see ``fit_cells``).
     The status is not 'ok' (params empty) with too few distinct sizes or cells, no
@@ -323,6 +335,11 @@ def fit_law(form: str, x, y, d=None, se=None) -> FitResult:
     res = FitResult(form=form, n_points=int(len(x)), n_sizes=sizes, interval=_INTERVAL[form],
                     indicative=sizes <= INDICATIVE_SIZES)
     c = make_cells(x, y, d, se) if len(x) else None
+    if c is not None and c.var_known is not None:
+        if se_complete:
+            c.weighting += "; curvature test with the SEs as known variances"
+        else:
+            c.var_known = None
     res.n_cells = 0 if c is None else len(c.x)
     need_sizes, need_cells = NEEDED[form]
     r = log_correlation(c.x, c.d) if form == "joint" and c is not None else 0.0
@@ -344,6 +361,8 @@ def fit_law(form: str, x, y, d=None, se=None) -> FitResult:
         res.status, res.reason = "no-trend", why
         return res
     try:
+        if form in ("floor", "joint"):  # τ² about the law itself, not a quadratic
+            c = reweight(c, lambda w: _core(form, c.x, c.y, c.d, w, False)[3], len(_FREE[form]))
         params, ci, band, rss, extra = _core(form, c.x, c.y, c.d, c.w)
     except (ValueError, np.linalg.LinAlgError, FloatingPointError) as exc:
         res.status, res.reason = "failed", str(exc)
@@ -373,9 +392,9 @@ def _floor_test(c: Cells, rss_floor: float) -> float:
     return float(stats.f.sf(fstat, 1, dof))
 
 
-def fit_power(x, y, se=None) -> FitResult:
+def fit_power(x, y, se=None, se_complete: bool = False) -> FitResult:
     """The paper's pure power law L = α·N^−β."""
-    return fit_law("power", x, y, se=se)
+    return fit_law("power", x, y, se=se, se_complete=se_complete)
 
 
 def fit_floor(x, y, se=None) -> FitResult:

@@ -15,6 +15,10 @@ Data sets: ``fit_planted`` (laws, noise models). Settings:
   same data fitted without them (the unweighted fallback).
 * ``broken-K``: exponent 0.1 below N_b = 1e5, 0.4 above (s = 0.5): the power form's
   curvature and extrapolation flags, and the broken form's intervals of b1, b2 and log N_b.
+* ``…-se``: the same data with each run's standard error recorded (equal noise) and
+  declared complete (``fit_law(se_complete=True)``: known-variance curvature test); with
+  seeds (``rep-…-se``) the SE describes a run's own noise, not the component its size
+  shares — SEs wrongly declared complete.
 * ``frontier-own-<σ>``: the compute frontier of the test loss itself on a 5×5 grid
   (``frontier-own8-<σ>``: 8×8); the truth is the exponent of the noiseless grid's frontier.
 * ``collinear-K``: D = 10·N on K sizes, L = 50/N^0.35 + 8/D^0.35 (5 % noise): whether the
@@ -50,6 +54,8 @@ class Setting:
     ratio: float = 1.0  # noise at the smallest / at the largest size
     sigma: float = 0.05  # frontier-own noise
     record_se: bool = True  # whether the fit gets the standard errors (ratio > 1)
+    #: standard errors recorded at equal noise too and declared complete (``-se`` settings)
+    record: bool = False
 
 
 _B = {"b": 0.4, "E": 0.05}
@@ -84,6 +90,11 @@ SETTINGS = {
     "het-power-8-x10-nose": Setting("power", 8, {"beta": 0.3}, ratio=10, record_se=False),
     **{f"frontier-own8-{s}": Setting("power", 8, {}, kind="frontier-own", sigma=s)
        for s in (0.05, 0.15)},
+    **{f"power-{k}-se": Setting("power", k, {"beta": 0.3}, record=True) for k in (4, 5, 8)},
+    **{f"broken-{k}-se": Setting("broken", k, {"b1": 0.1, "b2": 0.4, "log_Nb": np.log(1e5)},
+                                 kind="broken", record=True) for k in (5, 6)},
+    **{f"rep-power-{k}-r0.5-se": Setting("power", k, {"beta": 0.3}, 3, rho=0.5, record=True)
+       for k in (5, 8)},
 }
 
 
@@ -109,9 +120,11 @@ def mc_error(rate: float, n: int) -> float:
     return float(np.sqrt(max(rate * (1 - rate), 1.0 / n) / n)) if n else float("nan")
 
 
-def _fit(form: str, x, y, d=None, se=None):
-    if se is not None and "se" in inspect.signature(fit_law).parameters:
-        return fit_law(form, x, y, d=d, se=se)
+def _fit(form: str, x, y, d=None, se=None, complete: bool = False):
+    params = inspect.signature(fit_law).parameters
+    if se is not None and "se" in params:
+        extra = {"se_complete": True} if complete and "se_complete" in params else {}
+        return fit_law(form, x, y, d=d, se=se, **extra)
     return fit_law(form, x, y, d=d)
 
 
@@ -150,17 +163,18 @@ def _one(s: Setting, rng: np.random.Generator) -> tuple:
         fit = _fit("joint", n, y, d=10 * n)
         return fit, {"collinear said": fit.status == "collinear"}
     x, y, d, se = law_data(s.form, s.sizes, rng, s.seeds, s.rho, s.ratio,
-                           flat=s.kind == "flat", nofloor=s.kind == "nofloor")
+                           flat=s.kind == "flat", nofloor=s.kind == "nofloor",
+                           record=s.record)
     se = se if s.record_se else None
     if s.kind == "broken":
-        power = _fit("power", x, y, se=se)
+        power = _fit("power", x, y, se=se, complete=s.record)
         flags = {"curvature flag": _flag(power, "curvature"),
                  "extrapolation flag": _flag(power, "extrapolation")}
         try:
             return _fit("broken", x, y, se=se), flags
         except ValueError:  # no broken form
             return power, flags
-    fit = _fit(s.form, x, y, d=d, se=se)
+    fit = _fit(s.form, x, y, d=d, se=se, complete=s.record)
     flags = {}
     if s.form == "power" and s.kind == "law":
         flags = {"curvature flag": _flag(fit, "curvature"),

@@ -5,6 +5,8 @@ noise on y. Noise models: independent (sd ``sigma`` on log y); replicate seeds w
 errors share a per-size (per-cell) component with correlation ``rho`` (shared sd
 σ·√ρ, individual σ·√(1 − ρ)); noise falling geometrically by ``ratio`` from the smallest
 to the largest size, each point's standard error recorded as an estimate with 30 d.o.f.
+(``record``: recorded at equal noise too). A recorded standard error describes a run's own
+noise, sd σ·√(1 − ρ): the component shared by a size's seeds is not in it.
 """
 
 from __future__ import annotations
@@ -42,10 +44,11 @@ def _noise(rng: np.random.Generator, cells: int, seeds: int, sigma, rho: float
 
 def law_data(form: str, sizes: int, rng: np.random.Generator, seeds: int = 1,
              rho: float = 0.0, ratio: float = 1.0, flat: bool = False,
-             nofloor: bool = False):
+             nofloor: bool = False, record: bool = False):
     """Planted ``form`` data (power, floor, joint, broken) at ``sizes`` sizes (a
     sizes×sizes grid for joint); ``flat``: constant law (5 % noise); ``nofloor``: the pure
-    power law on the floor form's range; ``ratio`` > 1 records standard errors."""
+    power law on the floor form's range; ``ratio`` > 1 or ``record`` records standard
+    errors (not for joint)."""
     if form == "joint":
         n, d = (v.ravel() for v in np.meshgrid(np.logspace(4, 7, sizes),
                                                np.logspace(2, 5, sizes), indexing="ij"))
@@ -68,10 +71,11 @@ def law_data(form: str, sizes: int, rng: np.random.Generator, seeds: int = 1,
     sig = sigma * 2 * ratio ** -np.linspace(0, 1, sizes) if ratio != 1 else sigma
     noise = _noise(rng, sizes, seeds, sig, rho)
     y = np.repeat(law, seeds) * np.exp(noise)
-    if ratio == 1:
+    if ratio == 1 and not record:
         return np.repeat(x, seeds), y, None, None
     est = np.sqrt(rng.chisquare(SE_DOF, len(y)) / SE_DOF)
-    return np.repeat(x, seeds), y, None, y * np.repeat(sig, seeds) * est
+    own = np.broadcast_to(np.asarray(sig, float), (sizes,)) * np.sqrt(1 - rho)
+    return np.repeat(x, seeds), y, None, y * np.repeat(own, seeds) * est
 
 
 def frontier_runs(rng: np.random.Generator | None, sigma: float, k: int = 5):
