@@ -82,12 +82,7 @@ def median_ms(call: Callable[[], object], repeats: int) -> float:
 
 def run_mace(python: str, threads: int, repeats: int) -> dict[str, float]:
     """bench_models' MACE peer, timed by CPU time like the rest of this script."""
-    script = bench_models.MACE_SCRIPT.replace("time.perf_counter()", "time.process_time()")
-    original, bench_models.MACE_SCRIPT = bench_models.MACE_SCRIPT, script
-    try:
-        return bench_models.run_mace(python, threads, repeats)
-    finally:
-        bench_models.MACE_SCRIPT = original
+    return bench_models.run_mace(python, threads, repeats, clock="process")
 
 
 def reference_structures() -> list[Atoms]:

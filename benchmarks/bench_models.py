@@ -1,5 +1,5 @@
 """Speed of one energy + forces + stress call of the small presets of every family, next to
-MACE built from scratch, on a 256-atom rattled fcc Cu cell (float32 and float64).
+MACE built from scratch (:mod:`mace_peer`), on a 256-atom rattled fcc Cu cell (float32 and float64).
 
     python benchmarks/bench_models.py                      # presets up to 200k parameters
     python benchmarks/bench_models.py --max-params 1e6 --repeats 9 --threads 4
@@ -14,68 +14,27 @@ e3nn 0.4.4), default ``/work/venvs/mace/bin/python``; it is skipped with a note 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 from ase import Atoms
 from ase.build import bulk
 
-from mlip_scaling.data.atomic_data import from_atoms
-from mlip_scaling.data.neighbors import NeighborListTransform
-from mlip_scaling.models import registry
-from mlip_scaling.models.potential import Potential
-from mlip_scaling.models.presets import PRESET_PARAMS
+sys.path.insert(0, str(Path(__file__).parent))
+import mace_peer  # noqa: E402
+
+from mlip_scaling.data.atomic_data import from_atoms  # noqa: E402
+from mlip_scaling.data.neighbors import NeighborListTransform  # noqa: E402
+from mlip_scaling.models import registry  # noqa: E402
+from mlip_scaling.models.potential import Potential  # noqa: E402
+from mlip_scaling.models.presets import PRESET_PARAMS  # noqa: E402
 
 MACE_PARAMS = 72_848
 DTYPES = ("float32", "float64")
-
-MACE_SCRIPT = r"""
-import json, statistics, sys, time
-import numpy as np
-import torch
-torch.serialization.add_safe_globals([slice])  # e3nn 0.4's shipped constants, torch >= 2.6
-from ase.build import bulk
-from e3nn import o3
-from mace import data, modules, tools
-from mace.tools import torch_geometric
-
-threads, repeats = int(sys.argv[1]), int(sys.argv[2])
-torch.set_num_threads(threads)
-atoms = bulk("Cu", "fcc", a=3.61, cubic=True) * (4, 4, 4)
-atoms.rattle(0.05, seed=0)
-out = []
-for dtype in ("float32", "float64"):
-    torch.set_default_dtype(getattr(torch, dtype))  # MACE's own convention, own process
-    torch.manual_seed(0)
-    block = modules.interaction_classes["RealAgnosticResidualInteractionBlock"]
-    model = modules.MACE(
-        r_max=5.0, num_bessel=8, num_polynomial_cutoff=5, max_ell=3, interaction_cls=block,
-        interaction_cls_first=block, num_interactions=2, num_elements=1,
-        hidden_irreps=o3.Irreps("32x0e+32x1o"), MLP_irreps=o3.Irreps("16x0e"),
-        atomic_energies=np.array([-3.0]), avg_num_neighbors=40.0, atomic_numbers=[29],
-        correlation=3, gate=torch.nn.functional.silu)
-    config = data.config_from_atoms(atoms)
-    item = data.AtomicData.from_config(config, z_table=tools.AtomicNumberTable([29]),
-                                       cutoff=5.0)
-    loader = torch_geometric.dataloader.DataLoader([item], batch_size=1)
-    batch = next(iter(loader)).to_dict()
-    call = lambda: model(dict(batch), compute_force=True, compute_stress=True, training=False)
-    call()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = call()
-        times.append(time.perf_counter() - start)
-    assert result["forces"].shape == (len(atoms), 3) and result["stress"] is not None
-    out.append({"dtype": dtype, "params": sum(p.numel() for p in model.parameters()),
-                "ms": 1e3 * statistics.median(times)})
-print("RESULT " + json.dumps(out))
-"""
 
 
 def rattled_copper() -> Atoms:
@@ -85,8 +44,9 @@ def rattled_copper() -> Atoms:
     return atoms
 
 
-def median_ms(call: Callable[[], object], repeats: int,
-              clock: Callable[[], float] = time.perf_counter) -> float:
+def median_ms(
+    call: Callable[[], object], repeats: int, clock: Callable[[], float] = time.perf_counter
+) -> float:
     """Median time (ms; wall clock unless ``clock`` says otherwise) of ``call`` over
     ``repeats`` runs after one warm-up run."""
     call()
@@ -109,22 +69,25 @@ def time_preset(name: str, atoms: Atoms, dtype: str, repeats: int) -> float:
     return median_ms(lambda: potential(data), repeats)
 
 
-def run_mace(python: str, threads: int, repeats: int) -> dict[str, float]:
-    """``{dtype: ms}`` of MACE in a subprocess of ``python``; empty (with a note) if absent."""
-    if not os.path.exists(python):
-        print(f"MACE skipped: no interpreter at {python} (set MACE_PYTHON to a mace-torch venv)")
+def run_mace(python: str, threads: int, repeats: int, clock: str = "wall") -> dict[str, float]:
+    """``{dtype: ms}`` of the 72,848-parameter MACE (:mod:`mace_peer`, one element) on
+    :func:`rattled_copper` in a subprocess of ``python``, timed by ``clock`` ("wall" or
+    "process"); empty (with a note) if the interpreter is absent or fails."""
+    spec = {
+        "channels": 32,
+        "species": [29],
+        "threads": threads,
+        "repeats": repeats,
+        "clock": clock,
+        "dtypes": list(DTYPES),
+        "infer": mace_peer.atoms_spec(rattled_copper()),
+    }
+    result = mace_peer.run(python, spec)
+    if result is None:
         return {}
-    cmd = [python, "-c", MACE_SCRIPT, str(threads), str(repeats)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    if proc.returncode or not lines:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        print(f"MACE skipped: subprocess failed ({tail})")
-        return {}
-    rows = json.loads(lines[-1][len("RESULT "):])
-    if rows[0]["params"] != MACE_PARAMS:
-        print(f"note: MACE has {rows[0]['params']:,} parameters, expected {MACE_PARAMS:,}")
-    return {r["dtype"]: r["ms"] for r in rows}
+    if result["params"] != MACE_PARAMS:
+        print(f"note: MACE has {result['params']:,} parameters, expected {MACE_PARAMS:,}")
+    return result["infer_ms"]
 
 
 def small_presets(max_params: float) -> list[str]:
@@ -136,9 +99,7 @@ def small_presets(max_params: float) -> list[str]:
 
 
 def print_table(rows: list[tuple[str, int, dict[str, float]]], mace: dict[str, float]) -> None:
-    head = f"{'model':<24}{'params':>12}" + "".join(
-        f"{d + ' ms':>14}{'x MACE':>8}" for d in DTYPES
-    )
+    head = f"{'model':<24}{'params':>12}" + "".join(f"{d + ' ms':>14}{'x MACE':>8}" for d in DTYPES)
     print(head)
     print("-" * len(head))
     for name, params, ms in rows:
@@ -154,13 +115,15 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--max-params", type=float, default=2e5,
-                        help="largest preset to time (parameters)")
+    parser.add_argument(
+        "--max-params", type=float, default=2e5, help="largest preset to time (parameters)"
+    )
     parser.add_argument("--presets", nargs="*", help="preset names (default: all small ones)")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per model")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    parser.add_argument("--mace-python", default=os.environ.get(
-        "MACE_PYTHON", "/work/venvs/mace/bin/python"), help="python of a mace-torch venv")
+    parser.add_argument(
+        "--mace-python", default=mace_peer.mace_python(), help="python of a mace-torch venv"
+    )
     return parser.parse_args(argv)
 
 
@@ -169,8 +132,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     atoms = rattled_copper()
     names = args.presets or small_presets(args.max_params)
-    print(f"{len(atoms)}-atom rattled fcc Cu, energy+forces+stress, median of {args.repeats}, "
-          f"{args.threads} threads, torch {torch.__version__}")
+    print(
+        f"{len(atoms)}-atom rattled fcc Cu, energy+forces+stress, median of {args.repeats}, "
+        f"{args.threads} threads, torch {torch.__version__}"
+    )
     mace = run_mace(args.mace_python, args.threads, args.repeats)
     rows: list[tuple[str, int, dict[str, float]]] = []
     if mace:
