@@ -135,7 +135,8 @@ class TrainConfig:
                           "a CPU shared with other jobs", rule=NON_NEGATIVE_INT, group=_RUN)
     val_every: int = option(0, "validate every K steps (0: at the end of every epoch)",
                             rule=NON_NEGATIVE_INT, group=_RUN)
-    save_every: int = option(50, "write the resumable last.pt every K steps (and every epoch)",
+    save_every: int = option(50, "write the resumable last.pt every K steps "
+                                 "(and at the end)",
                              rule=POSITIVE_INT, group=_RUN)
 
     def validate(self) -> TrainConfig:

@@ -339,7 +339,6 @@ class Trainer:
                 self.epoch, self.batch_in_epoch = self.epoch + 1, 0
                 if self.cfg.val_every == 0:
                     self._validate_and_log()
-                self.save()
         if self.val_step != self.step or not self.last_val:
             self._validate_and_log()
         self.save(finished=True)
