@@ -1,7 +1,7 @@
 """Inference and training-step time of the families at similar sizes (one CPU thread).
 
     python benchmarks/bench_families.py                       # the default presets below
-    python benchmarks/bench_families.py --presets bpnn-79k gemnet-117k --repeats 9
+    python benchmarks/bench_families.py --presets bpnn-79k gemnet-108k --repeats 9
 
 Inference: one energy + forces + stress call on a 256-atom rattled Cu-Ni fcc cell
 (neighbour list precomputed). Training step: forward with the graph kept, an energy +
@@ -33,8 +33,8 @@ from mlip_scaling.models import registry  # noqa: E402
 from mlip_scaling.models.potential import Potential  # noqa: E402
 from mlip_scaling.models.presets import PRESET_PARAMS  # noqa: E402
 
-DEFAULT = ["transformer-18k", "eqv2-22k", "bpnn-13k", "gemnet-18k",
-           "transformer-57k", "eqv2-57k", "bpnn-79k", "gemnet-47k"]
+DEFAULT = ["transformer-18k", "eqv2-22k", "bpnn-13k", "gemnet-35k",
+           "transformer-57k", "eqv2-57k", "bpnn-79k", "gemnet-108k"]
 
 
 def cuni(repeat: int, seed: int) -> Atoms:

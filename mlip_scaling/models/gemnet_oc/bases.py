@@ -75,7 +75,7 @@ def spherical_basis(cos: torch.Tensor, phi: torch.Tensor, num_spherical: int,
     """Two-angle basis of ``cos θ`` [Q] and ``φ`` [Q] (rad) -> [Q, num_spherical²]."""
     if kind == "legendre_outer":
         a, b = circular_basis(cos, num_spherical), circular_basis(torch.cos(phi), num_spherical)
-        return (a[:, :, None] * b[:, None, :]).reshape(cos.shape[0], -1)
+        return (a[:, :, None] * b[:, None, :]).reshape(cos.shape[0], num_spherical**2)
     if kind != "spherical_harmonics":
         raise ValueError(f"unknown spherical basis {kind!r}; known: {SBF_KINDS}")
     p = _associated_legendre(cos, num_spherical)

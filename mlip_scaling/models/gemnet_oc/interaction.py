@@ -139,7 +139,7 @@ class PairInteraction(nn.Module):
     def forward(self, h: torch.Tensor, rad: torch.Tensor, edges: Edges) -> torch.Tensor:
         x = self.down_projection(h)[edges.index[1]]
         x = scatter_sum(rad[:, :, None] * x[:, None, :], edges.index[0], h.shape[0])
-        return self.up_projection(self.scale_rbf_sum(self.bilinear(x.reshape(h.shape[0], -1))))
+        return self.up_projection(self.scale_rbf_sum(self.bilinear(x.reshape(h.shape[0], x.shape[1] * x.shape[2]))))
 
 
 class InteractionBlock(nn.Module):

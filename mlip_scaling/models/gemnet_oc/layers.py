@@ -80,8 +80,9 @@ class BasisEmbedding(nn.Module):
 
     def per_edge(self, rad: torch.Tensor) -> torch.Tensor:
         """[E, R] -> [E, C, S]."""
-        out = rad @ self.weight.reshape(self.weight.shape[0], -1)
-        return out.reshape(rad.shape[0], -1, self.num_spherical)
+        num_radial, num_spherical, width = self.weight.shape
+        out = rad @ self.weight.reshape(num_radial, num_spherical * width)
+        return out.reshape(rad.shape[0], width, num_spherical)
 
     def radial(self, rad: torch.Tensor) -> torch.Tensor:
         """[E, R] -> [E, C]."""
@@ -102,11 +103,13 @@ class Bilinear(nn.Module):
                 agg_size: int = 0) -> torch.Tensor:
         """``rad_w`` [E, C, S], ``sph`` [T, S], ``m`` [T, Cin], ``out`` [T] -> [E or
         agg_size, Cout]."""
-        sph_m = scatter_sum(sph[:, :, None] * m[:, None, :], out, rad_w.shape[0])
+        num = rad_w.shape[0]  # one angular function at a time: no [T, S, Cin] tensor
+        sph_m = torch.stack([scatter_sum(sph[:, k, None] * m, out, num)
+                             for k in range(sph.shape[1])], dim=1)  # [E, S, Cin]
         x = torch.bmm(rad_w, sph_m)  # [E, C, Cin]
         if agg is not None:
             x = scatter_sum(x, agg, agg_size)
-        return self.bilinear(x.reshape(x.shape[0], -1))
+        return self.bilinear(x.reshape(x.shape[0], x.shape[1] * x.shape[2]))
 
 
 class AtomUpdateBlock(nn.Module):
