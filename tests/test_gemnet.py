@@ -27,10 +27,22 @@ from mlip_scaling.models.gemnet_oc.graph import (
 )
 from mlip_scaling.models.potential import Potential
 
-CONFIG = {"cutoff": 3.4, "num_blocks": 2, "emb_size_atom": 8, "emb_size_edge": 8,
-          "emb_size_trip_in": 4, "emb_size_trip_out": 4, "emb_size_rbf": 4, "emb_size_cbf": 4,
-          "num_radial": 6, "num_spherical": 3, "cutoff_main": 3.1, "cutoff_qint": 2.8,
-          "cutoff_aeaint": 3.2, "num_atom_emb_layers": 1}
+CONFIG = {
+    "cutoff": 3.4,
+    "num_blocks": 2,
+    "emb_size_atom": 8,
+    "emb_size_edge": 8,
+    "emb_size_trip_in": 4,
+    "emb_size_trip_out": 4,
+    "emb_size_rbf": 4,
+    "emb_size_cbf": 4,
+    "num_radial": 6,
+    "num_spherical": 3,
+    "cutoff_main": 3.1,
+    "cutoff_qint": 2.8,
+    "cutoff_aeaint": 3.2,
+    "num_atom_emb_layers": 1,
+}
 
 
 def _crystal(seed: int = 3) -> Atoms:
@@ -48,8 +60,12 @@ def _graph(atoms: Atoms, cutoff: float) -> dict:
 
 def _edges(atoms: Atoms, cutoff: float) -> Edges:
     data = _graph(atoms, cutoff)
-    return Edges(data[keys.EDGE_INDEX], data[keys.EDGE_CELL_SHIFT].round().long(),
-                 data[keys.EDGE_VECTORS], data[keys.EDGE_LENGTHS])
+    return Edges(
+        data[keys.EDGE_INDEX],
+        data[keys.EDGE_CELL_SHIFT].round().long(),
+        data[keys.EDGE_VECTORS],
+        data[keys.EDGE_LENGTHS],
+    )
 
 
 def _image(edges: Edges, e: int) -> tuple:
@@ -63,12 +79,20 @@ def test_triplets_and_quadruplets_match_enumeration():
     qint = _edges(atoms, 2.7)
     n, rng_main, rng_q = len(atoms), range(len(main.length)), range(len(qint.length))
     got = set(zip(*[t.tolist() for t in triplets(main, main, len(atoms))]))
-    want = {(o, e) for o, e in itertools.product(rng_main, rng_main)
-            if main.index[0, o] == main.index[0, e] and o != e}
+    want = {
+        (o, e)
+        for o, e in itertools.product(rng_main, rng_main)
+        if main.index[0, o] == main.index[0, e] and o != e
+    }
     assert got == want and len(want) > 100
     quad = quadruplets(main, qint, n)
-    got = set(zip(quad["quad_out"].tolist(), quad["out_q"][quad["quad_trip"]].tolist(),
-                  quad["in_d"][quad["quad_in"]].tolist()))
+    got = set(
+        zip(
+            quad["quad_out"].tolist(),
+            quad["out_q"][quad["quad_trip"]].tolist(),
+            quad["in_d"][quad["quad_in"]].tolist(),
+        )
+    )
     assert len(got) == len(quad["quad_out"])
     want = set()
     for o, q in itertools.product(rng_main, rng_q):  # c -> a <- b, with b not c's image
@@ -79,7 +103,9 @@ def test_triplets_and_quadruplets_match_enumeration():
             atom_d, shift_d = _image(main, d)
             image_d = tuple(np.add(shift_b, shift_d))
             if main.index[0, d] == b and (atom_d, image_d) not in (
-                    (int(qint.index[0, q]), (0, 0, 0)), _image(main, o)):
+                (int(qint.index[0, q]), (0, 0, 0)),
+                _image(main, o),
+            ):
                 want.add((o, q, d))
     assert got == want and len(want) > 1000
 
@@ -90,25 +116,35 @@ def test_symmetrize_keeps_one_direction_and_appends_the_reverse():
     full, swap = symmetrize(edges)
     torch.testing.assert_close(full.vector[swap], -full.vector, rtol=0, atol=0)
     assert torch.equal(full.index[:, swap], full.index.flip(0))
-    assert torch.equal(full.shift[swap], -full.shift) and torch.equal(swap[swap],
-                                                                      torch.arange(len(swap)))
+    assert torch.equal(full.shift[swap], -full.shift) and torch.equal(
+        swap[swap], torch.arange(len(swap))
+    )
     kept = {(*e, *s) for e, s in zip(edges.index.T.tolist(), edges.shift.tolist())}
-    half = {(*e, *s) for e, s in zip(full.index.T.tolist(), full.shift.tolist())
-            if e[1] < e[0] or (e[1] == e[0] and tuple(s) > (0, 0, 0))}
+    half = {
+        (*e, *s)
+        for e, s in zip(full.index.T.tolist(), full.shift.tolist())
+        if e[1] < e[0] or (e[1] == e[0] and tuple(s) > (0, 0, 0))
+    }
     assert half <= kept and 2 * len(half) == len(full.length)
 
 
 def test_caps_keep_ties_within_fairchems_tolerance():
     """fairchem keeps every edge up to the (k+1)-th length plus 0.01 (Å, or Å² on squares)."""
     lengths = torch.tensor([1.0, 1.2, 1.205, 2.0, 1.0], dtype=torch.float64)
-    edges = Edges(torch.tensor([[0, 0, 0, 0, 1], [1, 1, 1, 1, 0]]),
-                  torch.zeros(5, 3, dtype=torch.long), torch.zeros(5, 3), lengths)
+    edges = Edges(
+        torch.tensor([[0, 0, 0, 0, 1], [1, 1, 1, 1, 0]]),
+        torch.zeros(5, 3, dtype=torch.long),
+        torch.zeros(5, 3),
+        lengths,
+    )
     assert cap_neighbors(edges, 1, 2, strict=False, squared=False).length.tolist() == [
-        1.0, 1.2, 1.205, 1.0]
-    assert cap_neighbors(edges, 1, 2, strict=False, squared=True).length.tolist() == [
-        1.0, 1.2, 1.0]
-    assert cap_neighbors(edges, 2, 2, strict=True, squared=False).length.tolist() == [
-        1.0, 1.2, 1.0]
+        1.0,
+        1.2,
+        1.205,
+        1.0,
+    ]
+    assert cap_neighbors(edges, 1, 2, strict=False, squared=True).length.tolist() == [1.0, 1.2, 1.0]
+    assert cap_neighbors(edges, 2, 2, strict=True, squared=False).length.tolist() == [1.0, 1.2, 1.0]
 
 
 def test_angular_bases_are_orthonormal_on_the_sphere():
@@ -118,14 +154,17 @@ def test_angular_bases_are_orthonormal_on_the_sphere():
     cos = torch.from_numpy(x).repeat_interleave(len(phi))
     weight = torch.from_numpy(w).repeat_interleave(len(phi)) * (2 * np.pi / len(phi))
     sph = bases.spherical_basis(cos, phi.repeat(len(x)), 4, "spherical_harmonics")
-    torch.testing.assert_close(sph.T @ (weight[:, None] * sph), torch.eye(16,
-                               dtype=torch.float64), rtol=0, atol=1e-12)
+    torch.testing.assert_close(
+        sph.T @ (weight[:, None] * sph), torch.eye(16, dtype=torch.float64), rtol=0, atol=1e-12
+    )
     cir = bases.circular_basis(torch.from_numpy(x), 4)
     gram = cir.T @ (torch.from_numpy(w)[:, None] * cir) * 2 * np.pi
     torch.testing.assert_close(gram, torch.eye(4, dtype=torch.float64), rtol=0, atol=1e-12)
     outer = bases.spherical_basis(cos[:5], phi[:5], 3, "legendre_outer")
-    want = bases.circular_basis(cos[:5], 3)[:, :, None] * bases.circular_basis(
-        torch.cos(phi[:5]), 3)[:, None, :]
+    want = (
+        bases.circular_basis(cos[:5], 3)[:, :, None]
+        * bases.circular_basis(torch.cos(phi[:5]), 3)[:, None, :]
+    )
     torch.testing.assert_close(outer, want.reshape(5, 9))
 
 
@@ -152,10 +191,14 @@ def test_energy_is_smooth_across_every_cutoff(which):
     rc = CONFIG[which]
 
     def energy(distance: float) -> float:
-        pos = [[0.0, 0.0, 0.0], [1.9, 0.3, 0.0], [0.0, distance, 0.0], [2.0, -2.1, 0.4],
-               [-1.2, 0.8, 1.7]]
-        atoms = Atoms(numbers=[29, 28, 13, 29, 28], positions=pos, cell=np.eye(3) * 30,
-                      pbc=True)
+        pos = [
+            [0.0, 0.0, 0.0],
+            [1.9, 0.3, 0.0],
+            [0.0, distance, 0.0],
+            [2.0, -2.1, 0.4],
+            [-1.2, 0.8, 1.7],
+        ]
+        atoms = Atoms(numbers=[29, 28, 13, 29, 28], positions=pos, cell=np.eye(3) * 30, pbc=True)
         return float(_predict(pot, atoms)[keys.ENERGY][0])
 
     at = energy(rc)
@@ -171,9 +214,10 @@ def direct() -> tuple[Potential, Potential]:
     pot = _potential(config)
     grad_model = registry.build_model("gemnet", CONFIG)
     missing = grad_model.load_state_dict(pot.model.state_dict(), strict=False)
-    assert not missing.missing_keys and all(k.startswith(("out_mlp_F", "out_forces"))
-                                            or "_F." in k or ".seq_forces." in k
-                                            for k in missing.unexpected_keys)
+    assert not missing.missing_keys and all(
+        k.startswith(("out_mlp_F", "out_forces")) or "_F." in k or ".seq_forces." in k
+        for k in missing.unexpected_keys
+    )
     return pot, Potential(grad_model, "gemnet", CONFIG, [13, 28, 29]).double().eval()
 
 
@@ -193,8 +237,9 @@ def test_direct_heads_are_equivariant(direct):
     out = _predict(pot, moved)
     np.testing.assert_allclose(out[keys.ENERGY], ref[keys.ENERGY], rtol=1e-10)
     np.testing.assert_allclose(out[keys.FORCES], ref[keys.FORCES][order] @ matrix.T, atol=1e-10)
-    np.testing.assert_allclose(out[keys.STRESS][0], matrix @ ref[keys.STRESS][0] @ matrix.T,
-                               atol=1e-10)
+    np.testing.assert_allclose(
+        out[keys.STRESS][0], matrix @ ref[keys.STRESS][0] @ matrix.T, atol=1e-10
+    )
     big = _predict(pot, atoms * (2, 1, 1))  # extensive energy, intensive stress
     np.testing.assert_allclose(big[keys.ENERGY], 2 * ref[keys.ENERGY], rtol=1e-10)
     np.testing.assert_allclose(big[keys.STRESS], ref[keys.STRESS], atol=1e-10)

@@ -33,25 +33,31 @@ TOLERANCE = 1e-10
 
 def _reference(name: str) -> tuple[list[Atoms], dict]:
     ref = torch.load(DATA / f"{name}_reference.pt", weights_only=True)
-    atoms = [Atoms(numbers=z, positions=p.numpy(), cell=c.numpy(), pbc=True)
-             for z, p, c in zip(ref["numbers"], ref["positions"], ref["cells"])]
+    atoms = [
+        Atoms(numbers=z, positions=p.numpy(), cell=c.numpy(), pbc=True)
+        for z, p, c in zip(ref["numbers"], ref["positions"], ref["cells"])
+    ]
     return atoms, ref
 
 
 def _predict(calc: ScalingCalculator, atoms: list[Atoms]) -> tuple[np.ndarray, np.ndarray]:
     results = calc.predict(atoms)
-    return (np.array([float(r["energy"]) for r in results]),
-            np.concatenate([r["forces"] for r in results]))
+    return (
+        np.array([float(r["energy"]) for r in results]),
+        np.concatenate([r["forces"] for r in results]),
+    )
 
 
 @pytest.mark.parametrize("name", ["gemnet_direct", "gemnet_grad"])
-@pytest.mark.parametrize(("source", "flags", "layout"), [
-    ("training", [], "training"),  # fairchem's calculator predicts with the live weights
-    ("training", ["--weights", "ema"], "inference"),  # the EMA = the file saved for inference
-    ("inference", [], "inference"),
-])
-def test_imported_gemnet_reproduces_fairchems_calculator(tmp_path, name, source, flags,
-                                                         layout):
+@pytest.mark.parametrize(
+    ("source", "flags", "layout"),
+    [
+        ("training", [], "training"),  # fairchem's calculator predicts with the live weights
+        ("training", ["--weights", "ema"], "inference"),  # the EMA = the file saved for inference
+        ("inference", [], "inference"),
+    ],
+)
+def test_imported_gemnet_reproduces_fairchems_calculator(tmp_path, name, source, flags, layout):
     out = tmp_path / "gemnet.pt"
     path = DATA / f"{name}_{source}.pt"
     assert scaling_main(["import-fairchem", str(path), "--out", str(out), *flags]) == 0
@@ -76,8 +82,12 @@ def test_fairchem_settings_resolve_to_the_four_graphs():
     cfg = converted["model"]["config"]
     assert converted["cutoff"] == cfg["cutoff"] == 4.6  # fairchem's cutoff_aint
     assert (cfg["cutoff_main"], cfg["cutoff_qint"], cfg["cutoff_aeaint"]) == (4.0, 3.3, 3.7)
-    assert (cfg["max_neighbors"], cfg["max_neighbors_qint"], cfg["max_neighbors_aeaint"],
-            cfg["max_neighbors_aint"]) == (14, 8, 10, 20)
+    assert (
+        cfg["max_neighbors"],
+        cfg["max_neighbors_qint"],
+        cfg["max_neighbors_aeaint"],
+        cfg["max_neighbors_aint"],
+    ) == (14, 8, 10, 20)
     assert cfg["forces_coupled"] and cfg["sbf"] == "legendre_outer"
     assert converted["scale"] == 1.25  # fairchem's energy and force rmsd
     ckpt = read_fairchem_file(DATA / "gemnet_direct_training.pt")
@@ -94,8 +104,9 @@ def test_unfitted_scale_factor_means_one():
     def energy(value: float) -> np.ndarray:
         edited = copy.deepcopy(ckpt)
         edited["state_dict"][name] = torch.tensor(value)
-        calc = ScalingCalculator(potential_from_dict(convert_fairchem(edited)), device="cpu",
-                                 dtype="float64")
+        calc = ScalingCalculator(
+            potential_from_dict(convert_fairchem(edited)), device="cpu", dtype="float64"
+        )
         return _predict(calc, atoms)[0]
 
     assert np.abs(energy(0.0) - energy(1.0)).max() < 1e-12
@@ -142,11 +153,18 @@ def test_quadruplets_off_for_untagged_atoms_when_qint_tags_lack_zero():
     """fairchem's ``qint_tags: [1, 2]`` gives untagged (tag 0) atoms no quadruplets."""
     ckpt = copy.deepcopy(read_fairchem_file(DATA / "gemnet_grad_inference.pt"))
     atoms, _ = _reference("gemnet_grad")
-    full = _predict(ScalingCalculator(potential_from_dict(convert_fairchem(copy.deepcopy(
-        ckpt))), device="cpu", dtype="float64"), atoms)[0]
+    full = _predict(
+        ScalingCalculator(
+            potential_from_dict(convert_fairchem(copy.deepcopy(ckpt))),
+            device="cpu",
+            dtype="float64",
+        ),
+        atoms,
+    )[0]
     ckpt["config"]["model"]["qint_tags"] = [1, 2]
     converted = convert_fairchem(ckpt)
     assert converted["model"]["config"]["quad_on_untagged"] is False
-    without = _predict(ScalingCalculator(potential_from_dict(converted), device="cpu",
-                                         dtype="float64"), atoms)[0]
+    without = _predict(
+        ScalingCalculator(potential_from_dict(converted), device="cpu", dtype="float64"), atoms
+    )[0]
     assert np.abs(full - without).max() > 1e-4
