@@ -235,7 +235,8 @@ class GemNetOC(nn.Module):
         return graphs, swap
 
     def _subgraph(self, edges: Edges, source: str, target: str, n: int) -> Edges:
-        if abs(self.cutoffs[target] - self.cutoffs[source]) > 1e-8 * self.cutoffs[source]:
+        new, old = self.cutoffs[target], self.cutoffs[source]
+        if abs(new - old) > 1e-8 + 1e-5 * abs(old):  # fairchem's np.isclose test
             edges = edges.select(edges.length <= self.cutoffs[target])
         if self.caps[target] != self.caps[source]:
             edges = cap_neighbors(edges, self.caps[target], n, self.strict, False)
