@@ -1,7 +1,7 @@
 """Inference and training-step time of the families at similar sizes beside MACE (one thread).
 
     python benchmarks/bench_families.py                       # the size classes below
-    python benchmarks/bench_families.py --presets bpnn-79k gemnet-117k --repeats 9
+    python benchmarks/bench_families.py --presets bpnn-79k gemnet-108k --repeats 9
     python benchmarks/bench_families.py --dtypes float32 --no-mace
 
 Inference: one energy + forces + stress call on a 256-atom rattled Cu-Ni fcc cell
@@ -45,12 +45,12 @@ DEFAULT = [
     "eqv2-22k",
     "eqv2d-31k",
     "bpnn-13k",
-    "gemnet-18k",
+    "gemnet-12k",
     "transformer-57k",
     "eqv2-57k",
     "eqv2d-81k",
     "bpnn-79k",
-    "gemnet-47k",
+    "gemnet-35k",
 ]
 #: MACE hidden channels C (``{C}x0e+{C}x1o``) -> its parameter count with Cu and Ni
 MACE_SIZES = {8: 28_104, 32: 78_576}

@@ -49,26 +49,60 @@ from make_fairchem_fixtures import (  # noqa: E402
 OUT = Path(__file__).resolve().parents[1] / "tests" / "data" / "fairchem"
 
 _COMMON = {
-    "num_spherical": 3, "num_radial": 5, "num_blocks": 2, "emb_size_atom": 8,
-    "emb_size_edge": 8, "emb_size_trip_in": 4, "emb_size_trip_out": 4,
-    "emb_size_quad_in": 2, "emb_size_quad_out": 3, "emb_size_aint_in": 4,
-    "emb_size_aint_out": 3, "emb_size_rbf": 4, "emb_size_cbf": 3, "emb_size_sbf": 5,
-    "num_before_skip": 1, "num_after_skip": 1, "num_concat": 1, "num_atom": 1,
-    "num_output_afteratom": 1, "num_atom_emb_layers": 1, "num_global_out_layers": 1,
-    "regress_forces": True, "use_pbc": True, "cutoff": 4.0, "cutoff_qint": 3.3,
-    "cutoff_aeaint": 3.7, "cutoff_aint": 4.6, "max_neighbors": 14,
-    "max_neighbors_qint": 8, "max_neighbors_aeaint": 10, "max_neighbors_aint": 20,
-    "enforce_max_neighbors_strictly": False, "rbf": {"name": "gaussian"},
-    "envelope": {"name": "polynomial", "exponent": 5}, "cbf": {"name": "spherical_harmonics"},
-    "extensive": True, "output_init": "HeOrthogonal", "activation": "silu",
-    "quad_interaction": True, "atom_edge_interaction": True, "edge_atom_interaction": True,
-    "atom_interaction": True, "scale_basis": False, "qint_tags": [0, 1, 2],
-    "num_elements": 30, "otf_graph": True,
+    "num_spherical": 3,
+    "num_radial": 5,
+    "num_blocks": 2,
+    "emb_size_atom": 8,
+    "emb_size_edge": 8,
+    "emb_size_trip_in": 4,
+    "emb_size_trip_out": 4,
+    "emb_size_quad_in": 2,
+    "emb_size_quad_out": 3,
+    "emb_size_aint_in": 4,
+    "emb_size_aint_out": 3,
+    "emb_size_rbf": 4,
+    "emb_size_cbf": 3,
+    "emb_size_sbf": 5,
+    "num_before_skip": 1,
+    "num_after_skip": 1,
+    "num_concat": 1,
+    "num_atom": 1,
+    "num_output_afteratom": 1,
+    "num_atom_emb_layers": 1,
+    "num_global_out_layers": 1,
+    "regress_forces": True,
+    "use_pbc": True,
+    "cutoff": 4.0,
+    "cutoff_qint": 3.3,
+    "cutoff_aeaint": 3.7,
+    "cutoff_aint": 4.6,
+    "max_neighbors": 14,
+    "max_neighbors_qint": 8,
+    "max_neighbors_aeaint": 10,
+    "max_neighbors_aint": 20,
+    "enforce_max_neighbors_strictly": False,
+    "rbf": {"name": "gaussian"},
+    "envelope": {"name": "polynomial", "exponent": 5},
+    "cbf": {"name": "spherical_harmonics"},
+    "extensive": True,
+    "output_init": "HeOrthogonal",
+    "activation": "silu",
+    "quad_interaction": True,
+    "atom_edge_interaction": True,
+    "edge_atom_interaction": True,
+    "atom_interaction": True,
+    "scale_basis": False,
+    "qint_tags": [0, 1, 2],
+    "num_elements": 30,
+    "otf_graph": True,
 }
 #: name -> model settings beyond ``_COMMON``
 CONFIGS = {
-    "gemnet_direct": {"direct_forces": True, "forces_coupled": True,
-                      "sbf": {"name": "legendre_outer"}},
+    "gemnet_direct": {
+        "direct_forces": True,
+        "forces_coupled": True,
+        "sbf": {"name": "legendre_outer"},
+    },
     "gemnet_grad": {"direct_forces": False, "sbf": {"name": "spherical_harmonics"}},
 }
 
@@ -115,11 +149,13 @@ class SparseTensor:
         picked = counts[index]
         new_row = torch.repeat_interleave(torch.arange(len(index)), picked)
         first = torch.repeat_interleave(torch.cumsum(picked, 0) - picked, picked)
-        pos = (torch.repeat_interleave(starts[index], picked)
-               + torch.arange(int(picked.sum())) - first)
+        pos = (
+            torch.repeat_interleave(starts[index], picked) + torch.arange(int(picked.sum())) - first
+        )
         value = None if self._value is None else self._value[pos]
-        return SparseTensor(new_row, self._col[pos], value, (len(index), self._sizes[1]),
-                            is_sorted=True)
+        return SparseTensor(
+            new_row, self._col[pos], value, (len(index), self._sizes[1]), is_sorted=True
+        )
 
 
 def install_torch_sparse_stand_in() -> None:
@@ -169,8 +205,10 @@ def _write_training_set(path: Path) -> None:
     with connect(path) as db:
         for atoms in structures():
             atoms.calc = SinglePointCalculator(
-                atoms, energy=-4.0 * len(atoms) + rng.normal(),
-                forces=rng.normal(0.0, 0.5, (len(atoms), 3)))
+                atoms,
+                energy=-4.0 * len(atoms) + rng.normal(),
+                forces=rng.normal(0.0, 0.5, (len(atoms), 3)),
+            )
             db.write(atoms)
 
 
@@ -182,31 +220,58 @@ def _trainer_config(name: str, run_dir: Path) -> dict:
     _write_training_set(run_dir / "train.db")
     model = {"name": "gemnet_oc", **_COMMON, **CONFIGS[name]}
     return {
-        "task": {}, "model": model,
-        "outputs": {"energy": {"level": "system"},
-                    "forces": {"level": "atom", "train_on_free_atoms": True,
-                               "eval_on_free_atoms": True}},
-        "dataset": {"train": {
-            "format": "ase_db", "src": str(run_dir / "train.db"),
-            "a2g_args": {"r_energy": True, "r_forces": True},
-            "transforms": {
-                "element_references": {"energy": {"file": str(run_dir / "refs.pt")}},
-                "normalizer": {"energy": {"mean": 0.0, "rmsd": 1.25},
-                               "forces": {"mean": 0.0, "rmsd": 1.25}},
-            },
-        }},
-        "optimizer": {"batch_size": 1, "eval_batch_size": 1, "num_workers": 0,
-                      "optimizer": "SGD", "optimizer_params": {}, "lr_initial": 0.01,
-                      "warmup_steps": 2, "warmup_factor": 0.2, "lr_gamma": 0.1,
-                      "lr_milestones": [100],  # fairchem's default warmup schedule
-                      "max_epochs": 2, "clip_grad_norm": 10.0, "ema_decay": 0.9,
-                      "checkpoint_every": -1},
-        "loss_functions": [{"energy": {"fn": "per_atom_mae", "coefficient": 1}},
-                           {"forces": {"fn": "l2mae", "coefficient": 1}}],
-        "evaluation_metrics": {"metrics": {"energy": ["mae"], "forces": ["mae"]},
-                               "primary_metric": "energy_mae"},
-        "identifier": name, "local_rank": 0, "run_dir": str(run_dir), "is_debug": False,
-        "seed": 0, "logger": "tensorboard", "cpu": True, "name": "s2ef",
+        "task": {},
+        "model": model,
+        "outputs": {
+            "energy": {"level": "system"},
+            "forces": {"level": "atom", "train_on_free_atoms": True, "eval_on_free_atoms": True},
+        },
+        "dataset": {
+            "train": {
+                "format": "ase_db",
+                "src": str(run_dir / "train.db"),
+                "a2g_args": {"r_energy": True, "r_forces": True},
+                "transforms": {
+                    "element_references": {"energy": {"file": str(run_dir / "refs.pt")}},
+                    "normalizer": {
+                        "energy": {"mean": 0.0, "rmsd": 1.25},
+                        "forces": {"mean": 0.0, "rmsd": 1.25},
+                    },
+                },
+            }
+        },
+        "optimizer": {
+            "batch_size": 1,
+            "eval_batch_size": 1,
+            "num_workers": 0,
+            "optimizer": "SGD",
+            "optimizer_params": {},
+            "lr_initial": 0.01,
+            "warmup_steps": 2,
+            "warmup_factor": 0.2,
+            "lr_gamma": 0.1,
+            "lr_milestones": [100],  # fairchem's default warmup schedule
+            "max_epochs": 2,
+            "clip_grad_norm": 10.0,
+            "ema_decay": 0.9,
+            "checkpoint_every": -1,
+        },
+        "loss_functions": [
+            {"energy": {"fn": "per_atom_mae", "coefficient": 1}},
+            {"forces": {"fn": "l2mae", "coefficient": 1}},
+        ],
+        "evaluation_metrics": {
+            "metrics": {"energy": ["mae"], "forces": ["mae"]},
+            "primary_metric": "energy_mae",
+        },
+        "identifier": name,
+        "local_rank": 0,
+        "run_dir": str(run_dir),
+        "is_debug": False,
+        "seed": 0,
+        "logger": "tensorboard",
+        "cpu": True,
+        "name": "s2ef",
     }
 
 
@@ -230,15 +295,15 @@ def train_and_save(name: str, run_dir: Path) -> tuple[Path, Path]:
     trainer = registry.get_trainer_class("ocp")(**_trainer_config(name, run_dir))
     randomize(trainer.model, 11)
     _set_scale_factors(trainer.model, 13)
-    trainer.ema.shadow_params = [p.detach().clone() for p in trainer.model.parameters()
-                                 if p.requires_grad]
+    trainer.ema.shadow_params = [
+        p.detach().clone() for p in trainer.model.parameters() if p.requires_grad
+    ]
     randomize(trainer.model, 12)
     _set_scale_factors(trainer.model, 13)
     trainer.train()
     metrics = {"energy_mae": {"metric": np.float64(0.25), "numel": np.int64(2)}}
     training = Path(trainer.save(metrics, checkpoint_file="training.pt", training_state=True))
-    inference = Path(trainer.save(metrics, checkpoint_file="inference.pt",
-                                  training_state=False))
+    inference = Path(trainer.save(metrics, checkpoint_file="inference.pt", training_state=False))
     return training, inference
 
 
@@ -269,8 +334,10 @@ def calculator_outputs(path: Path, atoms_list) -> dict:
             pred = calc.trainer.predict(batch, per_image=False, disable_tqdm=True)
         out["energy"].append(pred["energy"].reshape(()).double())
         out["forces"].append(pred["forces"].double())
-    return {"energy": torch.stack(out["energy"]).detach(),
-            "forces": torch.cat(out["forces"]).detach()}
+    return {
+        "energy": torch.stack(out["energy"]).detach(),
+        "forces": torch.cat(out["forces"]).detach(),
+    }
 
 
 def main() -> None:

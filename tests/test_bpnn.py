@@ -127,7 +127,7 @@ def test_model_file_round_trip(model_file):
     np.testing.assert_allclose(got["stress"], expected["stress"], rtol=1e-9, atol=1e-14)
 
 
-@pytest.mark.parametrize("name", ["bpnn-5.3k", "gemnet-2.2k"])
+@pytest.mark.parametrize("name", ["bpnn-5.3k", "gemnet-4.5k"])
 def test_torchsim_model(name, tmp_path):
     """Both new families through torch-sim (batched) equal the ASE calculator."""
     ts = pytest.importorskip("torch_sim")

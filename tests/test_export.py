@@ -22,7 +22,7 @@ from mlip_scaling.models.presets import PRESETS
 from mlip_scaling.models.registry import build_model
 from mlip_scaling.scaling.cli import main
 
-FAMILIES = ["transformer-2.3k", "eqv2-1.5k", "bpnn-1.2k", "gemnet-886"]
+FAMILIES = ["transformer-2.3k", "eqv2-1.5k", "bpnn-1.2k", "gemnet-1.3k"]
 
 
 def _structures() -> list:

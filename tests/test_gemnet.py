@@ -1,11 +1,15 @@
-"""GemNet-OC-style family: triplets, reverse edges and quadruplet sums against direct
-enumeration; the direct force head's symmetries; shared weights of the two variants."""
+"""GemNet-OC family: graphs, triplets and quadruplets against direct enumeration, the bases'
+orthonormality, smoothness across the inner cutoffs, the direct force head's symmetries and
+the two variants sharing weights. Agreement with fairchem: tests/test_gemnet_fairchem.py."""
 
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 import pytest
 import torch
+from ase import Atoms
 from ase.build import bulk
 from scipy.spatial.transform import Rotation
 
@@ -13,16 +17,35 @@ from mlip_scaling import keys
 from mlip_scaling.data.atomic_data import compute_edge_vectors, from_atoms
 from mlip_scaling.data.neighbors import NeighborListTransform
 from mlip_scaling.models import registry
-from mlip_scaling.models.gemnet_oc.graph import legendre
-from mlip_scaling.models.gemnet_oc.model import EdgeGeometry, quadruplet_sums
+from mlip_scaling.models.gemnet_oc import bases
+from mlip_scaling.models.gemnet_oc.graph import (
+    Edges,
+    cap_neighbors,
+    quadruplets,
+    symmetrize,
+    triplets,
+)
 from mlip_scaling.models.potential import Potential
 
-CONFIG = {"cutoff": 3.2, "num_blocks": 2, "atom_channels": 8, "edge_channels": 8,
-          "triplet_channels": 4, "quad_channels": 4, "num_radial": 6, "num_spherical": 4,
-          "num_quad_spherical": 3}
+CONFIG = {
+    "cutoff": 3.4,
+    "num_blocks": 2,
+    "emb_size_atom": 8,
+    "emb_size_edge": 8,
+    "emb_size_trip_in": 4,
+    "emb_size_trip_out": 4,
+    "emb_size_rbf": 4,
+    "emb_size_cbf": 4,
+    "num_radial": 6,
+    "num_spherical": 3,
+    "cutoff_main": 3.1,
+    "cutoff_qint": 2.8,
+    "cutoff_aeaint": 3.2,
+    "num_atom_emb_layers": 1,
+}
 
 
-def _crystal(seed: int = 3):
+def _crystal(seed: int = 3) -> Atoms:
     atoms = bulk("Cu", "fcc", a=3.65, cubic=True)
     atoms.cell[1] += [0.3, 0.0, 0.2]
     atoms.numbers[[1, 3]] = [28, 13]
@@ -30,87 +53,180 @@ def _crystal(seed: int = 3):
     return atoms
 
 
-def _graph(atoms, cutoff: float = CONFIG["cutoff"]) -> dict:
+def _graph(atoms: Atoms, cutoff: float) -> dict:
     data = NeighborListTransform(cutoff)(from_atoms(atoms, labels=False, dtype=torch.float64))
     return compute_edge_vectors(data)
 
 
-def _geometry(data: dict, num_quad: int = 3) -> EdgeGeometry:
-    lengths = data[keys.EDGE_LENGTHS]
-    rbf = torch.ones(len(lengths), 1, dtype=lengths.dtype)
-    return EdgeGeometry(data, rbf, len(data[keys.POSITIONS]), 2, num_quad)
+def _edges(atoms: Atoms, cutoff: float) -> Edges:
+    data = _graph(atoms, cutoff)
+    return Edges(
+        data[keys.EDGE_INDEX],
+        data[keys.EDGE_CELL_SHIFT].round().long(),
+        data[keys.EDGE_VECTORS],
+        data[keys.EDGE_LENGTHS],
+    )
 
 
-def test_triplets_and_reverse_edges_match_enumeration():
-    data = _graph(_crystal())
-    g = _geometry(data)
-    centre = data[keys.EDGE_INDEX][0].numpy()
-    expected = {(a, b) for a in range(len(centre)) for b in range(len(centre))
-                if a != b and centre[a] == centre[b]}
-    got = set(zip(g.t_out.tolist(), g.t_in.tolist()))
-    assert got == expected and len(g.t_out) == len(expected)
-    vec = data[keys.EDGE_VECTORS]
-    np.testing.assert_allclose(vec[g.reverse].numpy(), -vec.numpy(), atol=1e-12)
-    assert torch.equal(data[keys.EDGE_INDEX][:, g.reverse], data[keys.EDGE_INDEX].flip(0))
-    assert sorted(g.reverse.tolist()) == list(range(len(centre)))
+def _image(edges: Edges, e: int) -> tuple:
+    """(neighbour atom, its cell shift) of edge ``e``."""
+    return int(edges.index[1, e]), tuple(edges.shift[e].tolist())
 
 
-def test_quadruplet_sums_equal_the_sum_over_quadruplets():
-    data = _graph(_crystal(), cutoff=2.9)
-    g = _geometry(data)
-    rng = np.random.default_rng(0)
-    n_edges = len(g.reverse)
-    x_in, x_out = (torch.from_numpy(rng.normal(size=(n_edges, 2))) for _ in range(2))
-    got = quadruplet_sums(x_in, x_out, g).numpy()
-    src, dst = data[keys.EDGE_INDEX].numpy()
-    unit = (data[keys.EDGE_VECTORS] / data[keys.EDGE_LENGTHS][:, None]).numpy()
-    rev = g.reverse.numpy()
-    expected = np.zeros_like(got)
-    count = 0
-    for e in range(n_edges):  # central edge i -> j
-        for k in np.flatnonzero(src == src[e]):
-            for lo in np.flatnonzero(src == dst[e]):
-                if k == e or lo == rev[e]:
-                    continue
-                cos1, cos2 = unit[e] @ unit[k], -unit[e] @ unit[lo]
-                p1 = legendre(torch.tensor(cos1), 3).numpy()
-                p2 = legendre(torch.tensor(cos2), 3).numpy()
-                n1 = unit[k] - cos1 * unit[e]
-                n2 = unit[lo] + cos2 * unit[e]  # component of r̂_jl normal to r̂_ij
-                basis = np.concatenate([np.outer(p1, p2).ravel(), [n1 @ n2]])
-                expected[e] += (x_in[k].numpy() * x_out[lo].numpy())[:, None] * basis
-                count += 1
-    assert count > 100
-    np.testing.assert_allclose(got, expected, rtol=1e-11, atol=1e-11)
-    # the dihedral term is cos φ sin θ1 sin θ2: not a function of the two angles alone
-    assert np.abs(expected[..., -1]).max() > 0.1
+def test_triplets_and_quadruplets_match_enumeration():
+    atoms = _crystal()
+    main, swap = symmetrize(_edges(atoms, 3.0))
+    qint = _edges(atoms, 2.7)
+    n, rng_main, rng_q = len(atoms), range(len(main.length)), range(len(qint.length))
+    got = set(zip(*[t.tolist() for t in triplets(main, main, len(atoms))]))
+    want = {
+        (o, e)
+        for o, e in itertools.product(rng_main, rng_main)
+        if main.index[0, o] == main.index[0, e] and o != e
+    }
+    assert got == want and len(want) > 100
+    quad = quadruplets(main, qint, n)
+    got = set(
+        zip(
+            quad["quad_out"].tolist(),
+            quad["out_q"][quad["quad_trip"]].tolist(),
+            quad["in_d"][quad["quad_in"]].tolist(),
+        )
+    )
+    assert len(got) == len(quad["quad_out"])
+    want = set()
+    for o, q in itertools.product(rng_main, rng_q):  # c -> a <- b, with b not c's image
+        if main.index[0, o] != qint.index[0, q] or _image(main, o) == _image(qint, q):
+            continue
+        b, shift_b = _image(qint, q)
+        for d in rng_main:  # d -> b: neither a (behind q) nor c
+            atom_d, shift_d = _image(main, d)
+            image_d = tuple(np.add(shift_b, shift_d))
+            if main.index[0, d] == b and (atom_d, image_d) not in (
+                (int(qint.index[0, q]), (0, 0, 0)),
+                _image(main, o),
+            ):
+                want.add((o, q, d))
+    assert got == want and len(want) > 1000
+
+
+def test_symmetrize_keeps_one_direction_and_appends_the_reverse():
+    edges = cap_neighbors(_edges(_crystal(), 3.4), 9, 4, strict=True, squared=True)
+    assert torch.bincount(edges.index[0]).max() == 9  # capped: not symmetric
+    full, swap = symmetrize(edges)
+    torch.testing.assert_close(full.vector[swap], -full.vector, rtol=0, atol=0)
+    assert torch.equal(full.index[:, swap], full.index.flip(0))
+    assert torch.equal(full.shift[swap], -full.shift) and torch.equal(
+        swap[swap], torch.arange(len(swap))
+    )
+    kept = {(*e, *s) for e, s in zip(edges.index.T.tolist(), edges.shift.tolist())}
+    half = {
+        (*e, *s)
+        for e, s in zip(full.index.T.tolist(), full.shift.tolist())
+        if e[1] < e[0] or (e[1] == e[0] and tuple(s) > (0, 0, 0))
+    }
+    assert half <= kept and 2 * len(half) == len(full.length)
+
+
+def test_caps_keep_ties_within_fairchems_tolerance():
+    """fairchem keeps every edge up to the (k+1)-th length plus 0.01 (Å, or Å² on squares)."""
+    lengths = torch.tensor([1.0, 1.2, 1.205, 2.0, 1.0], dtype=torch.float64)
+    edges = Edges(
+        torch.tensor([[0, 0, 0, 0, 1], [1, 1, 1, 1, 0]]),
+        torch.zeros(5, 3, dtype=torch.long),
+        torch.zeros(5, 3),
+        lengths,
+    )
+    assert cap_neighbors(edges, 1, 2, strict=False, squared=False).length.tolist() == [
+        1.0,
+        1.2,
+        1.205,
+        1.0,
+    ]
+    assert cap_neighbors(edges, 1, 2, strict=False, squared=True).length.tolist() == [1.0, 1.2, 1.0]
+    assert cap_neighbors(edges, 2, 2, strict=True, squared=False).length.tolist() == [1.0, 1.2, 1.0]
+
+
+def test_angular_bases_are_orthonormal_on_the_sphere():
+    """∫ Y Y' dΩ = δ for the circular (m = 0) and all real spherical harmonics."""
+    x, w = np.polynomial.legendre.leggauss(24)
+    phi = torch.linspace(0, 2 * np.pi, 49, dtype=torch.float64)[:-1]
+    cos = torch.from_numpy(x).repeat_interleave(len(phi))
+    weight = torch.from_numpy(w).repeat_interleave(len(phi)) * (2 * np.pi / len(phi))
+    sph = bases.spherical_basis(cos, phi.repeat(len(x)), 4, "spherical_harmonics")
+    torch.testing.assert_close(
+        sph.T @ (weight[:, None] * sph), torch.eye(16, dtype=torch.float64), rtol=0, atol=1e-12
+    )
+    cir = bases.circular_basis(torch.from_numpy(x), 4)
+    gram = cir.T @ (torch.from_numpy(w)[:, None] * cir) * 2 * np.pi
+    torch.testing.assert_close(gram, torch.eye(4, dtype=torch.float64), rtol=0, atol=1e-12)
+    outer = bases.spherical_basis(cos[:5], phi[:5], 3, "legendre_outer")
+    want = (
+        bases.circular_basis(cos[:5], 3)[:, :, None]
+        * bases.circular_basis(torch.cos(phi[:5]), 3)[:, None, :]
+    )
+    torch.testing.assert_close(outer, want.reshape(5, 9))
+
+
+def _potential(config: dict, seed: int = 0) -> Potential:
+    torch.manual_seed(seed)
+    model = registry.build_model("gemnet", config)
+    with torch.no_grad():
+        for name, buf in model.named_buffers():
+            if name.endswith("scale_factor"):
+                buf.uniform_(0.5, 1.5)
+    return Potential(model, "gemnet", config, [13, 28, 29]).double().eval()
+
+
+def _predict(pot: Potential, atoms: Atoms) -> dict:
+    out = pot(_graph(atoms, pot.cutoff))
+    return {k: v.detach().numpy() for k, v in out.items()}
+
+
+@pytest.mark.parametrize("which", ["cutoff_qint", "cutoff_main", "cutoff_aeaint", "cutoff"])
+def test_energy_is_smooth_across_every_cutoff(which):
+    """An atom crossing any of the four cutoffs changes the energy with a continuous first
+    derivative: second differences across the cutoff fall like δ², not δ."""
+    pot = _potential(CONFIG)
+    rc = CONFIG[which]
+
+    def energy(distance: float) -> float:
+        pos = [
+            [0.0, 0.0, 0.0],
+            [1.9, 0.3, 0.0],
+            [0.0, distance, 0.0],
+            [2.0, -2.1, 0.4],
+            [-1.2, 0.8, 1.7],
+        ]
+        atoms = Atoms(numbers=[29, 28, 13, 29, 28], positions=pos, cell=np.eye(3) * 30, pbc=True)
+        return float(_predict(pot, atoms)[keys.ENERGY][0])
+
+    at = energy(rc)
+    kinks = [abs(energy(rc - delta) - 2 * at + energy(rc + delta)) for delta in (1e-2, 1e-3)]
+    assert kinks[0] > 1e-12
+    assert kinks[1] < 0.02 * kinks[0]  # a jump of slope would give 0.1
 
 
 @pytest.fixture(scope="module")
 def direct() -> tuple[Potential, Potential]:
     """(direct-force potential, gradient potential sharing its weights), float64."""
-    torch.manual_seed(0)
-    config = {**CONFIG, "direct_forces": True}
-    model = registry.build_model("gemnet", config)
+    config = {**CONFIG, "direct_forces": True, "forces_coupled": True}
+    pot = _potential(config)
     grad_model = registry.build_model("gemnet", CONFIG)
-    missing = grad_model.load_state_dict(model.state_dict(), strict=False)
-    assert not missing.missing_keys and all(k.startswith("force_heads")
-                                            for k in missing.unexpected_keys)
-    species = [13, 28, 29]
-    return (Potential(model, "gemnet", config, species).double().eval(),
-            Potential(grad_model, "gemnet", CONFIG, species).double().eval())
-
-
-def _predict(pot: Potential, atoms) -> dict:
-    out = pot(_graph(atoms, pot.cutoff))
-    return {k: v.detach().numpy() for k, v in out.items()}
+    missing = grad_model.load_state_dict(pot.model.state_dict(), strict=False)
+    assert not missing.missing_keys and all(
+        k.startswith(("out_mlp_F", "out_forces")) or "_F." in k or ".seq_forces." in k
+        for k in missing.unexpected_keys
+    )
+    return pot, Potential(grad_model, "gemnet", CONFIG, [13, 28, 29]).double().eval()
 
 
 def test_direct_heads_are_equivariant(direct):
     pot, _ = direct
     atoms = _crystal()
     ref = _predict(pot, atoms)
-    assert np.abs(ref[keys.FORCES]).max() > 1e-3 and np.abs(ref[keys.STRESS]).max() > 1e-5
+    assert np.abs(ref[keys.FORCES]).max() > 1e-4 and np.abs(ref[keys.STRESS]).max() > 1e-6
+    np.testing.assert_allclose(ref[keys.FORCES].sum(0), 0.0, atol=1e-12)  # coupled: f_ij = f_ji
     matrix = Rotation.random(random_state=7).as_matrix() @ np.diag([1.0, 1.0, -1.0])
     moved = atoms.copy()
     moved.positions = atoms.positions @ matrix.T
@@ -121,8 +237,9 @@ def test_direct_heads_are_equivariant(direct):
     out = _predict(pot, moved)
     np.testing.assert_allclose(out[keys.ENERGY], ref[keys.ENERGY], rtol=1e-10)
     np.testing.assert_allclose(out[keys.FORCES], ref[keys.FORCES][order] @ matrix.T, atol=1e-10)
-    np.testing.assert_allclose(out[keys.STRESS][0], matrix @ ref[keys.STRESS][0] @ matrix.T,
-                               atol=1e-10)
+    np.testing.assert_allclose(
+        out[keys.STRESS][0], matrix @ ref[keys.STRESS][0] @ matrix.T, atol=1e-10
+    )
     big = _predict(pot, atoms * (2, 1, 1))  # extensive energy, intensive stress
     np.testing.assert_allclose(big[keys.ENERGY], 2 * ref[keys.ENERGY], rtol=1e-10)
     np.testing.assert_allclose(big[keys.STRESS], ref[keys.STRESS], atol=1e-10)
@@ -150,35 +267,3 @@ def test_direct_model_file_runs_in_the_calculator(direct, tmp_path):
     want = _predict(pot, atoms)
     assert got["energy"] == pytest.approx(float(want[keys.ENERGY][0]), rel=1e-12)
     np.testing.assert_allclose(got["forces"], want[keys.FORCES], atol=1e-12)
-
-
-def test_quadruplet_cutoff_is_smooth():
-    """An atom crossing the shorter quadruplet cutoff changes the quadruplet sums (and so
-    the energy) continuously, with a continuous first derivative."""
-    from ase import Atoms
-
-    from mlip_scaling.models.blocks import PolynomialCutoff
-
-    envelope = PolynomialCutoff(2.8)
-
-    def sums(distance: float) -> dict:
-        # atom 2 (with its neighbour 4) crosses the quadruplet cutoff of atom 0
-        pos = [[0.0, 0.0, 0.0], [1.8, 0.0, 0.0], [0.0, distance, 0.0], [2.0, -2.2, 0.1],
-               [0.0, distance + 1.8, 0.3]]
-        data = _graph(Atoms(numbers=[29, 28, 13, 29, 28], positions=pos))
-        lengths = data[keys.EDGE_LENGTHS]
-        g = EdgeGeometry(data, torch.ones(len(lengths), 1, dtype=lengths.dtype), 5, 2, 3,
-                         envelope(lengths))
-        ones = torch.ones(len(lengths), 1, dtype=lengths.dtype)
-        out = quadruplet_sums(ones, 0.5 * ones, g).numpy()
-        return {tuple(e): row for e, row in zip(data[keys.EDGE_INDEX].T.tolist(), out)}
-
-    inside = sums(2.5)
-    assert np.abs(inside[(0, 2)]).max() > 1e-3  # the crossing edge has quadruplets
-    gaps = []
-    for delta in (1e-2, 1e-3, 1e-4):
-        a, b = sums(2.8 - delta), sums(2.8 + delta)
-        assert a.keys() == b.keys()
-        gaps.append(max(np.abs(a[k] - b[k]).max() for k in a))
-    # the envelope's value and slope vanish at the cutoff: gaps fall like delta^2 or faster
-    assert gaps[1] < 0.02 * gaps[0] and gaps[2] < 0.02 * gaps[1]

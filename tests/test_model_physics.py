@@ -46,18 +46,19 @@ FAMILIES_UNDER_TEST: list[tuple[str, dict]] = [
     ),
     (
         "gemnet",
-        {"cutoff": 4.0, "num_blocks": 2, "atom_channels": 8, "edge_channels": 8,
-         "triplet_channels": 4, "quad_channels": 4, "num_radial": 6, "num_spherical": 4,
-         "num_quad_spherical": 2},
+        {"cutoff": 4.0, "num_blocks": 2, "emb_size_atom": 8, "emb_size_edge": 8,
+         "emb_size_trip_in": 4, "emb_size_trip_out": 4, "emb_size_rbf": 4, "emb_size_cbf": 4,
+         "num_radial": 6, "num_spherical": 3},
     ),
     (
         "gemnet",
-        {"cutoff": 4.0, "num_blocks": 1, "atom_channels": 8, "edge_channels": 8,
-         "triplet_channels": 4, "quad_channels": 4, "num_radial": 6, "num_spherical": 4,
-         "num_quad_spherical": 2, "quad_cutoff": 3.0, "direct_forces": False},
+        {"cutoff": 4.0, "num_blocks": 1, "emb_size_atom": 8, "emb_size_edge": 8,
+         "emb_size_trip_in": 4, "emb_size_trip_out": 4, "emb_size_rbf": 4, "emb_size_cbf": 4,
+         "num_radial": 6, "num_spherical": 3, "cutoff_main": 3.6, "cutoff_qint": 3.0,
+         "cutoff_aeaint": 3.8, "sbf": "spherical_harmonics", "num_atom_emb_layers": 1},
     ),
 ]
-_IDS = [family + ("-options" if {"moment_channels", "quad_cutoff"} & set(config) else "")
+_IDS = [family + ("-options" if {"moment_channels", "cutoff_qint"} & set(config) else "")
         for family, config in FAMILIES_UNDER_TEST]
 
 

@@ -1,8 +1,9 @@
 """NVE energy conservation of a trained model: 2 ps at 1 fs on 64 Cu atoms (float64).
 
-Two small conservative models are trained for a few seconds on ASE-EMT Cu energies and
-forces through ``Potential``: the package's ``transformer-1.2k`` preset and a hand-written
-embedded-density model (any energy model wrapped by ``Potential``). Velocity-Verlet MD
+Small conservative models are trained for a few seconds on ASE-EMT Cu energies and
+forces through ``Potential``: the package's ``transformer-1.2k`` preset, a hand-written
+embedded-density model (any energy model wrapped by ``Potential``) and, marked slow, the
+``bpnn-5.3k`` preset and a small GemNet-OC (``GEMNET_NVE``). Velocity-Verlet MD
 with ``ScalingCalculator`` then must conserve the total energy: the drift (|OLS slope| of
 E_total/atom vs time, first 20 % dropped) is reported in meV/atom/ps and bounded.
 """
@@ -69,10 +70,19 @@ def emt_structures(n: int, seed: int = 0) -> list:
     return structures
 
 
+#: a small GemNet-OC with all four interactions; edges and triplets within the first shell
+GEMNET_NVE = {"cutoff": CUTOFF, "num_blocks": 1, "emb_size_atom": 8, "emb_size_edge": 8,
+              "emb_size_trip_in": 4, "emb_size_trip_out": 4, "emb_size_rbf": 4,
+              "emb_size_cbf": 4, "num_radial": 8, "num_spherical": 3, "cutoff_main": 3.0,
+              "cutoff_qint": 2.9, "cutoff_aeaint": 3.0}
+
+
 def make_model(name: str) -> tuple[nn.Module, str, dict]:
-    """``(energy model, family, config)``: a package preset or the hand-written model."""
+    """``(energy model, family, config)``: a package preset or a hand-written model."""
     if name == "density":
         return DensityModel(), "density", {"cutoff": CUTOFF}
+    if name == "gemnet-nve":
+        return build_model("gemnet", GEMNET_NVE), "gemnet", GEMNET_NVE
     family, config = get_preset(name)
     return build_model(family, config), family, config
 
@@ -110,7 +120,8 @@ def drift_mev_per_atom_ps(times_fs: np.ndarray, e_per_atom: np.ndarray) -> float
 
 @pytest.mark.parametrize(("name", "steps", "lr"),
                          [("density", 250, 2e-2), ("transformer-1.2k", 400, 2e-2),
-                          pytest.param("bpnn-5.3k", 400, 2e-2, marks=pytest.mark.slow)])
+                          pytest.param("bpnn-5.3k", 400, 2e-2, marks=pytest.mark.slow),
+                          pytest.param("gemnet-nve", 400, 2e-2, marks=pytest.mark.slow)])
 def test_trained_model_conserves_energy_in_nve(name, steps, lr):
     potential = train(emt_structures(12), name, steps, lr)
     check = emt_structures(4, seed=1)

@@ -14,7 +14,8 @@
 * ``eqv2d-<size>`` (family ``eqv2d``): the eqv2 ladder's backbones with direct force and
   stress heads (named by the exact total, heads included, like every ladder).
 * ``bpnn-<size>``: Behler-Parrinello networks, :mod:`mlip_scaling.models.bpnn.presets`.
-* ``gemnet-<size>``: GemNet-OC-style models, :mod:`mlip_scaling.models.gemnet_oc.presets`.
+* ``gemnet-<size>``: GemNet-OC models (fairchem's ``gemnet_oc`` function),
+  :mod:`mlip_scaling.models.gemnet_oc.presets`.
 
 ``PRESET_PARAMS`` holds exact trainable-parameter counts (checked by the tests);
 ``DEFAULT_PRESET`` maps a family to the preset used when only the family is named.

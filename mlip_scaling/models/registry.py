@@ -72,11 +72,18 @@ _NULLABLE = {"grid_resolution", "max_neighbors"}
 # --- ranges of the issue #25 families' hyperparameters ------------------------------
 INT_RANGES.update({"num_angular_radial": (1, 64), "num_zeta": (1, 4),
                    "chemical_channels": (1, 256), "num_blocks": (1, 64),
-                   "atom_channels": (1, 8192), "triplet_channels": (1, 8192),
-                   "quad_channels": (1, 8192), "num_spherical": (1, 16),
-                   "num_quad_spherical": (1, 8)})
-FLOAT_RANGES["quad_cutoff"] = (0.0, 30.0)
-_NULLABLE.add("quad_cutoff")
+                   "num_spherical": (1, 16), "num_elements": (1, 256),
+                   "envelope_exponent": (1, 32)})
+INT_RANGES.update({f"emb_size_{k}": (1, 8192) for k in (
+    "atom", "edge", "trip_in", "trip_out", "quad_in", "quad_out", "aint_in", "aint_out",
+    "rbf", "cbf", "sbf")})
+INT_RANGES.update({k: (0, 64) for k in (
+    "num_before_skip", "num_after_skip", "num_concat", "num_atom", "num_output_afteratom",
+    "num_atom_emb_layers", "num_global_out_layers")})
+INT_RANGES.update({f"max_neighbors_{k}": (1, 100_000) for k in ("qint", "aeaint", "aint")})
+FLOAT_RANGES.update({f"cutoff_{k}": (0.0, 30.0) for k in ("main", "qint", "aeaint")})
+_NULLABLE.update({"cutoff_main", "cutoff_qint", "cutoff_aeaint", "max_neighbors_qint",
+                  "max_neighbors_aeaint", "max_neighbors_aint"})
 # --- end of the issue #25 ranges -----------------------------------------------------
 
 

@@ -1,1 +1,1 @@
-"""GemNet-OC-style directional message passing with triplet and quadruplet interactions."""
+"""GemNet-OC: the function of fairchem-core 1.10's ``gemnet_oc``, its size ladder and importer."""

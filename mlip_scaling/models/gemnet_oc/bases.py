@@ -24,8 +24,7 @@ __all__ = ["SBF_KINDS", "circular_basis", "radial_basis", "spherical_basis", "di
 SBF_KINDS = ("spherical_harmonics", "legendre_outer")
 
 
-def radial_basis(d: torch.Tensor, cutoff: float, num_radial: int,
-                 exponent: int) -> torch.Tensor:
+def radial_basis(d: torch.Tensor, cutoff: float, num_radial: int, exponent: int) -> torch.Tensor:
     """Enveloped Gaussians of distances ``d`` [E] (Å) -> [E, num_radial]."""
     x = d / cutoff
     p = float(exponent)
@@ -38,8 +37,12 @@ def radial_basis(d: torch.Tensor, cutoff: float, num_radial: int,
 
 
 def _prefactor(degree: int, order: int) -> float:
-    return math.sqrt((2 * degree + 1) / (4 * math.pi) * math.factorial(degree - order)
-                     / math.factorial(degree + order))
+    return math.sqrt(
+        (2 * degree + 1)
+        / (4 * math.pi)
+        * math.factorial(degree - order)
+        / math.factorial(degree + order)
+    )
 
 
 def _legendre(z: torch.Tensor, num: int) -> list[torch.Tensor]:
@@ -51,8 +54,9 @@ def _legendre(z: torch.Tensor, num: int) -> list[torch.Tensor]:
 
 def circular_basis(cos: torch.Tensor, num_spherical: int) -> torch.Tensor:
     """``Y_l0(cos θ)`` for ``l < num_spherical``: ``cos`` [T] -> [T, L]."""
-    return torch.stack([_prefactor(n, 0) * p for n, p in
-                        enumerate(_legendre(cos, num_spherical))], dim=1)
+    return torch.stack(
+        [_prefactor(n, 0) * p for n, p in enumerate(_legendre(cos, num_spherical))], dim=1
+    )
 
 
 def _associated_legendre(z: torch.Tensor, num: int) -> dict[tuple[int, int], torch.Tensor]:
@@ -65,17 +69,19 @@ def _associated_legendre(z: torch.Tensor, num: int) -> dict[tuple[int, int], tor
         p[(m + 1, m)] = (2 * m + 1) * z * p[(m, m)]
     for degree in range(2, num):
         for m in range(degree - 1):
-            p[(degree, m)] = ((2 * degree - 1) * z * p[(degree - 1, m)]
-                              - (degree + m - 1) * p[(degree - 2, m)]) / (degree - m)
+            p[(degree, m)] = (
+                (2 * degree - 1) * z * p[(degree - 1, m)] - (degree + m - 1) * p[(degree - 2, m)]
+            ) / (degree - m)
     return p
 
 
-def spherical_basis(cos: torch.Tensor, phi: torch.Tensor, num_spherical: int,
-                    kind: str) -> torch.Tensor:
+def spherical_basis(
+    cos: torch.Tensor, phi: torch.Tensor, num_spherical: int, kind: str
+) -> torch.Tensor:
     """Two-angle basis of ``cos θ`` [Q] and ``φ`` [Q] (rad) -> [Q, num_spherical²]."""
     if kind == "legendre_outer":
         a, b = circular_basis(cos, num_spherical), circular_basis(torch.cos(phi), num_spherical)
-        return (a[:, :, None] * b[:, None, :]).reshape(cos.shape[0], -1)
+        return (a[:, :, None] * b[:, None, :]).reshape(cos.shape[0], num_spherical**2)
     if kind != "spherical_harmonics":
         raise ValueError(f"unknown spherical basis {kind!r}; known: {SBF_KINDS}")
     p = _associated_legendre(cos, num_spherical)

@@ -47,8 +47,9 @@ class Edges:
         return self.vector / self.length.unsqueeze(-1)
 
 
-def cap_neighbors(edges: Edges, k: int | None, num_atoms: int, strict: bool,
-                  squared: bool) -> Edges:
+def cap_neighbors(
+    edges: Edges, k: int | None, num_atoms: int, strict: bool, squared: bool
+) -> Edges:
     """At most ``k`` nearest neighbours per centre (None: all), by fairchem's rule.
 
     ``strict``: exactly the ``k`` shortest (exact ties broken by edge order). Otherwise,
@@ -76,20 +77,26 @@ def symmetrize(edges: Edges) -> tuple[Edges, torch.Tensor]:
     """fairchem's symmetric main graph and ``swap`` [E'] (the reverse of every edge)."""
     i, j = edges.index
     s = edges.shift
-    positive = (s[:, 0] > 0) | ((s[:, 0] == 0) & (s[:, 1] > 0)) | (
-        (s[:, 0] == 0) & (s[:, 1] == 0) & (s[:, 2] > 0))
+    positive = (
+        (s[:, 0] > 0)
+        | ((s[:, 0] == 0) & (s[:, 1] > 0))
+        | ((s[:, 0] == 0) & (s[:, 1] == 0) & (s[:, 2] > 0))
+    )
     half = edges.select((j < i) | ((j == i) & positive))
-    full = Edges(torch.cat([half.index, half.index.flip(0)], 1),
-                 torch.cat([half.shift, -half.shift]),
-                 torch.cat([half.vector, -half.vector]),
-                 torch.cat([half.length, half.length]))
+    full = Edges(
+        torch.cat([half.index, half.index.flip(0)], 1),
+        torch.cat([half.shift, -half.shift]),
+        torch.cat([half.vector, -half.vector]),
+        torch.cat([half.length, half.length]),
+    )
     n = half.length.shape[0]
     ar = torch.arange(n, device=i.device)
     return full, torch.cat([ar + n, ar])
 
 
-def pair_edges(key_out: torch.Tensor, key_in: torch.Tensor,
-               num_keys: int) -> tuple[torch.Tensor, torch.Tensor]:
+def pair_edges(
+    key_out: torch.Tensor, key_in: torch.Tensor, num_keys: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """All pairs ``(o, e)`` with ``key_in[e] == key_out[o]``: ``(out, in)`` [P] indices,
     sorted by ``out``."""
     order = torch.argsort(key_in, stable=True)
@@ -102,8 +109,9 @@ def pair_edges(key_out: torch.Tensor, key_in: torch.Tensor,
     return out, order[start[key_out[out]] + offset]
 
 
-def _keep(pairs: tuple[torch.Tensor, torch.Tensor],
-          drop: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _keep(
+    pairs: tuple[torch.Tensor, torch.Tensor], drop: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     return pairs[0][~drop], pairs[1][~drop]
 
 
@@ -125,14 +133,21 @@ def quadruplets(main: Edges, qint: Edges, num_atoms: int) -> dict[str, torch.Ten
     (in-triplet) and ``quad_trip`` (out-triplet) [Q].
     """
     q, d = pair_edges(qint.index[1], main.index[0], num_atoms)  # d centred on b
-    back = (main.index[1][d] == qint.index[0][q]) & (
-        (qint.shift[q] + main.shift[d]) == 0).all(-1)
+    back = (main.index[1][d] == qint.index[0][q]) & ((qint.shift[q] + main.shift[d]) == 0).all(-1)
     in_q, in_d = _keep((q, d), back)
     out_o, out_q = triplets(main, qint, num_atoms)
     trip, tin = pair_edges(out_q, in_q, qint.length.shape[0])
     o, d_edge = out_o[trip], in_d[tin]
     same = (main.index[1][o] == main.index[1][d_edge]) & (
-        (main.shift[d_edge] + qint.shift[out_q[trip]]) == main.shift[o]).all(-1)
+        (main.shift[d_edge] + qint.shift[out_q[trip]]) == main.shift[o]
+    ).all(-1)
     trip, tin = _keep((trip, tin), same)
-    return {"in_q": in_q, "in_d": in_d, "out_o": out_o, "out_q": out_q,
-            "quad_out": out_o[trip], "quad_in": tin, "quad_trip": trip}
+    return {
+        "in_q": in_q,
+        "in_d": in_d,
+        "out_o": out_o,
+        "out_q": out_q,
+        "quad_out": out_o[trip],
+        "quad_in": tin,
+        "quad_trip": trip,
+    }

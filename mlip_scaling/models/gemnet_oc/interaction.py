@@ -20,8 +20,14 @@ from mlip_scaling.models.gemnet_oc.layers import (
     ScaleFactor,
 )
 
-__all__ = ["Context", "EdgeEmbedding", "InteractionBlock", "PairInteraction",
-           "QuadrupletInteraction", "TripletInteraction"]
+__all__ = [
+    "Context",
+    "EdgeEmbedding",
+    "InteractionBlock",
+    "PairInteraction",
+    "QuadrupletInteraction",
+    "TripletInteraction",
+]
 
 
 @dataclass
@@ -65,9 +71,16 @@ class TripletInteraction(nn.Module):
     radial basis, summed with the circular basis of each triplet into the out-edges (or,
     for edge-to-atom, further into the centre atoms)."""
 
-    def __init__(self, emb_size_in: int, emb_size_out: int, emb_size_trip_in: int,
-                 emb_size_trip_out: int, emb_size_rbf: int, emb_size_cbf: int,
-                 symmetric_mp: bool = True) -> None:
+    def __init__(
+        self,
+        emb_size_in: int,
+        emb_size_out: int,
+        emb_size_trip_in: int,
+        emb_size_trip_out: int,
+        emb_size_rbf: int,
+        emb_size_cbf: int,
+        symmetric_mp: bool = True,
+    ) -> None:
         super().__init__()
         self.dense_ba = Dense(emb_size_in, emb_size_in)
         self.mlp_rbf = Dense(emb_size_rbf, emb_size_in, activation=False)
@@ -80,10 +93,16 @@ class TripletInteraction(nn.Module):
         if symmetric_mp:
             self.up_projection_ac = Dense(emb_size_trip_out, emb_size_out)
 
-    def forward(self, x: torch.Tensor, bases: dict[str, torch.Tensor],
-                trip: tuple[torch.Tensor, torch.Tensor], swap: torch.Tensor | None,
-                expand: torch.Tensor | None = None, agg: torch.Tensor | None = None,
-                agg_size: int = 0) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        bases: dict[str, torch.Tensor],
+        trip: tuple[torch.Tensor, torch.Tensor],
+        swap: torch.Tensor | None,
+        expand: torch.Tensor | None = None,
+        agg: torch.Tensor | None = None,
+        agg_size: int = 0,
+    ) -> torch.Tensor:
         x = self.dense_ba(x)
         if expand is not None:
             x = x[expand]
@@ -100,8 +119,15 @@ class QuadrupletInteraction(nn.Module):
     """Three-hop message passing ``d -> b -> a <- c`` with the circular basis of the
     in-triplet and the two-angle basis (angle ``c-a-b`` and dihedral) of the quadruplet."""
 
-    def __init__(self, emb_size_edge: int, emb_size_quad_in: int, emb_size_quad_out: int,
-                 emb_size_rbf: int, emb_size_cbf: int, emb_size_sbf: int) -> None:
+    def __init__(
+        self,
+        emb_size_edge: int,
+        emb_size_quad_in: int,
+        emb_size_quad_out: int,
+        emb_size_rbf: int,
+        emb_size_cbf: int,
+        emb_size_sbf: int,
+    ) -> None:
         super().__init__()
         self.dense_db = Dense(emb_size_edge, emb_size_edge)
         self.mlp_rbf = Dense(emb_size_rbf, emb_size_edge, activation=False)
@@ -114,8 +140,13 @@ class QuadrupletInteraction(nn.Module):
         self.up_projection_ca = Dense(emb_size_quad_out, emb_size_edge)
         self.up_projection_ac = Dense(emb_size_quad_out, emb_size_edge)
 
-    def forward(self, m: torch.Tensor, bases: dict[str, torch.Tensor],
-                quad: dict[str, torch.Tensor], swap: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        m: torch.Tensor,
+        bases: dict[str, torch.Tensor],
+        quad: dict[str, torch.Tensor],
+        swap: torch.Tensor,
+    ) -> torch.Tensor:
         x = self.dense_db(m)
         x = self.down_projection(self.scale_rbf(x * self.mlp_rbf(bases["rad"])))
         x = self.scale_cbf(x[quad["in_d"]] * self.mlp_cbf(bases["cir"]))
@@ -127,11 +158,11 @@ class QuadrupletInteraction(nn.Module):
 class PairInteraction(nn.Module):
     """Atom-to-atom: ``up(bilinear(Σ_{j} rad_ij ⊗ down(h_j)))`` over the atom graph."""
 
-    def __init__(self, emb_size_atom: int, emb_size_pair_in: int, emb_size_pair_out: int,
-                 emb_size_rbf: int) -> None:
+    def __init__(
+        self, emb_size_atom: int, emb_size_pair_in: int, emb_size_pair_out: int, emb_size_rbf: int
+    ) -> None:
         super().__init__()
-        self.bilinear = Dense(emb_size_rbf * emb_size_pair_in, emb_size_pair_out,
-                              activation=False)
+        self.bilinear = Dense(emb_size_rbf * emb_size_pair_in, emb_size_pair_out, activation=False)
         self.scale_rbf_sum = ScaleFactor()
         self.down_projection = Dense(emb_size_atom, emb_size_pair_in)
         self.up_projection = Dense(emb_size_pair_out, emb_size_atom)
@@ -139,7 +170,8 @@ class PairInteraction(nn.Module):
     def forward(self, h: torch.Tensor, rad: torch.Tensor, edges: Edges) -> torch.Tensor:
         x = self.down_projection(h)[edges.index[1]]
         x = scatter_sum(rad[:, :, None] * x[:, None, :], edges.index[0], h.shape[0])
-        return self.up_projection(self.scale_rbf_sum(self.bilinear(x.reshape(h.shape[0], -1))))
+        x = self.bilinear(x.reshape(h.shape[0], x.shape[1] * x.shape[2]))
+        return self.up_projection(self.scale_rbf_sum(x))
 
 
 class InteractionBlock(nn.Module):
@@ -149,26 +181,41 @@ class InteractionBlock(nn.Module):
     def __init__(self, sizes: dict[str, int], flags: dict[str, bool]) -> None:
         super().__init__()
         a, e, s = sizes["emb_size_atom"], sizes["emb_size_edge"], sizes
-        trip = (s["emb_size_trip_in"], s["emb_size_trip_out"], s["emb_size_rbf"],
-                s["emb_size_cbf"])
+        trip = (s["emb_size_trip_in"], s["emb_size_trip_out"], s["emb_size_rbf"], s["emb_size_cbf"])
         self.dense_ca = Dense(e, e)
         self.trip_interaction = TripletInteraction(e, e, *trip)
-        self.quad_interaction = QuadrupletInteraction(
-            e, s["emb_size_quad_in"], s["emb_size_quad_out"], s["emb_size_rbf"],
-            s["emb_size_cbf"], s["emb_size_sbf"]) if flags["quad_interaction"] else None
-        self.atom_edge_interaction = (TripletInteraction(a, e, *trip)
-                                      if flags["atom_edge_interaction"] else None)
-        self.edge_atom_interaction = (TripletInteraction(e, a, *trip, symmetric_mp=False)
-                                      if flags["edge_atom_interaction"] else None)
-        self.atom_interaction = PairInteraction(
-            a, s["emb_size_aint_in"], s["emb_size_aint_out"], s["emb_size_rbf"]
-        ) if flags["atom_interaction"] else None
+        self.quad_interaction = (
+            QuadrupletInteraction(
+                e,
+                s["emb_size_quad_in"],
+                s["emb_size_quad_out"],
+                s["emb_size_rbf"],
+                s["emb_size_cbf"],
+                s["emb_size_sbf"],
+            )
+            if flags["quad_interaction"]
+            else None
+        )
+        self.atom_edge_interaction = (
+            TripletInteraction(a, e, *trip) if flags["atom_edge_interaction"] else None
+        )
+        self.edge_atom_interaction = (
+            TripletInteraction(e, a, *trip, symmetric_mp=False)
+            if flags["edge_atom_interaction"]
+            else None
+        )
+        self.atom_interaction = (
+            PairInteraction(a, s["emb_size_aint_in"], s["emb_size_aint_out"], s["emb_size_rbf"])
+            if flags["atom_interaction"]
+            else None
+        )
         self.layers_before_skip = nn.ModuleList(
-            ResidualLayer(e) for _ in range(s["num_before_skip"]))
-        self.layers_after_skip = nn.ModuleList(
-            ResidualLayer(e) for _ in range(s["num_after_skip"]))
+            ResidualLayer(e) for _ in range(s["num_before_skip"])
+        )
+        self.layers_after_skip = nn.ModuleList(ResidualLayer(e) for _ in range(s["num_after_skip"]))
         self.atom_emb_layers = nn.ModuleList(
-            ResidualLayer(a) for _ in range(s["num_atom_emb_layers"]))
+            ResidualLayer(a) for _ in range(s["num_atom_emb_layers"])
+        )
         self.atom_update = AtomUpdateBlock(a, e, s["emb_size_rbf"], s["num_atom"])
         self.concat_layer = EdgeEmbedding(a, e, e)
         self.residual_m = nn.ModuleList(ResidualLayer(e) for _ in range(s["num_concat"]))
@@ -176,22 +223,24 @@ class InteractionBlock(nn.Module):
         num_aint = 1 + flags["edge_atom_interaction"] + flags["atom_interaction"]
         self.inv_sqrt_num_eint, self.inv_sqrt_num_aint = num_eint**-0.5, num_aint**-0.5
 
-    def forward(self, h: torch.Tensor, m: torch.Tensor,
-                ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, h: torch.Tensor, m: torch.Tensor, ctx: Context
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Atom [N, A] and edge [E, C] features -> updated ones."""
         b, swap = ctx.bases, ctx.swap
         x = self.dense_ca(m) + self.trip_interaction(m, b["e2e"], ctx.trip["e2e"], swap)
         if self.quad_interaction is not None:
             x = x + self.quad_interaction(m, b["qint"], ctx.quad, swap)
         if self.atom_edge_interaction is not None:
-            x = x + self.atom_edge_interaction(h, b["a2e"], ctx.trip["a2e"], swap,
-                                               expand=ctx.aeint.index[1])
+            x = x + self.atom_edge_interaction(
+                h, b["a2e"], ctx.trip["a2e"], swap, expand=ctx.aeint.index[1]
+            )
         x = x * self.inv_sqrt_num_eint
         h_new = h
         if self.edge_atom_interaction is not None:
             h_new = h_new + self.edge_atom_interaction(
-                m, b["e2a"], ctx.trip["e2a"], None, agg=ctx.aeint.index[0],
-                agg_size=ctx.num_atoms)
+                m, b["e2a"], ctx.trip["e2a"], None, agg=ctx.aeint.index[0], agg_size=ctx.num_atoms
+            )
         if self.atom_interaction is not None:
             h_new = h_new + self.atom_interaction(h, ctx.a2a_rad, ctx.aint)
         h = h_new * self.inv_sqrt_num_aint

@@ -15,8 +15,16 @@ from torch import nn
 
 from mlip_scaling.models.blocks import scatter_sum
 
-__all__ = ["AtomUpdateBlock", "BasisEmbedding", "Bilinear", "Dense", "OutputBlock",
-           "ResidualLayer", "ScaleFactor", "mlp"]
+__all__ = [
+    "AtomUpdateBlock",
+    "BasisEmbedding",
+    "Bilinear",
+    "Dense",
+    "OutputBlock",
+    "ResidualLayer",
+    "ScaleFactor",
+    "mlp",
+]
 
 INV_SQRT_2 = 1 / math.sqrt(2.0)
 
@@ -24,8 +32,9 @@ INV_SQRT_2 = 1 / math.sqrt(2.0)
 class Dense(nn.Module):
     """``y = act(x W^T (+ b))`` with ``act`` the scaled SiLU or the identity."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = False,
-                 activation: bool = True) -> None:
+    def __init__(
+        self, in_features: int, out_features: int, bias: bool = False, activation: bool = True
+    ) -> None:
         super().__init__()
         self.linear = nn.Linear(in_features, out_features, bias=bias)
         self.activation = activation
@@ -69,19 +78,22 @@ class BasisEmbedding(nn.Module):
     part (:meth:`per_edge` -> [E, C', S], fairchem's reshape of the weight), [C, R]
     without (:meth:`radial` -> [E, C])."""
 
-    def __init__(self, num_radial: int, emb_size: int, num_spherical: int | None = None
-                 ) -> None:
+    def __init__(self, num_radial: int, emb_size: int, num_spherical: int | None = None) -> None:
         super().__init__()
-        shape = (emb_size, num_radial) if num_spherical is None else (
-            num_radial, num_spherical, emb_size)
+        shape = (
+            (emb_size, num_radial)
+            if num_spherical is None
+            else (num_radial, num_spherical, emb_size)
+        )
         self.weight = nn.Parameter(torch.empty(shape))
         nn.init.normal_(self.weight, std=1 / math.sqrt(num_radial * (num_spherical or 1)))
         self.num_spherical = num_spherical
 
     def per_edge(self, rad: torch.Tensor) -> torch.Tensor:
         """[E, R] -> [E, C, S]."""
-        out = rad @ self.weight.reshape(self.weight.shape[0], -1)
-        return out.reshape(rad.shape[0], -1, self.num_spherical)
+        num_radial, num_spherical, width = self.weight.shape
+        out = rad @ self.weight.reshape(num_radial, num_spherical * width)
+        return out.reshape(rad.shape[0], width, num_spherical)
 
     def radial(self, rad: torch.Tensor) -> torch.Tensor:
         """[E, R] -> [E, C]."""
@@ -97,30 +109,41 @@ class Bilinear(nn.Module):
         super().__init__()
         self.bilinear = Dense(emb_size_in * emb_size_interm, emb_size_out, activation=False)
 
-    def forward(self, rad_w: torch.Tensor, sph: torch.Tensor, m: torch.Tensor,
-                out: torch.Tensor, agg: torch.Tensor | None = None,
-                agg_size: int = 0) -> torch.Tensor:
+    def forward(
+        self,
+        rad_w: torch.Tensor,
+        sph: torch.Tensor,
+        m: torch.Tensor,
+        out: torch.Tensor,
+        agg: torch.Tensor | None = None,
+        agg_size: int = 0,
+    ) -> torch.Tensor:
         """``rad_w`` [E, C, S], ``sph`` [T, S], ``m`` [T, Cin], ``out`` [T] -> [E or
         agg_size, Cout]."""
-        sph_m = scatter_sum(sph[:, :, None] * m[:, None, :], out, rad_w.shape[0])
+        num = rad_w.shape[0]  # one angular function at a time: no [T, S, Cin] tensor
+        sph_m = torch.stack(
+            [scatter_sum(sph[:, k, None] * m, out, num) for k in range(sph.shape[1])], dim=1
+        )  # [E, S, Cin]
         x = torch.bmm(rad_w, sph_m)  # [E, C, Cin]
         if agg is not None:
             x = scatter_sum(x, agg, agg_size)
-        return self.bilinear(x.reshape(x.shape[0], -1))
+        return self.bilinear(x.reshape(x.shape[0], x.shape[1] * x.shape[2]))
 
 
 class AtomUpdateBlock(nn.Module):
     """Atom update: ``MLP(scale · Σ_{e: centre i} m_e ⊙ W rbf_e)``."""
 
-    def __init__(self, emb_size_atom: int, emb_size_edge: int, emb_size_rbf: int,
-                 hidden: int) -> None:
+    def __init__(
+        self, emb_size_atom: int, emb_size_edge: int, emb_size_rbf: int, hidden: int
+    ) -> None:
         super().__init__()
         self.dense_rbf = Dense(emb_size_rbf, emb_size_edge, activation=False)
         self.scale_sum = ScaleFactor()
         self.layers = mlp(emb_size_edge, emb_size_atom, hidden)
 
-    def forward(self, m: torch.Tensor, rbf: torch.Tensor, centre: torch.Tensor,
-                num_atoms: int) -> torch.Tensor:
+    def forward(
+        self, m: torch.Tensor, rbf: torch.Tensor, centre: torch.Tensor, num_atoms: int
+    ) -> torch.Tensor:
         x = self.scale_sum(scatter_sum(m * self.dense_rbf(rbf), centre, num_atoms))
         for layer in self.layers:
             x = layer(x)
@@ -130,19 +153,28 @@ class AtomUpdateBlock(nn.Module):
 class OutputBlock(AtomUpdateBlock):
     """Per-block output: atom features for the energy and (direct forces) edge features."""
 
-    def __init__(self, emb_size_atom: int, emb_size_edge: int, emb_size_rbf: int,
-                 hidden: int, hidden_afteratom: int, direct_forces: bool) -> None:
+    def __init__(
+        self,
+        emb_size_atom: int,
+        emb_size_edge: int,
+        emb_size_rbf: int,
+        hidden: int,
+        hidden_afteratom: int,
+        direct_forces: bool,
+    ) -> None:
         super().__init__(emb_size_atom, emb_size_edge, emb_size_rbf, hidden)
-        self.seq_energy2 = (mlp(emb_size_atom, emb_size_atom, hidden_afteratom)
-                            if hidden_afteratom >= 1 else None)
+        self.seq_energy2 = (
+            mlp(emb_size_atom, emb_size_atom, hidden_afteratom) if hidden_afteratom >= 1 else None
+        )
         self.direct_forces = direct_forces
         if direct_forces:
             self.scale_rbf_F = ScaleFactor()
             self.seq_forces = mlp(emb_size_edge, emb_size_edge, hidden)
             self.dense_rbf_F = Dense(emb_size_rbf, emb_size_edge, activation=False)
 
-    def forward(self, h: torch.Tensor, m: torch.Tensor, rbf: torch.Tensor,
-                centre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, h: torch.Tensor, m: torch.Tensor, rbf: torch.Tensor, centre: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """-> atom features [N, A] and edge features [E, C] (None without direct forces)."""
         x_e = super().forward(m, rbf, centre, h.shape[0])
         if self.seq_energy2 is not None:

@@ -51,8 +51,8 @@ def add_import_fairchem(sub: argparse._SubParsersAction, fmt: type) -> None:
     """The ``import-fairchem`` subcommand."""
     p = _converter(sub, fmt, "import-fairchem", "convert a fairchem EquiformerV2 (OMat24) "
                    "or GemNet-OC checkpoint to a model file", ("checkpoint", "fairchem-core "
-                   "1.x EquiformerV2 or GemNet-OC checkpoint (.pt)"), "model file to write (default: CHECKPOINT "
-                   "with suffix .mlip.pt)")
+                   "1.x EquiformerV2 or GemNet-OC checkpoint (.pt)"), "model file to write "
+                   "(default: CHECKPOINT with suffix .mlip.pt)")
     p.add_argument("--weights", choices=["state_dict", "ema"], default="state_dict",
                    help="state_dict: what fairchem's OCPCalculator predicts with, on every "
                         "file layout; ema: the EMA shadow weights of a file saved with "
