@@ -76,6 +76,18 @@ def test_quick_coverage_of_planted_allocation_exponents():
     assert out["cover_a"] >= 0.75 and out["cover_b"] >= 0.75  # 95 % coverage: >= 6 of 8
 
 
+def test_seeds_sharing_their_cell_error_do_not_narrow_the_interval():
+    n, d, y, c = _planted_runs(0.02, seed=4, sizes=5)
+    single = allocate(n, d, y, c, budgets=[1e12], n_boot=30, seed=1)
+    copies = [np.repeat(v, 3) for v in (n, d, y, c)]  # 3 seeds per cell, error fully shared
+    shared = allocate(*copies, budgets=[1e12], n_boot=30, seed=1)
+    width = [r["a_ci"][1] - r["a_ci"][0] for r in (single, shared)]
+    # cells resampled, K - 5 d.o.f.: as wide as one run per cell (resampling the 75 runs
+    # would average 3 independent residuals per cell and shrink the interval by ~sqrt(3))
+    assert shared["a"] == pytest.approx(single["a"], abs=1e-6)
+    assert 0.75 < width[1] / width[0] < 1.33
+
+
 @pytest.mark.slow
 def test_allocation_intervals_cover_the_planted_exponents():
     out = allocation_coverage(5, 200, n_boot=40, seed=1)

@@ -8,7 +8,13 @@ import pytest
 from scipy import stats
 
 from mlip_scaling.scaling.fit import fit_power
-from mlip_scaling.scaling.fit_cells import curvature_p, make_cells, seeds_within_se
+from mlip_scaling.scaling.fit_cells import (
+    curvature_p,
+    make_cells,
+    paule_mandel,
+    reweight,
+    seeds_within_se,
+)
 from mlip_scaling.scaling.fit_planted import broken_law
 
 
@@ -73,3 +79,30 @@ def test_seeds_scattering_beyond_their_ses_keep_the_t_test():
     assert cells.var_known is None
     fit = fit_power(x, y, se=0.005 * y, se_complete=True)
     assert "known variances" not in fit.weighting
+
+
+def test_paule_mandel_solves_the_weighted_residual_sum_for_tau2():
+    resid = np.array([0.03, -0.05, 0.02, 0.06, -0.04, 0.01])
+    known = np.array([1, 2, 4, 8, 16, 32]) * 1e-4
+
+    def rss_of(w):
+        return float((w * resid**2).sum())  # a fit whose residuals do not move
+
+    t2 = paule_mandel(rss_of, known, dof=3)
+    assert t2 > 0 and rss_of(1 / (t2 + known)) == pytest.approx(3, rel=1e-6)
+    assert paule_mandel(rss_of, known * 1e3, dof=3) == 0.0  # residuals within the SEs
+    assert paule_mandel(rss_of, np.full(6, 1e-4), dof=3) == 0.0  # equal: weights equal anyway
+
+
+def test_floor_weights_follow_the_ses_when_the_floor_law_fits():
+    from mlip_scaling.scaling.fit_nonlinear import fit_floor_vp
+
+    x = np.logspace(3, 8, 8)
+    y = 0.05 + 30 * x**-0.4  # noiseless floor law: no between-cell variance about it
+    se = y * 0.04 * 10 ** -np.linspace(0, 1, 8)  # SEs falling 10-fold
+    cells = make_cells(x, y, se=se)
+    floor = reweight(cells, lambda w: fit_floor_vp(cells.x, cells.y, False, w)["rss"], 3)
+    ideal = 1 / cells.known
+    np.testing.assert_allclose(floor.w, ideal / ideal.mean(), rtol=1e-9)
+    # about a quadratic in log-log the floor's bend passes for τ² > 0: flatter weights
+    assert cells.w.max() / cells.w.min() < 0.9 * floor.w.max() / floor.w.min()

@@ -96,7 +96,7 @@ def test_frontier_interval_of_the_test_loss_includes_the_selection():
 
 
 def test_table_row_shows_the_curvature_p_and_a_warning_when_it_rejects():
-    from mlip_scaling.scaling.report_page import FIT_COLUMNS, fit_table
+    from mlip_scaling.scaling.report_page import FIT_COLUMNS, NO_SE_CAVEAT, fit_table
 
     rng = np.random.default_rng(2)
     x = np.logspace(3, 7, 8)
@@ -105,3 +105,9 @@ def test_table_row_shows_the_curvature_p_and_a_warning_when_it_rejects():
     cells = dict(zip(FIT_COLUMNS, fit_table([row])[0]))
     assert float(cells["p (curvature)"]) == pytest.approx(fit.p_curv, rel=0.05)
     assert "WARNING: the log-log plot bends" in cells["status"]
+    assert NO_SE_CAVEAT in cells["status"]  # fitted without standard errors: caveat
+    bent = broken_law(x, 3, 0.1, 0.4, 1e5, 0.5) * np.exp(rng.normal(0, 0.01, 8))
+    fit = fit_power(x, bent, se=0.01 * bent)  # SEs recorded: no caveat
+    row = {"family": "f", "metric": "test_loss", "axis": "data", "slice": {}, **fit.to_dict()}
+    status = dict(zip(FIT_COLUMNS, fit_table([row])[0]))["status"]
+    assert "WARNING: the log-log plot bends" in status and NO_SE_CAVEAT not in status

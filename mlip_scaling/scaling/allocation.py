@@ -14,7 +14,10 @@
   law plus log residuals (each divided by √(1 − h_i), h_i its leverage in the law's
   Jacobian, then centred) drawn with replacement, the noise model of the fits (Gaussian
   on log L, equal variance); the cost model likewise (residuals scaled by √(n/(n−3))).
-  Interval: estimate ± t(0.975, n−5)·SD of the draws (log scale for N, D and L).
+  With several runs per (N, D) the law's points are the cell means (as in ``fit_joint``)
+  and the cells are resampled, weighted by their count, so an error shared by a cell's
+  seeds moves the whole cell. Interval: estimate ± t(0.975, K−5)·SD of the draws (K
+  cells; log scale for N, D and L).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import numpy as np
 from scipy import stats
 
 from mlip_scaling.scaling.fit import FitResult, fit_joint, predict
+from mlip_scaling.scaling.fit_cells import make_cells
 from mlip_scaling.scaling.fit_nonlinear import fit_joint_vp
 from mlip_scaling.scaling.metrics import SELECTION
 from mlip_scaling.scaling.slices import finite
@@ -69,30 +73,44 @@ def optimal_allocation(params: dict, cost: dict, budgets) -> dict:
             "b": alpha / (delta * alpha + gamma * beta), "n": n_opt, "d": d_opt, "loss": loss}
 
 
-def _leverage(n, d, params: dict) -> np.ndarray:
-    """Leverages h_i of the joint law's log fit (hat matrix of its Jacobian in E, A, B,
-    α, β; columns normalised, rank-revealing SVD)."""
+def _leverage(n, d, params: dict, w: np.ndarray) -> np.ndarray:
+    """Leverages h_i of the joint law's weighted log fit (hat matrix of its Jacobian in E,
+    A, B, α, β, rows scaled by √w; columns normalised, rank-revealing SVD)."""
     za, zb = n ** -params["a"], d ** -params["b"]
     pred = predict("joint", params, n, d)
     jac = np.stack([np.ones_like(n), za, zb, -params["A"] * np.log(n) * za,
-                    -params["B"] * np.log(d) * zb], 1) / pred[:, None]
+                    -params["B"] * np.log(d) * zb], 1) / pred[:, None] * np.sqrt(w)[:, None]
     jac = jac / np.maximum(np.linalg.norm(jac, axis=0), 1e-300)
     u, sv, _ = np.linalg.svd(jac, full_matrices=False)
     u = u[:, sv > sv[0] * 1e-8]
     return np.minimum((u**2).sum(1), 0.99)
 
 
-def _boot_draw(rng: np.random.Generator, n, d, y, params: dict, cost: dict,
-               lev: np.ndarray) -> tuple[dict, dict]:
-    """One resampled data set refitted from scratch: (law params, cost model)."""
-    k = len(y)
-    fitted = np.log(predict("joint", params, n, d))
-    resid = (np.log(y) - fitted) / np.sqrt(1 - lev)
-    y_star = np.exp(fitted + rng.choice(resid - resid.mean(), size=k))
+def _cells(n, d, y) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(N, D, loss, weight) [K] of the points the law is fitted on: the runs themselves
+    when every (N, D) has one run, else the cell means (``fit_cells``: the seeds of a cell
+    share its error, so the cell, not the run, is what is resampled)."""
+    if len(np.unique(np.stack([n, d], 1), axis=0)) == len(n):
+        return n, d, y, np.ones(len(n))
+    c = make_cells(n, y, d)
+    return c.x, c.d, c.y, c.w
+
+
+def _boot_draw(rng: np.random.Generator, runs: tuple, cells: tuple, params: dict,
+               cost: dict, lev: np.ndarray) -> tuple[dict, dict]:
+    """One resampled data set refitted from scratch: (law params, cost model). ``runs``
+    (N, D) [n] of the cost model, ``cells`` (N, D, loss, weight) [K] of the law."""
+    cn, cd, cy, w = cells
+    fitted = np.log(predict("joint", params, cn, cd))
+    resid = np.sqrt(w) * (np.log(cy) - fitted) / np.sqrt(1 - lev)  # standardised
+    y_star = np.exp(fitted + rng.choice(resid - resid.mean(), size=len(cy)) / np.sqrt(w))
+    n, d = runs
+    k = len(n)
     c_fit = np.log(cost["kappa"]) + cost["gamma"] * np.log(n) + cost["delta"] * np.log(d)
     c_resid = cost["resid"] * np.sqrt(k / max(k - 3, 1))
     c_star = np.exp(c_fit + rng.choice(c_resid, size=k))
-    return fit_joint_vp(n, d, y_star, intervals=False)["params"], fit_cost(n, d, c_star)
+    law = fit_joint_vp(cn, cd, y_star, intervals=False, w=w)["params"]
+    return law, fit_cost(n, d, c_star)
 
 
 def _interval(estimate, draws: np.ndarray, dof: int, log: bool = False) -> list:
@@ -149,18 +167,19 @@ def allocate(n, d, y, flops, budgets=None, n_boot: int = 200, seed: int = 0) -> 
     budgets = _default_budgets(c) if budgets is None else np.asarray(budgets, float)
     best = optimal_allocation(fit.params, cost, budgets)
     rng = np.random.default_rng(seed)
-    lev = _leverage(n, d, fit.params)
+    cells = _cells(n, d, y)
+    lev = _leverage(cells[0], cells[1], fit.params, cells[3])
     draws, failed = [], 0
     for _ in range(n_boot):
         try:
-            draws.append(optimal_allocation(*_boot_draw(rng, n, d, y, fit.params, cost, lev),
-                                                budgets))
+            law, cost_star = _boot_draw(rng, (n, d), cells, fit.params, cost, lev)
+            draws.append(optimal_allocation(law, cost_star, budgets))
         except (ValueError, np.linalg.LinAlgError, FloatingPointError):
             failed += 1
     if len(draws) < max(20, n_boot // 2):
         return _refused(f"{failed} of {n_boot} bootstrap refits failed", fit)
     stack = {k: np.array([dr[k] for dr in draws]) for k in ("a", "b", "n", "d", "loss")}
-    dof = len(y) - 5
+    dof = len(cells[2]) - 5  # cells, not runs
     ci = {k: _interval(best[k], v, dof, log=k not in ("a", "b")) for k, v in stack.items()}
     table = [{"budget": float(budgets[i]), "n": float(best["n"][i]), "n_ci": ci["n"][i],
               "d": float(best["d"][i]), "d_ci": ci["d"][i], "loss": float(best["loss"][i]),

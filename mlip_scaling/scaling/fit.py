@@ -43,14 +43,7 @@ import numpy as np
 from scipy import stats
 
 from mlip_scaling.scaling.fit_broken import broken_predict, fit_broken
-from mlip_scaling.scaling.fit_cells import (
-    Cells,
-    curvature_p,
-    loglog_ols,
-    make_cells,
-    reweight,
-    wls,
-)
+from mlip_scaling.scaling.fit_cells import Cells, curvature_p, loglog_ols, make_cells, reweight, wls
 from mlip_scaling.scaling.fit_checks import (
     COLLINEAR_R,
     NEAR_COLLINEAR_R,

@@ -36,6 +36,10 @@ _WARNINGS = {
                  "broken and floor forms)",
     "extrapolation": "WARNING: the largest size lies further from the law fitted without it "
                      "than the noise explains (p={p_extrap:.2g})"}
+#: appended to a curvature warning or a broken-law row fitted without standard errors
+NO_SE_CAVEAT = ("no standard errors recorded: the curvature and break tests assume equal "
+                "noise at every size; where the noise falls along the axis they also fire on "
+                "true power laws (docs/fits.md, unequal noise without SEs)")
 ALLOCATION_COLUMNS = ("budget C (FLOP)", "N_opt (parameters)", "95 % CI", "D_opt (structures)",
                       "95 % CI", "expected test loss", "95 % CI", "")
 _MDE_NOTE = ("min. detectable: the smallest exponent this design (its sizes and residual "
@@ -213,6 +217,10 @@ def _status_text(r: dict) -> str:
         text += f"; {r['convergence']}"
     for flag in r.get("flags") or []:
         text += "; " + _WARNINGS[flag].format(**r)
+    no_se = "standard errors" not in (r.get("weighting") or "")
+    if no_se and r["status"] == "ok" and ("curvature" in (r.get("flags") or [])
+                                         or r["form"] == "broken"):
+        text += "; " + NO_SE_CAVEAT
     return text
 
 
