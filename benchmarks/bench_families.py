@@ -53,7 +53,7 @@ DEFAULT = [
     "gemnet-35k",
 ]
 #: MACE hidden channels C (``{C}x0e+{C}x1o``) -> its parameter count with Cu and Ni
-MACE_SIZES = {8: 28_104, 32: 78_576}
+MACE_SIZES = {8: 28_104, 24: 58_680, 32: 78_576}
 SPECIES = [28, 29]
 
 

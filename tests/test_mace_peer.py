@@ -35,12 +35,14 @@ def test_missing_interpreter_is_skipped_with_a_note(tmp_path, capsys) -> None:
 
 def test_mace_width_nearest_on_a_log_scale() -> None:
     sizes = bench_families.MACE_SIZES
-    small, large = min(sizes), max(sizes)
-    assert bench_families.mace_channels(sizes[small]) == small
-    assert bench_families.mace_channels(sizes[large] * 3) == large
-    middle = (sizes[small] * sizes[large]) ** 0.5  # geometric mean: the boundary
-    assert bench_families.mace_channels(int(middle * 0.98)) == small
-    assert bench_families.mace_channels(int(middle * 1.02)) == large
+    widths = sorted(sizes)
+    assert bench_families.mace_channels(sizes[widths[0]] // 3) == widths[0]
+    assert bench_families.mace_channels(sizes[widths[-1]] * 3) == widths[-1]
+    for small, large in zip(widths, widths[1:]):
+        assert bench_families.mace_channels(sizes[small]) == small
+        middle = (sizes[small] * sizes[large]) ** 0.5  # geometric mean: the boundary
+        assert bench_families.mace_channels(int(middle * 0.99)) == small
+        assert bench_families.mace_channels(int(middle * 1.01)) == large
 
 
 def test_row_ratios_are_time_over_mace_time() -> None:
