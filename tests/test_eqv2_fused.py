@@ -74,18 +74,23 @@ def test_fused_operator_exports_with_its_shape():
 def _model_outputs(enabled: bool) -> list[torch.Tensor]:
     family, cfg = registry.get_preset("eqv2-1.5k")
     torch.manual_seed(0)
-    potential = Potential(registry.build_model(family, cfg), family, cfg,
-                          species=[28, 29]).double()
+    potential = Potential(registry.build_model(family, cfg), family, cfg, species=[28, 29]).double()
     atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
     atoms.numbers[1] = 28
     atoms.rattle(0.1, seed=0)
-    data = collate([NeighborListTransform(potential.cutoff)(
-        from_atoms(atoms, labels=False, dtype=torch.float64))])
+    data = collate(
+        [
+            NeighborListTransform(potential.cutoff)(
+                from_atoms(atoms, labels=False, dtype=torch.float64)
+            )
+        ]
+    )
     with fused.fused_kernels(enabled):
         out = potential(data, create_graph=True)
         loss = out[keys.FORCES].square().sum()
-        grads = torch.autograd.grad(loss, list(potential.parameters()), allow_unused=True,
-                                    materialize_grads=True)
+        grads = torch.autograd.grad(
+            loss, list(potential.parameters()), allow_unused=True, materialize_grads=True
+        )
     return [out[keys.ENERGY], out[keys.FORCES], out[keys.STRESS], *grads]
 
 
@@ -108,8 +113,9 @@ def test_package_runs_without_the_extension():
         "print(g.shape)\n"
     )
     env = {**os.environ, fused.DISABLE_ENV: "1"}
-    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                         text=True, check=True)
+    run = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    )
     assert "torch.Size([2, 2, 1])" in run.stdout
     lines = [line for line in run.stderr.splitlines() if "fused kernels" in line]
     assert lines == [f"EquiformerV2 fused kernels: pure torch ({fused.DISABLE_ENV} is set)"]

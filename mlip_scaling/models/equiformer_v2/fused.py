@@ -49,9 +49,7 @@ def s2_activation_reference(
     return torch.einsum("gk,ngc->nkc", from_grid, grid)
 
 
-def s2_activation(
-    x: torch.Tensor, to_grid: torch.Tensor, from_grid: torch.Tensor
-) -> torch.Tensor:
+def s2_activation(x: torch.Tensor, to_grid: torch.Tensor, from_grid: torch.Tensor) -> torch.Tensor:
     """[N, K, C] -> [N, Ko, C]: the fused operator where it applies, else the reference."""
     if _use_fused(x, to_grid, from_grid):
         return torch.ops.mlip_scaling.s2_act(x, to_grid, from_grid)
@@ -149,9 +147,7 @@ def _register() -> None:
     def _(ggx, gy, x, to_grid, from_grid):  # noqa: ANN001, ANN202
         return torch.empty_like(gy), torch.empty_like(x)
 
-    torch.library.register_autograd(
-        lib + "s2_act", _act_backward, setup_context=_save_inputs
-    )
+    torch.library.register_autograd(lib + "s2_act", _act_backward, setup_context=_save_inputs)
     torch.library.register_autograd(
         lib + "s2_act_backward", _act_double_backward, setup_context=_save_inputs
     )
