@@ -2,8 +2,8 @@
 
 ``s2_activation(x, to_grid, from_grid)`` is ``from_grid^T silu(to_grid x)`` per row of
 ``x`` [N, K, C] (to_grid [G, K], from_grid [G, Ko]; constants) -> [N, Ko, C]. Unfused it
-is 3 operator calls forward, ~4 in the force backward and ~12 in the double backward of
-a force loss, each on a full [N, G, C] tensor. The operators ``mlip_scaling::s2_act``,
+is 3 operator calls forward and several more in the force backward and in the double
+backward of a force loss, each on a full [N, G, C] tensor. The operators ``mlip_scaling::s2_act``,
 ``s2_act_backward`` and ``s2_act_double`` (csrc/s2_activation.cpp, C++ with OpenMP
 through ``at::parallel_for``) do one pass per row each; their first and second
 derivatives are registered with ``torch.library``, so ``torch.autograd.grad`` with
