@@ -3,7 +3,8 @@ with peers run in the same process (a transformer of similar size; MACE in its o
 and a float64 reference of outputs that every code change must reproduce to 1e-10.
 
     python benchmarks/bench_eqv2.py                  # timings + check against the reference
-    python benchmarks/bench_eqv2.py --check          # only the 1e-10 output check
+    python benchmarks/bench_eqv2.py --check          # only the 1e-10 output check (fused
+                                                     # kernels and pure torch)
     python benchmarks/bench_eqv2.py --save           # (re)write the reference file
     python benchmarks/bench_eqv2.py --profile eqv2-57k   # torch.profiler table of a train step
 
@@ -37,6 +38,7 @@ from mlip_scaling.data.embedded import default_data_path
 from mlip_scaling.data.neighbors import NeighborListTransform
 from mlip_scaling.data.store import StructureStore
 from mlip_scaling.models import registry
+from mlip_scaling.models.equiformer_v2 import fused
 from mlip_scaling.models.equiformer_v2.fairchem_import import import_fairchem
 from mlip_scaling.models.potential import Potential
 
@@ -345,8 +347,14 @@ def main(argv: list[str] | None = None) -> int:
         torch.save(compute_reference(), REFERENCE)
         print(f"wrote {REFERENCE}")
         return 0
-    bad = check_reference()
-    print("outputs vs the float64 reference (1e-10): " + ("OK" if not bad else "; ".join(bad)))
+    bad = []
+    for enabled in (True, False) if fused.available() else (False,):
+        with fused.fused_kernels(enabled):
+            errors = check_reference()
+        path = "fused kernels" if enabled else "pure torch"
+        print(f"outputs vs the float64 reference (1e-10), {path}: "
+              + ("OK" if not errors else "; ".join(errors)))
+        bad += errors
     if args.check or bad:
         return 1 if bad else 0
     if args.profile:

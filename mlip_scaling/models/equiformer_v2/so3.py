@@ -19,6 +19,7 @@ from e3nn import o3
 from torch import nn
 
 from mlip_scaling.models.equiformer_v2.constants import ExactConstants
+from mlip_scaling.models.equiformer_v2.fused import s2_activation
 
 __all__ = [
     "EdgeRotation",
@@ -264,8 +265,8 @@ class S2Grid(ExactConstants):
 
     def separable_act(self, scalars: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Separable S² activation: SiLU on ``scalars`` [N, C] for ``l = 0``, SiLU on the
-        grid for the other coefficients of ``x`` [N, K, C]."""
-        tensors = self.from_grid_higher(torch.nn.functional.silu(self.to_grid(x)))
+        grid for the other coefficients of ``x`` [N, K, C] (fused on CPU where compiled)."""
+        tensors = s2_activation(x, self.to_grid_mat, self.from_grid_mat[:, 1:])
         return torch.cat([torch.nn.functional.silu(scalars)[:, None], tensors], dim=1)
 
     def from_grid_higher(self, g: torch.Tensor) -> torch.Tensor:
