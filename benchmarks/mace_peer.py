@@ -54,19 +54,23 @@ def atoms_spec(atoms: Atoms) -> dict:
     }
 
 
-def run(python: str, spec: dict, timeout: float = 3600) -> dict | None:
+def run(python: str, spec: dict, timeout: float = 7200) -> dict | None:
     """Time MACE as ``spec`` says in ``python``'s subprocess; None (with a printed note)
-    when the interpreter is absent or the run fails."""
+    when the interpreter is absent, the run fails or takes over ``timeout`` s of wall clock."""
     if not os.path.exists(python):
         print(f"MACE skipped: no interpreter at {python} (set MACE_PYTHON to a mace-torch venv)")
         return None
-    proc = subprocess.run(
-        [python, str(Path(__file__).resolve())],
-        input=json.dumps(spec),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    try:
+        proc = subprocess.run(
+            [python, str(Path(__file__).resolve())],
+            input=json.dumps(spec),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        print(f"MACE skipped: no result within {timeout:.0f} s (wall clock)")
+        return None
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode or not lines:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]

@@ -33,6 +33,14 @@ def test_missing_interpreter_is_skipped_with_a_note(tmp_path, capsys) -> None:
     assert "MACE skipped" in capsys.readouterr().out
 
 
+def test_a_hung_interpreter_times_out_with_a_note(tmp_path, capsys) -> None:
+    slow = tmp_path / "python"
+    slow.write_text("#!/bin/sh\nsleep 30\n")
+    slow.chmod(0o755)
+    assert mace_peer.run(str(slow), {}, timeout=0.5) is None
+    assert "no result within" in capsys.readouterr().out
+
+
 def test_mace_width_nearest_on_a_log_scale() -> None:
     sizes = bench_families.MACE_SIZES
     widths = sorted(sizes)
