@@ -171,3 +171,32 @@ def test_results_of_wrong_structure(case, one_model, capsys):
         assert exit_info.value.code == 2, argv
         assert "\n" not in err and str(results) in err and expected in err, err
         assert "AttributeError" not in err
+
+
+@pytest.mark.parametrize("family", ["os:system", "mlip_scaling.models.transformer:Transformer",
+                                    "subprocess"])
+def test_family_named_by_a_file_reaches_only_the_code_table(family, monkeypatch):
+    """A model file's family picks an entry of registry.FAMILIES; it is never a module path."""
+    import importlib
+
+    imported = []
+    real = importlib.import_module
+    monkeypatch.setattr(importlib, "import_module", lambda m, *a: imported.append(m) or
+                        real(m, *a))
+    with pytest.raises(ConfigError, match="unknown model family"):
+        build_model(family, {})
+    assert imported == []
+
+
+def test_study_plan_and_dataset_recipe_cannot_name_code(tmp_path, monkeypatch):
+    """A plan's recipe is a built-in name; an oracle spec in its place is refused unimported."""
+    from mlip_scaling.scaling.study import _generate, load_study
+
+    called = []
+    monkeypatch.setattr(oracles, "_from_module", lambda spec: called.append(spec))
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("recipe: 'module:os:getcwd'\nfamilies: {transformer: [transformer-1.2k]}\n"
+                    "train_sizes: [4]\n")
+    with pytest.raises(ConfigError, match="unknown recipe"):
+        _generate(load_study(plan), tmp_path / "out", jobs=1, quiet=True)
+    assert called == []
