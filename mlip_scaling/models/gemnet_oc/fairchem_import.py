@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 
 from mlip_scaling.checkpoint import FORMAT
+from mlip_scaling.models.gemnet_oc.model import SIZES as MODEL_SIZES
 
 __all__ = ["convert_gemnet", "is_gemnet_config"]
 
@@ -45,29 +46,9 @@ _DEFAULTS = {
     "sbf": {"name": "spherical_harmonics"},
     "envelope": {"name": "polynomial", "exponent": 5},
 }
-_SIZES = (
-    "num_spherical",
-    "num_radial",
-    "num_blocks",
-    "emb_size_atom",
-    "emb_size_edge",
-    "emb_size_trip_in",
-    "emb_size_trip_out",
-    "emb_size_quad_in",
-    "emb_size_quad_out",
-    "emb_size_aint_in",
-    "emb_size_aint_out",
-    "emb_size_rbf",
-    "emb_size_cbf",
-    "emb_size_sbf",
-    "num_before_skip",
-    "num_after_skip",
-    "num_concat",
-    "num_atom",
-    "num_output_afteratom",
-    "num_atom_emb_layers",
-    "num_global_out_layers",
-)
+#: integer sizes of a fairchem config: the model's own and those it takes as arguments
+_SIZES = ("num_spherical", "num_radial", "num_blocks", *MODEL_SIZES,
+          "num_output_afteratom", "num_global_out_layers")
 _IGNORED = {
     "name",
     "regress_forces",

@@ -33,7 +33,7 @@ from mlip_scaling.models.gemnet_oc.layers import BasisEmbedding, Dense, OutputBl
 
 __all__ = ["GemNetOC"]
 
-_SIZES = (
+SIZES = (
     "emb_size_atom",
     "emb_size_edge",
     "emb_size_trip_in",
@@ -141,7 +141,7 @@ class GemNetOC(nn.Module):
         self.quad_on_untagged, self.num_elements = bool(quad_on_untagged), int(num_elements)
         args = locals()
         self.flags = {k: bool(args[k]) for k in _FLAGS}
-        sizes = {k: int(args[k]) for k in _SIZES}
+        sizes = {k: int(args[k]) for k in SIZES}
         self._shared_layers(num_radial, num_spherical, emb_size_rbf, emb_size_cbf, emb_size_sbf)
         self.atom_emb = nn.Module()
         self.atom_emb.embeddings = nn.Embedding(num_elements, emb_size_atom)
