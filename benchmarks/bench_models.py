@@ -14,10 +14,8 @@ e3nn 0.4.4), default ``/work/venvs/mace/bin/python``; it is skipped with a note 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -26,6 +24,7 @@ from ase.build import bulk
 
 sys.path.insert(0, str(Path(__file__).parent))
 import mace_peer  # noqa: E402
+from mace_peer import median_ms  # noqa: E402,F401 (the timer of every benchmark)
 
 from mlip_scaling.data.atomic_data import from_atoms  # noqa: E402
 from mlip_scaling.data.neighbors import NeighborListTransform  # noqa: E402
@@ -42,20 +41,6 @@ def rattled_copper() -> Atoms:
     atoms = bulk("Cu", "fcc", a=3.61, cubic=True) * (4, 4, 4)
     atoms.rattle(0.05, seed=0)
     return atoms
-
-
-def median_ms(
-    call: Callable[[], object], repeats: int, clock: Callable[[], float] = time.perf_counter
-) -> float:
-    """Median time (ms; wall clock unless ``clock`` says otherwise) of ``call`` over
-    ``repeats`` runs after one warm-up run."""
-    call()
-    times = []
-    for _ in range(repeats):
-        start = clock()
-        call()
-        times.append(clock() - start)
-    return 1e3 * statistics.median(times)
 
 
 def time_preset(name: str, atoms: Atoms, dtype: str, repeats: int) -> float:

@@ -82,7 +82,9 @@ def run(python: str, spec: dict, timeout: float = 7200) -> dict | None:
 # ---- child side: runs in the mace-torch interpreter -------------------------------------
 
 
-def _median_ms(call, repeats: int, clock) -> float:
+def median_ms(call, repeats: int, clock=time.perf_counter) -> float:
+    """Median time (ms; wall clock unless ``clock`` says otherwise) of ``call`` over
+    ``repeats`` runs after one warm-up run (also the package side's timer: bench_models)."""
     call()
     times = []
     for _ in range(repeats):
@@ -145,7 +147,7 @@ def _time_inference(spec: dict, dtype: str, clock) -> tuple[float, int]:
         return model(dict(batch), compute_force=True, compute_stress=True, training=False)
 
     assert call()["forces"].shape == (len(spec["infer"]["numbers"]), 3)
-    return _median_ms(call, spec["repeats"], clock), sum(p.numel() for p in model.parameters())
+    return median_ms(call, spec["repeats"], clock), sum(p.numel() for p in model.parameters())
 
 
 def _time_train(spec: dict, clock) -> float:
@@ -168,7 +170,7 @@ def _time_train(spec: dict, clock) -> float:
         loss.backward()
         optimizer.step()
 
-    return _median_ms(step, spec["repeats"], clock)
+    return median_ms(step, spec["repeats"], clock)
 
 
 def _child(spec: dict) -> dict:
