@@ -34,21 +34,13 @@ from mlip_scaling.models.equiformer_v2.presets import (
     EQV2D_PRESET_PARAMS,  # direct-force ladder
     EQV2D_PRESETS,
 )
+from mlip_scaling.models.size_names import format_size
 
 __all__ = ["DEFAULT_PRESET", "PRESETS", "PRESET_PARAMS", "TRANSFORMER_CUTOFF", "format_size"]
 
 #: Cutoff (Å) of the transformer presets (the seed transformer ignores it; its data
 #: pipeline still builds neighbour lists with it).
 TRANSFORMER_CUTOFF = 5.0
-
-
-def format_size(n_params: int) -> str:
-    """Human size used in preset names: 2300 -> '2.3k', 86_589_068 -> '87M'."""
-    for unit, div in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
-        if n_params >= div:
-            value = n_params / div
-            return f"{value:.1f}{unit}" if value < 10 else f"{round(value)}{unit}"
-    return str(n_params)
 
 
 # exact count, (num_layers, hidden_channels, num_heads, ffn_hidden, num_radial)

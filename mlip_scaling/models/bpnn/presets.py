@@ -9,6 +9,8 @@ network per element, so the size changes with their number).
 
 from __future__ import annotations
 
+from mlip_scaling.models.size_names import format_size
+
 __all__ = ["BPNN_CUTOFF", "BPNN_DEFAULT", "BPNN_ELEMENTS", "BPNN_PRESETS", "BPNN_PRESET_PARAMS"]
 
 #: cutoff (Å) of the presets, the transformer's
@@ -34,14 +36,6 @@ _LADDER: tuple[tuple[int, tuple[str, int, int]], ...] = (
 )
 
 
-def _size(n_params: int) -> str:
-    for unit, div in (("M", 1e6), ("k", 1e3)):
-        if n_params >= div:
-            value = n_params / div
-            return f"{value:.1f}{unit}" if value < 10 else f"{round(value)}{unit}"
-    return str(n_params)
-
-
 def _config(tier: str, hidden: int, layers: int) -> dict:
     radial, angular, zeta, chemical = _TIERS[tier]
     return {"cutoff": BPNN_CUTOFF, "elements": BPNN_ELEMENTS, "hidden_channels": hidden,
@@ -50,7 +44,7 @@ def _config(tier: str, hidden: int, layers: int) -> dict:
             "envelope": "polynomial"}
 
 
-BPNN_PRESETS: dict[str, dict] = {f"bpnn-{_size(n)}": _config(*shape) for n, shape in _LADDER}
-BPNN_PRESET_PARAMS: dict[str, int] = {f"bpnn-{_size(n)}": n for n, _ in _LADDER}
+BPNN_PRESETS: dict[str, dict] = {f"bpnn-{format_size(n)}": _config(*shape) for n, shape in _LADDER}
+BPNN_PRESET_PARAMS: dict[str, int] = {f"bpnn-{format_size(n)}": n for n, _ in _LADDER}
 #: preset used when only the family is named
 BPNN_DEFAULT = "bpnn-5.3k"

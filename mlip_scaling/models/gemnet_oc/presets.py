@@ -14,6 +14,8 @@ smoothly). All are conservative (``direct_forces`` false): set ``--model-config
 
 from __future__ import annotations
 
+from mlip_scaling.models.size_names import format_size
+
 __all__ = [
     "GEMNET_CUTOFF",
     "GEMNET_DEFAULT",
@@ -64,14 +66,6 @@ _LADDER: tuple[tuple[int, tuple[int, ...]], ...] = (
 )
 
 
-def _size(n_params: int) -> str:
-    for unit, div in (("M", 1e6), ("k", 1e3)):
-        if n_params >= div:
-            value = n_params / div
-            return f"{value:.1f}{unit}" if value < 10 else f"{round(value)}{unit}"
-    return str(n_params)
-
-
 def _config(shape: tuple[int, ...]) -> dict:
     blocks, atom, edge, trip, quad, aint, rbf, cbf, sbf, spherical, radial, deep = shape
     return {
@@ -100,7 +94,7 @@ def _config(shape: tuple[int, ...]) -> dict:
     }
 
 
-GEMNET_PRESETS: dict[str, dict] = {f"gemnet-{_size(n)}": _config(s) for n, s in _LADDER}
-GEMNET_PRESET_PARAMS: dict[str, int] = {f"gemnet-{_size(n)}": n for n, _ in _LADDER}
+GEMNET_PRESETS: dict[str, dict] = {f"gemnet-{format_size(n)}": _config(s) for n, s in _LADDER}
+GEMNET_PRESET_PARAMS: dict[str, int] = {f"gemnet-{format_size(n)}": n for n, _ in _LADDER}
 #: preset used when only the family is named
 GEMNET_DEFAULT = "gemnet-12k"
