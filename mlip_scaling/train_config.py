@@ -95,6 +95,11 @@ class TrainConfig:
     min_delta: float = option(1e-3, "with --patience: the smallest relative decrease of the "
                               "validation loss that counts as an improvement",
                               rule=OPEN_FRACTION, group=_OPTIM)
+    min_steps: float = option(
+        0, "with --patience: no early stop before this step: a fraction (<1) of the run's "
+        "steps or a number of steps (a cosine schedule's loss keeps falling as the rate "
+        "anneals, so a plateau at full rate is not convergence)", rule=NON_NEGATIVE,
+        group=_OPTIM)
     lr: float = option(2e-3, "maximum learning rate (AdamW)", rule=POSITIVE, group=_OPTIM)
     warmup: float = option(0.01, "linear warm-up: fraction of the steps (<1) or number of "
                            "steps", rule=NON_NEGATIVE, group=_OPTIM)

@@ -37,6 +37,24 @@ def test_rule_on_planted_sequences():
     assert not off.stopped and off.record()["converged"] is None and off.best_weights is None
 
 
+def test_no_stop_before_the_floor():
+    """The patience runs out at step 30; with a floor at 50 the stop waits for step 50."""
+    losses = [1.0, 2.0, 2.0, 2.0, 2.0, 2.0]
+    plain = EarlyStopping(patience=2, min_delta=0.0, val_every=10)
+    floored = EarlyStopping(patience=2, min_delta=0.0, val_every=10, min_step=50)
+    stops = []
+    for k, loss in enumerate(losses):
+        for stopper in (plain, floored):
+            stopper.update(10 * (k + 1), {"loss": loss}, W)
+        stops.append((plain.stopped, floored.stopped))
+    assert stops == [(False, False), (False, False), (True, False), (True, False),
+                     (True, True), (True, True)]
+    assert floored.best_step == 10 and floored.record()["stop_criterion"]["min_steps"] == 50
+    again = EarlyStopping(patience=2, min_delta=0.0, val_every=10, min_step=50)
+    again.load_state_dict(floored.state_dict())
+    assert again.stopped and again.last_step == 60
+
+
 def test_patience_needs_a_validation_split():
     from mlip_scaling.training.config import TrainConfig
 
@@ -63,6 +81,19 @@ def test_stops_early_and_exports_best_validation_weights(tmp_path):
     assert trainer.validate(exported)["loss"] == pytest.approx(trainer.early.best_loss,
                                                                rel=1e-6)
     assert trainer.validate()["loss"] != pytest.approx(trainer.early.best_loss, rel=1e-6)
+
+
+def test_min_steps_keeps_training_until_the_floor(tmp_path):
+    torch.set_num_threads(1)
+    early = _stopping_trainer(tmp_path / "early")
+    early.prepare(resume=False)
+    early.fit()
+    floored = _stopping_trainer(tmp_path / "floored", min_steps=0.5)
+    floored.prepare(resume=False)
+    floored.fit()
+    total = floored.scheduler.total_steps
+    assert floored.early.min_step == total // 2 and early.step < total // 2
+    assert floored.early.stopped and total // 2 <= floored.step < total
 
 
 class _Interrupt(Exception):
@@ -109,4 +140,4 @@ def test_cli_records_convergence(tmp_path, capsys):
     assert train["best_step"] < train["steps"] < 60 * 2
     assert train["stop_criterion"] == {"monitor": "validation loss", "patience": 2,
                                        "min_delta": 0.5, "mode": "relative",
-                                       "val_every_steps": None}
+                                       "min_steps": 0, "val_every_steps": None}

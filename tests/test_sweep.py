@@ -63,6 +63,21 @@ def test_plan_mismatches_name_changed_hyperparameters_not_added_keys(tmp_path) -
     assert sweep.plan_mismatches(run) == ["hyperparameters cutoff"]
 
 
+def test_plan_mismatches_name_a_changed_stopping_floor(tmp_path) -> None:
+    """A file trained without the floor (or with another) is stale for a plan with one."""
+    stop = {"patience": 3, "min_delta": 0.01}
+    run = sweep.plan_runs(tmp_path, ["transformer-1.2k"], [5], None, fixed_steps=200,
+                          stop={**stop, "min_steps": 0.8})[0]
+    family, config = get_preset("transformer-1.2k")
+    run.out.mkdir(parents=True)
+    potential = Potential(build_model(family, config), family, config, [29])
+    for floor, stale in ((0, ["min_steps 0 != 160"]), (160, []), (None, ["min_steps 0 != 160"])):
+        criterion = {"monitor": "validation loss", **stop,
+                     **({} if floor is None else {"min_steps": floor})}
+        save_potential(run.export, potential, train={"stop_criterion": criterion})
+        assert sweep.plan_mismatches(run) == stale
+
+
 def test_finished_sweep_runs_nothing(tmp_path, monkeypatch, capsys) -> None:
     for r in sweep.plan_runs(tmp_path, ["transformer-1.2k"], [5], 1):
         _finish(r)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlip_scaling.cli_args import OPEN_FRACTION, POSITIVE_INT, SEED
+from mlip_scaling.cli_args import NON_NEGATIVE, OPEN_FRACTION, POSITIVE_INT, SEED
 from mlip_scaling.errors import ConfigError
 from mlip_scaling.options import coerce_options, load_mapping, option
 from mlip_scaling.scaling.eval_settings import EvalSettings
@@ -47,6 +47,8 @@ class StudySpec:
     patience: int = option(5, "validations without improvement that stop a run",
                            rule=POSITIVE_INT)
     min_delta: float = option(0.01, "relative improvement that counts", rule=OPEN_FRACTION)
+    min_steps: float = option(0, "no early stop before this step (fraction (<1) of the cap "
+                              "or steps)", rule=NON_NEGATIVE)
     train: dict = option(factory=dict, help="mlip-train options of every run")
     evaluate: dict = option(factory=dict, help="evaluation settings (mlip-scaling evaluate)")
 
@@ -86,7 +88,8 @@ def study_plans(spec: StudySpec, out: Path) -> list[tuple[str, Any]]:
 
     common = {"out": str(out / "runs"), "data": str(dataset_path(spec, out)),
               "seeds": list(spec.seeds), "fixed_steps": spec.cap_steps,
-              "patience": spec.patience, "min_delta": spec.min_delta}
+              "patience": spec.patience, "min_delta": spec.min_delta,
+              "min_steps": spec.min_steps}
     plans = []
     for label, presets in spec.families.items():
         for axis, models, sizes in (("data", presets[-1:], spec.train_sizes),

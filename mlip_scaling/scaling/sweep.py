@@ -21,7 +21,8 @@ for larger sets); the checkpoint's ``train.budget`` records which ("steps", "epo
 Convergence mode (``patience`` N): every run stops after N validations without a relative
 improvement of ``min_delta`` in its validation loss and exports its best-validation weights;
 ``epochs`` (or ``fixed_steps``) is then only a cap, and the model file records whether the
-run converged (``train.converged``) or hit the cap while still improving. ``seeds`` repeats
+run converged (``train.converged``) or hit the cap while still improving; ``min_steps``
+keeps runs going until the rate has annealed. ``seeds`` repeats
 every cell once per seed (run names end in ``-s<seed>``).
 """
 
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from mlip_scaling.cli_args import (
+    NON_NEGATIVE,
     OPEN_FRACTION,
     POSITIVE,
     POSITIVE_INT,
@@ -55,6 +57,7 @@ from mlip_scaling.train_config import (
     load_config_file,
     train_parser,
 )
+from mlip_scaling.training.schedule import warmup_steps
 
 __all__ = ["Run", "SweepPlan", "plan_runs", "is_finished", "plan_mismatches", "load_plan",
            "sweep_plan", "sweep_runs", "run_sweep", "PLAN_KEYS", "DEFAULT_FIXED_STEPS"]
@@ -89,6 +92,9 @@ class SweepPlan:
     min_delta: float | None = option(None, "with --patience: the smallest relative decrease "
                                      "of the validation loss that counts (default: "
                                      "mlip-train's)", rule=OPEN_FRACTION)
+    min_steps: float | None = option(
+        None, "with --patience: no run stops before this step (a fraction (<1) of its steps "
+        "or a number of steps; default: mlip-train's)", rule=NON_NEGATIVE)
     out: str = option("sweep", "sweep folder (one sub-folder per run)")
     train: dict = option(factory=dict, help="mlip-train options of every run: a JSON object "
                          "(in a plan file a mapping, as in mlip-train's --config file)")
@@ -201,10 +207,15 @@ def plan_mismatches(run: Run) -> list[str]:
     planned = {"hyperparameters": stored_form(config),
                "steps": None if cfg.patience else cfg.max_steps,  # early stops end sooner
                "lr": cfg.lr, "batch_size": cfg.batch_size, "seed": cfg.seed,
-               "n_train_structures": cfg.train_size, "patience": cfg.patience}
+               "n_train_structures": cfg.train_size, "patience": cfg.patience,
+               "min_steps": (warmup_steps(cfg.min_steps, cfg.max_steps)
+                             if cfg.patience and cfg.max_steps else None)}
+    crit = train.get("stop_criterion")
     stored = {"hyperparameters": stored_form((ckpt.get("model") or {}).get("config")),
               **{k: train.get(k) for k in planned if k != "hyperparameters"},
-              "patience": (train.get("stop_criterion") or {}).get("patience")}
+              "patience": (crit or {}).get("patience"),
+              # files from before the floor stopped whenever the patience ran out
+              "min_steps": (crit.get("min_steps") or 0) if crit else None}
     out = []
     for key, want in planned.items():
         have = stored[key]
@@ -245,7 +256,8 @@ def sweep_runs(plan: SweepPlan, forward: list[str] | None = None, check_out: boo
     return plan_runs(plan.out, _unique(plan.models), _unique(plan.train_sizes), epochs,
                      _unique(plan.max_flops), plan.data, plan.train_args + list(forward or []),
                      plan.seed, steps, plan.train, _unique(plan.seeds),
-                     {"patience": plan.patience, "min_delta": plan.min_delta})
+                     {"patience": plan.patience, "min_delta": plan.min_delta,
+                      "min_steps": plan.min_steps})
 
 
 def _unique(items: list) -> list:

@@ -2,7 +2,8 @@
 
 A validation *improves* when its loss is below ``best * (1 - min_delta)`` (a relative
 improvement of at least ``min_delta``). Training stops after ``patience`` validations in a
-row without improvement; the run is then *converged*. The weights of the best validation
+row without improvement, once the run has reached ``min_step`` (validations before it still
+count towards the patience); the run is then *converged*. The weights of the best validation
 (the evaluated ones: EMA weights when EMA is on) are kept so that the export can use them.
 """
 
@@ -19,8 +20,11 @@ __all__ = ["EarlyStopping"]
 class EarlyStopping:
     """Best validation loss, its step and weights, and the count of validations since."""
 
-    def __init__(self, patience: int | None, min_delta: float, val_every: int) -> None:
+    def __init__(self, patience: int | None, min_delta: float, val_every: int,
+                 min_step: int = 0) -> None:
         self.patience, self.min_delta, self.val_every = patience, float(min_delta), val_every
+        self.min_step = int(min_step)  # no stop before this step
+        self.last_step = 0  # step of the last validation
         self.best_loss = math.inf
         self.best_step: int | None = None
         self.best_metrics: dict[str, Any] = {}
@@ -34,8 +38,10 @@ class EarlyStopping:
 
     @property
     def stopped(self) -> bool:
-        """Whether ``patience`` validations in a row brought no improvement."""
-        return self.active and self.since_best >= self.patience
+        """Whether ``patience`` validations in a row brought no improvement, at or after
+        ``min_step``."""
+        return (self.active and self.since_best >= self.patience
+                and self.last_step >= self.min_step)
 
     def improves(self, loss: float) -> bool:
         """Whether ``loss`` beats the best by at least the relative ``min_delta``."""
@@ -49,7 +55,7 @@ class EarlyStopping:
                ) -> bool:
         """Record one validation (``metrics["loss"]``, the evaluated ``weights``); returns
         whether it improved. Weights are copied only when the criterion is active."""
-        self.validations += 1
+        self.validations, self.last_step = self.validations + 1, int(step)
         loss = float(metrics.get("loss") if metrics.get("loss") is not None else math.nan)
         if not self.improves(loss):
             self.since_best += 1
@@ -63,7 +69,7 @@ class EarlyStopping:
     def criterion(self) -> dict[str, Any]:
         """The stopping rule, as recorded in model files."""
         return {"monitor": "validation loss", "patience": self.patience,
-                "min_delta": self.min_delta, "mode": "relative",
+                "min_delta": self.min_delta, "mode": "relative", "min_steps": self.min_step,
                 "val_every_steps": self.val_every or None}
 
     def record(self) -> dict[str, Any]:
@@ -77,7 +83,8 @@ class EarlyStopping:
     def state_dict(self) -> dict[str, Any]:
         return {"best_loss": self.best_loss, "best_step": self.best_step,
                 "best_metrics": self.best_metrics, "best_weights": self.best_weights,
-                "since_best": self.since_best, "validations": self.validations}
+                "since_best": self.since_best, "validations": self.validations,
+                "last_step": self.last_step}
 
     def load_state_dict(self, state: dict[str, Any] | None) -> None:
         """Restore (a state of an earlier version without early stopping: start afresh)."""
@@ -88,3 +95,4 @@ class EarlyStopping:
         self.best_metrics = dict(state["best_metrics"])
         self.best_weights = state["best_weights"]
         self.since_best, self.validations = int(state["since_best"]), int(state["validations"])
+        self.last_step = int(state.get("last_step") or 0)

@@ -171,6 +171,7 @@ class Trainer:
         self.scheduler = CosineWarmup(self.optimizer, self.cfg.lr, total,
                                       warmup_steps(self.cfg.warmup, total),
                                       self.cfg.min_lr_factor)
+        self.early.min_step = warmup_steps(self.cfg.min_steps, total)  # same fraction rule
 
     # ---------------------------------------------------------------- one step
     def _batch(self, positions: list[int], items: list[AtomicData] | None = None) -> AtomicData:
