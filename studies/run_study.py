@@ -3,7 +3,9 @@
 Generates the dataset, trains the data- and parameter-axis sweeps of every family to
 convergence, evaluates every model (test split and downstream metrics), fits and writes
 ``DIR/report`` (see :mod:`mlip_scaling.scaling.study`). Rerunning continues an interrupted
-study; ``--dry-run`` lists its runs and what is left.
+study; ``--dry-run`` lists its runs and what is left; ``--families`` runs some families of the
+plan only (their runs are the plan's: a family added to a plan can be run on its own and its
+records merged with the others' by ``studies/merge_results.py``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import sys
 from pathlib import Path
 
 from mlip_scaling.errors import cli_entry
-from mlip_scaling.scaling.study import load_study, run_study, study_runs
+from mlip_scaling.scaling.study import load_study, only_families, run_study, study_runs
 
 
 @cli_entry
@@ -22,10 +24,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("plan", type=Path, help="study plan (YAML), e.g. studies/reference.yaml")
     parser.add_argument("--out", type=Path, required=True, help="study folder")
     parser.add_argument("--jobs", type=int, default=2, help="trainings at the same time")
+    parser.add_argument("--families", default=None,
+                        help="comma-separated family labels of the plan to run (default: all)")
     parser.add_argument("--dry-run", action="store_true", help="list the runs and exit")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     spec = load_study(args.plan)
+    if args.families:
+        spec = only_families(spec, args.families.split(","), str(args.plan))
     if args.dry_run:
         from mlip_scaling.scaling.sweep import is_finished
 

@@ -25,10 +25,14 @@ from mlip_scaling.io_utils import atomic_write_text
 
 #: families in the order of the symmetry they build in, with the words for it
 SYMMETRY = {"transformer-seed": "none (raw coordinates, direct forces)",
+            "transformer-vec": "none (lab-frame neighbour directions)",
             "transformer": "invariant (distances)",
             "eqv2-l1": "equivariant, l ≤ 1", "eqv2-l3": "equivariant, l ≤ 3"}
 METRIC = "force_mae"
 DOWNSTREAM = ("relax_energy_error", "relax_rmsd", "md_drift", "rdf_error")
+#: rank of the symmetry built in (families of one rank are not ordered among themselves)
+RANK = {"transformer-seed": 0, "transformer-vec": 0, "transformer": 1, "eqv2-l1": 2,
+        "eqv2-l3": 3}
 AXES = ("data", "params", "compute")
 RESOLVED_HALF_WIDTH = 0.07  # the issue's bar: 95 % half-width of the data exponent
 BEGIN, END = "<!-- study:begin -->", "<!-- study:end -->"
@@ -136,10 +140,14 @@ def ordering(rows: list[dict]) -> str:
     fitted = [(f, e) for f, e in fitted if e is not None]
     if len(fitted) < 2:
         return "fewer than two families have a data exponent: the ordering is not tested"
-    pairs = list(zip(fitted, fitted[1:]))
+    ranks = sorted({RANK[f] for f, _ in fitted})
+    pairs = [(a, b) for lo, hi in zip(ranks, ranks[1:]) for a in fitted if RANK[a[0]] == lo
+             for b in fitted if RANK[b[0]] == hi]
     up = [b[1][0] >= a[1][0] for a, b in pairs]
     apart = [b[1][1] > a[1][2] or a[1][1] > b[1][2] for a, b in pairs]  # disjoint intervals
-    names = " < ".join(f for f, _ in fitted)
+    names = " < ".join("/".join(f for f, _ in fitted if RANK[f] == r) for r in ranks)
+    if len(ranks) < 2:
+        return f"only {names} (one symmetry level) has data exponents: the ordering is not tested"
     if all(up) and all(apart):
         return f"the ordering {names} holds, every step outside the 95 % intervals"
     if any(not u and s for u, s in zip(up, apart)):
@@ -195,10 +203,14 @@ def readme_block(study: Path, image: str | None, doc: str) -> str:
 
 
 def training_walls(study: Path) -> dict[str, float]:
-    """Training wall time (s) summed per family over the study's model files."""
+    """Training wall time (s) summed per family over the study's model files (else the
+    ``runs/train_walls.json`` of a merged study, studies/merge_results.py)."""
     from mlip_scaling.checkpoint import CheckpointError, load_checkpoint
 
     walls: dict[str, float] = {}
+    saved = study / "runs" / "train_walls.json"
+    if saved.is_file() and not any((study / "runs").glob("*/*.pt")):
+        return {str(k): float(v) for k, v in json.loads(saved.read_text()).items()}
     for path in sorted((study / "runs").glob("*/*.pt")):
         if path.name == "last.pt":
             continue

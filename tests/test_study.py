@@ -40,7 +40,8 @@ def test_reference_plan_meets_the_study_requirements():
     assert np.log10(max(spec.train_sizes) / min(spec.train_sizes)) >= 1.5
     assert len(spec.seeds) >= 2 and len(spec.families) >= 4
     assert all(len(p) >= 4 for p in spec.families.values())
-    assert list(spec.families)[:4] == ["transformer-seed", "transformer", "eqv2-l1", "eqv2-l3"]
+    assert list(spec.families)[:5] == ["transformer-seed", "transformer-vec", "transformer",
+                                       "eqv2-l1", "eqv2-l3"]
     assert spec.evaluate["k_relax"] > 0 and spec.evaluate["md_steps"] > 0
 
 
@@ -108,6 +109,46 @@ def test_table_cells_resolution_and_ordering(table):
     assert "holds" in table.ordering(rows[:2])
     assert "overlap" in table.ordering(rows[1:3])
     assert "contradicted" in table.ordering([_fit("transformer-seed", 0.5), rows[1]])
+    # two unconstrained families: each is held against the invariant one, not each other
+    two = [_fit("transformer-seed", 0.1), _fit("transformer-vec", 0.15), rows[1]]
+    assert table.ordering(two).startswith("the ordering transformer-seed/transformer-vec < "
+                                          "transformer holds")
+    assert "not tested" in table.ordering(two[:2])
+
+
+def _results(path, records, walls=None):
+    path.mkdir(parents=True)
+    (path / "scaling_results.json").write_text(json.dumps(
+        {"format": "mlip-scaling-results/1", "records": records}))
+    if walls is not None:
+        (path / "train_walls.json").write_text(json.dumps(walls))
+    return path
+
+
+def test_merge_results_fits_families_run_apart(tmp_path, table):
+    merge = load_script("studies/merge_results.py")
+
+    def family(name, beta, dataset="sw-small-1000-s0"):
+        out = [_record(n, s, True, 2.0 * n ** -beta * (1 + 0.02 * s)) for n in (8, 16, 32, 64)
+               for s in (0, 1)]
+        for r in out:
+            r.update(family=name, checkpoint=f"{name}-{r['checkpoint']}",
+                     dataset_name=dataset, dataset_hash=f"{name}-cpu")  # hashes differ
+        return out
+
+    a = _results(tmp_path / "a", family("transformer", 0.3), {"transformer": 60.0})
+    b = _results(tmp_path / "b", family("transformer-vec", 0.2))
+    assert merge.main([str(tmp_path / "m"), str(a), str(b), "-q"]) == 0
+    rows = json.loads((tmp_path / "m" / "report" / "fits.json").read_text())["fits"]
+    data = {r["family"]: r["params"]["beta"] for r in rows
+            if (r["metric"], r["axis"], r["form"]) == ("force_mae", "data", "power")}
+    assert data == pytest.approx({"transformer": 0.3, "transformer-vec": 0.2}, abs=0.02)
+    assert table.training_walls(tmp_path / "m") == {"transformer": 60.0}
+    with pytest.raises(SystemExit, match="2"):  # a family from two sources
+        merge.main([str(tmp_path / "m2"), str(a), str(a)])
+    c = _results(tmp_path / "c", family("eqv2-l1", 0.4, dataset="sw-small-500-s0"))
+    with pytest.raises(SystemExit, match="2"):  # another dataset
+        merge.main([str(tmp_path / "m3"), str(a), str(c)])
 
 
 def test_smoke_study_end_to_end(tmp_path, table, capsys):

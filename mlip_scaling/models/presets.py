@@ -5,6 +5,10 @@
   parameters (×2.5-3.2 per step). Width grows with depth: 1-2 layers at the bottom,
   12 layers of width 384-1024 at the top; the feed-forward width is 2× (up to 1.1M)
   then 3-4× the token width.
+* ``transformer-vec-<size>``: the same transformer shapes with ``direction_features`` (edge
+  features see the lab-frame components of ``r̂_ij``): translation and permutation invariant,
+  periodic and conservative, but **not rotation invariant** — the unconstrained family of the
+  symmetry comparison that, unlike ``transformer-seed``, sees periodic images.
 * ``transformer-seed-<size>``: the seed paper's non-invariant transformer
   (:mod:`mlip_scaling.models.transformer_seed`), 9 steps from 2.2k to 1.2M like the paper's
   2.3k-1.2M ladder; FFN 4× the token width.
@@ -89,6 +93,12 @@ def _transformer_config(shape: tuple[int, int, int, int, int]) -> dict:
     }
 
 
+#: exact counts of the ``transformer-vec`` ladder (the shapes of ``_TRANSFORMER``, in order;
+#: the direction features widen each attention's edge projection from R to 4R inputs)
+_VEC_COUNTS = (1248, 2541, 7861, 19501, 60017, 154833, 411445, 1087969, 3132033, 8264865,
+               21794017, 60077561, 153140417)
+
+
 def _seed_config(shape: tuple[int, int, int]) -> dict:
     dim, layers, heads = shape
     return {
@@ -106,6 +116,10 @@ PRESET_PARAMS: dict[str, int] = {}
 for _n, _shape in _TRANSFORMER:
     PRESETS[f"transformer-{format_size(_n)}"] = ("transformer", _transformer_config(_shape))
     PRESET_PARAMS[f"transformer-{format_size(_n)}"] = _n
+for _n, (_, _shape) in zip(_VEC_COUNTS, _TRANSFORMER, strict=True):
+    PRESETS[f"transformer-vec-{format_size(_n)}"] = (
+        "transformer-vec", {**_transformer_config(_shape), "direction_features": True})
+    PRESET_PARAMS[f"transformer-vec-{format_size(_n)}"] = _n
 for _n, _shape in _SEED:
     PRESETS[f"transformer-seed-{format_size(_n)}"] = ("transformer-seed", _seed_config(_shape))
     PRESET_PARAMS[f"transformer-seed-{format_size(_n)}"] = _n
@@ -127,6 +141,7 @@ PRESET_PARAMS.update(EQV2D_PRESET_PARAMS)
 DEFAULT_PRESET: dict[str, str] = {
     "transformer": "transformer-2.3k",
     "transformer-seed": "transformer-seed-69k",
+    "transformer-vec": "transformer-vec-2.5k",
     "eqv2": "eqv2-5.6k",
     **LMAX_DEFAULTS,  # fixed-degree EquiformerV2 ladders
     "eqv2d": "eqv2d-9.2k",  # direct-force ladder

@@ -23,10 +23,15 @@ Options (off by default, so that older checkpoints build the same model):
   are three-body terms. Distances alone (the attention) see angles only through depth.
 * ``species_radial``: the radial basis of each edge is scaled per channel by
   ``1 + a_{Z_i} + b_{Z_j}`` (learned, zero at initialisation): pair-dependent radial weights.
+* ``direction_features``: the edge features are ``[φ(r), φ(r) ⊗ r̂]`` (4R instead of R) with
+  the unit vector's lab-frame Cartesian components, so attention biases and filters see
+  directions as raw numbers: **not rotation invariant** (the family ``transformer-vec``, the
+  unconstrained member of the symmetry comparison). Still translation and permutation
+  invariant, periodic (images through the edges), smooth at the cutoff and conservative.
 
-Only distances and atomic numbers enter, so the energy is invariant under rotations,
-reflections, translations and permutations; forces and stress come from
-:class:`~mlip_scaling.models.potential.Potential` as derivatives of the energy.
+Without ``direction_features`` only distances and atomic numbers enter, so the energy is
+invariant under rotations, reflections, translations and permutations; forces and stress
+come from :class:`~mlip_scaling.models.potential.Potential` as derivatives of the energy.
 """
 
 from __future__ import annotations
@@ -216,9 +221,10 @@ class TransformerEnergyModel(AtomTokenModel):
         moment_channels: channels of the neighbour-moment sub-layer (0 = none).
         moment_order: its highest order: 0 densities, 1 and 2 also three-body terms.
         species_radial: scale the radial basis by learned per-species-pair factors.
+        direction_features: also feed ``φ(r) ⊗ r̂`` in the lab frame (not rotation invariant).
 
     Needs ``atomic_numbers`` [N], ``edge_index`` [2, E] and ``edge_lengths`` [E] (Å);
-    ``edge_vectors`` [E, 3] too with moments of order > 0.
+    ``edge_vectors`` [E, 3] too with moments of order > 0 or ``direction_features``.
     """
 
     direct_forces = False
@@ -239,17 +245,21 @@ class TransformerEnergyModel(AtomTokenModel):
         moment_channels: int = 0,
         moment_order: int = 2,
         species_radial: bool = False,
+        direction_features: bool = False,
     ) -> None:
         super().__init__(cutoff, max_num_elements, hidden_channels)
         self.radial_basis = build_radial_basis(radial_basis, cutoff, num_radial)
         self.envelope = build_envelope(envelope, cutoff, envelope_exponent)
-        self.needs_directions = moment_channels > 0 and moment_order > 0
+        self.direction_features = bool(direction_features)
+        self.needs_directions = (moment_channels > 0 and moment_order > 0
+                                 or self.direction_features)
+        edge_width = num_radial * (4 if self.direction_features else 1)
         self.species_radial = None
         if species_radial:
             self.species_radial = nn.Embedding(max_num_elements, 2 * num_radial)
             nn.init.zeros_(self.species_radial.weight)
         self.layers = nn.ModuleList(
-            TransformerLayer(hidden_channels, num_heads, ffn_hidden, num_radial, logit_cap,
+            TransformerLayer(hidden_channels, num_heads, ffn_hidden, edge_width, logit_cap,
                              moment_channels, moment_order)
             for _ in range(num_layers)
         )
@@ -268,6 +278,9 @@ class TransformerEnergyModel(AtomTokenModel):
         unit = None
         if self.needs_directions:
             unit = (data[keys.EDGE_VECTORS] / lengths.unsqueeze(-1)).to(dtype)
+        if self.direction_features:
+            radial = torch.cat([radial, (radial.unsqueeze(-1) * unit.unsqueeze(1)).flatten(1)],
+                               dim=-1)  # [E, 4R]: φ and φ ⊗ r̂ (x, y, z per basis function)
         return EdgeGraph(edge_index, radial, self.envelope(lengths).to(dtype), unit)
 
     def forward(self, data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -29,7 +29,8 @@ from mlip_scaling.errors import ConfigError
 from mlip_scaling.options import coerce_options, load_mapping, option
 from mlip_scaling.scaling.eval_settings import EvalSettings
 
-__all__ = ["StudySpec", "load_study", "study_plans", "study_runs", "run_study", "dataset_path"]
+__all__ = ["StudySpec", "load_study", "only_families", "study_plans", "study_runs", "run_study",
+           "dataset_path"]
 
 
 @dataclass
@@ -75,6 +76,16 @@ def load_study(path: str | Path) -> StudySpec:
     """The study plan in ``path``, checked (one-line ConfigError naming the file)."""
     options = coerce_options(StudySpec, load_mapping(path, "study plan"), f"{path}: ")
     return StudySpec(**options).check(str(path))
+
+
+def only_families(spec: StudySpec, labels: list[str], where: str) -> StudySpec:
+    """The plan restricted to the family ``labels`` (ConfigError naming an unknown one)."""
+    unknown = [label for label in labels if label not in spec.families]
+    if unknown:
+        raise ConfigError(f"{where}: no family {', '.join(map(repr, unknown))} in the plan "
+                          f"(it has {', '.join(spec.families)})")
+    return dataclasses.replace(spec, families={k: v for k, v in spec.families.items()
+                                               if k in labels})
 
 
 def dataset_path(spec: StudySpec, out: Path) -> Path:

@@ -29,6 +29,7 @@ are kept in memory per process, so evaluating several models relaxes each start 
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -110,7 +111,9 @@ def relax(atoms: Atoms, calc: Calculator, fmax: float = 0.05, max_steps: int = 5
     opt = FIRE(target, logfile=None)
     reason = None
     try:
-        with single_blas_thread():
+        with single_blas_thread(), warnings.catch_warnings():
+            # FrechetCellFilter's scipy logm reports ~1e-13 round-off on every step
+            warnings.filterwarnings("ignore", "logm result may be inaccurate", RuntimeWarning)
             converged = bool(opt.run(fmax=fmax, steps=max_steps))
         energy = float(work.get_potential_energy())
     except _RELAX_ERRORS as exc:
