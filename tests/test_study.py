@@ -189,3 +189,18 @@ def test_sw_small_recipe_keeps_cells_small():
     assert len(set(sizes)) >= 4  # still a spread of cell sizes
     default = [len(make_structure(get_recipe("sw"), k, seed=0)[0]) for k in range(40)]
     assert max(default) > 16  # the cap is the recipe's, not a global change
+
+
+def test_rotated_copies_turn_the_labels_with_the_structure():
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+
+    rotated = load_script("studies/rotated_test.py").rotated
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+    atoms.rattle(0.1, seed=1)
+    atoms.calc = EMT()
+    turned, forces = rotated(atoms, seed=3)
+    assert not np.allclose(turned.positions, atoms.positions)
+    turned.calc = EMT()
+    np.testing.assert_allclose(turned.get_forces(), forces, atol=1e-10)
+    assert turned.get_potential_energy() == pytest.approx(atoms.get_potential_energy())
