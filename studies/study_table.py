@@ -27,12 +27,13 @@ from mlip_scaling.io_utils import atomic_write_text
 SYMMETRY = {"transformer-seed": "none (raw coordinates, direct forces)",
             "transformer-vec": "none (lab-frame neighbour directions)",
             "transformer": "invariant (distances)",
+            "transformer-m": "invariant (distances, three-body moments)",
             "eqv2-l1": "equivariant, l ≤ 1", "eqv2-l3": "equivariant, l ≤ 3"}
 METRIC = "force_mae"
 DOWNSTREAM = ("relax_energy_error", "relax_rmsd", "md_drift", "rdf_error")
 #: rank of the symmetry built in (families of one rank are not ordered among themselves)
-RANK = {"transformer-seed": 0, "transformer-vec": 0, "transformer": 1, "eqv2-l1": 2,
-        "eqv2-l3": 3}
+RANK = {"transformer-seed": 0, "transformer-vec": 0, "transformer": 1, "transformer-m": 1,
+        "eqv2-l1": 2, "eqv2-l3": 3}
 AXES = ("data", "params", "compute")
 RESOLVED_HALF_WIDTH = 0.07  # the bar: 95 % half-width of the data exponent
 BEGIN, END = "<!-- study:begin -->", "<!-- study:end -->"

@@ -12,6 +12,7 @@ from mlip_scaling.models.presets import DEFAULT_PRESET, PRESET_PARAMS, PRESETS
 
 #: (family, smallest at most, largest at least, fewest steps) of each size ladder.
 LADDERS = [("transformer", 1.5e3, 1.4e8, 8), ("transformer-vec", 1.5e3, 1.4e8, 8),
+           ("transformer-m", 1.5e3, 1.4e8, 8),
            ("transformer-seed", 3e3, 1e6, 8),
            ("bpnn", 1.5e3, 1e6, 8), ("gemnet", 1.5e3, 1e7, 8)]
 
@@ -47,15 +48,15 @@ def test_ladders_are_geometric(family, smallest, largest, steps):
     assert np.abs(log_counts - even).max() < math.log(2.0)
 
 
-@pytest.mark.parametrize("family", ["transformer", "transformer-vec", "transformer-seed", "eqv2d",
-                                    "bpnn", "gemnet"])
+@pytest.mark.parametrize("family", ["transformer", "transformer-vec", "transformer-m",
+                                    "transformer-seed", "eqv2d", "bpnn", "gemnet"])
 def test_names_follow_exact_counts(family):
     for name in registry.list_presets(family):
         assert name == f"{family}-{registry.format_size(PRESET_PARAMS[name])}"
 
 
-@pytest.mark.parametrize("family", ["transformer", "transformer-vec", "transformer-seed", "eqv2",
-                                    "eqv2d", "bpnn", "gemnet"])
+@pytest.mark.parametrize("family", ["transformer", "transformer-vec", "transformer-m",
+                                    "transformer-seed", "eqv2", "eqv2d", "bpnn", "gemnet"])
 def test_nearest_preset(family):
     names = registry.list_presets(family)
     factor = 1.0 if family.startswith("eqv2") else 1.1  # eqv2-28M and eqv2-S: 12 % apart

@@ -40,8 +40,10 @@ def test_reference_plan_meets_the_study_requirements():
     assert np.log10(max(spec.train_sizes) / min(spec.train_sizes)) >= 1.5
     assert len(spec.seeds) >= 2 and len(spec.families) >= 4
     assert all(len(p) >= 4 for p in spec.families.values())
-    assert list(spec.families)[:5] == ["transformer-seed", "transformer-vec", "transformer",
-                                       "eqv2-l1", "eqv2-l3"]
+    assert list(spec.families) == ["transformer-seed", "transformer-vec", "transformer",
+                                   "transformer-m", "eqv2-l1", "eqv2-l3"]
+    table = load_script("studies/study_table.py")
+    assert set(spec.families) <= set(table.SYMMETRY) == set(table.RANK)
     assert spec.evaluate["k_relax"] > 0 and spec.evaluate["md_steps"] > 0
 
 

@@ -21,7 +21,7 @@ from mlip_scaling.models.transformer_seed import SeedTransformer
 SEED_TINY = {"cutoff": 4.0, "embedding_dim": 5, "num_layers": 2, "num_heads": 2}
 CPU_PRESETS = [
     name for name, (family, _) in PRESETS.items()
-    if family in ("transformer", "transformer-seed", "transformer-vec")
+    if family in ("transformer", "transformer-seed", "transformer-vec", "transformer-m")
     and PRESET_PARAMS[name] <= 2_000_000
 ]
 

@@ -9,6 +9,9 @@
   features see the lab-frame components of ``r̂_ij``): translation and permutation invariant,
   periodic and conservative, but **not rotation invariant** — the unconstrained family of the
   symmetry comparison that, unlike ``transformer-seed``, sees periodic images.
+* ``transformer-m-<size>``: the same transformer shapes with the neighbour-moment sub-layer
+  (``moment_channels`` = half the token width, order 2: three-body terms): invariant with
+  angular information, the control that separates symmetry from angular resolution.
 * ``transformer-seed-<size>``: the seed paper's non-invariant transformer
   (:mod:`mlip_scaling.models.transformer_seed`), 9 steps from 2.2k to 1.2M like the paper's
   2.3k-1.2M ladder; FFN 4× the token width.
@@ -98,6 +101,10 @@ def _transformer_config(shape: tuple[int, int, int, int, int]) -> dict:
 _VEC_COUNTS = (1248, 2541, 7861, 19501, 60017, 154833, 411445, 1087969, 3132033, 8264865,
                21794017, 60077561, 153140417)
 
+#: exact counts of the ``transformer-m`` ladder (the shapes of ``_TRANSFORMER``, in order)
+_MOMENT_COUNTS = (1344, 2775, 9109, 23677, 76361, 202065, 546325, 1449121, 3986049,
+                  10210977, 27014881, 74679161, 190658753)
+
 
 def _seed_config(shape: tuple[int, int, int]) -> dict:
     dim, layers, heads = shape
@@ -120,6 +127,11 @@ for _n, (_, _shape) in zip(_VEC_COUNTS, _TRANSFORMER, strict=True):
     PRESETS[f"transformer-vec-{format_size(_n)}"] = (
         "transformer-vec", {**_transformer_config(_shape), "direction_features": True})
     PRESET_PARAMS[f"transformer-vec-{format_size(_n)}"] = _n
+for _n, (_, _shape) in zip(_MOMENT_COUNTS, _TRANSFORMER, strict=True):
+    PRESETS[f"transformer-m-{format_size(_n)}"] = ("transformer-m", {
+        **_transformer_config(_shape), "moment_channels": max(2, _shape[1] // 2),
+        "moment_order": 2})
+    PRESET_PARAMS[f"transformer-m-{format_size(_n)}"] = _n
 for _n, _shape in _SEED:
     PRESETS[f"transformer-seed-{format_size(_n)}"] = ("transformer-seed", _seed_config(_shape))
     PRESET_PARAMS[f"transformer-seed-{format_size(_n)}"] = _n
@@ -142,6 +154,7 @@ DEFAULT_PRESET: dict[str, str] = {
     "transformer": "transformer-2.3k",
     "transformer-seed": "transformer-seed-69k",
     "transformer-vec": "transformer-vec-2.5k",
+    "transformer-m": "transformer-m-2.8k",
     "eqv2": "eqv2-5.6k",
     **LMAX_DEFAULTS,  # fixed-degree EquiformerV2 ladders
     "eqv2d": "eqv2d-9.2k",  # direct-force ladder

@@ -39,6 +39,8 @@ FAMILIES: dict[str, str] = {
     "transformer-seed": "mlip_scaling.models.transformer_seed:SeedTransformer",
     # the transformer with lab-frame direction features (not rotation invariant)
     "transformer-vec": "mlip_scaling.models.transformer:TransformerEnergyModel",
+    # the transformer with three-body neighbour moments (invariant, angular information)
+    "transformer-m": "mlip_scaling.models.transformer:TransformerEnergyModel",
     "eqv2": "mlip_scaling.models.equiformer_v2.model:EquiformerV2",
     # --- fixed-degree EquiformerV2 ladders: families of their own, the same class ---
     "eqv2-l1": "mlip_scaling.models.equiformer_v2.model:EquiformerV2",
