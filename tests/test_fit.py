@@ -69,6 +69,9 @@ def test_too_few_points_and_flat_data_give_no_exponent():
     assert 0.05 <= flat.p_trend <= 1
     rising = fit_power(np.logspace(2, 6, 5), np.logspace(0, 1, 5))
     assert rising.status == "no-trend"
+    constant = fit_power(np.logspace(1, 3, 6), np.ones(6))  # e.g. relaxations that never move
+    assert constant.status == "no-trend" and constant.p_trend == 1.0
+    assert constant.reason == "constant: every value is 1"
     nan = fit_power([10, 100, 1000, np.nan], [1.0, np.nan, 0.5, 0.3])
     assert nan.status == "insufficient" and nan.n_points == 2
 

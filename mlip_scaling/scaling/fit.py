@@ -235,6 +235,8 @@ def _clean(x, y, d, se=None):
 def _trend(form: str, c: Cells) -> tuple[float, str]:
     if form == "joint":
         return _joint_trend(c)
+    if np.ptp(c.y) == 0:  # e.g. a relaxation that never moves: no scatter, no test
+        return 1.0, f"constant: every value is {c.y[0]:.3g}"
     o = loglog_ols(c.x, c.y, c.w)
     if o["slope"] >= 0:
         verb = "increases" if o["p"] < ALPHA else "does not decrease"
