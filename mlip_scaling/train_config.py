@@ -38,7 +38,7 @@ from mlip_scaling.options import (
 )
 
 __all__ = ["TrainConfig", "AMP_CHOICES", "RESUME_KEYS", "LOCK_NAME", "add_train_arguments",
-           "explicit_options", "train_parser", "load_config_file", "config_args"]
+           "explicit_options", "train_parser", "load_config_file", "config_args", "steps_of"]
 
 #: The lock file a trainer holds in its run folder while it writes there
 LOCK_NAME = ".mlip-train.lock"
@@ -48,6 +48,13 @@ AMP_CHOICES = ("auto", "bf16", "fp16", "off")
 
 _MODEL, _OPTIM, _RUN = "model and data", "optimisation", "run"
 _SPLIT = SplitSpec()  # the split defaults
+
+
+def steps_of(value: float, total_steps: int) -> int:
+    """A length given as a fraction of ``total_steps`` (< 1) or as a step count (>= 1)."""
+    if value < 1:
+        return int(round(value * total_steps))
+    return int(value)
 
 
 @dataclass

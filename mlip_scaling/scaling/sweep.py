@@ -55,9 +55,9 @@ from mlip_scaling.train_config import (
     config_args,
     explicit_options,
     load_config_file,
+    steps_of,
     train_parser,
 )
-from mlip_scaling.training.schedule import warmup_steps
 
 __all__ = ["Run", "SweepPlan", "plan_runs", "is_finished", "plan_mismatches", "load_plan",
            "sweep_plan", "sweep_runs", "run_sweep", "PLAN_KEYS", "DEFAULT_FIXED_STEPS"]
@@ -208,7 +208,7 @@ def plan_mismatches(run: Run) -> list[str]:
                "steps": None if cfg.patience else cfg.max_steps,  # early stops end sooner
                "lr": cfg.lr, "batch_size": cfg.batch_size, "seed": cfg.seed,
                "n_train_structures": cfg.train_size, "patience": cfg.patience,
-               "min_steps": (warmup_steps(cfg.min_steps, cfg.max_steps)
+               "min_steps": (steps_of(cfg.min_steps, cfg.max_steps)
                              if cfg.patience and cfg.max_steps else None)}
     crit = train.get("stop_criterion")
     stored = {"hyperparameters": stored_form((ckpt.get("model") or {}).get("config")),

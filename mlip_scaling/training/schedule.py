@@ -6,14 +6,14 @@ import math
 
 import torch
 
+from mlip_scaling.train_config import steps_of
+
 __all__ = ["lr_factor", "warmup_steps", "CosineWarmup"]
 
 
 def warmup_steps(warmup: float, total_steps: int) -> int:
     """Warm-up length in steps: a fraction of ``total_steps`` when < 1, else a step count."""
-    if warmup < 1:
-        return int(round(warmup * total_steps))
-    return int(warmup)
+    return steps_of(warmup, total_steps)
 
 
 def lr_factor(step: int, total_steps: int, warmup: int, min_factor: float) -> float:

@@ -28,6 +28,7 @@ from mlip_scaling.data.atomic_data import AtomicData, collate, to_device
 from mlip_scaling.errors import ConfigError, MlipError
 from mlip_scaling.models.potential import Potential
 from mlip_scaling.models.registry import stored_form
+from mlip_scaling.train_config import steps_of
 from mlip_scaling.training.config import TrainConfig
 from mlip_scaling.training.distributed import DistInfo, all_reduce_sum
 from mlip_scaling.training.early_stop import EarlyStopping
@@ -171,7 +172,7 @@ class Trainer:
         self.scheduler = CosineWarmup(self.optimizer, self.cfg.lr, total,
                                       warmup_steps(self.cfg.warmup, total),
                                       self.cfg.min_lr_factor)
-        self.early.min_step = warmup_steps(self.cfg.min_steps, total)  # same fraction rule
+        self.early.min_step = steps_of(self.cfg.min_steps, total)
 
     # ---------------------------------------------------------------- one step
     def _batch(self, positions: list[int], items: list[AtomicData] | None = None) -> AtomicData:
