@@ -166,8 +166,10 @@ def _joint_trend(c: Cells) -> tuple[float, str]:
         fstat = (rss0 - full["rss"]) / full["s2"] if full["rss"] > 0 else np.inf
         p = float(stats.f.sf(fstat, 1, full["dof"])) if np.isfinite(fstat) else 0.0
         pvals.append(p if full["coef"][k] < 0 else 1.0)
-    why = "" if max(pvals) < ALPHA else (
-        f"no significant decrease with N (p={pvals[0]:.3g}) or with D (p={pvals[1]:.3g})")
+    missing = [axis for axis, p in zip("ND", pvals) if p >= ALPHA]
+    why = "" if not missing else (
+        f"the joint law needs a significant decrease with both N and D; none with "
+        f"{' or '.join(missing)} (p: N {pvals[0]:.3g}, D {pvals[1]:.3g})")
     return max(pvals), why
 
 
