@@ -31,7 +31,7 @@ demo: $(STAMP)
 	$(PY) examples/demo_summary.py $(DEMO_DIR)/report --doc docs/benchmarks.md \
 	  --figure docs/demo_test_loss.png
 
-# The reference scaling study (docs/study.md): ~1.5-2 h on 2 cores; rerun to resume.
+# The reference scaling study (docs/study.md): ~2.2 h on 2 idle cores; rerun to resume.
 STUDY_DIR ?= runs/study
 STUDY_PLAN ?= studies/reference.yaml
 study: $(STAMP)
