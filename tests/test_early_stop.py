@@ -68,6 +68,14 @@ def _stopping_trainer(run_dir, **options):
     return make_trainer(run_dir, prepared(12), prepared(4, seed=1), **opts)
 
 
+def _fitted(run_dir, **options):
+    """A stopping trainer trained from scratch."""
+    trainer = _stopping_trainer(run_dir, **options)
+    trainer.prepare(resume=False)
+    trainer.fit()
+    return trainer
+
+
 def test_stops_early_and_exports_best_validation_weights(tmp_path):
     torch.set_num_threads(1)
     trainer = _stopping_trainer(tmp_path / "run")
@@ -85,12 +93,8 @@ def test_stops_early_and_exports_best_validation_weights(tmp_path):
 
 def test_min_steps_keeps_training_until_the_floor(tmp_path):
     torch.set_num_threads(1)
-    early = _stopping_trainer(tmp_path / "early")
-    early.prepare(resume=False)
-    early.fit()
-    floored = _stopping_trainer(tmp_path / "floored", min_steps=0.5)
-    floored.prepare(resume=False)
-    floored.fit()
+    early = _fitted(tmp_path / "early")
+    floored = _fitted(tmp_path / "floored", min_steps=0.5)
     total = floored.scheduler.total_steps
     assert floored.early.min_step == total // 2 and early.step < total // 2
     assert floored.early.stopped and total // 2 <= floored.step < total
@@ -102,9 +106,7 @@ class _Interrupt(Exception):
 
 def test_resume_keeps_the_early_stopping_state(tmp_path):
     torch.set_num_threads(1)
-    whole = _stopping_trainer(tmp_path / "whole")
-    whole.prepare(resume=False)
-    whole.fit()
+    whole = _fitted(tmp_path / "whole")
     cut = _stopping_trainer(tmp_path / "cut", save_every=1)
     cut.prepare(resume=False)
 

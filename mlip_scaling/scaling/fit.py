@@ -43,7 +43,7 @@ import numpy as np
 from scipy import stats
 
 from mlip_scaling.scaling.fit_broken import broken_predict, fit_broken
-from mlip_scaling.scaling.fit_cells import Cells, curvature_p, loglog_ols, make_cells, reweight, wls
+from mlip_scaling.scaling.fit_cells import Cells, curvature_p, loglog_ols, make_cells, reweight
 from mlip_scaling.scaling.fit_checks import (
     COLLINEAR_R,
     NEAR_COLLINEAR_R,
@@ -51,6 +51,7 @@ from mlip_scaling.scaling.fit_checks import (
     jacobian,
     linear_se,
     log_correlation,
+    trend_p,
 )
 from mlip_scaling.scaling.fit_nonlinear import fit_floor_vp, fit_joint_vp
 
@@ -156,23 +157,6 @@ def _floor_band(x: np.ndarray, curves: list) -> dict:
     return {"x": xs.tolist(), "lo": ys.min(0).tolist(), "hi": ys.max(0).tolist()}
 
 
-def _joint_trend(c: Cells) -> tuple[float, str]:
-    """Weighted partial F-tests of log L on (1, log N, log D): (larger p, reason)."""
-    design = np.stack([np.ones_like(c.x), np.log(c.x), np.log(c.d)], axis=1)
-    full = wls(design, np.log(c.y), c.w)
-    pvals = []
-    for k in (1, 2):
-        rss0 = wls(design[:, [0, 3 - k]], np.log(c.y), c.w)["rss"]
-        fstat = (rss0 - full["rss"]) / full["s2"] if full["rss"] > 0 else np.inf
-        p = float(stats.f.sf(fstat, 1, full["dof"])) if np.isfinite(fstat) else 0.0
-        pvals.append(p if full["coef"][k] < 0 else 1.0)
-    missing = [axis for axis, p in zip("ND", pvals) if p >= ALPHA]
-    why = "" if not missing else (
-        f"the joint law needs a significant decrease with both N and D; none with "
-        f"{' or '.join(missing)} (p: N {pvals[0]:.3g}, D {pvals[1]:.3g})")
-    return max(pvals), why
-
-
 def _r2(form: str, params, c: Cells) -> float:
     ly = np.log(c.y)
     ss = float((c.w * (ly - np.log(predict(form, params, c.x, c.d))) ** 2).sum())
@@ -232,20 +216,6 @@ def _clean(x, y, d, se=None):
         se = np.asarray(se, dtype=float)[good]
         se = se if np.all(np.isfinite(se) & (se > 0)) else None  # all or none
     return x[good], y[good], None if d is None else d[good], se
-
-
-def _trend(form: str, c: Cells) -> tuple[float, str]:
-    if form == "joint":
-        return _joint_trend(c)
-    if np.ptp(c.y) == 0:  # e.g. a relaxation that never moves: no scatter, no test
-        return 1.0, f"constant: every value is {c.y[0]:.3g}"
-    o = loglog_ols(c.x, c.y, c.w)
-    if o["slope"] >= 0:
-        verb = "increases" if o["p"] < ALPHA else "does not decrease"
-        return o["p"], f"loss {verb} (log-log slope {o['slope']:.3g}, p={o['p']:.3g})"
-    if o["p"] >= ALPHA:
-        return o["p"], f"no significant trend (F-test against a constant: p={o['p']:.3g})"
-    return o["p"], ""
 
 
 def _collinear(res: FitResult, c: Cells, r: float, partial: str) -> FitResult:
@@ -349,7 +319,7 @@ def fit_law(form: str, x, y, d=None, se=None, se_complete: bool = False) -> FitR
             f"form needs >= {need_sizes} sizes and >= {need_cells} cells")
         return res
     res.weighting = c.weighting
-    res.p_trend, why = _trend(form, c)
+    res.p_trend, why = trend_p(form, c, ALPHA)
     if why:
         if abs(r) >= NEAR_COLLINEAR_R:
             alt = _collinear(FitResult(**res.to_dict()), c, r, f"partial tests: {why}")

@@ -9,6 +9,8 @@ collinear axes.
   prediction there): a t-test with the reduced fit's d.o.f. (exact for the power law).
   The row is flagged when p < 0.05: the largest size is further from the law than the
   noise explains (a bend, a floor, a change of regime).
+* Trend: the power law's log-log slope against a constant (F-test), the joint form's
+  partial F-tests on log N and log D; a rise or a constant series is no trend.
 * Collinear axes: the correlation of (log N, log D) over the cells; at |r| >= 0.99 the
   two exponents cannot be separated, and neither when the partial tests fail at
   |r| >= 0.9 while the loss falls along the runs.
@@ -21,7 +23,9 @@ from collections.abc import Callable
 import numpy as np
 from scipy import stats
 
-__all__ = ["jacobian", "linear_se", "extrapolation_p", "log_correlation"]
+from mlip_scaling.scaling.fit_cells import Cells, loglog_ols, wls
+
+__all__ = ["jacobian", "linear_se", "extrapolation_p", "log_correlation", "trend_p"]
 
 COLLINEAR_R = 0.99
 NEAR_COLLINEAR_R = 0.9
@@ -68,3 +72,36 @@ def log_correlation(n: np.ndarray, d: np.ndarray) -> float:
     if np.ptp(a) == 0 or np.ptp(b) == 0:
         return 0.0
     return float(np.corrcoef(a, b)[0, 1])
+
+
+def trend_p(form: str, c: Cells, alpha: float) -> tuple[float, str]:
+    """(p of the test against no dependence, why there is no law or ""): the log-log slope's
+    F-test (a rise or a constant series is no trend); the joint form's partial tests."""
+    if form == "joint":
+        return _joint_trend(c, alpha)
+    if np.ptp(c.y) == 0:  # e.g. a relaxation that never moves: no scatter, no test
+        return 1.0, f"constant: every value is {c.y[0]:.3g}"
+    o = loglog_ols(c.x, c.y, c.w)
+    if o["slope"] >= 0:
+        verb = "increases" if o["p"] < alpha else "does not decrease"
+        return o["p"], f"loss {verb} (log-log slope {o['slope']:.3g}, p={o['p']:.3g})"
+    if o["p"] >= alpha:
+        return o["p"], f"no significant trend (F-test against a constant: p={o['p']:.3g})"
+    return o["p"], ""
+
+
+def _joint_trend(c: Cells, alpha: float) -> tuple[float, str]:
+    """Weighted partial F-tests of log L on (1, log N, log D): (larger p, reason)."""
+    design = np.stack([np.ones_like(c.x), np.log(c.x), np.log(c.d)], axis=1)
+    full = wls(design, np.log(c.y), c.w)
+    pvals = []
+    for k in (1, 2):
+        rss0 = wls(design[:, [0, 3 - k]], np.log(c.y), c.w)["rss"]
+        fstat = (rss0 - full["rss"]) / full["s2"] if full["rss"] > 0 else np.inf
+        p = float(stats.f.sf(fstat, 1, full["dof"])) if np.isfinite(fstat) else 0.0
+        pvals.append(p if full["coef"][k] < 0 else 1.0)
+    missing = [axis for axis, p in zip("ND", pvals) if p >= alpha]
+    why = "" if not missing else (
+        f"the joint law needs a significant decrease with both N and D; none with "
+        f"{' or '.join(missing)} (p: N {pvals[0]:.3g}, D {pvals[1]:.3g})")
+    return max(pvals), why
